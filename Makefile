@@ -1,0 +1,55 @@
+# Trainyard: `make demo` and `make test` are the two commands that matter.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv demo test test-unit test-integration test-e2e test-slow bench schemas up down clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*## /\t/' | expand -t 20
+
+# torch is pinned to the 2.13.0 CPU wheel; constraints.txt pins the rest so that a fresh
+# clone resolves to what was tested.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install Trainyard with its dev tools
+
+demo: venv  ## start the local stack, train the CNN demo job, print accuracy and the MLflow URL, stop
+	$(PY) examples/demo.py
+
+test: venv  ## run the whole test suite (unit, integration, e2e)
+	$(PY) -m pytest tests
+
+test-unit: venv  ## unit tests only (no Ray)
+	$(PY) -m pytest tests/unit
+
+test-integration: venv
+	$(PY) -m pytest tests/integration
+
+test-e2e: venv
+	$(PY) -m pytest tests/e2e
+
+test-slow: venv  ## the quality bars of every example spec (long)
+	TRAINYARD_SLOW=1 $(PY) -m pytest -m slow tests
+
+bench: venv  ## every benchmark, one JSON line each
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+schemas: venv  ## regenerate the checked-in JSON Schemas of the specs
+	$(PY) -m trainyard.specs > platform/trainyard/schemas/specs.json
+
+up: venv
+	$(VENV)/bin/trainyard up
+
+down: venv
+	$(VENV)/bin/trainyard down
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

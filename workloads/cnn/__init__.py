@@ -1,0 +1,1 @@
+"""Digit classification with a small ConvNet (sklearn digits, 8x8)."""
