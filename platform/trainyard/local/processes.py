@@ -1,0 +1,285 @@
+"""Start and stop the local stack's processes, each on its own ports, none shared.
+
+Used by `trainyard up/down` and by the test fixtures, so that tests exercise the same
+code users run. Every Ray head gets its own temp dir, its own ports and its own auth
+token: several can run side by side on one machine, and stopping one never touches
+another (no `ray stop`, which kills every Ray process of the user).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from trainyard.errors import StackError
+
+__all__ = [
+    "free_port", "port_in_use", "wait_http", "RayHead", "start_ray_head", "stop_ray_head",
+    "ManagedProcess", "start_process", "stop_process", "start_mlflow", "venv_bin",
+]
+
+
+def venv_bin(name: str) -> str:
+    """Path of a console script installed beside this interpreter."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_http(url: str, *, timeout: float = 60.0, headers: dict | None = None,
+              ok=(200,), proc: subprocess.Popen | None = None, what: str = "service") -> None:
+    """Poll `url` until it answers with a status in `ok`."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode} before answering at {url}",
+                             fix="see its log file")
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                if resp.status in ok:
+                    return
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            if exc.code in ok:
+                return
+            last = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        time.sleep(0.25)
+    raise StackError(f"{what} did not answer at {url} within {timeout:.0f}s (last: {last})",
+                     fix="see its log file")
+
+
+# ----------------------------------------------------------------------------- Ray
+
+
+@dataclass
+class RayHead:
+    temp_dir: str
+    gcs_port: int
+    dashboard_port: int
+    client_port: int
+    token: str = field(repr=False)
+    host: str = "127.0.0.1"
+    num_cpus: int | None = None
+
+    @property
+    def gcs_address(self) -> str:
+        return f"{self.host}:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.dashboard_port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a process that talks to this head (ray.init, job clients)."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+                "RAY_ADDRESS": self.gcs_address}
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("token")
+        return data
+
+
+def start_ray_head(*, temp_dir: str | Path, token: str, num_cpus: int | None = None,
+                   resources: dict | None = None, autoscaling_config: str | None = None,
+                   dashboard_port: int | None = None, gcs_port: int | None = None,
+                   env: dict | None = None, log_file: str | Path | None = None,
+                   timeout: float = 90.0) -> RayHead:
+    """`ray start --head` on private ports with token auth, waiting for the Jobs API."""
+    temp_dir = Path(temp_dir)
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    ports = {name: free_port() for name in (
+        "node_manager", "object_manager", "client", "agent_listen", "agent_grpc",
+        "runtime_env", "metrics")}
+    gcs_port = gcs_port or free_port()
+    dashboard_port = dashboard_port or free_port()
+    min_worker = 20000 + (gcs_port % 200) * 200
+    cmd = [
+        venv_bin("ray"), "start", "--head", "--disable-usage-stats",
+        "--node-ip-address", "127.0.0.1",
+        "--port", str(gcs_port),
+        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+        "--include-dashboard", "true",
+        "--temp-dir", str(temp_dir),
+        "--node-manager-port", str(ports["node_manager"]),
+        "--object-manager-port", str(ports["object_manager"]),
+        "--ray-client-server-port", str(ports["client"]),
+        "--dashboard-agent-listen-port", str(ports["agent_listen"]),
+        "--dashboard-agent-grpc-port", str(ports["agent_grpc"]),
+        "--runtime-env-agent-port", str(ports["runtime_env"]),
+        "--metrics-export-port", str(ports["metrics"]),
+        "--min-worker-port", str(min_worker), "--max-worker-port", str(min_worker + 199),
+    ]
+    if num_cpus is not None:
+        cmd += ["--num-cpus", str(num_cpus)]
+    if resources:
+        cmd += ["--resources", json.dumps(resources)]
+    if autoscaling_config:
+        cmd += ["--autoscaling-config", str(autoscaling_config)]
+    proc_env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    proc_env.pop("RAY_ADDRESS", None)
+    if autoscaling_config:
+        proc_env["RAY_FAKE_CLUSTER"] = "1"
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    try:
+        result = subprocess.run(cmd, env=proc_env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+    finally:
+        if log_file:
+            out.close()
+    head = RayHead(temp_dir=str(temp_dir), gcs_port=gcs_port, dashboard_port=dashboard_port,
+                   client_port=ports["client"], token=token, num_cpus=num_cpus)
+    if result.returncode != 0:
+        stop_ray_head(head)
+        raise StackError(f"`ray start --head` failed with exit code {result.returncode}",
+                         fix=f"see {log_file}" if log_file else "run it by hand to see why")
+    wait_http(f"{head.dashboard_url}/api/version", headers=head.headers(), timeout=timeout,
+              what="Ray dashboard")
+    # the Jobs API answers only once the job agent is up; a cheap list call proves it
+    wait_http(f"{head.dashboard_url}/api/jobs/", headers=head.headers(), timeout=timeout,
+              what="Ray Jobs API")
+    return head
+
+
+def _pids_matching(needles: list[str]) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(n in cmdline for n in needles):
+            pids.append(int(entry.name))
+    return pids
+
+
+def stop_ray_head(head: RayHead | dict, *, timeout: float = 20.0) -> int:
+    """Stop only the processes of this head: found by its temp dir and its ports."""
+    if isinstance(head, dict):
+        temp_dir, gcs_port, client_port = head["temp_dir"], head["gcs_port"], head.get("client_port")
+    else:
+        temp_dir, gcs_port, client_port = head.temp_dir, head.gcs_port, head.client_port
+    needles = [str(temp_dir), f"127.0.0.1:{gcs_port}", f"--gcs-address=127.0.0.1:{gcs_port}"]
+    if client_port:
+        needles.append(f"--port={client_port}")
+    pids = _pids_matching(needles)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 5)
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and not _zombie(p) for p in pids):
+            time.sleep(0.2)
+        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
+        if not pids:
+            break
+        pids += [p for p in _pids_matching(needles) if p not in pids]
+    return len(pids)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return True
+
+
+# ----------------------------------------------------------------------------- plain processes
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    pid: int
+    url: str
+    log_file: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def start_process(name: str, cmd: list[str], *, url: str, health_url: str | None = None,
+                  log_file: str | Path, env: dict | None = None, timeout: float = 90.0,
+                  headers: dict | None = None, ok=(200,)) -> ManagedProcess:
+    """Start a detached process (own session) and wait until `health_url` answers."""
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+    try:
+        wait_http(health_url or url, timeout=timeout, proc=proc, what=name, headers=headers, ok=ok)
+    except StackError:
+        stop_process(proc.pid)
+        raise
+    return ManagedProcess(name=name, pid=proc.pid, url=url, log_file=str(log_file))
+
+
+def stop_process(pid: int, *, timeout: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+        deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 5)
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            if _zombie(pid):
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                return
+            time.sleep(0.2)
+
+
+def start_mlflow(*, root: str | Path, port: int | None = None, artifacts: str | None = None,
+                 backend_uri: str | None = None, log_file: str | Path | None = None,
+                 timeout: float = 120.0, env: dict | None = None) -> ManagedProcess:
+    """`mlflow server` with a SQLite backend (default) and proxied artifacts."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    backend_uri = backend_uri or f"sqlite:///{root / 'mlflow.db'}"
+    artifacts = artifacts or str(root / "artifacts")
+    cmd = [venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts,
+           "--workers", "1"]
+    url = f"http://127.0.0.1:{port}"
+    return start_process("mlflow", cmd, url=url, health_url=f"{url}/health",
+                         log_file=log_file or root / "mlflow.log", timeout=timeout, env=env)
