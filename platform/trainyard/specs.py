@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from trainyard.errors import FieldIssue, SpecError, did_you_mean
 
@@ -33,6 +34,13 @@ __all__ = [
     "load_yaml",
     "spec_issues_from_validation",
     "json_schemas",
+    "EndpointSpec",
+    "AutoscalingSpec",
+    "BatchingSpec",
+    "PromotionPolicy",
+    "PromotionGates",
+    "parse_endpoint_spec",
+    "parse_promotion_policy",
 ]
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -316,9 +324,138 @@ def parse_job_spec(spec: str | Path | Mapping[str, Any], *, source: str | None =
     return job
 
 
+# --------------------------------------------------------------------------- endpoints & promotion
+#
+# PromotionPolicy is THE one promotion model. The serving engineer owns it (trainyard.serving
+# evaluates it); a sweep's `promote:` block and `trainyard models promote` both use it as-is:
+#     class SweepSpec(...): promote: PromotionPolicy | None = None
+# Add fields here rather than defining a second model.
+
+
+class PromotionGates(_Model):
+    """What a canary must hold over its observation window to become champion."""
+
+    max_error_rate: float = Field(
+        0.01, ge=0, lt=1, description="Highest fraction of failed canary requests (0 <= x < 1).")
+    max_p99_latency_ratio: float = Field(
+        1.5, ge=1.0, le=100, description="Canary p99 latency must stay <= this x the champion's p99 (>= 1).")
+    min_requests: int = Field(
+        50, ge=1, description="Canary requests needed before a verdict; too few by max_wait_s rolls back.")
+
+
+class PromotionPolicy(_Model):
+    """When and how a `candidate` replaces the `champion` (a sweep's `promote:` block)."""
+
+    metric: str | None = Field(None, description="Registry metric to compare; default: the family's primary metric.")
+    mode: Literal["max", "min"] | None = Field(None, description="Which way is better; default: the family's.")
+    min_improvement: float = Field(
+        0.0, ge=0, description="Candidate must beat the champion by at least this much (absolute).")
+    canary_weight: float = Field(
+        0.1, gt=0, lt=1, description="Traffic share of the canary during observation (0 < x < 1).")
+    window_s: float = Field(60.0, gt=0, le=86400, description="Observation window of the canary, seconds.")
+    max_wait_s: float | None = Field(
+        None, gt=0, description="Longest wait for gates.min_requests; default: 3 x window_s.")
+    endpoint: str | None = Field(None, pattern=NAME_RE, description="Endpoint to promote on; default: the model name.")
+    gates: PromotionGates = Field(default_factory=PromotionGates)
+
+    @field_validator("max_wait_s")
+    @classmethod
+    def _waits(cls, value: float | None, info: ValidationInfo) -> float | None:
+        window = info.data.get("window_s")
+        if value is not None and window is not None and value < window:
+            raise ValueError(f"must be >= window_s ({window}), got {value}; "
+                             "the canary could never finish its window")
+        return value
+
+    def wait_limit(self) -> float:
+        return self.max_wait_s if self.max_wait_s is not None else 3 * self.window_s
+
+
+class AutoscalingSpec(_Model):
+    min_replicas: int = Field(1, ge=0, description="Replicas kept when idle (0 scales to zero).")
+    max_replicas: int = Field(2, ge=1, le=1000)
+    target_ongoing_requests: float = Field(2.0, gt=0, description="In-flight requests per replica Serve aims for.")
+    upscale_delay_s: float = Field(2.0, ge=0)
+    downscale_delay_s: float = Field(10.0, ge=0)
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _bounds(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_replicas")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= min_replicas ({low}), got {value}")
+        return value
+
+
+class BatchingSpec(_Model):
+    enabled: bool | None = Field(None, description="Batch requests (serve.batch); default: on where the family supports it.")
+    max_batch_size: int = Field(16, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(0.002, ge=0, le=10)
+
+
+class EndpointSpec(_Model):
+    """An endpoint: one registered model, every live version behind one route."""
+
+    name: str | None = Field(None, pattern=NAME_RE, description="Endpoint name; default: the model name.")
+    model: str = Field(..., min_length=1, description="Registered model name in MLflow.")
+    version: str | None = Field(None, description="Model version to serve.")
+    alias: str | None = Field(None, description="Registry alias to serve (default 'champion', else the latest version).")
+    cluster: str | None = Field(None, description="Registered cluster; default: the server's default cluster.")
+    split: Literal["replica", "deployments"] = Field(
+        "replica", description="replica: each replica holds every live version and picks by weight "
+                               "(no extra hop); deployments: one deployment per version behind a router "
+                               "(for models too large to hold twice).")
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    cpus_per_replica: float = Field(1.0, gt=0)
+    gpus_per_replica: float = Field(0.0, ge=0)
+    max_ongoing_requests: int = Field(16, ge=1)
+    fallback_on_error: bool = Field(
+        True, description="A canary that raises is answered by the stable version (the error still counts).")
+    promotion: PromotionPolicy | None = Field(None, description="Default policy for promotions on this endpoint.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_str(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "EndpointSpec":
+        if self.version is not None and self.alias is not None:
+            raise ValueError(f"version: give version or alias, not both (version={self.version!r}, "
+                             f"alias={self.alias!r})")
+        if self.version is not None and not str(self.version).isdigit():
+            raise ValueError(f"version: must be a registry version number, got {self.version!r}")
+        return self
+
+    def endpoint_name(self) -> str:
+        return self.name or self.model
+
+
+def _parse_model(model: type[BaseModel], spec: str | Path | Mapping[str, Any], source: str | None) -> Any:
+    data, source = _as_mapping(spec, source)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(spec_issues_from_validation(exc, model), source=source) from None
+
+
+def parse_endpoint_spec(spec: str | Path | Mapping[str, Any], *, source: str | None = None) -> EndpointSpec:
+    """Validate an endpoint spec given as YAML text, a path, or a mapping."""
+    return _parse_model(EndpointSpec, spec, source)
+
+
+def parse_promotion_policy(spec: str | Path | Mapping[str, Any] | None, *,
+                           source: str | None = None) -> PromotionPolicy:
+    """Validate a promotion policy (a sweep's `promote:` block); None gives the defaults."""
+    if spec is None:
+        return PromotionPolicy()
+    return _parse_model(PromotionPolicy, spec, source)
+
+
 def json_schemas() -> dict[str, dict]:
     """The JSON Schemas of the user-facing specs, by name."""
-    return {"job": JobSpec.model_json_schema()}
+    return {"job": JobSpec.model_json_schema(), "endpoint": EndpointSpec.model_json_schema()}
 
 
 if __name__ == "__main__":  # python -m trainyard.specs  -> prints the schemas
