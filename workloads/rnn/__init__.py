@@ -1,0 +1,1 @@
+"""Sequence models (LSTM or GRU): digits read row by row, or a multi-seasonal forecast."""
