@@ -1,0 +1,220 @@
+"""Output helpers for the CLI: a console that never prints a secret, tables, job progress.
+
+Everything the CLI writes goes through `Console` objects whose file is a `_Redacting`
+writer: whatever the server, the SDK or an exception says, a token read from the
+Trainyard home (or a --token-file) is replaced by *** before it reaches the terminal.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+__all__ = ["stdout", "stderr", "add_secret", "redact", "table", "print_json", "JobFollower",
+           "job_field", "TERMINAL_STATES", "fmt_metrics", "fmt_time"]
+
+_SECRETS: set[str] = set()
+TERMINAL_STATES = {"SUCCEEDED", "FAILED", "CANCELLED", "STOPPED"}
+
+
+def add_secret(value: str | None) -> None:
+    if value and len(value) >= 8:
+        _SECRETS.add(value)
+
+
+def _load_home_secrets() -> None:
+    from trainyard import config
+
+    for name in ("admin.token", "ray.token"):
+        add_secret(config.read_secret(config.home() / name))
+    for var in ("TRAINYARD_TOKEN", "RAY_AUTH_TOKEN"):
+        add_secret(os.environ.get(var))
+
+
+def redact(text: str) -> str:
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class _Redacting(io.TextIOBase):
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self):  # rich asks
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+_consoles: dict[str, Any] = {}
+
+
+def _console(name: str):
+    # built on first use, on the streams of that moment (tests swap sys.stdout)
+    from rich.console import Console
+
+    stream = sys.stdout if name == "out" else sys.stderr
+    cached = _consoles.get(name)
+    if cached is None or cached[0] is not stream:
+        _load_home_secrets()
+        force = None if stream.isatty() else False
+        console = Console(file=_Redacting(stream), force_terminal=force,
+                          width=None if stream.isatty() else 120, highlight=False,
+                          soft_wrap=not stream.isatty())
+        _consoles[name] = (stream, console)
+    return _consoles[name][1]
+
+
+def stdout():
+    return _console("out")
+
+
+def stderr():
+    return _console("err")
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(redact(json.dumps(data, indent=2, sort_keys=True, default=str)) + "\n")
+
+
+def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]]) -> None:
+    from rich.table import Table
+
+    tbl = Table(title=title, title_justify="left", header_style="bold")
+    for col in columns:
+        tbl.add_column(col, overflow="fold")
+    for row in rows:
+        tbl.add_row(*["" if v is None else str(v) for v in row])
+    stdout().print(tbl)
+
+
+def job_field(job: Mapping[str, Any] | Any, *names: str, default: Any = None) -> Any:
+    """First present field among `names` (the API's names, with their older spellings)."""
+    if not isinstance(job, Mapping):
+        job = getattr(job, "__dict__", {}) or {}
+    for name in names:
+        current: Any = job
+        for part in name.split("."):
+            if isinstance(current, Mapping) and current.get(part) is not None:
+                current = current[part]
+            else:
+                current = None
+                break
+        if current is not None:
+            return current
+    return default
+
+
+def fmt_metrics(metrics: Mapping[str, Any] | None, limit: int = 4) -> str:
+    if not metrics:
+        return ""
+    parts = []
+    for key, value in list(metrics.items())[:limit]:
+        parts.append(f"{key}={value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool)
+                     else f"{key}={value}")
+    return " ".join(parts)
+
+
+def fmt_time(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, (int, float)):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    return str(value).replace("T", " ").split(".")[0]
+
+
+def _progress_of(update: Any) -> dict:
+    """The TRAINYARD_PROGRESS dict inside whatever the SDK hands to on_progress."""
+    if not isinstance(update, Mapping):
+        update = getattr(update, "__dict__", {}) or {}
+    if "step" in update or "total_steps" in update:
+        return dict(update)
+    nested = update.get("progress")
+    return dict(nested) if isinstance(nested, Mapping) else {}
+
+
+class JobFollower:
+    """A progress bar for one job: step/total_steps, epoch, latest metrics.
+
+    On a terminal it is a live rich bar; otherwise (CI, pipes, tests) it prints one line
+    per epoch, so logs show progress without control characters.
+    """
+
+    def __init__(self, job_id: str, name: str = "", console=None):
+        self.job_id = job_id
+        self.name = name or job_id
+        self.console = console or stdout()
+        self.live = self.console.is_terminal
+        self._progress = None
+        self._task = None
+        self._last_line: tuple | None = None
+        self.state = ""
+
+    def __enter__(self) -> "JobFollower":
+        if self.live:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                       TextColumn, TimeElapsedColumn)
+
+            self._progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
+                                      BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                                      TimeElapsedColumn(), console=self.console, transient=False)
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.name, total=None, info="waiting for a cluster")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def update(self, update: Any) -> None:
+        state = job_field(update, "status", "state") if isinstance(update, Mapping) else None
+        if state:
+            self.state = str(state)
+        prog = _progress_of(update)
+        step, total = prog.get("step"), prog.get("total_steps")
+        epoch, metrics = prog.get("epoch"), prog.get("metrics") or {}
+        info = " ".join(x for x in (
+            f"epoch {epoch}" if epoch is not None else "",
+            fmt_metrics(metrics),
+            self.state if self.state and step is None else "") if x)
+        if self._progress is not None:
+            kwargs: dict = {"info": info}
+            if total:
+                kwargs["total"] = total
+            if step is not None:
+                kwargs["completed"] = step
+            self._progress.update(self._task, **kwargs)
+            return
+        key = (epoch, self.state)
+        if key != self._last_line:
+            self._last_line = key
+            where = f"step {step}/{total or '?'} " if step is not None else ""
+            self.console.print(f"{self.name}: {where}{info}".rstrip())
+
+    def finish(self, job: Mapping[str, Any]) -> None:
+        if self._progress is not None:
+            state = str(job_field(job, "status", "state", default=""))
+            prog = _progress_of(job)
+            total = prog.get("total_steps")
+            if state == "SUCCEEDED" and total:
+                self._progress.update(self._task, completed=total, total=total)
+            self._progress.update(self._task, info=state)
+

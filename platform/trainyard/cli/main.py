@@ -1,0 +1,629 @@
+"""`trainyard`: the command line. Noun-verb, thin over the SDK and trainyard.local.stack.
+
+Exit codes (trainyard.errors): 0 ok, 1 the job failed or was cancelled, 2 bad input,
+3 not found, 4 unreachable, 5 auth, 6 conflict (port taken, state change not allowed).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from trainyard import __version__
+from trainyard.errors import (
+    EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, SpecError, TrainyardError,
+)
+
+__all__ = ["main", "build_parser"]
+
+EXIT_CODES_HELP = textwrap.dedent("""\
+    exit codes:
+      0  ok              1  the job failed or was cancelled
+      2  bad input       3  not found
+      4  unreachable     5  not authorised
+      6  conflict (a port is taken, a state change is not allowed)
+""")
+
+
+def _fmt(description: str, examples: str = "") -> dict:
+    epilog = ""
+    if examples:
+        epilog = "examples:\n" + textwrap.indent(textwrap.dedent(examples).strip("\n"), "  ") + "\n"
+    return {"description": textwrap.dedent(description).strip(),
+            "epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trainyard",
+        **_fmt("""
+            Train deep-learning models on Ray clusters: Ray Train + DeepSpeed jobs,
+            tracked in MLflow. Start a local stack with `trainyard up`, then submit jobs.
+            Trainyard keeps its state in $TRAINYARD_HOME (default ~/.trainyard); the
+            server address and admin token of the local stack are found there.
+            """, """
+            trainyard up                                   # Ray + MLflow + server on this machine
+            trainyard jobs submit examples/cnn.yaml --wait # train, follow, print metrics
+            trainyard jobs list
+            trainyard down
+            """))
+    parser.epilog += "\n" + EXIT_CODES_HELP
+    parser.add_argument("--version", action="version", version=f"trainyard {__version__}")
+    parser.add_argument("--server", metavar="URL", default=os.environ.get("TRAINYARD_SERVER"),
+                        help="Trainyard server URL (env TRAINYARD_SERVER; default: the local stack's)")
+    nouns = parser.add_subparsers(dest="noun", metavar="COMMAND")
+    nouns.required = True
+
+    # -- stack
+    p = nouns.add_parser("up", help="start the local stack (Ray head, MLflow, Trainyard server)", **_fmt("""
+        Start the local stack under $TRAINYARD_HOME: a Ray head (dashboard and Jobs API,
+        token auth on), an MLflow tracking server (SQLite + local artifacts) and the
+        Trainyard server. Idempotent: what already runs is left alone, what died is restarted.
+
+        Default ports are 8080 (server), 5000 (MLflow) and 8265 (Ray dashboard); when one
+        is taken, a free port is used instead. A port you ask for with a flag is used or
+        the command fails with exit code 6.
+        """, """
+        trainyard up
+        trainyard up --port 9000 --mlflow-port 5050
+        TRAINYARD_HOME=/tmp/ty trainyard up --num-cpus 4
+        """))
+    p.add_argument("--port", type=int, help="Trainyard server port (default 8080, or a free one)")
+    p.add_argument("--mlflow-port", type=int, help="MLflow port (default 5000, or a free one)")
+    p.add_argument("--dashboard-port", type=int, help="Ray dashboard / Jobs API port (default 8265, or a free one)")
+    p.add_argument("--num-cpus", type=int, help="CPUs the Ray head offers (default: all of this machine's)")
+    p.add_argument("--autoscaling", action="store_true",
+                   help="start Ray with the fake multi-node autoscaler (cluster/local.yaml)")
+    p.add_argument("--json", action="store_true", help="print the components as JSON")
+    p.set_defaults(func=cmd_up)
+
+    p = nouns.add_parser("down", help="stop the local stack", **_fmt("""
+        Stop exactly what `trainyard up` started under $TRAINYARD_HOME. Idempotent.
+        Data (jobs, MLflow runs, checkpoints) stays in $TRAINYARD_HOME.
+        """, "trainyard down"))
+    p.set_defaults(func=cmd_down)
+
+    p = nouns.add_parser("status", help="show what the local stack runs, and where", **_fmt("""
+        One row per component: address, PID and whether it answers its health check.
+        Exits 0 when every component is healthy, 4 otherwise.
+        """, "trainyard status\ntrainyard status --json"))
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = nouns.add_parser("version", help="print the version", **_fmt("Print Trainyard's version.", "trainyard version"))
+    p.set_defaults(func=cmd_version)
+
+    # -- jobs
+    jobs = nouns.add_parser("jobs", help="submit, list, follow and cancel training jobs", **_fmt("""
+        Training jobs: one spec (YAML) trained by Ray Train + DeepSpeed on a cluster.
+        """, """
+        trainyard jobs submit examples/cnn.yaml --wait
+        trainyard jobs list
+        trainyard jobs logs JOB_ID -f
+        """))
+    verbs = jobs.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+
+    p = verbs.add_parser("submit", help="validate a job spec and submit it", **_fmt("""
+        Validate SPEC locally (errors name the field, the value and the fix; exit 2),
+        then submit it. When the spec has `working_dir`, that folder (relative to the spec
+        file) is zipped and shipped with the job. With --wait, follow the job with a
+        progress bar and print its final metrics and MLflow run; exit 0 only if it
+        SUCCEEDED.
+        """, """
+        trainyard jobs submit examples/cnn.yaml
+        trainyard jobs submit examples/cnn.yaml --wait
+        trainyard jobs submit my-job.yaml --dry-run    # validate only
+        """))
+    p.add_argument("spec", metavar="SPEC", help="job spec YAML file")
+    p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    p.add_argument("--dry-run", action="store_true", help="validate the spec and stop")
+    p.add_argument("--json", action="store_true", help="print the job as JSON")
+    p.set_defaults(func=cmd_jobs_submit)
+
+    p = verbs.add_parser("list", help="list jobs", **_fmt("List jobs, newest first.", """
+        trainyard jobs list
+        trainyard jobs list --json
+        """))
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_jobs_list)
+
+    p = verbs.add_parser("show", help="show one job", **_fmt(
+        "Show a job: state, cluster, progress, metrics, MLflow run.", "trainyard jobs show JOB_ID"))
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_jobs_show)
+
+    p = verbs.add_parser("logs", help="print a job's logs", **_fmt(
+        "Print the job driver's logs. With -f, keep printing until the job ends.", """
+        trainyard jobs logs JOB_ID
+        trainyard jobs logs JOB_ID -f
+        """))
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
+    p.set_defaults(func=cmd_jobs_logs)
+
+    p = verbs.add_parser("cancel", help="cancel a job", **_fmt(
+        "Cancel a queued or running job. Cancelling a finished job is a conflict (exit 6).",
+        "trainyard jobs cancel JOB_ID"))
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.set_defaults(func=cmd_jobs_cancel)
+
+    # -- clusters
+    clusters = nouns.add_parser("clusters", help="register the Ray clusters jobs run on", **_fmt("""
+        The Ray clusters the server dispatches to. The local stack registers its own.
+        """, """
+        trainyard clusters list
+        trainyard clusters add gpu-pool --address http://10.0.0.5:8265 --token-file ~/.ray/gpu.token
+        trainyard clusters remove gpu-pool
+        """))
+    cverbs = clusters.add_subparsers(dest="verb", metavar="VERB")
+    cverbs.required = True
+    p = cverbs.add_parser("list", help="list clusters", **_fmt("List registered clusters.", "trainyard clusters list"))
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_clusters_list)
+    p = cverbs.add_parser("add", help="register a cluster", **_fmt("""
+        Register a Ray cluster by its dashboard address (Jobs API). The token file's
+        content is sent to the server once and never printed.
+        """, "trainyard clusters add gpu-pool --address http://10.0.0.5:8265 --token-file ray.token"))
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--address", required=True, metavar="URL", help="Ray dashboard URL, e.g. http://host:8265")
+    p.add_argument("--token-file", metavar="FILE", help="file holding the cluster's Ray auth token")
+    p.set_defaults(func=cmd_clusters_add)
+    p = cverbs.add_parser("remove", help="unregister a cluster", **_fmt(
+        "Unregister a cluster. Jobs already on it keep running.", "trainyard clusters remove gpu-pool"))
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_clusters_remove)
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _ui():
+    from trainyard.cli import _ui as ui
+
+    return ui
+
+
+def _client(args):
+    """The SDK client; tests replace this function."""
+    from trainyard.sdk import Client
+
+    return Client(url=args.server) if getattr(args, "server", None) else Client()
+
+
+def _mlflow_url(client) -> str | None:
+    from trainyard import config
+
+    stack = config.read_stack()
+    url = (stack.get("mlflow") or {}).get("url")
+    if url:
+        return url
+    try:
+        info = client.status()
+    except TrainyardError:
+        return None
+    ui = _ui()
+    return ui.job_field(info, "mlflow_url", "mlflow_uri", "mlflow.url")
+
+
+# ----------------------------------------------------------------------------- stack commands
+
+
+def cmd_up(args) -> int:
+    from trainyard.local import stack
+
+    ui = _ui()
+    console = ui.stderr()
+    lines: list[str] = []
+
+    if console.is_terminal:
+        with console.status("checking the local stack...") as spinner:
+            result = stack.up(port=args.port, mlflow_port=args.mlflow_port,
+                              dashboard_port=args.dashboard_port, num_cpus=args.num_cpus,
+                              autoscaling=args.autoscaling,
+                              on_event=lambda c, m: spinner.update(f"{m}..."))
+    else:
+        result = stack.up(port=args.port, mlflow_port=args.mlflow_port,
+                          dashboard_port=args.dashboard_port, num_cpus=args.num_cpus,
+                          autoscaling=args.autoscaling,
+                          on_event=lambda c, m: console.print(f"{m}..."))
+    if args.json:
+        ui.print_json([c.to_dict() for c in result])
+        return EXIT_OK
+    requested = {"server": args.port, "mlflow": args.mlflow_port, "ray": args.dashboard_port}
+    for comp in result:
+        port = _port(comp.address)
+        if comp.action in ("started", "restarted") and requested[comp.name] is None \
+                and port != stack.DEFAULT_PORTS[comp.name]:
+            lines.append(f"{comp.name}: port {stack.DEFAULT_PORTS[comp.name]} was taken, "
+                         f"so it listens on {port}")
+    ui.table("Trainyard local stack", ["component", "address", "pid", "healthy", "action"],
+             [(_label(c.name), c.address, c.pid, "yes" if c.healthy else f"no ({c.detail})", c.action)
+              for c in result])
+    out = ui.stdout()
+    for line in lines:
+        out.print(line)
+    if all(c.action == "running" for c in result):
+        out.print("The stack was already running; nothing changed.")
+    from trainyard import config
+
+    out.print(f"Home: {config.home()}  (admin token in {config.home() / 'admin.token'})")
+    out.print("Next: trainyard jobs submit examples/cnn.yaml --wait")
+    return EXIT_OK if all(c.healthy for c in result) else EXIT_UNREACHABLE
+
+
+def _port(address: str | None) -> int | None:
+    try:
+        return int(str(address).rsplit(":", 1)[1].split("/")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _label(name: str) -> str:
+    return {"ray": "ray (dashboard)", "mlflow": "mlflow", "server": "trainyard server"}.get(name, name)
+
+
+def cmd_down(args) -> int:
+    from trainyard.local import stack
+
+    ui = _ui()
+    console = ui.stderr()
+    if console.is_terminal:
+        with console.status("stopping the local stack...") as spinner:
+            stopped = stack.down(on_event=lambda c, m: spinner.update(f"{m}..."))
+    else:
+        stopped = stack.down()
+    if stopped:
+        ui.stdout().print(f"Stopped: {', '.join(stopped)}")
+    else:
+        ui.stdout().print("The local stack was not running; nothing to stop.")
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from trainyard import config
+    from trainyard.local import stack
+
+    ui = _ui()
+    comps = stack.status()
+    healthy = all(c.healthy for c in comps)
+    if args.json:
+        ui.print_json({"home": str(config.home()), "up": healthy, "components": [c.to_dict() for c in comps]})
+    elif not config.read_stack():
+        ui.stdout().print(f"The local stack is not running (home: {config.home()}). Start it with `trainyard up`.")
+    else:
+        ui.table(f"Trainyard local stack ({config.home()})", ["component", "address", "pid", "healthy"],
+                 [(_label(c.name), c.address, c.pid, "yes" if c.healthy else f"no ({c.detail})") for c in comps])
+        if not healthy:
+            ui.stdout().print("Some components are down; `trainyard up` restarts them.")
+    return EXIT_OK if healthy else EXIT_UNREACHABLE
+
+
+def cmd_version(args) -> int:
+    _ui().stdout().print(f"trainyard {__version__}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+def _load_spec(path_arg: str):
+    """Validate locally: (raw mapping, JobSpec, working_dir path or None)."""
+    from trainyard.specs import load_yaml, parse_job_spec
+
+    path = Path(path_arg).expanduser()
+    if not path.is_file():
+        raise SpecError(f"no such file: {path_arg}", field="SPEC", value=path_arg,
+                        fix="give the path of a job spec YAML file, e.g. examples/cnn.yaml")
+    text = path.read_text()
+    raw = load_yaml(text, source=str(path))
+    job = parse_job_spec(raw, source=str(path))
+    working_dir = None
+    if job.working_dir:
+        working_dir = (path.parent / Path(job.working_dir).expanduser()).resolve()
+        if not working_dir.is_dir():
+            raise SpecError(f"folder {str(working_dir)!r} does not exist", source=str(path),
+                            field="working_dir", value=job.working_dir,
+                            fix="working_dir is relative to the spec file; point it at your code folder")
+    return raw, job, working_dir
+
+
+def cmd_jobs_submit(args) -> int:
+    ui = _ui()
+    raw, job, working_dir = _load_spec(args.spec)
+    if args.dry_run:
+        ui.stdout().print(f"{args.spec}: valid job spec '{job.name}' (workload {job.workload}, "
+                          f"{job.resources.workers} worker(s))")
+        return EXIT_OK
+    client = _client(args)
+    submitted = client.submit_job(raw, working_dir=str(working_dir) if working_dir else None)
+    job_id = _job_id(submitted)
+    if args.json and not args.wait:
+        ui.print_json(submitted)
+        return EXIT_OK
+    ui.stdout().print(f"Submitted job [bold]{job_id}[/] ({job.name}, workload {job.workload}).")
+    if not args.wait:
+        ui.stdout().print(f"Follow it: trainyard jobs logs {job_id} -f   |   trainyard jobs show {job_id}")
+        return EXIT_OK
+    return _follow(client, job_id, job.name, as_json=args.json)
+
+
+def _job_id(job: Any) -> str:
+    ui = _ui()
+    if isinstance(job, str):
+        return job
+    return str(ui.job_field(job, "id", "job_id"))
+
+
+def _state(job: Any) -> str:
+    return str(_ui().job_field(job, "status", "state", default="UNKNOWN"))
+
+
+def _follow(client, job_id: str, name: str, *, as_json: bool = False) -> int:
+    ui = _ui()
+    with ui.JobFollower(job_id, name) as follower:
+        final = client.wait_job(job_id, on_progress=follower.update)
+        if final is None or isinstance(final, str):
+            final = client.get_job(job_id)
+        follower.finish(final)
+    if as_json:
+        ui.print_json(final)
+    else:
+        _print_outcome(client, final)
+    return EXIT_OK if _state(final) == "SUCCEEDED" else EXIT_FAILED
+
+
+def _result(job: Any) -> dict:
+    ui = _ui()
+    res = ui.job_field(job, "result")
+    return res if isinstance(res, dict) else {}
+
+
+def _run_url(client, job: Any) -> str | None:
+    from trainyard.local.stack import mlflow_run_url
+
+    ui = _ui()
+    direct = ui.job_field(job, "mlflow_run_url", "result.mlflow_run_url")
+    if direct:
+        return direct
+    run_id = ui.job_field(job, "mlflow_run_id", "result.mlflow_run_id")
+    exp_id = ui.job_field(job, "mlflow_experiment_id", "result.mlflow_experiment_id")
+    if not run_id:
+        return None
+    return mlflow_run_url(_mlflow_url(client) or "", exp_id, run_id)
+
+
+def _print_outcome(client, job: Any) -> None:
+    ui = _ui()
+    out = ui.stdout()
+    state = _state(job)
+    metrics = _result(job).get("metrics") or ui.job_field(job, "metrics") or {}
+    colour = "green" if state == "SUCCEEDED" else "red"
+    out.print(f"Job {_job_id(job)} [{colour}]{state}[/]")
+    if metrics:
+        ui.table("final metrics", ["metric", "value"],
+                 [(k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in metrics.items()])
+    model = _result(job).get("model_name")
+    if model:
+        out.print(f"Registered model: {model} version {_result(job).get('model_version')}")
+    url = _run_url(client, job)
+    if url:
+        out.print(f"MLflow run: {url}")
+    message = ui.job_field(job, "error", "message", "status_message")
+    if state != "SUCCEEDED" and message:
+        out.print(f"[red]{message}[/]")
+        out.print(f"See the logs: trainyard jobs logs {_job_id(job)}")
+
+
+def cmd_jobs_list(args) -> int:
+    ui = _ui()
+    jobs = _as_list(_client(args).list_jobs())
+    if args.json:
+        ui.print_json(jobs)
+        return EXIT_OK
+    if not jobs:
+        ui.stdout().print("No jobs yet. Submit one: trainyard jobs submit examples/cnn.yaml")
+        return EXIT_OK
+    rows = []
+    for job in jobs:
+        prog = ui.job_field(job, "progress") or {}
+        step, total = prog.get("step"), prog.get("total_steps")
+        metric = ui.fmt_metrics(_result(job).get("metrics") or prog.get("metrics"), limit=2)
+        rows.append((_job_id(job), ui.job_field(job, "name", "spec.name"), _state(job),
+                     ui.job_field(job, "workload", "spec.workload"),
+                     ui.job_field(job, "cluster", "cluster_name"),
+                     f"{step}/{total}" if step is not None and total else "",
+                     metric, ui.fmt_time(ui.job_field(job, "created_at", "submitted_at"))))
+    ui.table(None, ["id", "name", "state", "workload", "cluster", "progress", "metrics", "submitted"], rows)
+    return EXIT_OK
+
+
+def _as_list(value: Any) -> list:
+    if isinstance(value, dict):
+        for key in ("jobs", "items", "clusters", "data"):
+            if isinstance(value.get(key), list):
+                return value[key]
+    return list(value or [])
+
+
+def cmd_jobs_show(args) -> int:
+    ui = _ui()
+    client = _client(args)
+    job = client.get_job(args.job_id)
+    if args.json:
+        ui.print_json(job)
+        return EXIT_OK
+    prog = ui.job_field(job, "progress") or {}
+    rows = [
+        ("id", _job_id(job)), ("name", ui.job_field(job, "name", "spec.name")), ("state", _state(job)),
+        ("workload", ui.job_field(job, "workload", "spec.workload")),
+        ("project", ui.job_field(job, "project", "spec.project")),
+        ("cluster", ui.job_field(job, "cluster", "cluster_name")),
+        ("ray job", ui.job_field(job, "ray_job_id", "submission_id")),
+        ("submitted", ui.fmt_time(ui.job_field(job, "created_at", "submitted_at"))),
+        ("started", ui.fmt_time(ui.job_field(job, "started_at"))),
+        ("finished", ui.fmt_time(ui.job_field(job, "finished_at", "ended_at"))),
+        ("progress", f"step {prog.get('step')}/{prog.get('total_steps')} epoch {prog.get('epoch')}"
+         if prog.get("step") is not None else ""),
+        ("metrics", ui.fmt_metrics(_result(job).get("metrics") or prog.get("metrics"), limit=20)),
+        ("model", f"{_result(job).get('model_name')} v{_result(job).get('model_version')}"
+         if _result(job).get("model_name") else ""),
+        ("mlflow run", _run_url(client, job)),
+        ("message", ui.job_field(job, "error", "message", "status_message")),
+    ]
+    ui.table(f"job {_job_id(job)}", ["field", "value"], [(k, v) for k, v in rows if v not in (None, "")])
+    return EXIT_OK
+
+
+def _log_chunk(chunk: Any, offset: int) -> tuple[str, int]:
+    if isinstance(chunk, tuple):
+        return str(chunk[0] or ""), int(chunk[1])
+    if isinstance(chunk, str):
+        return chunk, offset + len(chunk)
+    ui = _ui()
+    text = ui.job_field(chunk, "text", "logs", "content", default="")
+    new = ui.job_field(chunk, "next_offset", "offset", default=offset + len(text))
+    return str(text), int(new)
+
+
+def cmd_jobs_logs(args) -> int:
+    import time
+
+    ui = _ui()
+    client = _client(args)
+    offset = 0
+    while True:
+        text, offset = _log_chunk(client.job_logs(args.job_id, offset), offset)
+        if text:
+            sys.stdout.write(ui.redact(text))
+            sys.stdout.flush()
+        if not args.follow:
+            return EXIT_OK
+        if not text:
+            if _state(client.get_job(args.job_id)) in ui.TERMINAL_STATES:
+                # one last read: lines written between the two calls
+                text, offset = _log_chunk(client.job_logs(args.job_id, offset), offset)
+                sys.stdout.write(ui.redact(text))
+                return EXIT_OK
+            time.sleep(1.0)
+
+
+def cmd_jobs_cancel(args) -> int:
+    ui = _ui()
+    job = _client(args).cancel_job(args.job_id)
+    state = _state(job) if job is not None and not isinstance(job, bool) else "CANCELLED"
+    ui.stdout().print(f"Job {args.job_id}: {state}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- clusters
+
+
+def _clusters_api(client):
+    """`client.clusters` may be a namespace (list/add/remove) or methods on the client."""
+    return getattr(client, "clusters", None)
+
+
+def cmd_clusters_list(args) -> int:
+    ui = _ui()
+    client = _client(args)
+    api = _clusters_api(client)
+    items = api.list() if hasattr(api, "list") else (api() if callable(api) else client.list_clusters())
+    items = _as_list(items)
+    if args.json:
+        ui.print_json(items)
+        return EXIT_OK
+    if not items:
+        ui.stdout().print("No clusters registered. Add one: trainyard clusters add NAME --address URL")
+        return EXIT_OK
+    ui.table(None, ["name", "address", "healthy", "resources"],
+             [(ui.job_field(c, "name"), ui.job_field(c, "address", "url", "dashboard_url"),
+               _yes(ui.job_field(c, "healthy", "reachable")), _resources(ui.job_field(c, "resources", "total_resources")))
+              for c in items])
+    return EXIT_OK
+
+
+def _yes(value: Any) -> str:
+    return "" if value is None else ("yes" if value else "no")
+
+
+def _resources(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                        for k, v in value.items() if not str(k).startswith("node:"))
+    return "" if value is None else str(value)
+
+
+def cmd_clusters_add(args) -> int:
+    ui = _ui()
+    token = None
+    if args.token_file:
+        path = Path(args.token_file).expanduser()
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise SpecError(f"cannot read {args.token_file}: {exc.strerror}", field="--token-file",
+                            value=args.token_file, fix="give a readable file holding the token") from None
+        if not token:
+            raise SpecError("the token file is empty", field="--token-file", value=args.token_file,
+                            fix="write the cluster's Ray auth token into it")
+        ui.add_secret(token)
+    client = _client(args)
+    api = _clusters_api(client)
+    if hasattr(api, "add"):
+        api.add(args.name, address=args.address, token=token)
+    else:
+        client.add_cluster(args.name, address=args.address, token=token)
+    ui.stdout().print(f"Cluster {args.name} registered at {args.address}.")
+    return EXIT_OK
+
+
+def cmd_clusters_remove(args) -> int:
+    ui = _ui()
+    client = _client(args)
+    api = _clusters_api(client)
+    if hasattr(api, "remove"):
+        api.remove(args.name)
+    else:
+        client.remove_cluster(args.name)
+    ui.stdout().print(f"Cluster {args.name} removed.")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[Any], int] = args.func
+    try:
+        return int(func(args) or 0)
+    except TrainyardError as exc:
+        _ui().stderr().print(f"[red]error:[/] {_escape(str(exc))}", highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _ui().stderr().print("interrupted")
+        return 130
+    except ImportError as exc:
+        # a component of this install that another part of Trainyard did not ship yet
+        _ui().stderr().print(f"[red]error:[/] {_escape(str(exc))} (reinstall Trainyard: `make venv`)")
+        return EXIT_UNREACHABLE
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+"""The embedded local stack behind `trainyard up` / `down` / `status`.
+
+Three components, started in this order under the Trainyard home (see trainyard.config):
+
+    ray      a Ray head with the dashboard (Jobs/Serve REST API), token auth on,
+             its token in home/ray.token (0600)
+    mlflow   an MLflow tracking server, SQLite backend + artifacts under home/mlflow
+    server   the Trainyard server (`python -m trainyard.api`), which reaches the other two
+
+What was started is recorded in home/stack.json after each step, so that `down` can stop
+exactly that (and nothing else) even after a half-finished `up`. `up` is idempotent: a
+healthy component is left alone, a dead or sick one is stopped and started again, and the
+server is restarted when an address it depends on changed.
+
+The CLI, `make demo` and the e2e tests all use these functions.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from trainyard import config
+from trainyard.errors import ConflictError, StackError
+from trainyard.local.processes import (
+    RayHead, free_port, port_in_use, start_mlflow, start_process, start_ray_head, stop_process,
+    stop_ray_head,
+)
+
+__all__ = [
+    "DEFAULT_PORTS", "COMPONENTS", "ComponentStatus", "up", "down", "status", "is_up",
+    "ray_temp_dir", "mlflow_run_url",
+]
+
+# The usual ports of each tool, so that a default stack has addresses people recognise.
+# When one is taken (another stack, another user) and the user did not ask for it, a free
+# port is used instead.
+DEFAULT_PORTS = {"server": 8080, "mlflow": 5000, "ray": 8265}
+COMPONENTS = ("ray", "mlflow", "server")
+STACK_VERSION = 1
+RAY_STOP_GRACE_S = 3.0
+
+Event = Callable[[str, str], None]  # (component, message) for progress displays
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    address: str | None
+    pid: int | None
+    healthy: bool
+    detail: str = ""
+    action: str = ""  # what the last `up` did: started, restarted, running
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "address": self.address, "pid": self.pid,
+                "healthy": self.healthy, "detail": self.detail, "action": self.action}
+
+
+# ----------------------------------------------------------------------------- paths & state
+
+
+def ray_temp_dir(home: Path | None = None) -> str:
+    """A short per-home temp dir: Ray's unix socket paths must stay under 108 bytes."""
+    home = (home or config.home()).resolve()
+    digest = hashlib.sha1(str(home).encode()).hexdigest()[:10]
+    return f"/tmp/trainyard-{digest}"
+
+
+def _write_stack(state: dict) -> None:
+    path = config.stack_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+@contextlib.contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    """One `up`/`down` at a time per home; a second waits instead of racing."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".stack.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        return state != "Z"
+    except OSError:
+        return True
+
+
+def _http_ok(url: str, *, headers: dict | None = None, timeout: float = 3.0) -> tuple[bool, str]:
+    try:
+        req = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status == 200, f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, str(getattr(exc, "reason", exc))
+
+
+# ----------------------------------------------------------------------------- health
+
+
+def _ray_health(rec: dict | None, token: str | None) -> tuple[bool, str]:
+    if not rec:
+        return False, "not started"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    ok, why = _http_ok(f"{rec['dashboard_url']}/api/version", headers=headers)
+    return ok, "" if ok else f"dashboard: {why}"
+
+
+def _proc_health(rec: dict | None, path: str) -> tuple[bool, str]:
+    if not rec:
+        return False, "not started"
+    if not _pid_alive(rec.get("pid")):
+        return False, f"process {rec.get('pid')} is gone"
+    ok, why = _http_ok(rec["url"] + path)
+    return ok, "" if ok else f"{path}: {why}"
+
+
+HEALTH_PATHS = {"mlflow": "/health", "server": "/healthz"}
+
+
+def _health(name: str, rec: dict | None, home: Path) -> tuple[bool, str]:
+    if name == "ray":
+        return _ray_health(rec, config.read_secret(home / "ray.token"))
+    return _proc_health(rec, HEALTH_PATHS[name])
+
+
+def _address(name: str, rec: dict | None) -> str | None:
+    if not rec:
+        return None
+    return rec.get("dashboard_url") if name == "ray" else rec.get("url")
+
+
+def status() -> list[ComponentStatus]:
+    """What runs, where, and whether it answers. Reads home/stack.json; changes nothing."""
+    home = config.home()
+    state = config.read_stack()
+    out = []
+    for name in COMPONENTS:
+        rec = state.get(name)
+        ok, detail = _health(name, rec, home)
+        out.append(ComponentStatus(name, _address(name, rec), (rec or {}).get("pid"), ok, detail))
+    return out
+
+
+def is_up() -> bool:
+    return all(c.healthy for c in status())
+
+
+def mlflow_run_url(mlflow_url: str, experiment_id: str | None, run_id: str | None) -> str | None:
+    """The MLflow UI page of a run."""
+    if not (mlflow_url and run_id):
+        return None
+    if experiment_id is None:
+        return f"{mlflow_url.rstrip('/')}/#/runs/{run_id}"
+    return f"{mlflow_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+# ----------------------------------------------------------------------------- ports
+
+
+def _pick_port(name: str, requested: int | None, previous: int | None, *, flag: str) -> int:
+    """The user's port if free (else ConflictError), else the previous/default, else any free one."""
+    if requested is not None:
+        if not 1 <= requested <= 65535:
+            raise StackError(f"must be a port between 1 and 65535, got {requested}",
+                             field=flag, value=requested, fix="pick another port")
+        if port_in_use(requested):
+            raise ConflictError(
+                f"port {requested} is already in use, so the {name} cannot listen on it",
+                field=flag, value=requested,
+                fix=f"free the port, pass another {flag}, or leave {flag} out to let Trainyard pick one")
+        return requested
+    for candidate in (previous, DEFAULT_PORTS[name]):
+        if candidate and not port_in_use(candidate):
+            return candidate
+    return free_port()
+
+
+# ----------------------------------------------------------------------------- up
+
+
+def _server_env(home: Path, state: dict) -> dict[str, str]:
+    # only addresses and file paths: the tokens themselves never enter stack.json or argv
+    return {
+        "TRAINYARD_HOME": str(home),
+        "TRAINYARD_MLFLOW_URI": state["mlflow"]["url"],
+        "TRAINYARD_RAY_DASHBOARD_URL": state["ray"]["dashboard_url"],
+        "TRAINYARD_RAY_TOKEN_FILE": str(home / "ray.token"),
+        "TRAINYARD_ADMIN_TOKEN_FILE": str(home / "admin.token"),
+    }
+
+
+def _require_server_module() -> None:
+    if importlib.util.find_spec("trainyard.api") is None:
+        raise StackError("the Trainyard server (trainyard.api) is not installed in this environment",
+                         fix="reinstall Trainyard with `make venv`")
+
+
+def _stop_component(name: str, rec: dict | None) -> None:
+    if not rec:
+        return
+    if name == "ray":
+        stop_ray_head(rec, timeout=RAY_STOP_GRACE_S)
+    elif rec.get("pid"):
+        stop_process(int(rec["pid"]))
+
+
+def up(*, port: int | None = None, mlflow_port: int | None = None,
+       dashboard_port: int | None = None, num_cpus: int | None = None,
+       autoscaling: bool = False, on_event: Event | None = None,
+       timeout: float = 180.0) -> list[ComponentStatus]:
+    """Start (or repair) the local stack. Returns one status per component.
+
+    Raises ConflictError (exit code 6) when a port the caller asked for is taken, or when
+    the running stack uses other settings than the ones asked for.
+    """
+    home = config.home().resolve()
+    emit = on_event or (lambda component, message: None)
+    with _locked(home):
+        state = config.read_stack()
+        state.setdefault("version", STACK_VERSION)
+        state["home"] = str(home)
+        for sub in ("logs", "mlflow", "storage"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+        config.ensure_secret(home / "admin.token")
+        ray_token = config.ensure_secret(home / "ray.token")
+        actions: dict[str, str] = {}
+        _precheck_ports(state, home, {"ray": dashboard_port, "mlflow": mlflow_port, "server": port})
+
+        # -- ray
+        rec = state.get("ray")
+        ok, _ = _health("ray", rec, home)
+        if ok and autoscaling and not rec.get("autoscaling"):
+            raise ConflictError(
+                "the running Ray head was started without --autoscaling", field="--autoscaling",
+                value=True, fix="run `trainyard down` first, then `trainyard up --autoscaling`")
+        autoscaling = autoscaling or bool((rec or {}).get("autoscaling"))
+        if ok:
+            actions["ray"] = "running"
+        else:
+            emit("ray", "restarting the Ray head" if rec else "starting the Ray head")
+            _stop_component("ray", rec)
+            state.pop("ray", None)
+            _write_stack(state)
+            dport = _pick_port("ray", dashboard_port, (rec or {}).get("dashboard_port"),
+                               flag="--dashboard-port")
+            # the autoscaler config names the GCS address, so that port is chosen first
+            gcs_port = free_port()
+            autoscaling_config = _autoscaling_config(home, gcs_port, num_cpus) if autoscaling else None
+            temp_dir = ray_temp_dir(home)
+            # Ray keeps a session per start; an old one only wastes space
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            # record before starting, so a crash half-way still lets `down` find it
+            state["ray"] = {"temp_dir": temp_dir, "gcs_port": gcs_port, "dashboard_port": dport,
+                            "dashboard_url": f"http://127.0.0.1:{dport}", "starting": True}
+            _write_stack(state)
+            head = start_ray_head(temp_dir=temp_dir, token=ray_token, num_cpus=num_cpus,
+                                  dashboard_port=dport, gcs_port=gcs_port,
+                                  autoscaling_config=autoscaling_config,
+                                  log_file=home / "logs" / "ray.log", timeout=timeout)
+            state["ray"] = _ray_record(head, autoscaling=autoscaling)
+            _write_stack(state)
+            actions["ray"] = "restarted" if rec else "started"
+
+        # -- mlflow
+        rec = state.get("mlflow")
+        ok, _ = _health("mlflow", rec, home)
+        if ok:
+            actions["mlflow"] = "running"
+        else:
+            emit("mlflow", "restarting MLflow" if rec else "starting MLflow (about 20 s)")
+            _stop_component("mlflow", rec)
+            state.pop("mlflow", None)
+            _write_stack(state)
+            mport = _pick_port("mlflow", mlflow_port, _port_of(rec), flag="--mlflow-port")
+            proc = start_mlflow(root=home / "mlflow", port=mport,
+                                artifacts=str(home / "mlflow" / "artifacts"),
+                                log_file=home / "logs" / "mlflow.log", timeout=timeout)
+            state["mlflow"] = {**proc.to_dict(), "port": mport}
+            _write_stack(state)
+            actions["mlflow"] = "restarted" if rec else "started"
+
+        # -- server
+        rec = state.get("server")
+        env = _server_env(home, state)
+        ok, _ = _health("server", rec, home)
+        if ok and rec.get("env") == env:
+            actions["server"] = "running"
+        else:
+            _require_server_module()
+            emit("server", "restarting the Trainyard server" if rec else "starting the Trainyard server")
+            _stop_component("server", rec)
+            state.pop("server", None)
+            _write_stack(state)
+            sport = _pick_port("server", port, _port_of(rec), flag="--port")
+            url = f"http://127.0.0.1:{sport}"
+            proc = start_process(
+                "server", [sys.executable, "-m", "trainyard.api", "--host", "127.0.0.1",
+                           "--port", str(sport)],
+                url=url, health_url=f"{url}/healthz", log_file=home / "logs" / "server.log",
+                env=env, timeout=timeout)
+            state["server"] = {**proc.to_dict(), "port": sport, "env": env}
+            state["started_at"] = time.time()
+            _write_stack(state)
+            actions["server"] = "restarted" if rec else "started"
+
+    result = status()
+    for comp in result:
+        comp.action = actions.get(comp.name, "")
+    return result
+
+
+def _port_of(rec: dict | None) -> int | None:
+    return (rec or {}).get("port")
+
+
+_PORT_KEYS = {"ray": ("dashboard_port", "--dashboard-port"), "mlflow": ("port", "--mlflow-port"),
+              "server": ("port", "--port")}
+
+
+def _precheck_ports(state: dict, home: Path, requested: dict[str, int | None]) -> None:
+    """Fail before starting anything when a port the user asked for cannot be had."""
+    for name, want in requested.items():
+        if want is None:
+            continue
+        key, flag = _PORT_KEYS[name]
+        rec = state.get(name)
+        healthy, _ = _health(name, rec, home)
+        if healthy and rec.get(key) == want:
+            continue  # ours already: idempotent
+        if healthy:
+            raise ConflictError(
+                f"the {name} already runs on port {rec.get(key)}, not {want}",
+                field=flag, value=want,
+                fix="run `trainyard down` first to move it, or leave the flag out")
+        if rec and rec.get(key) == want:
+            continue  # our own sick process holds it; it is stopped before the restart
+        _pick_port(name, want, None, flag=flag)
+
+
+def _ray_record(head: RayHead, *, autoscaling: bool) -> dict:
+    return {**head.to_dict(), "dashboard_url": head.dashboard_url, "gcs_address": head.gcs_address,
+            "autoscaling": autoscaling}
+
+
+def _autoscaling_config(home: Path, gcs_port: int, num_cpus: int | None) -> str:
+    """Render cluster/local.yaml (fake multi-node autoscaler) for a head on `gcs_port`."""
+    if importlib.util.find_spec("trainyard.local.autoscaling") is None:
+        raise StackError("--autoscaling is not available in this install (trainyard.local.autoscaling "
+                         "is missing)", field="--autoscaling", value=True,
+                         fix="run `trainyard up` without --autoscaling")
+    from trainyard.local.autoscaling import render_local_config
+
+    out_dir = home / "cluster"
+    shutil.rmtree(out_dir, ignore_errors=True)  # one config per start, not a pile
+    return str(render_local_config(f"127.0.0.1:{gcs_port}", head_cpus=num_cpus, out_dir=out_dir))
+
+
+# ----------------------------------------------------------------------------- down
+
+
+def down(*, on_event: Event | None = None) -> list[str]:
+    """Stop exactly what `up` started (server, MLflow, Ray, in that order). Idempotent.
+
+    Returns the names of the components that were stopped.
+    """
+    home = config.home().resolve()
+    emit = on_event or (lambda component, message: None)
+    if not config.stack_file().exists():
+        return []
+    stopped = []
+    with _locked(home):
+        state = config.read_stack()
+        for name in reversed(COMPONENTS):
+            rec = state.get(name)
+            if not rec:
+                continue
+            emit(name, f"stopping {name}")
+            if name == "ray":
+                # gcs_server, raylet and the monitor ignore SIGTERM for 10+ s here; what
+                # they would flush on the way out lives in the temp dir we delete anyway
+                if rec.get("gcs_port"):
+                    stop_ray_head(rec, timeout=RAY_STOP_GRACE_S)
+                else:  # `up` died while starting it: its temp dir still identifies it
+                    stop_ray_head({**rec, "gcs_port": -1, "client_port": None}, timeout=RAY_STOP_GRACE_S)
+                shutil.rmtree(rec.get("temp_dir", ""), ignore_errors=True) if rec.get("temp_dir") else None
+            elif _pid_alive(rec.get("pid")):
+                stop_process(int(rec["pid"]))
+            stopped.append(name)
+            state.pop(name, None)
+            _write_stack(state)
+        config.stack_file().unlink(missing_ok=True)
+    return stopped
