@@ -120,6 +120,13 @@ def start_ray_head(*, temp_dir: str | Path, token: str, num_cpus: int | None = N
     gcs_port = gcs_port or free_port()
     dashboard_port = dashboard_port or free_port()
     min_worker = 20000 + (gcs_port % 200) * 200
+    # the worker range may cover ports picked above: Ray refuses to start then, so re-pick
+    # (range(min_worker, min_worker + 200) is not reserved, so free_port may land in it)
+    for name, port in list(ports.items()):
+        while min_worker <= port < min_worker + 200:
+            port = ports[name] = free_port()
+    while min_worker <= dashboard_port < min_worker + 200:
+        dashboard_port = free_port()
     cmd = [
         venv_bin("ray"), "start", "--head", "--disable-usage-stats",
         "--node-ip-address", "127.0.0.1",
