@@ -90,7 +90,7 @@ def check_keys(payload: Any, allowed: tuple[str, ...]) -> None:
                             field=str(key), value=payload[key], fix=f"use only {', '.join(allowed)}")
 
 
-def grid(images: np.ndarray, *, ncol: int | None = None, pad: int = 1, upscale: int = 4) -> np.ndarray:
+def grid(images: np.ndarray, *, ncol: int | None = None, pad: int = 1, upscale: int = 6) -> np.ndarray:
     """(N, 1, H, W) or (N, H, W) in [0, 1] -> one uint8 (rows, cols) grid image."""
     imgs = np.asarray(images, dtype=np.float32)
     if imgs.ndim == 4:

@@ -1,0 +1,1 @@
+"""Variational autoencoder on sklearn's 8x8 digits: reconstruction and sampling."""
