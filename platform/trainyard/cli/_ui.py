@@ -185,7 +185,7 @@ class JobFollower:
             self._progress.__exit__(*exc)
 
     def update(self, update: Any) -> None:
-        state = job_field(update, "status", "state") if isinstance(update, Mapping) else None
+        state = job_field(update, "state", "status", "phase") if isinstance(update, Mapping) else None
         if state:
             self.state = str(state)
         prog = _progress_of(update)
@@ -211,7 +211,7 @@ class JobFollower:
 
     def finish(self, job: Mapping[str, Any]) -> None:
         if self._progress is not None:
-            state = str(job_field(job, "status", "state", default=""))
+            state = str(job_field(job, "state", "status", "phase", default=""))
             prog = _progress_of(job)
             total = prog.get("total_steps")
             if state == "SUCCEEDED" and total:

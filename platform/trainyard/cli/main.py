@@ -17,7 +17,7 @@ from trainyard.errors import (
     EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, SpecError, TrainyardError,
 )
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "follow_job", "print_outcome", "job_metrics"]
 
 EXIT_CODES_HELP = textwrap.dedent("""\
     exit codes:
@@ -364,20 +364,31 @@ def _job_id(job: Any) -> str:
 
 
 def _state(job: Any) -> str:
-    return str(_ui().job_field(job, "status", "state", default="UNKNOWN"))
+    return str(_ui().job_field(job, "state", "status", "phase", default="UNKNOWN"))
 
 
-def _follow(client, job_id: str, name: str, *, as_json: bool = False) -> int:
+def follow_job(client, job_id: str, name: str = "") -> dict:
+    """Show a progress bar until the job ends; return the final job (used by the demo too)."""
     ui = _ui()
     with ui.JobFollower(job_id, name) as follower:
         final = client.wait_job(job_id, on_progress=follower.update)
-        if final is None or isinstance(final, str):
+        if not isinstance(final, dict):
             final = client.get_job(job_id)
         follower.finish(final)
+    return final
+
+
+def job_metrics(job: Any) -> dict:
+    """The job's final metrics (from the runner's TRAINYARD_RESULT)."""
+    return _result(job).get("metrics") or _ui().job_field(job, "metrics") or {}
+
+
+def _follow(client, job_id: str, name: str, *, as_json: bool = False) -> int:
+    final = follow_job(client, job_id, name)
     if as_json:
-        ui.print_json(final)
+        _ui().print_json(final)
     else:
-        _print_outcome(client, final)
+        print_outcome(client, final)
     return EXIT_OK if _state(final) == "SUCCEEDED" else EXIT_FAILED
 
 
@@ -401,11 +412,11 @@ def _run_url(client, job: Any) -> str | None:
     return mlflow_run_url(_mlflow_url(client) or "", exp_id, run_id)
 
 
-def _print_outcome(client, job: Any) -> None:
+def print_outcome(client, job: Any) -> None:
     ui = _ui()
     out = ui.stdout()
     state = _state(job)
-    metrics = _result(job).get("metrics") or ui.job_field(job, "metrics") or {}
+    metrics = job_metrics(job)
     colour = "green" if state == "SUCCEEDED" else "red"
     out.print(f"Job {_job_id(job)} [{colour}]{state}[/]")
     if metrics:
