@@ -1,0 +1,64 @@
+"""The FastAPI app: `create_app(settings)`. Lifespan: migrate the store, register the default
+cluster, reconcile, then run the controller loop until shutdown."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from trainyard import __version__
+from trainyard.api.context import ServerContext
+from trainyard.api.errors import install_error_handlers
+from trainyard.api.routes import clusters, jobs, system
+from trainyard.clusters.registry import ClientFactory, ClusterRegistry
+from trainyard.config import Settings, ensure_secret
+from trainyard.controller.loop import Controller
+from trainyard.controller.service import JobService
+from trainyard.store import Database
+
+__all__ = ["create_app", "ROUTERS"]
+
+log = logging.getLogger("trainyard.api")
+
+ROUTERS = [system.health_router, system.router, jobs.router, clusters.router]
+
+
+def create_app(settings: Settings | None = None, *, client_factory: ClientFactory | None = None,
+               run_controller: bool = True) -> FastAPI:
+    """Build the app. `client_factory` swaps the Ray REST client (unit tests); with
+    run_controller=False no background loop runs (tests drive `ctx.controller.tick()`)."""
+    settings = settings or Settings.from_env()
+    db = Database(settings.db_url)
+    registry = ClusterRegistry(db, settings, client_factory=client_factory)
+    ctx = ServerContext(settings=settings, db=db, registry=registry,
+                        jobs=JobService(db, registry, settings),
+                        controller=Controller(db, registry, settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await asyncio.to_thread(db.upgrade)
+        ctx.admin_token = ensure_secret(Path(settings.admin_token_file).expanduser())
+        registry.ensure_default()
+        if run_controller:
+            await asyncio.to_thread(ctx.controller.refresh_clusters)
+            await ctx.controller.start()
+        log.info("trainyard server %s ready (db %s)", __version__, db.engine.url.get_backend_name())
+        try:
+            yield
+        finally:
+            if run_controller:
+                await ctx.controller.stop()
+            registry.close()
+            db.dispose()
+
+    app = FastAPI(title="Trainyard", version=__version__, lifespan=lifespan,
+                  description="Train deep-learning models on Ray clusters: jobs, clusters, status. "
+                              "Every route but /healthz needs `Authorization: Bearer <admin token>`.")
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

@@ -1,0 +1,30 @@
+"""What every route needs, built once per app: settings, store, clusters, service, controller."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from trainyard.clusters.registry import ClusterRegistry
+from trainyard.config import Settings
+from trainyard.controller.loop import Controller
+from trainyard.controller.service import JobService
+from trainyard.store import Database
+
+__all__ = ["ServerContext", "get_ctx"]
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    db: Database
+    registry: ClusterRegistry
+    jobs: JobService
+    controller: Controller
+    admin_token: str = field(repr=False, default="")
+    started_at: float = field(default_factory=time.time)
+
+
+def get_ctx(request: Request) -> ServerContext:
+    return request.app.state.ctx

@@ -1,0 +1,41 @@
+"""/healthz (no auth) and /v1/status."""
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import func, select
+
+from trainyard import __version__
+from trainyard.api.auth import require_admin
+from trainyard.api.context import ServerContext, get_ctx
+from trainyard.controller import views
+from trainyard.store import clusters as clusters_repo
+from trainyard.store import state as st
+from trainyard.store.models import JobRow
+
+health_router = APIRouter(tags=["system"])
+router = APIRouter(prefix="/v1", tags=["system"], dependencies=[Depends(require_admin)])
+
+
+@health_router.get("/healthz", summary="Liveness (no auth)")
+def healthz() -> dict:
+    return {"ok": True, "version": __version__}
+
+
+@router.get("/status", summary="Server, clusters, job counts, controller")
+def status(ctx: ServerContext = Depends(get_ctx)) -> dict:
+    with ctx.db.session() as s:
+        counts = {state: 0 for state in st.PUBLIC_STATES}
+        for phase, n in s.execute(select(JobRow.phase, func.count()).group_by(JobRow.phase)):
+            counts[st.public_state(phase)] += n
+        clusters = [views.cluster_dict(r, health=ctx.controller.health.get(r.name))
+                    for r in clusters_repo.list_clusters(s)]
+    return {
+        "server": {"version": __version__, "uptime_s": round(time.time() - ctx.started_at, 1),
+                   "db": ctx.db.engine.url.get_backend_name(), "mlflow_uri": ctx.settings.mlflow_uri or None,
+                   "storage": ctx.settings.storage},
+        "clusters": clusters,
+        "jobs": counts,
+        "controller": ctx.controller.snapshot(),
+    }

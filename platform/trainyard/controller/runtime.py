@@ -1,0 +1,78 @@
+"""What a Ray job for a Trainyard job looks like: entrypoint and runtime_env. Pure.
+
+The contract with the runner (trainyard.runner):
+    entrypoint  python -m trainyard.runner job --job-id <ID>
+    env_vars    TRAINYARD_SPEC (JobSpec JSON), TRAINYARD_JOB_ID, MLFLOW_TRACKING_URI,
+                TRAINYARD_STORAGE, and for s3:// storage TRAINYARD_S3_ENDPOINT_URL,
+                AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; plus spec.env.
+    working_dir gcs://_ray_pkg_<sha1>.zip when the job shipped a folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from trainyard.config import Settings
+
+__all__ = ["DEFAULT_ENTRYPOINT", "entrypoint_for", "runtime_env_for", "secret_values", "storage_for",
+           "s3_settings_for"]
+
+DEFAULT_ENTRYPOINT = "python -m trainyard.runner job --job-id {job_id}"
+_SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PRIVATE")
+
+
+def entrypoint_for(job_id: str, settings: Settings) -> str:
+    """The runner command. Overridable (settings.extra['runner_entrypoint'] or
+    $TRAINYARD_RUNNER_ENTRYPOINT) so the control plane can be tested with a stand-in."""
+    template = (settings.extra.get("runner_entrypoint") or os.environ.get("TRAINYARD_RUNNER_ENTRYPOINT")
+                or DEFAULT_ENTRYPOINT)
+    # replace, not format: a stand-in `python -c` script is full of braces
+    return template.replace("{job_id}", job_id)
+
+
+def storage_for(spec: dict[str, Any], settings: Settings) -> str:
+    return (spec.get("checkpoint") or {}).get("storage") or settings.storage
+
+
+def s3_settings_for(spec: dict[str, Any], settings: Settings) -> dict[str, str | None]:
+    """Endpoint and credentials an s3:// job gets: the spec's, else the server's."""
+    env = spec.get("env") or {}
+    return {
+        "endpoint_url": (spec.get("checkpoint") or {}).get("endpoint_url") or settings.s3_endpoint_url
+        or env.get("TRAINYARD_S3_ENDPOINT_URL"),
+        "key": settings.s3_key or env.get("AWS_ACCESS_KEY_ID"),
+        "secret": settings.s3_secret or env.get("AWS_SECRET_ACCESS_KEY"),
+    }
+
+
+def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *,
+                    working_dir_uri: str | None = None) -> dict[str, Any]:
+    env: dict[str, str] = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
+    storage = storage_for(spec, settings)
+    env.update({
+        "TRAINYARD_SPEC": json.dumps(spec, separators=(",", ":"), sort_keys=True),
+        "TRAINYARD_JOB_ID": job_id,
+        "TRAINYARD_STORAGE": storage,
+    })
+    if settings.mlflow_uri:
+        env["MLFLOW_TRACKING_URI"] = settings.mlflow_uri
+    if storage.startswith("s3://"):
+        s3 = s3_settings_for(spec, settings)
+        for name, value in (("TRAINYARD_S3_ENDPOINT_URL", s3["endpoint_url"]),
+                            ("AWS_ACCESS_KEY_ID", s3["key"]), ("AWS_SECRET_ACCESS_KEY", s3["secret"])):
+            if value:
+                env[name] = value
+    runtime_env: dict[str, Any] = {"env_vars": env}
+    if working_dir_uri:
+        runtime_env["working_dir"] = working_dir_uri
+    return runtime_env
+
+
+def secret_values(spec: dict[str, Any], settings: Settings) -> list[str]:
+    """Values that must never appear in a message, a log line or an API response."""
+    values = [settings.s3_key, settings.s3_secret]
+    for key, value in (spec.get("env") or {}).items():
+        if any(h in str(key).upper() for h in _SECRET_HINTS):
+            values.append(str(value))
+    return [v for v in values if v and len(v) >= 4]

@@ -1,0 +1,214 @@
+"""What the API asks of the control plane: submit (validated), describe, logs, cancel.
+
+A submission is validated completely before anything is written: a rejected request leaves
+no row, no event and no package file behind.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from sqlalchemy.orm.exc import StaleDataError
+
+from trainyard.clusters.registry import ClusterRegistry
+from trainyard.config import Settings, home
+from trainyard.controller import runtime, views
+from trainyard.errors import CapacityError, ClusterError, ConflictError, FieldIssue, SpecError, did_you_mean
+from trainyard.scheduler import never_fits_reason
+from trainyard.specs import JobSpec, parse_job_spec
+from trainyard.store import Database
+from trainyard.store import clusters as clusters_repo
+from trainyard.store import jobs as jobs_repo
+from trainyard.store import state as st
+
+__all__ = ["JobService", "MAX_PACKAGE_BYTES", "packages_dir"]
+
+log = logging.getLogger("trainyard.controller")
+
+# Ray's GCS refuses packages over 500 MiB; ours stay well below to keep the store sane
+MAX_PACKAGE_BYTES = 100 * 1024 * 1024
+
+
+def packages_dir(settings: Settings) -> Path:
+    return Path(settings.extra.get("packages_dir") or home() / "packages")
+
+
+class JobService:
+    def __init__(self, db: Database, registry: ClusterRegistry, settings: Settings):
+        self.db = db
+        self.registry = registry
+        self.settings = settings
+
+    # ------------------------------------------------------------------ submit
+    def validate(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None
+                 ) -> tuple[JobSpec, bytes | None]:
+        job = parse_job_spec(spec, source="spec")
+        package = self._check_package(job, working_dir_zip_b64)
+        self._check_storage(job)
+        self._check_capacity(job)
+        return job, package
+
+    def submit(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
+               kind: str = "job") -> dict[str, Any]:
+        job, package = self.validate(spec, working_dir_zip_b64=working_dir_zip_b64)
+        digest = None
+        if package is not None:
+            digest = hashlib.sha1(package).hexdigest()
+            folder = packages_dir(self.settings)
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{digest}.zip"
+            if not target.exists():
+                tmp = target.with_suffix(".tmp")
+                tmp.write_bytes(package)
+                tmp.replace(target)
+        data = job.model_dump(mode="json")
+        with self.db.session() as s:
+            row = jobs_repo.create_job(s, spec=data, name=job.name, project=job.project,
+                                       priority=job.priority, kind=kind, package=digest,
+                                       reason="submitted; waiting for the scheduler")
+            row.message = "queued"
+            s.flush()
+            return views.job_dict(row, mlflow_uri=self.settings.mlflow_uri, detail=True)
+
+    def _check_package(self, job: JobSpec, b64: str | None) -> bytes | None:
+        if b64 is None:
+            if job.working_dir is not None:
+                raise SpecError(
+                    f"the server cannot read your local folder {job.working_dir!r}", field="working_dir",
+                    value=job.working_dir,
+                    fix="submit with `trainyard jobs submit` or trainyard.Client, which upload it, "
+                        "or remove working_dir")
+            return None
+        try:
+            data = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise SpecError("is not valid base64", field="working_dir_zip_b64",
+                            fix="send the zip's bytes base64-encoded") from None
+        if len(data) > MAX_PACKAGE_BYTES:
+            raise SpecError(f"the working_dir zip is {len(data) // (1024 * 1024)} MiB, more than "
+                            f"{MAX_PACKAGE_BYTES // (1024 * 1024)} MiB", field="working_dir",
+                            value=job.working_dir,
+                            fix="leave data and checkpoints out of the folder (read them from storage)")
+        if not zipfile.is_zipfile(io.BytesIO(data)):
+            raise SpecError("is not a zip archive", field="working_dir_zip_b64",
+                            fix="zip the folder's contents (the SDK does this for you)")
+        return data
+
+    def _check_storage(self, job: JobSpec) -> None:
+        spec = job.model_dump(mode="json")
+        storage = runtime.storage_for(spec, self.settings)
+        if not storage.startswith("s3://"):
+            return
+        s3 = runtime.s3_settings_for(spec, self.settings)
+        missing = []
+        if not (s3["key"] and s3["secret"]):
+            missing.append("credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+        if not s3["endpoint_url"]:
+            missing.append("an endpoint URL")
+        if missing:
+            raise SpecError(
+                f"s3 storage {storage!r} needs {' and '.join(missing)}, and neither the spec nor the "
+                f"server has them", field="checkpoint.storage", value=storage,
+                fix="set checkpoint.endpoint_url and env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the spec, "
+                    "start the server with them, or use file:// storage")
+
+    def _check_capacity(self, job: JobSpec) -> None:
+        queued = views.queued_job("new", job.model_dump(mode="json"), priority=job.priority)
+        with self.db.session() as s:
+            rows = clusters_repo.list_clusters(s)
+        if not rows:
+            raise CapacityError("no cluster is registered", field="resources.cluster",
+                                fix="register one with `trainyard clusters add NAME --address URL`, "
+                                    "or start the local stack with `trainyard up`")
+        names = [r.name for r in rows]
+        if job.resources.cluster and job.resources.cluster not in names:
+            raise SpecError(f"cluster {job.resources.cluster!r} is not registered;"
+                            f"{did_you_mean(job.resources.cluster, names) or ''} registered: {', '.join(names)}",
+                            field="resources.cluster", value=job.resources.cluster,
+                            fix="pick a registered cluster, or leave resources.cluster out")
+        candidates = [r for r in rows if not job.resources.cluster or r.name == job.resources.cluster]
+        known = [v for v in (views.cluster_view(r) for r in candidates) if v is not None]
+        if len(known) < len(candidates):
+            return  # a cluster we know nothing about yet may be big enough: let it queue
+        reason = never_fits_reason(queued, known)
+        if reason is not None:
+            field, message = reason
+            raise CapacityError([FieldIssue(field, message, job.resources.workers if field == "resources.workers"
+                                             else None)], source="spec")
+
+    # ------------------------------------------------------------------ read
+    def describe(self, job_id: str, *, with_progress: bool = True) -> dict[str, Any]:
+        with self.db.session() as s:
+            job = jobs_repo.get_job(s, job_id)
+            events = [{"at": views.iso(e.at), "from": e.from_phase, "to": e.to_phase, "reason": e.reason}
+                      for e in jobs_repo.list_events(s, job_id)]
+        progress = None
+        if with_progress and job.phase in (st.RUNNING, st.CANCELLING) and job.submission_id and job.cluster:
+            progress = self._progress(job.cluster, job.submission_id)
+        return views.job_dict(job, mlflow_uri=self.settings.mlflow_uri, detail=True,
+                              progress=progress, events=events)
+
+    def _progress(self, cluster: str, submission_id: str) -> dict | None:
+        from trainyard.runner.protocol import last_progress
+
+        try:
+            text = self.registry.client(cluster).logs(submission_id)
+        except Exception as exc:  # progress is a nicety: never fail a GET for it
+            log.debug("no progress for %s: %s", submission_id, exc)
+            return None
+        return last_progress(text or "")
+
+    def logs(self, job_id: str, *, offset: int = 0) -> tuple[str, str]:
+        """(text from `offset`, public state). Empty text before the job reached a cluster."""
+        with self.db.session() as s:
+            job = jobs_repo.get_job(s, job_id)
+        state = st.public_state(job.phase)
+        if not (job.submission_id and job.cluster):
+            return "", state
+        try:
+            text = self.registry.client(job.cluster).logs(job.submission_id)
+        except ClusterError:
+            if job.phase in st.TERMINAL or job.phase == st.DISPATCHING:
+                return "", state
+            raise
+        text = text or ""
+        for secret in runtime.secret_values(job.spec or {}, self.settings):
+            text = text.replace(secret, "***")
+        return text[max(0, offset):], state
+
+    # ------------------------------------------------------------------ cancel
+    def cancel(self, job_id: str, *, reason: str = "cancelled by the user") -> dict[str, Any]:
+        for _ in range(5):
+            try:
+                return self._cancel_once(job_id, reason)
+            except StaleDataError:
+                continue  # the controller moved the job meanwhile: look again
+        raise ConflictError(f"job {job_id} is changing too fast to cancel", fix="try again")
+
+    def _cancel_once(self, job_id: str, reason: str) -> dict[str, Any]:
+        stop = None
+        with self.db.session() as s:
+            job = jobs_repo.get_job(s, job_id)
+            if job.phase == st.PENDING:
+                jobs_repo.transition(s, job, st.CANCELLED, reason=reason, message="cancelled before it started",
+                                     cancel_requested=1)
+            elif job.phase in (st.DISPATCHING, st.SUBMITTED, st.RUNNING):
+                jobs_repo.transition(s, job, st.CANCELLING, reason=reason, cancel_requested=1,
+                                     message="cancelling: waiting for Ray to stop the job")
+                stop = (job.cluster, job.submission_id)
+            elif job.phase in (st.CANCELLING, st.CANCELLED):
+                pass  # idempotent
+            else:
+                st.check_transition(job.phase, st.CANCELLED, job_id=job.id)  # raises ConflictError
+        if stop and stop[0] and stop[1]:
+            try:
+                self.registry.client(stop[0]).stop(stop[1])
+            except ClusterError as exc:  # the controller keeps trying
+                log.warning("stop of %s on %s failed, will retry: %s", stop[1], stop[0], exc)
+        return self.describe(job_id, with_progress=False)

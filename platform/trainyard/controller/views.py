@@ -1,0 +1,127 @@
+"""Turning store rows into scheduler data and API dictionaries. Pure."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable
+
+from trainyard.scheduler import ClusterView, QueuedJob, subtract_reserved, worker_bundle
+from trainyard.store import state as st
+from trainyard.store.models import ClusterRow, JobRow
+
+__all__ = ["queued_job", "cluster_view", "job_dict", "cluster_dict", "iso", "reserved_by_cluster"]
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def queued_job(job_id: str, spec: dict[str, Any], *, priority: int = 0, seq: float = 0.0,
+               project: str = "default") -> QueuedJob:
+    res = spec.get("resources") or {}
+    per = {"CPU": float(res.get("cpus_per_worker", 1.0))}
+    if res.get("gpus_per_worker"):
+        per["GPU"] = float(res["gpus_per_worker"])
+    per.update({k: float(v) for k, v in (res.get("custom_resources") or {}).items()})
+    return QueuedJob(id=job_id, workers=int(res.get("workers", 1)),
+                     per_worker=worker_bundle(per, res.get("accelerator_type")),
+                     priority=priority, seq=seq, cluster=res.get("cluster"), project=project)
+
+
+def reserved_by_cluster(active: Iterable[JobRow]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for job in active:
+        if not job.cluster:
+            continue
+        total = queued_job(job.id, job.spec).total()
+        acc = out.setdefault(job.cluster, {})
+        for key, value in total.items():
+            acc[key] = acc.get(key, 0.0) + value
+    return out
+
+
+def cluster_view(row: ClusterRow, *, healthy: bool = True,
+                 reserved: dict[str, float] | None = None) -> ClusterView | None:
+    """None when nothing is known about the cluster's nodes yet."""
+    nodes = (row.last_resources or {}).get("nodes")
+    max_nodes = (row.max_resources or {}).get("nodes") if row.max_resources else None
+    if not nodes and not max_nodes:
+        return None
+    nodes = nodes or []
+    totals = [dict(n.get("total") or {}) for n in nodes]
+    free = [dict(n.get("free") or {}) for n in nodes]
+    if reserved:
+        free = subtract_reserved(free, totals, reserved)
+    return ClusterView(name=row.name, nodes_free=free, nodes_total=totals,
+                       max_nodes=[dict(n) for n in max_nodes] if max_nodes else None, healthy=healthy)
+
+
+def _mlflow_url(base: str, exp: str | None, run: str | None) -> str | None:
+    if not (base and run and base.startswith("http")):
+        return None
+    return f"{base.rstrip('/')}/#/experiments/{exp or 0}/runs/{run}"
+
+
+def job_dict(job: JobRow, *, mlflow_uri: str = "", detail: bool = False,
+             progress: dict | None = None, events: list | None = None) -> dict[str, Any]:
+    res = (job.spec or {}).get("resources") or {}
+    duration = None
+    if job.started_at:
+        end = job.ended_at or datetime.now(job.started_at.tzinfo)
+        duration = round((end - job.started_at).total_seconds(), 1)
+    result = job.result or None
+    body: dict[str, Any] = {
+        "id": job.id,
+        "kind": job.kind,
+        "name": job.name,
+        "project": job.project,
+        "priority": job.priority,
+        "state": st.public_state(job.phase),
+        "phase": job.phase,
+        "workload": (job.spec or {}).get("workload"),
+        "workers": res.get("workers", 1),
+        "cluster": job.cluster,
+        "submission_id": job.submission_id,
+        "attempt": job.attempt,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "ended_at": iso(job.ended_at),
+        "duration_s": duration,
+        "message": job.message,
+        "metrics": (result or {}).get("metrics"),
+        "mlflow_run_id": job.mlflow_run_id,
+        "mlflow_experiment_id": job.mlflow_experiment_id,
+        "mlflow_url": _mlflow_url(mlflow_uri, job.mlflow_experiment_id, job.mlflow_run_id),
+        "cancel_requested": bool(job.cancel_requested),
+    }
+    if detail:
+        body["progress"] = progress
+        body["result"] = result
+        body["spec"] = job.spec
+        body["events"] = events or []
+    return body
+
+
+def cluster_dict(row: ClusterRow, *, health: dict | None = None) -> dict[str, Any]:
+    nodes = (row.last_resources or {}).get("nodes") or []
+    total: dict[str, float] = {}
+    free: dict[str, float] = {}
+    for node in nodes:
+        for k, v in (node.get("total") or {}).items():
+            total[k] = total.get(k, 0.0) + v
+        for k, v in (node.get("free") or {}).items():
+            free[k] = free.get(k, 0.0) + v
+    health = health or {}
+    return {
+        "name": row.name,
+        "address": row.dashboard_url,
+        "auth": "token" if (row.token or row.token_file) else "none",
+        "token_file": row.token_file,
+        "reachable": health.get("ok"),
+        "nodes": len(nodes),
+        "resources_total": total,
+        "resources_free": free,
+        "max_resources": row.max_resources,
+        "last_seen_at": iso(row.last_seen_at),
+        "last_error": health.get("error") or row.last_error,
+        "created_at": iso(row.created_at),
+    }

@@ -1,0 +1,229 @@
+"""The Python SDK: `trainyard.Client`. A thin HTTP client over the REST API.
+
+    import trainyard
+    client = trainyard.Client()                 # the local stack (`trainyard up`)
+    job = client.submit_job("examples/cnn.yaml")
+    final = client.wait_job(job["id"], on_progress=print)
+
+Errors come back as the same TrainyardError subclasses the server raised (rebuilt from
+the JSON body), so `except SpecError` works on both sides of the wire. When the server
+cannot be reached, ClusterError says so and how to fix it (`trainyard up`).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import httpx
+
+from trainyard import errors as E
+from trainyard.config import home, read_secret, read_stack
+
+__all__ = ["Client", "zip_folder", "error_from_response"]
+
+_SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", "node_modules", ".tox"}
+TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+_BY_CODE: dict[str, type[E.TrainyardError]] = {
+    "invalid_spec": E.SpecError,
+    "exceeds_capacity": E.CapacityError,
+    "not_found": E.NotFoundError,
+    "conflict": E.ConflictError,
+    "unauthorized": E.AuthError,
+    "forbidden": E.AuthError,
+    "cluster_error": E.ClusterError,
+    "stack_error": E.StackError,
+}
+
+
+def zip_folder(folder: str | Path) -> bytes:
+    """Zip a folder's contents (files at the zip's root, as Ray's working_dir expects)."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise E.SpecError(f"is not a folder: {str(root)!r}", field="working_dir", value=str(folder),
+                          fix="give the path of the folder with your workload code")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+            for name in sorted(filenames):
+                if name.endswith((".pyc", ".pyo")):
+                    continue
+                path = Path(dirpath) / name
+                info = zipfile.ZipInfo(str(path.relative_to(root)), date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = (path.stat().st_mode & 0o777) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, path.read_bytes())  # fixed dates: the same folder, the same hash
+    return buf.getvalue()
+
+
+def error_from_response(resp: httpx.Response) -> E.TrainyardError:
+    """Rebuild the server's error as the same TrainyardError subclass.
+
+    str(err) is the server's message; `err.details` is the whole JSON body. SpecErrors are
+    rebuilt from their issues, so `err.issues` and `err.field` work as on the server."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {"message": (resp.text or "").strip()[:500] or f"HTTP {resp.status_code}"}
+    code = body.get("error", "")
+    message = body.get("message") or f"HTTP {resp.status_code}"
+    cls = _BY_CODE.get(code, E.TrainyardError)
+    if issubclass(cls, E.SpecError) and body.get("issues"):
+        issues = [E.FieldIssue(i.get("field") or "", i.get("message") or "", i.get("value"), i.get("fix"))
+                  for i in body["issues"]]
+        err: E.TrainyardError = cls(issues)
+    else:
+        # bypass the subclasses' constructors: the message is already complete
+        err = cls.__new__(cls)
+        E.TrainyardError.__init__(err, message)
+        if cls is E.SpecError or cls is E.CapacityError:
+            err.issues = [E.FieldIssue("", message)]
+            err.source = None
+        if cls is E.NotFoundError:
+            err.kind = "resource"
+    err.status = resp.status_code
+    err.details = body
+    return err
+
+
+class Client:
+    """Talks to a Trainyard server. Defaults: the local stack's URL and admin token."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0):
+        stack = read_stack()
+        self.url = (url or os.environ.get("TRAINYARD_URL") or (stack.get("server") or {}).get("url") or "").rstrip("/")
+        if not self.url:
+            raise E.ClusterError("no Trainyard server is known: the local stack is not running and no URL was given",
+                                 fix="start it with `trainyard up`, or pass Client(url=...) / set TRAINYARD_URL")
+        if token is None:
+            token = os.environ.get("TRAINYARD_TOKEN") or read_secret(
+                Path(os.environ.get("TRAINYARD_ADMIN_TOKEN_FILE") or home() / "admin.token"))
+        self._http = httpx.Client(base_url=self.url, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {token}"} if token else {})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    # ------------------------------------------------------------------ plumbing
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise E.ClusterError(f"the Trainyard server at {self.url} did not answer in time",
+                                 fix="check it with `trainyard status`") from None
+        except httpx.TransportError as exc:
+            raise E.ClusterError(f"the Trainyard server at {self.url} is unreachable ({type(exc).__name__})",
+                                 fix="start the local stack with `trainyard up`, or check the URL") from None
+        if resp.status_code >= 400:
+            raise error_from_response(resp)
+        return resp
+
+    def _json(self, method: str, path: str, **kwargs) -> Any:
+        resp = self._request(method, path, **kwargs)
+        return resp.json() if resp.content else None
+
+    # ------------------------------------------------------------------ jobs
+    def submit_job(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None = None) -> dict:
+        """Submit a job. `spec`: a path to a YAML file, YAML text, or a mapping.
+
+        A working_dir (the argument, or the spec's, relative to the spec file) is zipped and
+        uploaded with the request."""
+        from trainyard.specs import load_yaml
+
+        base = Path.cwd()
+        if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and spec.endswith((".yaml", ".yml"))):
+            path = Path(spec)
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise E.SpecError(f"cannot read {str(path)!r}: {exc.strerror}", field="spec", value=str(path),
+                                  fix="check the path") from None
+            data: dict = load_yaml(text, source=str(path))
+            base = path.parent
+        elif isinstance(spec, str):
+            data = load_yaml(spec)
+        elif isinstance(spec, Mapping):
+            data = dict(spec)
+        else:
+            raise E.SpecError(f"must be a path, YAML text or a mapping, got {type(spec).__name__}", field="spec")
+        folder = working_dir or data.get("working_dir")
+        body: dict[str, Any] = {"spec": data}
+        if folder:
+            folder_path = Path(folder).expanduser()
+            if not folder_path.is_absolute():
+                folder_path = base / folder_path
+            if working_dir is not None and not data.get("working_dir"):
+                data["working_dir"] = str(working_dir)
+            body["working_dir_zip_b64"] = base64.b64encode(zip_folder(folder_path)).decode()
+        return self._json("POST", "/v1/jobs", json=body)
+
+    def list_jobs(self, *, state: str | None = None, project: str | None = None, kind: str | None = None,
+                  cluster: str | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
+        params = {k: v for k, v in {"state": state, "project": project, "kind": kind, "cluster": cluster,
+                                    "limit": limit, "offset": offset}.items() if v is not None}
+        return self._json("GET", "/v1/jobs", params=params)["jobs"]
+
+    def get_job(self, job_id: str) -> dict:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def job_logs(self, job_id: str, offset: int = 0) -> str:
+        """The driver's log from character `offset`; the next offset is offset + len(text)."""
+        return self._request("GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset}).text
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def wait_job(self, job_id: str, *, timeout: float | None = None, poll: float = 1.0,
+                 on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Poll until the job ends; returns its final description. `on_progress(job)` is
+        called whenever state or progress changed. Raises TimeoutError after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        while True:
+            job = self.get_job(job_id)
+            seen = (job.get("state"), job.get("phase"), repr(job.get("progress")))
+            if on_progress is not None and seen != last:
+                on_progress(job)
+            last = seen
+            if job.get("state") in TERMINAL_STATES:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job.get('state')} after {timeout:g}s")
+            time.sleep(poll)
+
+    # ------------------------------------------------------------------ clusters
+    def list_clusters(self) -> list[dict]:
+        return self._json("GET", "/v1/clusters")["clusters"]
+
+    def add_cluster(self, name: str, address: str, *, token: str | None = None, token_file: str | None = None,
+                    max_resources: dict | None = None, check: bool = True) -> dict:
+        body = {"name": name, "address": address, "token": token, "token_file": token_file,
+                "max_resources": max_resources, "check": check}
+        return self._json("POST", "/v1/clusters", json={k: v for k, v in body.items() if v is not None})
+
+    def remove_cluster(self, name: str) -> None:
+        self._request("DELETE", f"/v1/clusters/{name}")
+
+    # ------------------------------------------------------------------ system
+    def status(self) -> dict:
+        return self._json("GET", "/v1/status")
+
+    def health(self) -> dict:
+        return self._json("GET", "/healthz")

@@ -1,0 +1,124 @@
+"""Repository functions for the jobs and job_events tables.
+
+Every phase change goes through `transition`, which checks the state machine and appends
+an event in the same transaction.
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from trainyard.errors import NotFoundError
+from trainyard.store import state as st
+from trainyard.store.models import JobEventRow, JobRow, utcnow
+
+__all__ = ["new_job_id", "create_job", "get_job", "find_job", "list_jobs", "transition",
+           "list_events", "active_jobs", "pending_jobs", "submission_id_for", "update_job"]
+
+
+def new_job_id(name: str) -> str:
+    """`<name>-<6 hex>`: readable in `trainyard jobs list`, unique enough to never collide."""
+    return f"{name[:50]}-{secrets.token_hex(3)}"
+
+
+def submission_id_for(job_id: str, attempt: int) -> str:
+    """Deterministic Ray submission id: a retry of the same attempt cannot start a 2nd driver."""
+    return f"trainyard-{job_id}-{attempt}"
+
+
+def create_job(session: Session, *, spec: dict[str, Any], name: str, project: str, priority: int,
+               kind: str = "job", package: str | None = None, job_id: str | None = None,
+               reason: str = "submitted") -> JobRow:
+    job = JobRow(id=job_id or new_job_id(name), kind=kind, name=name, project=project,
+                 priority=priority, spec=spec, phase=st.PENDING, attempt=0, package=package,
+                 created_at=utcnow(), cancel_requested=0)
+    session.add(job)
+    session.flush()  # the event's foreign key needs the job row first
+    session.add(JobEventRow(job_id=job.id, at=job.created_at, from_phase=None, to_phase=st.PENDING,
+                            reason=reason))
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: str, *, for_update: bool = False) -> JobRow:
+    job = find_job(session, job_id, for_update=for_update)
+    if job is None:
+        recent = session.scalars(select(JobRow.id).order_by(JobRow.created_at.desc()).limit(200)).all()
+        raise NotFoundError("job", job_id, known=recent)
+    return job
+
+
+def find_job(session: Session, job_id: str, *, for_update: bool = False) -> JobRow | None:
+    stmt = select(JobRow).where(JobRow.id == job_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).first()
+
+
+def list_jobs(session: Session, *, phases: Iterable[str] | None = None, project: str | None = None,
+              kind: str | None = None, cluster: str | None = None, limit: int = 100,
+              offset: int = 0, newest_first: bool = True) -> list[JobRow]:
+    stmt = select(JobRow)
+    if phases is not None:
+        stmt = stmt.where(JobRow.phase.in_(list(phases)))
+    if project:
+        stmt = stmt.where(JobRow.project == project)
+    if kind:
+        stmt = stmt.where(JobRow.kind == kind)
+    if cluster:
+        stmt = stmt.where(JobRow.cluster == cluster)
+    order = JobRow.created_at.desc() if newest_first else JobRow.created_at.asc()
+    stmt = stmt.order_by(order, JobRow.id).offset(offset).limit(limit)
+    return list(session.scalars(stmt))
+
+
+def pending_jobs(session: Session) -> list[JobRow]:
+    return list(session.scalars(select(JobRow).where(JobRow.phase == st.PENDING)
+                                .order_by(JobRow.created_at, JobRow.id)))
+
+
+def active_jobs(session: Session) -> list[JobRow]:
+    """Jobs that may have a Ray job for their current attempt."""
+    return list(session.scalars(select(JobRow).where(JobRow.phase.in_(sorted(st.ACTIVE)))
+                                .order_by(JobRow.created_at, JobRow.id)))
+
+
+def transition(session: Session, job: JobRow, new_phase: str, *, reason: str,
+               at: datetime | None = None, **fields: Any) -> JobRow:
+    """Move `job` to `new_phase` (checked), set `fields`, and record the event."""
+    st.check_transition(job.phase, new_phase, job_id=job.id)
+    now = at or utcnow()
+    old = job.phase
+    job.phase = new_phase
+    if new_phase == st.RUNNING and job.started_at is None:
+        job.started_at = now
+    if new_phase in st.TERMINAL:
+        job.ended_at = now
+    for key, value in fields.items():
+        if not hasattr(JobRow, key):
+            raise AttributeError(f"jobs has no column {key!r}")
+        setattr(job, key, value)
+    session.add(JobEventRow(job_id=job.id, at=now, from_phase=old, to_phase=new_phase, reason=reason))
+    session.flush()
+    return job
+
+
+def update_job(session: Session, job: JobRow, **fields: Any) -> JobRow:
+    """Set fields that are not a phase change (message, result, ...)."""
+    for key, value in fields.items():
+        if key == "phase":
+            raise ValueError("use transition() to change a job's phase")
+        if not hasattr(JobRow, key):
+            raise AttributeError(f"jobs has no column {key!r}")
+        setattr(job, key, value)
+    session.flush()
+    return job
+
+
+def list_events(session: Session, job_id: str) -> list[JobEventRow]:
+    return list(session.scalars(select(JobEventRow).where(JobEventRow.job_id == job_id)
+                                .order_by(JobEventRow.id)))

@@ -1,0 +1,113 @@
+"""SQLAlchemy 2 table models. Portable types only (SQLite default, PostgreSQL in production).
+
+Others add their tables here (sweeps, endpoints) or in their own module on the same
+`Base`, with a new Alembic revision under store/migrations/versions/.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["Base", "UTCDateTime", "JobRow", "JobEventRow", "ClusterRow", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
+
+
+class JobRow(Base):
+    """A job or a sweep (kind). `phase` is the internal state; see store.state."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="job")
+    name: Mapped[str] = mapped_column(String(128))
+    project: Mapped[str] = mapped_column(String(128), default="default")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    phase: Mapped[str] = mapped_column(String(16), default="PENDING")
+    cluster: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    submission_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # sha1 of the working_dir zip kept by the server until dispatch uploads it
+    package: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # set when a user asked to cancel; the controller finishes the job off
+    cancel_requested: Mapped[int] = mapped_column(Integer, default=0)
+    # optimistic locking: the API (cancel) and the controller write the same rows from
+    # different threads/processes; a stale write raises StaleDataError instead of undoing
+    # the other's change
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index("ix_jobs_phase", "phase"),
+        Index("ix_jobs_project", "project"),
+        Index("ix_jobs_created_at", "created_at"),
+    )
+
+
+class JobEventRow(Base):
+    """One state transition of a job, with the reason. Append-only."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(64), ForeignKey("jobs.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    from_phase: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_phase: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_job_events_job_id", "job_id"),)
+
+
+class ClusterRow(Base):
+    """A registered Ray cluster. The token is a secret: never returned by the API."""
+
+    __tablename__ = "clusters"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    dashboard_url: Mapped[str] = mapped_column(String(512))
+    token_file: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    token: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # overrides what the nodes report, for autoscaling clusters: the most one node of the
+    # largest type holds, and how many such nodes may exist ({"nodes": [{...}, ...]})
+    max_resources: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # last node totals seen (for admission checks without a Ray call)
+    last_resources: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
