@@ -1,0 +1,88 @@
+"""The SDK against the app in-process: errors come back typed, helpers behave."""
+from __future__ import annotations
+
+import zipfile
+import io
+
+import pytest
+
+from trainyard import errors as E
+from trainyard.sdk import Client, zip_folder
+
+from test_api import TOKEN, server, spec  # noqa: F401  (fixture)
+
+
+@pytest.fixture()
+def sdk(server):  # noqa: F811
+    client, ctx, fakes = server
+    sdk = Client(url="http://testserver", token=TOKEN)
+    sdk._http = client  # the TestClient is an httpx.Client bound to the app
+    return sdk, ctx, fakes
+
+
+def test_errors_are_rebuilt_as_the_same_types(sdk):
+    client, _, _ = sdk
+    with pytest.raises(E.SpecError) as info:
+        client.submit_job(spec(resources={"workers": 0}))
+    assert info.value.field == "resources.workers" and info.value.status == 422
+    with pytest.raises(E.CapacityError) as info:
+        client.submit_job(spec(resources={"workers": 8}))
+    assert "largest cluster, 'local', has 2" in str(info.value)
+    with pytest.raises(E.NotFoundError):
+        client.get_job("nope-000000")
+    client._http.headers["Authorization"] = "Bearer wrong"
+    with pytest.raises(E.AuthError) as info:
+        client.status()
+    assert info.value.status == 403
+
+
+def test_submit_wait_and_progress(sdk, tmp_path):
+    client, ctx, fakes = sdk
+    path = tmp_path / "job.yaml"
+    path.write_text("name: mnist\nworkload: cnn\ntraining: {max_steps: 2}\n")
+    job = client.submit_job(str(path))
+    ctx.controller.tick()
+    fakes["local"].set(fakes["local"].submissions[0]["submission_id"], "SUCCEEDED",
+                       logs='TRAINYARD_RESULT {"metrics": {"accuracy": 1.0}}\n')
+    ctx.controller.tick()
+    seen = []
+    final = client.wait_job(job["id"], timeout=10, poll=0.01, on_progress=seen.append)
+    assert final["state"] == "SUCCEEDED" and final["metrics"] == {"accuracy": 1.0}
+    assert seen and [j["id"] for j in client.list_jobs(state="SUCCEEDED")] == [job["id"]]
+
+
+def test_wait_times_out(sdk):
+    client, _, _ = sdk
+    job = client.submit_job(spec())
+    with pytest.raises(TimeoutError):
+        client.wait_job(job["id"], timeout=0.05, poll=0.01)
+
+
+def test_working_dir_is_zipped_relative_to_the_spec(sdk, tmp_path):
+    client, ctx, fakes = sdk
+    code = tmp_path / "code"
+    (code / "__pycache__").mkdir(parents=True)
+    (code / "mywork.py").write_text("WORKLOAD = None\n")
+    (code / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    path = tmp_path / "job.yaml"
+    path.write_text("name: own\nworkload: mywork:WORKLOAD\nworking_dir: code\n")
+    client.submit_job(path)
+    ctx.controller.tick()
+    data = next(iter(fakes["local"].packages.values()))
+    assert zipfile.ZipFile(io.BytesIO(data)).namelist() == ["mywork.py"]
+    assert zip_folder(code) == zip_folder(code)  # deterministic: uploads once per content
+
+
+def test_unreachable_server_says_how_to_fix_it():
+    from trainyard.local.processes import free_port
+
+    client = Client(url=f"http://127.0.0.1:{free_port()}", token="x")
+    with pytest.raises(E.ClusterError) as info:
+        client.status()
+    assert "unreachable" in str(info.value) and "trainyard up" in str(info.value)
+
+
+def test_no_stack_and_no_url(trainyard_home, monkeypatch):
+    monkeypatch.delenv("TRAINYARD_URL", raising=False)
+    with pytest.raises(E.ClusterError, match="trainyard up"):
+        Client()
