@@ -1,0 +1,653 @@
+"""A training job on a Ray cluster: Ray Train (TorchTrainer) workers, one DeepSpeed engine
+per module, MLflow tracking from rank 0, checkpoints to file:// or s3:// storage.
+
+    run_job(spec, job_id)               the driver side: MLflow run, trainer, fit, result
+    build_trainer(spec, job_id=...)     the TorchTrainer, for callers that fit it themselves
+    train_loop_per_worker(config)       the worker function (also reused by sweeps)
+
+Imports torch/deepspeed/ray.train only inside functions, so importing this module is cheap.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["train_loop_per_worker", "build_trainer", "run_job", "JobResult", "worker_env"]
+
+log = logging.getLogger("trainyard.runner")
+
+STATE_FILE = "trainyard_state.json"
+CKPT_TAG = "ckpt"
+CRASH_ENV = "TRAINYARD_TEST_CRASH"  # tests only: "rank:step:marker_path"
+
+
+# ============================================================================ worker side
+
+
+@dataclass
+class _LoopState:
+    micro_step: int = 0  # train_step calls done (all epochs)
+    epoch: int = 0
+    resumed_from: str | None = None
+
+
+def worker_env(spec) -> dict[str, str]:
+    """Environment the workers need before torch/deepspeed are imported."""
+    env = {}
+    if not spec.resources.gpus_per_worker:
+        threads = str(max(1, int(spec.resources.cpus_per_worker)))
+        # DeepSpeed would otherwise look for CUDA, then try to build C++ ops
+        env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": threads})
+    env.update({str(k): str(v) for k, v in (spec.env or {}).items()})
+    return env
+
+
+def _make_optimizer(training, params, *, on_gpu: bool):
+    import torch
+
+    kwargs: dict[str, Any] = {"lr": training.lr, "weight_decay": training.weight_decay}
+    if training.optimizer == "sgd":
+        return torch.optim.SGD(params, momentum=0.9, **kwargs)
+    if on_gpu:
+        kwargs["fused"] = True
+    cls = torch.optim.AdamW if training.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, **kwargs)
+
+
+def _torch_dtype(precision: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+def _to_device(batch, device, dtype):
+    """Move a batch (tensor / tuple / list / dict) to the device; floats to the engines' dtype."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        if batch.is_floating_point():
+            return batch.to(device=device, dtype=dtype, non_blocking=True)
+        return batch.to(device=device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(b, device, dtype) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device, dtype) for k, v in batch.items()}
+    return batch
+
+
+class _Batches:
+    """The rank's batches for one epoch, from a DistributedSampler's index order.
+
+    TensorDatasets are sliced with one index tensor per batch (no per-item collate).
+    Other datasets go through a DataLoader over the same indices.
+    """
+
+    def __init__(self, dataset, sampler, batch_size: int):
+        from torch.utils.data import TensorDataset
+
+        self.dataset = dataset
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.tensors = dataset.tensors if isinstance(dataset, TensorDataset) else None
+        n = len(sampler)
+        self.steps_per_epoch = max(1, n // batch_size)
+
+    def epoch(self, epoch: int, *, start: int = 0):
+        import torch
+
+        self.sampler.set_epoch(epoch)
+        indices = list(self.sampler)
+        bs = self.batch_size
+        if self.tensors is not None:
+            order = torch.as_tensor(indices, dtype=torch.long)
+            for b in range(start, self.steps_per_epoch):
+                idx = order[b * bs:(b + 1) * bs]
+                yield tuple(t[idx] for t in self.tensors)
+            return
+        from torch.utils.data import DataLoader
+
+        chosen = indices[start * bs:self.steps_per_epoch * bs]
+        yield from DataLoader(self.dataset, batch_size=bs, sampler=chosen, drop_last=False)
+
+
+def _maybe_crash_for_test(env_value: str | None, *, rank: int, step: int) -> None:
+    """Tests only: simulate a worker dying once (a marker file makes it happen once)."""
+    if not env_value:
+        return
+    want_rank, want_step, marker = env_value.split(":", 2)
+    if rank == int(want_rank) and step == int(want_step) and not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write(f"rank {rank} exited at step {step}\n")
+        sys.stdout.flush()
+        os._exit(13)
+
+
+def _gather_state_dicts(engines, *, stage: int, rank: int) -> dict[str, dict] | None:
+    """Full fp32 CPU state_dicts of every module on rank 0 (None elsewhere).
+
+    Under ZeRO-3 the parameters are sharded, so every rank must take part in the gather.
+    """
+    out: dict[str, dict] = {}
+    for name, engine in engines.items():
+        module = engine.module
+        if stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+                if rank == 0:
+                    out[name] = _cpu_state(module)
+        elif rank == 0:
+            out[name] = _cpu_state(module)
+    return out if rank == 0 else None
+
+
+def _cpu_state(module) -> dict:
+    return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
+            for k, v in module.state_dict().items()}
+
+
+def _save_checkpoint(engines, state: dict, *, rank: int):
+    """DeepSpeed checkpoint of every engine into a fresh local dir (every rank saves its shards)."""
+    from ray.train import Checkpoint
+
+    tmp = tempfile.mkdtemp(prefix=f"ty-ckpt-r{rank}-")
+    for name, engine in engines.items():
+        engine.save_checkpoint(os.path.join(tmp, name), tag=CKPT_TAG, save_latest=False)
+    if rank == 0:
+        with open(os.path.join(tmp, STATE_FILE), "w") as fh:
+            json.dump(state, fh)
+    return tmp, Checkpoint.from_directory(tmp)
+
+
+def _load_checkpoint(engines, checkpoint) -> dict:
+    with checkpoint.as_directory() as path:
+        with open(os.path.join(path, STATE_FILE)) as fh:
+            state = json.load(fh)
+        for name, engine in engines.items():
+            load_path, _ = engine.load_checkpoint(os.path.join(path, name), tag=CKPT_TAG,
+                                                  load_optimizer_states=True,
+                                                  load_lr_scheduler_states=False)
+            if load_path is None:
+                raise RuntimeError(f"DeepSpeed found no checkpoint for module {name!r} in {path}")
+    return state
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The Ray Train worker function: train one job (or one sweep trial) on this rank.
+
+    config keys (a plain dict, so sweeps can build it):
+        spec        dict, required: JobSpec.model_dump(). Sweeps override hyperparameters /
+                    training / deepspeed values in it before calling.
+        job_id      str, required: names the job in logs and MLflow tags.
+        mlflow      {"tracking_uri": str|None, "run_id": str, "experiment_id": str} or None.
+                    Rank 0 logs into run_id (created by the driver, so a restarted worker
+                    group reuses it). None: no MLflow logging at all.
+        log_model   bool, default True: log the consolidated final model into the run.
+        register_model  bool|None, default spec.tracking.register_model: also register it
+                    under spec.model_name() (sweeps pass False for trials).
+        progress_queue  ray.util.queue.Queue|None: rank 0 puts progress dicts
+                    {"kind": "progress"|"final", "step", "total_steps", "epoch", "metrics"}
+                    for the driver to print (run_job does this).
+        artifacts   bool, default True: loss curve + workload artifacts at the end.
+
+    Reports (ray.train.report, all ranks, rank 0's values are the ones kept) happen after
+    every evaluation: each epoch, or every training.eval_every_steps, plus at each
+    checkpoint.every_steps (with a checkpoint) and once at the end (with a checkpoint).
+    Every report holds the workload's eval metrics (so Tune's ASHA/PBT can act on each),
+    the mean training losses since the last report, "step", "epoch" and "total_steps";
+    the final one also "trainyard_done": 1 and, when logged, model info as strings.
+    """
+    import ray.train
+
+    from trainyard.specs import JobSpec
+
+    spec = JobSpec.model_validate(config["spec"])
+    job_id = config["job_id"]
+    env = worker_env(spec)
+    for key, value in env.items():
+        os.environ.setdefault(key, value)  # the runtime_env set these already on a real cluster
+
+    import torch
+
+    from trainyard.runner.strategy import (build_deepspeed_config, count_parameters,
+                                           detect_hardware, plan_deepspeed)
+    from trainyard.workload import StepContext, resolve_workload
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    local_world = ctx.get_local_world_size()
+    on_gpu = bool(spec.resources.gpus_per_worker)
+    if not on_gpu:
+        # 2 workers on 2 cores with torch's default threads oversubscribe the cores
+        torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
+
+    workload = resolve_workload(spec.workload)
+    hparams = {**dict(workload.default_hparams), **spec.hyperparameters}
+    torch.manual_seed(spec.training.seed)
+    models = workload.build_models(hparams)
+    hardware = detect_hardware(local_world_size=local_world, use_gpu=on_gpu)
+    plan = plan_deepspeed(spec.deepspeed, num_params=count_parameters(models), world_size=world,
+                          hardware=hardware)
+    gas = spec.deepspeed.gradient_accumulation_steps
+    ds_config = build_deepspeed_config(plan, micro_batch_size=spec.training.batch_size,
+                                       gradient_accumulation_steps=gas,
+                                       gradient_clipping=spec.deepspeed.gradient_clipping)
+
+    import deepspeed
+
+    if not on_gpu:
+        # DeepSpeed's CPU backend compiles a shared-memory all-reduce op at first use
+        # (about a minute, and it needs a C++ compiler). Only its inference path uses it:
+        # training all-reduces go through torch.distributed (gloo).
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    if on_gpu:
+        device = ray.train.torch.get_device()
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    dtype = _torch_dtype(plan.precision)
+    engines = {}
+    for name, module in models.items():
+        optimizer = _make_optimizer(spec.training, module.parameters(), on_gpu=on_gpu)
+        engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer,
+                                          config=dict(ds_config), dist_init_required=False)
+        engines[name] = engine
+
+    train_ds, eval_ds = workload.build_datasets(hparams, spec.data)
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=spec.training.seed)
+    batches = _Batches(train_ds, sampler, spec.training.batch_size)
+    spe = batches.steps_per_epoch  # micro-steps per epoch
+    total_micro = (spec.training.max_steps * gas if spec.training.max_steps
+                   else spec.training.epochs * spe)
+    total_steps = max(1, total_micro // gas)
+
+    state = _LoopState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        saved = _load_checkpoint(engines, checkpoint)
+        state.micro_step = int(saved["micro_step"])
+        state.resumed_from = getattr(checkpoint, "path", None)
+
+    tracking = config.get("mlflow") or None
+    logger = None
+    if rank == 0 and tracking and tracking.get("run_id"):
+        from trainyard.tracking.logger import RunLogger
+
+        logger = RunLogger(run_id=tracking["run_id"], tracking_uri=tracking.get("tracking_uri"))
+        logger.log_params({
+            "hyperparameters": hparams, "training": spec.training.model_dump(),
+            "resources": spec.resources.model_dump(exclude={"custom_resources"}),
+            "deepspeed.requested": spec.deepspeed.model_dump(), "workload": spec.workload,
+            "data": spec.data,
+        })
+        logger.log_params(plan.as_params())
+        logger.set_tags({"trainyard.workload": spec.workload, "trainyard.zero_stage": plan.zero_stage,
+                         "trainyard.world_size": world})
+        if state.resumed_from:
+            logger.set_tags({"trainyard.resumed_from": state.resumed_from,
+                             "trainyard.resumed_from_step": state.micro_step // gas})
+    queue = config.get("progress_queue")
+
+    def progress(kind: str, step: int, epoch: int, metrics: dict) -> None:
+        if rank == 0 and queue is not None:
+            queue.actor.put_nowait.remote({"kind": kind, "step": step, "total_steps": total_steps,
+                                           "epoch": epoch, "metrics": metrics})
+
+    sctx = StepContext(hparams=hparams, device=device, dtype=dtype, rank=rank, world_size=world,
+                       loss_fn=workload.loss_fn, extra={"plan": plan, "engines": engines})
+    eval_models = {name: engine.module for name, engine in engines.items()}
+
+    def evaluate(step: int, epoch: int) -> dict[str, float]:
+        sctx.step, sctx.epoch = step, epoch
+        for engine in engines.values():
+            engine.eval()
+        try:
+            metrics = {k: float(v) for k, v in workload.evaluate(eval_models, eval_ds, sctx).items()}
+        finally:
+            for engine in engines.values():
+                engine.train()
+        if logger is not None:
+            logger.log_metrics(metrics, step=step)
+        return metrics
+
+    crash = os.environ.get(CRASH_ENV)
+    every_ckpt = spec.checkpoint.every_steps
+    every_eval = spec.training.eval_every_steps
+    log_every = spec.training.log_every_steps
+    sums: dict[str, float] = {}
+    count = 0
+    window: dict[str, float] = {}
+    window_n = 0
+    last_eval: dict[str, float] = {}
+    micro = state.micro_step
+    started = time.monotonic()
+    if rank == 0:
+        print(f"[trainyard] job {job_id}: {plan.reason}; {world} workers, {spe} steps/epoch, "
+              f"{total_steps} steps" + (f", resumed at step {micro // gas}" if micro else ""), flush=True)
+
+    for engine in engines.values():
+        engine.train()
+    while micro < total_micro:
+        epoch = micro // spe
+        for batch in batches.epoch(epoch, start=micro % spe):
+            step = micro // gas
+            sctx.step, sctx.epoch = step, epoch
+            out = workload.train_step(engines, _to_device(batch, device, dtype), sctx)
+            micro += 1
+            _maybe_crash_for_test(crash, rank=rank, step=micro // gas)
+            if micro % gas:
+                continue
+            step = micro // gas
+            values = {k: float(v) for k, v in out.items()}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+                window[k] = window.get(k, 0.0) + v
+            count += 1
+            window_n += 1
+            if logger is not None:
+                logger.log_metrics(values, step=step)
+            if rank == 0 and (step % log_every == 0):
+                progress("progress", step, epoch, {k: v / window_n for k, v in window.items()})
+                window, window_n = {}, 0
+            if micro >= total_micro:
+                break
+            end_of_epoch = micro % spe == 0
+            ckpt_due = (step % every_ckpt == 0) if every_ckpt else end_of_epoch
+            eval_due = (step % every_eval == 0) if every_eval else end_of_epoch
+            if not (ckpt_due or eval_due):
+                continue
+            last_eval = evaluate(step, micro // spe if end_of_epoch else epoch)
+            report = {**{k: v / max(1, count) for k, v in sums.items()}, **last_eval,
+                      "step": step, "epoch": epoch, "total_steps": total_steps}
+            sums, count = {}, 0
+            progress("progress", step, epoch, report)
+            if ckpt_due:
+                tmp, ckpt = _save_checkpoint(engines, {"micro_step": micro, "step": step, "epoch": epoch},
+                                             rank=rank)
+                try:
+                    ray.train.report(report, checkpoint=ckpt)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                ray.train.report(report)
+        if micro % spe != 0 and micro < total_micro:
+            break  # cannot happen: an epoch always ends on its last batch
+
+    # ---- the end: final eval, model, last checkpoint
+    step = micro // gas
+    epoch = max(0, (micro - 1) // spe) if micro else 0
+    final_eval = evaluate(step, epoch)
+    final = {**{k: v / max(1, count) for k, v in sums.items()}, **final_eval,
+             "step": step, "epoch": epoch, "total_steps": total_steps, "trainyard_done": 1}
+    model_info: dict[str, Any] = {}
+    want_model = bool(config.get("log_model", True)) and tracking and tracking.get("run_id")
+    if want_model:
+        state_dicts = _gather_state_dicts(engines, stage=plan.zero_stage, rank=rank)
+        if rank == 0:
+            model_info = _finish_tracking(logger, spec=spec, config=config, hparams=hparams,
+                                          workload=workload, eval_ds=eval_ds,
+                                          state_dicts=state_dicts, tracking=tracking,
+                                          final_eval=final_eval, plan=plan)
+    if rank == 0:
+        final.update({f"trainyard_{k}": v for k, v in model_info.items() if v is not None})
+        elapsed = time.monotonic() - started
+        print(f"[trainyard] job {job_id}: {step} steps done in {elapsed:.1f}s; "
+              f"{json.dumps(final_eval)}", flush=True)
+    if logger is not None:
+        logger.close()
+    progress("final", step, epoch, {**final_eval, **{k: v for k, v in final.items()
+                                                     if k.startswith("trainyard_")}})
+    tmp, ckpt = _save_checkpoint(engines, {"micro_step": micro, "step": step, "epoch": epoch,
+                                           "done": True}, rank=rank)
+    try:
+        ray.train.report(final, checkpoint=ckpt)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _finish_tracking(logger, *, spec, config, hparams, workload, eval_ds, state_dicts, tracking,
+                     final_eval, plan) -> dict[str, Any]:
+    """Rank 0: final metrics, spec, loss curve, workload artifacts, the model."""
+    import yaml
+
+    from trainyard.tracking.model import log_trainyard_model
+
+    info: dict[str, Any] = {}
+    logger.flush()
+    with tempfile.TemporaryDirectory(prefix="ty-art-") as tmp:
+        spec_path = os.path.join(tmp, "spec.yaml")
+        with open(spec_path, "w") as fh:
+            yaml.safe_dump(spec.model_dump(mode="json"), fh, sort_keys=False)
+        logger.log_artifact(spec_path)
+        try:
+            _loss_curve(logger, tmp, spec=spec, workload=workload)
+        except Exception as exc:  # a plot is not worth failing a job for
+            log.warning("loss curve failed: %s", exc)
+        if workload.artifacts is not None:
+            try:
+                plain = _plain_models(workload, hparams, state_dicts)
+                from trainyard.workload import StepContext
+
+                out_dir = os.path.join(tmp, "artifacts")
+                os.makedirs(out_dir)
+                paths = workload.artifacts(plain, eval_ds, StepContext(hparams=hparams), out_dir) or []
+                for path in paths:
+                    logger.log_artifact(path, "samples")
+            except Exception as exc:
+                log.warning("workload artifacts failed: %s", exc)
+    register = config.get("register_model")
+    if register is None:
+        register = spec.tracking.register_model
+    try:
+        info = log_trainyard_model(state_dicts, workload=spec.workload, hparams=hparams,
+                                   run_id=tracking["run_id"], tracking_uri=tracking.get("tracking_uri"),
+                                   registered_model_name=spec.model_name() if register else None)
+        logger.set_tags({"trainyard.model_uri": info["model_uri"],
+                         **({"trainyard.model_name": info["model_name"],
+                             "trainyard.model_version": info["model_version"]}
+                            if info.get("model_version") else {})})
+    except Exception as exc:
+        log.exception("logging the model failed")
+        info = {"model_error": f"{type(exc).__name__}: {exc}"[:500]}
+    return info
+
+
+def _plain_models(workload, hparams, state_dicts):
+    models = workload.build_models(hparams)
+    for name, module in models.items():
+        module.load_state_dict(state_dicts[name])
+        module.eval()
+    return models
+
+
+def _loss_curve(logger, tmp: str, *, spec, workload) -> None:
+    from trainyard.tracking.plots import loss_curve_png
+
+    client, run_id = logger.client, logger.run_id
+    metrics = client.get_run(run_id).data.metrics
+    train_keys = [k for k in metrics if k not in workload.metrics or k == "loss"]
+    eval_keys = [k for k in workload.metrics if k in metrics and k != "loss"]
+
+    def history(key):
+        return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+    path = loss_curve_png(os.path.join(tmp, "loss_curve.png"),
+                          train={k: history(k) for k in train_keys},
+                          evals={k: history(k) for k in eval_keys}, title=spec.name)
+    logger.log_artifact(path)
+
+
+# ============================================================================ driver side
+
+
+def build_trainer(spec, *, job_id: str, storage: str | None = None,
+                  mlflow_run: dict | None = None, progress_queue=None,
+                  callbacks: list | None = None, extra_config: dict | None = None):
+    """The TorchTrainer for `spec`: checkpoints under <storage>/<project>/<job_id>.
+
+    storage: file:///abs or s3://bucket/prefix; default spec.checkpoint.storage, then
+    $TRAINYARD_STORAGE, then the Trainyard home's storage/ folder. S3 credentials and
+    endpoint come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and
+    TRAINYARD_S3_ENDPOINT_URL (or spec.checkpoint.endpoint_url).
+    A trainer with the same job_id and storage resumes from the job's latest checkpoint.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from trainyard.runner.storage import resolve_storage
+
+    target = resolve_storage(storage or spec.checkpoint.storage, project=spec.project,
+                             endpoint_url=spec.checkpoint.endpoint_url)
+    on_gpu = bool(spec.resources.gpus_per_worker)
+    resources = spec.resources.per_worker()
+    scaling = ScalingConfig(num_workers=spec.resources.workers, use_gpu=on_gpu,
+                            resources_per_worker=resources,
+                            accelerator_type=spec.resources.accelerator_type if on_gpu else None)
+    run_config = RunConfig(
+        name=job_id, storage_path=target.path, storage_filesystem=target.filesystem,
+        failure_config=FailureConfig(max_failures=spec.failure.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+        callbacks=callbacks or None,
+        worker_runtime_env={"env_vars": worker_env(spec)},
+    )
+    loop_config = {"spec": spec.model_dump(mode="json"), "job_id": job_id, "mlflow": mlflow_run,
+                   "progress_queue": progress_queue, **(extra_config or {})}
+    return TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
+                        scaling_config=scaling, run_config=run_config,
+                        torch_config=TorchConfig(backend="nccl" if on_gpu else "gloo"))
+
+
+@dataclass
+class JobResult:
+    metrics: dict
+    mlflow_run_id: str | None
+    mlflow_experiment_id: str | None
+    model_name: str | None
+    model_version: str | None
+    checkpoint: str | None
+    extra: dict = field(default_factory=dict)
+
+    def to_protocol(self) -> dict:
+        return {"metrics": self.metrics, "mlflow_run_id": self.mlflow_run_id,
+                "mlflow_experiment_id": self.mlflow_experiment_id, "model_name": self.model_name,
+                "model_version": self.model_version, "checkpoint": self.checkpoint}
+
+
+class _ProgressPrinter:
+    """Driver thread: prints TRAINYARD_PROGRESS lines from what rank 0 queues."""
+
+    def __init__(self, queue, emit: Callable[[str], None]):
+        self.queue, self.emit = queue, emit
+        self.final: dict | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trainyard-progress", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._drain(timeout=0.5)
+
+    def _drain(self, timeout: float) -> None:
+        from trainyard.runner.protocol import PROGRESS, format_line
+
+        try:
+            items = self.queue.get_nowait_batch(self.queue.qsize()) if timeout == 0 else [
+                self.queue.get(timeout=timeout)]
+        except Exception:  # Empty, or the queue actor is gone at shutdown
+            return
+        for item in items:
+            if item.get("kind") == "final":
+                self.final = item
+                continue
+            self.emit(format_line(PROGRESS, {k: item[k] for k in ("step", "total_steps", "epoch", "metrics")}))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._drain(timeout=0)
+
+
+def _emit(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str | None = None,
+            emit: Callable[[str], None] = _emit, log_model: bool = True) -> dict:
+    """Train `spec` as job `job_id` on the connected Ray cluster (ray.init is done here if
+    needed) and return the TRAINYARD_RESULT payload. Raises on failure (after marking the
+    MLflow run FAILED)."""
+    import ray
+    from ray.util.queue import Queue
+
+    from trainyard.tracking import tracking_uri as _uri
+    from trainyard.tracking.runs import end_job_run, run_tags, start_job_run
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True)
+    uri = _uri(tracking_uri)
+    run = start_job_run(job_id=job_id, run_name=spec.name, experiment=spec.tracking.experiment,
+                        uri=uri, tags={"trainyard.project": spec.project,
+                                       "trainyard.workload": spec.workload})
+    queue = Queue(actor_options={"num_cpus": 0})
+    printer = _ProgressPrinter(queue, emit)
+    trainer = build_trainer(spec, job_id=job_id, storage=storage, mlflow_run=run.to_config(),
+                            progress_queue=queue, extra_config={"log_model": log_model})
+    try:
+        result = trainer.fit()
+    except BaseException:
+        printer.stop()
+        try:
+            end_job_run(run, status="FAILED")
+        except Exception:
+            pass
+        raise
+    finally:
+        printer.stop()
+        try:
+            ray.kill(queue.actor)
+        except Exception:
+            pass
+    final = dict(printer.final or {})
+    final_metrics = dict(final.get("metrics") or {})
+    reported = dict(result.metrics or {})
+    tags = {}
+    try:
+        tags = run_tags(run)
+    except Exception:
+        pass
+    model_version = final_metrics.pop("trainyard_model_version", None) or reported.get(
+        "trainyard_model_version") or tags.get("trainyard.model_version")
+    model_name = final_metrics.pop("trainyard_model_name", None) or reported.get(
+        "trainyard_model_name") or tags.get("trainyard.model_name")
+    model_error = final_metrics.pop("trainyard_model_error", None) or reported.get("trainyard_model_error")
+    for key in list(final_metrics):
+        if key.startswith("trainyard_"):
+            final_metrics.pop(key)
+    if not final_metrics:
+        final_metrics = {k: v for k, v in reported.items()
+                         if not k.startswith("trainyard_") and k not in ("step", "epoch", "total_steps")}
+    checkpoint = None
+    if result.checkpoint is not None:
+        path = result.checkpoint.path
+        checkpoint = f"file://{path}" if path.startswith("/") else f"s3://{path.lstrip('/')}"
+    end_job_run(run, status="FINISHED")
+    out = JobResult(metrics=final_metrics, mlflow_run_id=run.run_id,
+                    mlflow_experiment_id=run.experiment_id, model_name=model_name,
+                    model_version=str(model_version) if model_version is not None else None,
+                    checkpoint=checkpoint,
+                    extra={"model_error": model_error} if model_error else {})
+    payload = out.to_protocol()
+    if model_error:
+        payload["model_error"] = model_error
+    return payload
