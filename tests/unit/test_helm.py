@@ -41,7 +41,7 @@ VALUE_SETS = {
         "tls": [{"secretName": "trainyard-tls", "hosts": ["trainyard.example.com"]}]}}},
     "existing-secrets-minio-a100": {
         "auth": {"existingSecret": "my-admin"},
-        "ray": {"auth": {"existingSecret": "my-ray"},
+        "ray": {"auth": {"existingSecret": "my-ray"}, "serviceAccountName": "ray-s3",
                 "workers": {"gpu": {"acceleratorType": "A100", "gpusPerWorker": 8, "maxReplicas": 2,
                                     "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}}}},
         "s3": {"existingSecret": "my-s3", "endpointUrl": "http://minio.storage:9000", "bucket": "ml-team"},
@@ -308,7 +308,10 @@ def test_existing_secrets_are_referenced_not_created(rendered):
     volumes = {v["name"]: v for v in server["volumes"]}
     assert volumes["admin-token"]["secret"]["secretName"] == "my-admin"
     assert volumes["ray-token"]["secret"]["secretName"] == "my-ray"
-    ray_env = env_of(one(docs, "RayCluster")["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0])
+    ray_spec = one(docs, "RayCluster")["spec"]
+    assert ray_spec["headGroupSpec"]["template"]["spec"]["serviceAccountName"] == "ray-s3"
+    assert all(g["template"]["spec"]["serviceAccountName"] == "ray-s3" for g in ray_spec["workerGroupSpecs"])
+    ray_env = env_of(ray_spec["headGroupSpec"]["template"]["spec"]["containers"][0])
     assert ray_env["RAY_AUTH_TOKEN"]["secretKeyRef"]["name"] == "my-ray"
     assert ray_env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "my-s3"
 
