@@ -1,0 +1,259 @@
+"""Endpoints on a cluster: deploy, list, show, predict, delete, and traffic changes.
+
+The cluster is the source of truth for an endpoint: its Serve application carries the
+endpoint spec (in `args`) and the traffic split (in the deployment's `user_config`), so
+the manager keeps no state of its own and a restarted server sees what runs.
+Every traffic change is applied in steps that never route a request to a version that
+is not loaded everywhere, nor remove a version that may still get new requests:
+load (weight 0) -> shift weights -> drop the version that has drained.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from trainyard.errors import ClusterError, ConflictError, NotFoundError, SpecError
+from trainyard.serving.client import ServeClient, raise_for_endpoint
+from trainyard.serving.config import (APP_IMPORT_PATH, ROUTE_ROOT, build_app_config, merge_serve_config,
+                                      route_prefix)
+from trainyard.serving.traffic import Traffic
+from trainyard.specs import EndpointSpec, parse_endpoint_spec
+
+__all__ = ["EndpointManager", "EndpointState", "deploy_endpoint"]
+
+log = logging.getLogger("trainyard.serving")
+
+
+@dataclass
+class EndpointState:
+    name: str
+    spec: EndpointSpec
+    traffic: Traffic
+    family: str | None
+    status: str
+    app: dict
+
+    def replicas(self) -> dict[str, Any]:
+        out = {}
+        for dep_name, dep in (self.app.get("deployments") or {}).items():
+            if dep_name == "EndpointStats":
+                continue
+            running = [r for r in dep.get("replicas") or [] if r.get("state") == "RUNNING"]
+            out[dep_name] = {"running": len(running), "target": dep.get("target_num_replicas"),
+                             "status": dep.get("status")}
+        return out
+
+
+def _is_endpoint(app: Mapping) -> bool:
+    cfg = app.get("deployed_app_config") or {}
+    return cfg.get("import_path") == APP_IMPORT_PATH and str(cfg.get("route_prefix", "")).startswith(ROUTE_ROOT)
+
+
+def _traffic_of(cfg: Mapping) -> Traffic:
+    for dep in cfg.get("deployments") or []:
+        user = dep.get("user_config") or {}
+        if "traffic" in user:
+            return Traffic.from_dict(user["traffic"])
+    raise ClusterError(f"endpoint app {cfg.get('name')!r} has no traffic config", fix="redeploy it")
+
+
+class EndpointManager:
+    """Endpoints of one cluster. `registry` (trainyard.serving.registry.Registry) resolves versions."""
+
+    def __init__(self, serve: ServeClient, registry=None, *, tracking_uri: str = "",
+                 env: Mapping[str, str] | None = None, timeout: float = 180.0):
+        self.serve = serve
+        self.registry = registry
+        self.tracking_uri = tracking_uri or (registry.tracking_uri if registry is not None else "")
+        self.env = dict(env or {})
+        self.timeout = timeout
+
+    # ------------------------------------------------------------------ reading
+    def _apps(self) -> dict[str, dict]:
+        return {name: app for name, app in self.serve.applications().items() if _is_endpoint(app)}
+
+    def get(self, name: str, *, apps: Mapping | None = None) -> EndpointState:
+        apps = apps if apps is not None else self._apps()
+        app = apps.get(name)
+        if app is None:
+            raise NotFoundError("endpoint", name, known=list(apps),
+                                fix="list them with `trainyard endpoints list`")
+        cfg = app["deployed_app_config"]
+        args = cfg.get("args") or {}
+        spec = EndpointSpec.model_validate(args.get("spec") or {"model": args.get("model"), "name": name})
+        return EndpointState(name=name, spec=spec, traffic=_traffic_of(cfg), family=args.get("family"),
+                             status=app.get("status", "UNKNOWN"), app=app)
+
+    def exists(self, name: str) -> bool:
+        return name in self._apps()
+
+    def list(self) -> list[dict]:
+        apps = self._apps()
+        out = []
+        for name in sorted(apps):
+            state = self.get(name, apps=apps)
+            out.append({"name": name, "model": state.spec.model, "status": state.status,
+                        "weights": dict(state.traffic.weights), "canary": state.traffic.canary,
+                        "route": route_prefix(name), "url": self.url(name)})
+        return out
+
+    def url(self, name: str) -> str:
+        return f"{self.serve.serve_url}{route_prefix(name)}/predict"
+
+    def stats(self, name: str) -> dict:
+        resp = self.serve.request("GET", f"{route_prefix(name)}/-/stats")
+        raise_for_endpoint(resp, name)
+        return resp.json()
+
+    def show(self, name: str) -> dict:
+        state = self.get(name)
+        try:
+            stats = self.stats(name)
+        except ClusterError:
+            stats = {}
+        versions = []
+        for version in state.traffic.versions():
+            total = (stats.get("summary") or {}).get(version, {})
+            recent = (stats.get("recent") or {}).get(version, {})
+            versions.append({
+                "version": version, "weight": state.traffic.weights[version],
+                "role": "stable" if version == state.traffic.stable else (
+                    "canary" if version == state.traffic.canary else "draining"),
+                "requests": total.get("requests", 0), "errors": total.get("errors", 0),
+                "error_rate": total.get("error_rate"), "p50_ms": total.get("p50_ms"), "p99_ms": total.get("p99_ms"),
+                "request_rate": recent.get("request_rate", 0.0), "recent_error_rate": recent.get("error_rate"),
+                "recent_p50_ms": recent.get("p50_ms"), "recent_p99_ms": recent.get("p99_ms"),
+            })
+        return {"name": name, "model": state.spec.model, "family": state.family, "status": state.status,
+                "url": self.url(name), "split": state.spec.split, "generation": state.traffic.generation,
+                "replicas": state.replicas(), "autoscaling": state.spec.autoscaling.model_dump(),
+                "versions": versions}
+
+    # ------------------------------------------------------------------ writing
+    def _put(self, app_cfg: Mapping | None, *, remove: str | None = None) -> None:
+        current = self.serve.current_config()
+        config = merge_serve_config(current, app_cfg, http_host=self.serve.http_bind_host,
+                                    http_port=self.serve.http_port, remove=remove)
+        self.serve.put_config(config)
+
+    def _app_config(self, spec: EndpointSpec, traffic: Traffic, family: str | None) -> dict:
+        return build_app_config(spec, traffic=traffic, tracking_uri=self.tracking_uri, family=family,
+                                env=self.env or None)
+
+    def apply(self, state: EndpointState, traffic: Traffic, *, wait: bool = True) -> EndpointState:
+        """Put a new traffic split on an endpoint; returns once every replica applied it."""
+        self._put(self._app_config(state.spec, traffic, state.family))
+        if wait:
+            self.serve.wait_app(state.name, generation=traffic.generation, timeout=self.timeout)
+            self._wait_replicas(state.name, traffic.generation)
+        return EndpointState(state.name, state.spec, traffic, state.family, "RUNNING", state.app)
+
+    def _wait_replicas(self, name: str, generation: int, timeout: float = 15.0) -> None:
+        """Belt and braces over Serve's HEALTHY: every running replica reports `generation`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            app = self.serve.applications().get(name) or {}
+            ids = set()
+            for dep_name, dep in (app.get("deployments") or {}).items():
+                if dep_name == "EndpointStats":
+                    continue
+                ids |= {r.get("replica_id") for r in dep.get("replicas") or [] if r.get("state") == "RUNNING"}
+            try:
+                reported = self.stats(name).get("replicas") or {}
+            except Exception:
+                reported = {}
+            if ids and all(reported.get(i, {}).get("generation", -1) >= generation for i in ids):
+                return
+            time.sleep(0.1)
+        log.warning("endpoint %s: not every replica reported generation %s within %.0fs; "
+                    "relying on Serve's HEALTHY status", name, generation, timeout)
+
+    def deploy(self, spec: EndpointSpec | Mapping | str | Path | None = None, *, model: str | None = None,
+               version: str | None = None, alias: str | None = None, wait: bool = True) -> dict:
+        """Create the endpoint, or move an existing one to `version` with zero downtime."""
+        if spec is None:
+            if model is None:
+                raise SpecError("give a model name or an endpoint spec", field="model",
+                                fix="trainyard endpoints deploy MODEL [--version V | --alias A]")
+            spec = EndpointSpec(model=model)
+        elif not isinstance(spec, EndpointSpec):
+            spec = parse_endpoint_spec(spec)
+        updates = {}
+        if model is not None and model != spec.model:
+            updates["model"] = model
+        if version is not None or alias is not None:
+            updates.update(version=str(version) if version is not None else None, alias=alias)
+        if updates:
+            spec = EndpointSpec.model_validate({**spec.model_dump(mode="json"), **updates})
+        if self.registry is None:
+            raise SpecError("deploying needs the model registry (MLflow)", field="mlflow_uri",
+                            fix="set TRAINYARD_MLFLOW_URI")
+        target = self.registry.resolve(spec.model, version=spec.version, alias=spec.alias)
+        family = self.registry.family(spec.model, target)
+        name = spec.endpoint_name()
+        apps = self._apps()
+        if name not in apps:
+            if name in self.serve.applications():
+                raise ConflictError(f"a Serve application named {name!r} that is not a Trainyard endpoint "
+                                    "runs on this cluster", field="name", value=name,
+                                    fix="give the endpoint another name (name: in the spec)")
+            traffic = Traffic.single(target)
+            self._put(self._app_config(spec, traffic, family))
+            if wait:
+                self.serve.wait_app(name, generation=traffic.generation, timeout=self.timeout)
+            return {"name": name, "model": spec.model, "version": target, "url": self.url(name), "created": True}
+        state = self.get(name, apps=apps)
+        if state.spec.model != spec.model:
+            raise ConflictError(f"endpoint {name!r} serves model {state.spec.model!r}, not {spec.model!r}",
+                                field="model", value=spec.model, fix="give this endpoint another name")
+        if state.traffic.canary is not None:
+            raise ConflictError(f"endpoint {name!r} has a canary (version {state.traffic.canary}) under "
+                                "observation", field="version", value=target, fix="wait for the promotion to end")
+        state.spec, state.family = spec, family
+        self.switch(state, target, wait=wait)
+        return {"name": name, "model": spec.model, "version": target, "url": self.url(name), "created": False}
+
+    def switch(self, state: EndpointState, version: str, *, wait: bool = True) -> EndpointState:
+        """All traffic to `version`, then drop the others once drained. Zero downtime."""
+        traffic = state.traffic
+        if version not in traffic.weights:
+            traffic = Traffic({**traffic.weights, version: 0.0}, stable=traffic.stable, canary=traffic.canary,
+                              generation=traffic.generation + 1)
+            state = self.apply(state, traffic, wait=wait)  # load it everywhere, no traffic yet
+        state = self.apply(state, state.traffic.shift_all_to(version), wait=wait)
+        return self.drop_drained(state, wait=wait)
+
+    def drop_drained(self, state: EndpointState, *, wait: bool = True) -> EndpointState:
+        traffic = state.traffic
+        for old in [v for v in traffic.versions() if traffic.weights[v] == 0.0]:
+            traffic = traffic.without(old)
+        if traffic.generation != state.traffic.generation:
+            state = self.apply(state, traffic, wait=wait)
+        return state
+
+    def delete(self, name: str, *, wait: bool = True) -> None:
+        self.get(name)  # 404 when unknown
+        self._put(None, remove=name)
+        if wait:
+            self.serve.wait_app(name, gone=True, timeout=self.timeout)
+
+    def predict(self, name: str, payload: Any) -> dict:
+        resp = self.serve.request("POST", f"{route_prefix(name)}/predict", json=payload)
+        if resp.status_code == 404 and not self.exists(name):
+            raise NotFoundError("endpoint", name, known=list(self._apps()))
+        raise_for_endpoint(resp, name)
+        return resp.json()
+
+
+def deploy_endpoint(model: str, *, dashboard_url: str, token: str | None, tracking_uri: str,
+                    http_port: int = 8000, version: str | None = None, alias: str | None = None,
+                    spec: Mapping | str | Path | None = None) -> dict:
+    """One call for scripts and `make demo`: deploy `model` (champion by default) and return its URL."""
+    from trainyard.serving.registry import Registry
+
+    with ServeClient(dashboard_url, token=token, http_port=http_port) as serve:
+        manager = EndpointManager(serve, Registry(tracking_uri), tracking_uri=tracking_uri)
+        return manager.deploy(spec, model=model, version=version, alias=alias)
