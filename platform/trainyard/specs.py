@@ -41,6 +41,9 @@ __all__ = [
     "PromotionGates",
     "parse_endpoint_spec",
     "parse_promotion_policy",
+    "SweepSpec",
+    "SweepConfig",
+    "parse_sweep_spec",
 ]
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -453,10 +456,106 @@ def parse_promotion_policy(spec: str | Path | Mapping[str, Any] | None, *,
     return _parse_model(PromotionPolicy, spec, source)
 
 
+# --------------------------------------------------------------------------- sweeps
+#
+# A sweep spec is a job spec (every key above: the base job that each trial runs) plus a
+# `sweep:` block (what to search, how) and an optional `promote:` block (stored and
+# validated now, acted on by the promotion feature). The search space itself is checked
+# by trainyard.sweeps.validate, which needs the workload (metrics, default space).
+
+SEARCH_ALGORITHMS = ("random", "grid", "bayesian")
+SWEEP_SCHEDULERS = ("fifo", "asha", "pbt")
+
+
+def _one_of(value: Any, known: tuple[str, ...], what: str) -> str:
+    text = str(value).strip().lower()
+    if text not in known:
+        hint = did_you_mean(text, known)
+        raise ValueError(f"unknown {what} {value!r};{hint} known: {', '.join(known)}")
+    return text
+
+
+class AshaSpec(_Model):
+    grace_period: int = Field(1, ge=1, description="Evaluations every trial gets before it can be stopped.")
+    reduction_factor: float = Field(2.0, gt=1, description="Keep 1/reduction_factor of trials at each rung.")
+    max_t: int | None = Field(None, ge=1, description="Evaluations of the longest trial; default: 100.")
+
+
+class PbtSpec(_Model):
+    perturbation_interval: int = Field(2, ge=1, description="Evaluations between exploit/explore steps.")
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="Bottom fraction copies the top fraction.")
+    resample_probability: float = Field(0.25, ge=0, le=1)
+    mutate: list[str] | None = Field(
+        None, description="search_space keys PBT may change mid-training; default: the training.* keys.")
+
+
+class SweepConfig(_Model):
+    search_space: dict[str, Any] | None = Field(
+        None, description="'section.key' -> {choice|grid|uniform|loguniform|randint|quniform: [...]}; "
+                          "default: the family's search space.")
+    algorithm: str = Field("random", description="random | grid | bayesian (Optuna TPE).")
+    scheduler: str = Field("fifo", description="fifo | asha | pbt.")
+    metric: str | None = Field(None, description="Metric to optimise; default: the family's.")
+    mode: Literal["max", "min"] | None = Field(
+        None, description="Default: the family's mode, only when metric is the family's metric.")
+    num_trials: int | None = Field(None, ge=1, description="Trials in all; default: the grid size, or 8.")
+    max_concurrent_trials: int = Field(2, ge=1)
+    time_budget_s: float | None = Field(None, gt=0, description="Stop starting/continuing trials after this.")
+    seed: int | None = Field(0, ge=0, description="Seed of the search algorithm.")
+    asha: AshaSpec = Field(default_factory=AshaSpec)
+    pbt: PbtSpec = Field(default_factory=PbtSpec)
+    max_failures: int = Field(1, ge=0, description="Retries of a failed trial (from its last checkpoint).")
+
+    @field_validator("algorithm")
+    @classmethod
+    def _algorithm(cls, value: str) -> str:
+        return _one_of(value, SEARCH_ALGORITHMS, "search algorithm")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, value: str) -> str:
+        return _one_of(value, SWEEP_SCHEDULERS, "scheduler")
+
+
+class SweepSpec(JobSpec):
+    """A job spec plus `sweep:` (and `promote:`). Each trial runs the job with one config."""
+
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    promote: PromotionPolicy | None = Field(
+        None, description="Promotion of the winner (stored and validated; acted on by promotion).")
+
+    def job_spec(self) -> JobSpec:
+        """The base job, without the sweep's own blocks."""
+        data = self.model_dump(exclude={"sweep", "promote"})
+        return JobSpec.model_validate(data)
+
+
+def parse_sweep_spec(spec: str | Path | Mapping[str, Any], *, source: str | None = None,
+                     check_workload: bool = True) -> SweepSpec:
+    """Validate a sweep spec (YAML text, path or mapping), search space included."""
+    data, source = _as_mapping(spec, source)
+    try:
+        sweep = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(spec_issues_from_validation(exc, SweepSpec), source=source) from None
+    if check_workload:
+        issues = validate_workload_fields(sweep)
+        if issues:
+            raise SpecError(issues, source=source)
+        from trainyard.sweeps.validate import sweep_issues
+
+        issues = sweep_issues(sweep)
+        if issues:
+            raise SpecError(issues, source=source)
+    return sweep
+
+
 def json_schemas() -> dict[str, dict]:
     """The JSON Schemas of the user-facing specs, by name."""
-    return {"job": JobSpec.model_json_schema(), "endpoint": EndpointSpec.model_json_schema()}
+    return {"job": JobSpec.model_json_schema(), "endpoint": EndpointSpec.model_json_schema(),
+            "sweep": SweepSpec.model_json_schema()}
 
 
 if __name__ == "__main__":  # python -m trainyard.specs  -> prints the schemas
     print(json.dumps(json_schemas(), indent=2, sort_keys=True))
+

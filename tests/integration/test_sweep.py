@@ -1,0 +1,182 @@
+"""Sweeps on a real local Ray cluster with a real MLflow server.
+
+Every trial runs the job's real worker loop (TorchTrainer + DeepSpeed on CPU) on a slice of
+the cnn family's data, for a few steps. No timed assertions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from trainyard.specs import parse_sweep_spec
+
+pytestmark = pytest.mark.integration
+
+
+def _spec(name: str, *, sweep: dict, workers: int = 1, zero: int = 1, epochs: int = 3,
+          train_limit: int = 128, storage: str, experiment: str = "sweeps-it", **extra) -> object:
+    data = {
+        "name": name, "workload": "cnn",
+        "data": {"train_limit": train_limit},
+        "hyperparameters": {"channels": 8, "hidden": 32},
+        "resources": {"workers": workers, "cpus_per_worker": 1},
+        "deepspeed": {"zero_stage": zero},
+        "training": {"epochs": epochs, "batch_size": 32, "log_every_steps": 100},
+        "checkpoint": {"storage": storage, "keep": 2},
+        "tracking": {"experiment": experiment, "model_name": f"{name}-model"},
+        "sweep": sweep,
+        **extra,
+    }
+    return parse_sweep_spec(data)
+
+
+@pytest.fixture(scope="module")
+def storage(test_root):
+    path = test_root / "sweep-storage"
+    path.mkdir(exist_ok=True)
+    return f"file://{path}"
+
+
+def _sid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, mlflow_server, storage):
+    from mlflow.tracking import MlflowClient
+
+    from trainyard.runner.sweep import run_sweep
+
+    spec = _spec("sweep-asha", storage=storage, promote={"canary_weight": 0.2}, sweep={
+        "search_space": {"training.lr": {"loguniform": [1e-3, 2e-2]},
+                         "hyperparameters.channels": {"choice": [4, 8]}},
+        "algorithm": "random", "scheduler": "asha", "num_trials": 4, "max_concurrent_trials": 2,
+        "asha": {"grace_period": 1, "reduction_factor": 2}})
+    lines: list[str] = []
+    sid = _sid()
+    result = run_sweep(spec, sweep_id=sid, tracking_uri=mlflow_server, emit=lines.append)
+
+    board = result["leaderboard"]
+    assert len(board["rows"]) == 4
+    assert {r["state"] for r in board["rows"]} <= {"DONE", "STOPPED"}
+    assert result["best"]["metric"] == max(r["metric"] for r in board["rows"])
+    assert board["best_so_far"] and board["curves"]
+    assert any(line.startswith("TRAINYARD_PROGRESS ") and '"leaderboard"' in line for line in lines)
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    parent = client.get_run(result["mlflow_run_id"])
+    assert parent.data.tags["trainyard.sweep_id"] == sid
+    assert f"best_accuracy" in parent.data.metrics
+    assert any(k.startswith("best.training.lr") for k in parent.data.params)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"leaderboard.json", "learning_curves.png"} <= artifacts
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 4  # one per trial, none per rank
+    assert len({c.data.tags["trainyard.trial_id"] for c in children}) == 4
+    assert all("accuracy" in c.data.metrics for c in children)
+
+    version = client.get_model_version_by_alias(f"sweep-asha-model", "candidate")
+    assert version.tags["trainyard.sweep_id"] == sid
+    assert version.tags["trainyard.trial_id"] == result["registered_trial"]
+
+
+def test_bayesian_search_runs_through_optuna(ray_head, storage):
+    from trainyard.runner.sweep import run_sweep
+
+    spec = _spec("sweep-bayes", storage=storage, epochs=2, sweep={
+        "search_space": {"training.lr": {"loguniform": [1e-3, 2e-2]},
+                         "hyperparameters.dropout": {"uniform": [0.0, 0.3]}},
+        "algorithm": "bayesian", "num_trials": 3, "max_concurrent_trials": 2, "seed": 1})
+    result = run_sweep(spec, sweep_id=_sid(), tracking_uri=None, register=False)
+    rows = result["leaderboard"]["rows"]
+    assert len(rows) == 3 and all(r["state"] == "DONE" for r in rows)
+    # the search state on disk is Optuna's (the searcher Tune checkpointed)
+    exp = result["experiment_path"]
+    assert any(name.startswith("searcher-state") for name in os.listdir(exp))
+    state_files = [n for n in os.listdir(exp) if n.startswith("searcher-state")]
+    blob = open(os.path.join(exp, state_files[0]), "rb").read()
+    assert b"optuna" in blob.lower()
+
+
+def test_pbt_exploits_and_restores_deepspeed_checkpoints(ray_head, mlflow_server, storage):
+    from mlflow.tracking import MlflowClient
+
+    from trainyard.runner.sweep import run_sweep
+
+    spec = _spec("sweep-pbt", storage=storage, epochs=4, sweep={
+        "search_space": {"training.lr": {"loguniform": [1e-4, 3e-2]}},
+        "algorithm": "random", "scheduler": "pbt", "num_trials": 2, "max_concurrent_trials": 2,
+        "seed": 3, "pbt": {"perturbation_interval": 1, "quantile_fraction": 0.5}})
+    result = run_sweep(spec, sweep_id=_sid(), tracking_uri=mlflow_server, register=False)
+    assert result["restores"] >= 1, result
+    client = MlflowClient(tracking_uri=mlflow_server)
+    children = client.search_runs([result["mlflow_experiment_id"]],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{result['mlflow_run_id']}'")
+    assert len(children) == 2
+    # rank 0 tags the run when it loaded a DeepSpeed checkpoint at start
+    assert any("trainyard.resumed_from" in c.data.tags for c in children)
+
+
+def test_zero2_trials_of_two_workers(ray_head, storage):
+    from trainyard.runner.sweep import run_sweep
+
+    spec = _spec("sweep-zero2", storage=storage, workers=2, zero=2, epochs=2, sweep={
+        "search_space": {"training.lr": {"grid": [3e-3, 1e-2]}},
+        "algorithm": "grid", "max_concurrent_trials": 1})
+    result = run_sweep(spec, sweep_id=_sid(), tracking_uri=None, register=False)
+    rows = result["leaderboard"]["rows"]
+    assert len(rows) == 2 and all(r["state"] == "DONE" for r in rows)
+    assert sorted(r["params"]["training.lr"] for r in rows) == [3e-3, 1e-2]
+
+
+def test_killed_sweep_resumes_without_rerunning_trials(ray_head, mlflow_server, storage, test_root):
+    from mlflow.tracking import MlflowClient
+
+    spec = _spec("sweep-resume", storage=storage, epochs=3, sweep={
+        "search_space": {"training.lr": {"grid": [2e-3, 5e-3, 1e-2, 2e-2]}},
+        "algorithm": "grid", "max_concurrent_trials": 2})
+    spec_file = test_root / "sweep-resume.json"
+    spec_file.write_text(spec.model_dump_json())
+    sid = _sid()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    cmd = [sys.executable, "-m", "trainyard.runner", "sweep", "--sweep-id", sid, "--spec-file", str(spec_file)]
+
+    # first driver: killed (SIGKILL) once the first trial is done and others are running
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done_before: set[str] = set()
+    try:
+        for line in proc.stdout:
+            if line.startswith("TRAINYARD_PROGRESS "):
+                payload = json.loads(line.split(" ", 1)[1])
+                done_before = {r["trial"] for r in payload["leaderboard"] if r["state"] == "DONE"}
+                running = [r for r in payload["leaderboard"] if r["state"] == "RUNNING" and r["iterations"] >= 1]
+                if done_before and running:
+                    break
+    finally:
+        proc.kill()
+        proc.wait()
+    assert done_before, "the first driver never finished a trial"
+
+    # second driver, same sweep id: resumes
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = next(json.loads(l.split(" ", 1)[1]) for l in out.stdout.splitlines()
+                  if l.startswith("TRAINYARD_RESULT "))
+    assert result["resumed"] is True
+    rows = {r["trial"]: r for r in result["leaderboard"]["rows"]}
+    assert len(rows) == 4 and all(r["state"] == "DONE" for r in rows.values())
+    # a trial finished before the kill was not run again: its 3 evaluations, once each
+    for trial in done_before:
+        assert [c[1] for c in result["leaderboard"]["curves"][trial]] == [1, 2, 3]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    children = client.search_runs([result["mlflow_experiment_id"]],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{result['mlflow_run_id']}'")
+    assert len(children) == 4  # no trial got a second run
+    assert any("trainyard.resumed_from" in c.data.tags for c in children), \
+        "no interrupted trial restored from its checkpoint"
