@@ -1,0 +1,77 @@
+"""Pure sweep logic: space translation, trial configs, leaderboard, plot."""
+from __future__ import annotations
+
+import pytest
+
+from trainyard.sweeps import leaderboard as lb
+from trainyard.sweeps import space as sp
+
+
+def test_to_tune_nests_keys_and_enumerates_grids():
+    from ray import tune
+
+    dims, issues = sp.parse_space({"training.lr": {"loguniform": [1e-4, 1e-2]},
+                                   "hyperparameters.channels": {"choice": [8, 16]},
+                                   "deepspeed.zero_stage": {"grid": [1, 2]},
+                                   "hyperparameters.hidden": {"randint": [16, 33]},
+                                   "training.batch_size": {"quniform": [16, 64, 16]}})
+    assert not issues
+    space = sp.to_tune(dims, algorithm="random")
+    assert isinstance(space["training"]["lr"], tune.search.sample.Float)
+    assert space["deepspeed"]["zero_stage"] == {"grid_search": [1, 2]}
+    assert isinstance(space["hyperparameters"]["channels"], tune.search.sample.Categorical)
+    grid = sp.to_tune(dims[1:3], algorithm="grid")
+    assert grid["hyperparameters"]["channels"] == {"grid_search": [8, 16]}
+    assert sp.grid_size(dims) == 2 and sp.full_grid_size([d for d in dims if d.discrete]) == 4
+
+
+def test_apply_params_sets_nested_values_and_integers():
+    job = {"training": {"lr": 1e-3, "batch_size": 32}, "hyperparameters": {}, "deepspeed": {"zero_stage": 1}}
+    out = sp.apply_params(job, {"training": {"lr": 0.01, "batch_size": 48.0}, "deepspeed": {"zero_stage": 2}})
+    assert out["training"] == {"lr": 0.01, "batch_size": 48} and isinstance(out["training"]["batch_size"], int)
+    assert out["deepspeed"]["zero_stage"] == 2 and job["training"]["lr"] == 1e-3  # input untouched
+    assert sp.flatten({"a": {"b": 1}, "c": 2}) == {"a.b": 1, "c": 2}
+    assert sp.nest({"a.b": 1, "c": 2}) == {"a": {"b": 1}, "c": 2}
+
+
+def _trials():
+    return [
+        {"trial": "a", "params": {"training.lr": 0.01}, "state": "DONE",
+         "points": [{"time": 100, "iteration": 1, "step": 10, "accuracy": 0.5},
+                    {"time": 103, "iteration": 2, "step": 20, "accuracy": 0.8}]},
+        {"trial": "b", "params": {"training.lr": 0.001}, "state": "STOPPED",
+         "points": [{"time": 101, "iteration": 1, "step": 10, "accuracy": 0.6}]},
+        {"trial": "c", "params": {"training.lr": 0.1}, "state": "ERROR", "points": []},
+    ]
+
+
+def test_board_ranks_and_tracks_best_so_far():
+    board = lb.build_board(_trials(), metric="accuracy", mode="max")
+    assert [r["trial"] for r in board["rows"]] == ["a", "b", "c"]
+    assert board["best"]["trial"] == "a" and board["best"]["metric"] == 0.8
+    assert board["rows"][0]["iterations"] == 2 and board["rows"][1]["state"] == "STOPPED"
+    # (time, total steps spent by all trials, best so far)
+    assert board["best_so_far"] == [[0.0, 10, 0.5], [1.0, 20, 0.6], [3.0, 30, 0.8]]
+    assert lb.steps_to_target(board, 0.6) == 20
+    assert lb.steps_to_target(board, 0.9) is None
+
+
+def test_board_min_mode():
+    board = lb.build_board(_trials(), metric="accuracy", mode="min")
+    assert board["best"]["trial"] == "b" and board["best"]["metric"] == 0.6  # the last value ranks
+    assert board["rows"][1]["trial"] == "a" and board["rows"][1]["best"] == 0.5
+
+
+def test_table_lists_trial_params_metric_state_iterations():
+    text = lb.format_table(lb.build_board(_trials(), metric="accuracy", mode="max"))
+    header = text.splitlines()[0].split()
+    assert header == ["#", "trial", "training.lr", "accuracy", "best", "state", "iters"]
+    assert "STOPPED" in text and "ERROR" in text
+    assert lb.format_table({"rows": []}).endswith("(no trials yet)")
+
+
+def test_plot_writes_a_png(tmp_path):
+    from trainyard.sweeps.plot import plot_board
+
+    path = plot_board(lb.build_board(_trials(), metric="accuracy", mode="max"), str(tmp_path / "p.png"))
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
