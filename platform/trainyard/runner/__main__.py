@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Trainyard's Ray job entrypoint.")
     sub = parser.add_subparsers(dest="command", required=True)
     job = sub.add_parser("job", help="train one job (spec in $TRAINYARD_SPEC or --spec-file)")
-    job.add_argument("--job-id", required=True, help="the job's id: names its checkpoints and MLflow run")
+    job.add_argument("--job-id", default=os.environ.get("TRAINYARD_JOB_ID"),
+                     help="the job's id: names its checkpoints and MLflow run (default $TRAINYARD_JOB_ID)")
     job.add_argument("--spec-file", help="read the JobSpec from this YAML/JSON file instead of $TRAINYARD_SPEC")
     job.add_argument("--storage", help="checkpoint storage URI (default: spec, then $TRAINYARD_STORAGE)")
     sub.add_parser("sweep", help="run a sweep (trainyard.runner.sweep)", add_help=False)
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(sweep.main(rest) or 0)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if not args.job_id:
+        parser.error("--job-id is required (or set $TRAINYARD_JOB_ID)")
     return job_main(args)
 
 
