@@ -31,6 +31,8 @@ with open(os.environ["FAKE_RUNS_LOG"], "a") as fh:  # one line per driver start
 need = ["TRAINYARD_SPEC", "TRAINYARD_JOB_ID", "TRAINYARD_STORAGE", "MLFLOW_TRACKING_URI"]
 print("ENV_OK" if all(os.environ.get(k) for k in need) and os.environ["TRAINYARD_JOB_ID"] == job_id
       else "ENV_MISSING", flush=True)
+if os.path.exists("marker.txt"):  # shipped in the job's working_dir (Ray makes it the cwd)
+    print("MARKER " + open("marker.txt").read().strip(), flush=True)
 steps = spec["training"].get("max_steps") or 3
 sleep_s = float(spec["hyperparameters"].get("sleep_s", 0))
 for step in range(1, steps + 1):
@@ -162,6 +164,17 @@ def test_tiny_job_succeeds_with_result_metrics(server, ray_head):
     assert ray_job(ray_head, final["submission_id"])["status"] == "SUCCEEDED"
     tail = client.job_logs(job["id"], offset=len(logs) - 10)
     assert tail == logs[-10:]
+
+
+def test_working_dir_is_shipped_to_the_cluster(server, tmp_path):
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "marker.txt").write_text("shipped-" + os.urandom(3).hex())
+    client = server.client()
+    job = client.submit_job(job_spec("shipped"), working_dir=folder)
+    final = client.wait_job(job["id"], timeout=120, poll=0.3)
+    assert final["state"] == "SUCCEEDED", final["message"]
+    assert "MARKER " + (folder / "marker.txt").read_text() in client.job_logs(job["id"])
 
 
 def test_failing_job_reports_the_runner_error(server):

@@ -208,13 +208,33 @@ def test_capacity_rejection_is_typed(server):
 
 
 def test_s3_with_credentials_in_settings_is_accepted(server):
-    client, ctx, _ = server
+    client, ctx, fakes = server
     ctx.settings.s3_key, ctx.settings.s3_secret = "AKIAKEY123", "SECRETVALUE999"
     ctx.settings.s3_endpoint_url = "http://127.0.0.1:9000"
     job = submit(client, checkpoint={"storage": "s3://bucket/x"})
     assert job["state"] == "PENDING"
     text = client.get(f"/v1/jobs/{job['id']}").text
     assert "SECRETVALUE999" not in text and "AKIAKEY123" not in text
+    ctx.controller.tick()
+    env = fakes["local"].submissions[0]["runtime_env"]["env_vars"]
+    assert env["TRAINYARD_STORAGE"] == "s3://bucket/x"
+    assert env["TRAINYARD_S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert env["AWS_ACCESS_KEY_ID"] == "AKIAKEY123" and env["AWS_SECRET_ACCESS_KEY"] == "SECRETVALUE999"
+    # a runner that prints the secret does not leak it through the logs route
+    fakes["local"].set(fakes["local"].submissions[0]["submission_id"], "RUNNING", logs="key=SECRETVALUE999\n")
+    assert client.get(f"/v1/jobs/{job['id']}/logs").text == "key=***\n"
+
+
+def test_s3_credentials_in_the_spec_are_accepted(server):
+    client, ctx, fakes = server
+    job = submit(client, checkpoint={"storage": "s3://bucket/x", "endpoint_url": "http://s3.local:9000"},
+                 env={"AWS_ACCESS_KEY_ID": "k-in-spec", "AWS_SECRET_ACCESS_KEY": "s-in-spec", "MODE": "x"})
+    assert job["state"] == "PENDING"
+    shown = client.get(f"/v1/jobs/{job['id']}").json()["spec"]["env"]
+    assert shown == {"AWS_ACCESS_KEY_ID": "***", "AWS_SECRET_ACCESS_KEY": "***", "MODE": "x"}
+    ctx.controller.tick()
+    env = fakes["local"].submissions[0]["runtime_env"]["env_vars"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == "s-in-spec"  # the runner still gets it
 
 
 # ----------------------------------------------------------------------------- lifecycle

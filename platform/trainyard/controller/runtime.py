@@ -19,7 +19,7 @@ __all__ = ["DEFAULT_ENTRYPOINT", "entrypoint_for", "runtime_env_for", "secret_va
            "s3_settings_for"]
 
 DEFAULT_ENTRYPOINT = "python -m trainyard.runner job --job-id {job_id}"
-_SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PRIVATE")
+_SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PRIVATE", "CREDENTIAL")
 
 
 def entrypoint_for(job_id: str, settings: Settings) -> str:

@@ -8,7 +8,8 @@ from trainyard.scheduler import ClusterView, QueuedJob, subtract_reserved, worke
 from trainyard.store import state as st
 from trainyard.store.models import ClusterRow, JobRow
 
-__all__ = ["queued_job", "cluster_view", "job_dict", "cluster_dict", "iso", "reserved_by_cluster"]
+__all__ = ["queued_job", "cluster_view", "job_dict", "cluster_dict", "iso", "reserved_by_cluster",
+           "redacted_spec"]
 
 
 def iso(value: datetime | None) -> str | None:
@@ -55,6 +56,18 @@ def cluster_view(row: ClusterRow, *, healthy: bool = True,
                        max_nodes=[dict(n) for n in max_nodes] if max_nodes else None, healthy=healthy)
 
 
+_SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PRIVATE", "CREDENTIAL")
+
+
+def redacted_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec as the API shows it: env values that look like secrets are masked."""
+    env = spec.get("env") or {}
+    if not env:
+        return spec
+    masked = {k: ("***" if any(h in str(k).upper() for h in _SECRET_HINTS) else v) for k, v in env.items()}
+    return {**spec, "env": masked}
+
+
 def _mlflow_url(base: str, exp: str | None, run: str | None) -> str | None:
     if not (base and run and base.startswith("http")):
         return None
@@ -96,7 +109,7 @@ def job_dict(job: JobRow, *, mlflow_uri: str = "", detail: bool = False,
     if detail:
         body["progress"] = progress
         body["result"] = result
-        body["spec"] = job.spec
+        body["spec"] = redacted_spec(job.spec or {})
         body["events"] = events or []
     return body
 
