@@ -55,7 +55,8 @@ class Cli:
         self.home = home
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         self.env["TRAINYARD_HOME"] = str(home)
-        self.env.pop("TRAINYARD_SERVER", None)
+        for var in ("TRAINYARD_URL", "TRAINYARD_TOKEN", "TRAINYARD_ADMIN_TOKEN_FILE"):
+            self.env.pop(var, None)
         self.outputs: list[str] = []
 
     def __call__(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

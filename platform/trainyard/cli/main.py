@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
             """))
     parser.epilog += "\n" + EXIT_CODES_HELP
     parser.add_argument("--version", action="version", version=f"trainyard {__version__}")
-    parser.add_argument("--server", metavar="URL", default=os.environ.get("TRAINYARD_SERVER"),
-                        help="Trainyard server URL (env TRAINYARD_SERVER; default: the local stack's)")
+    parser.add_argument("--url", metavar="URL", dest="server",
+                        help="Trainyard server URL (or env TRAINYARD_URL; default: the local stack's)")
     nouns = parser.add_subparsers(dest="noun", metavar="COMMAND")
     nouns.required = True
 
@@ -211,7 +211,7 @@ def _mlflow_url(client) -> str | None:
     except TrainyardError:
         return None
     ui = _ui()
-    return ui.job_field(info, "mlflow_url", "mlflow_uri", "mlflow.url")
+    return ui.job_field(info, "server.mlflow_uri", "mlflow_uri")
 
 
 # ----------------------------------------------------------------------------- stack commands
@@ -402,7 +402,7 @@ def _run_url(client, job: Any) -> str | None:
     from trainyard.local.stack import mlflow_run_url
 
     ui = _ui()
-    direct = ui.job_field(job, "mlflow_run_url", "result.mlflow_run_url")
+    direct = ui.job_field(job, "mlflow_url", "mlflow_run_url", "result.mlflow_run_url")
     if direct:
         return direct
     run_id = ui.job_field(job, "mlflow_run_id", "result.mlflow_run_id")
@@ -538,26 +538,20 @@ def cmd_jobs_cancel(args) -> int:
 # ----------------------------------------------------------------------------- clusters
 
 
-def _clusters_api(client):
-    """`client.clusters` may be a namespace (list/add/remove) or methods on the client."""
-    return getattr(client, "clusters", None)
-
-
 def cmd_clusters_list(args) -> int:
     ui = _ui()
-    client = _client(args)
-    api = _clusters_api(client)
-    items = api.list() if hasattr(api, "list") else (api() if callable(api) else client.list_clusters())
-    items = _as_list(items)
+    items = _as_list(_client(args).list_clusters())
     if args.json:
         ui.print_json(items)
         return EXIT_OK
     if not items:
         ui.stdout().print("No clusters registered. Add one: trainyard clusters add NAME --address URL")
         return EXIT_OK
-    ui.table(None, ["name", "address", "healthy", "resources"],
-             [(ui.job_field(c, "name"), ui.job_field(c, "address", "url", "dashboard_url"),
-               _yes(ui.job_field(c, "healthy", "reachable")), _resources(ui.job_field(c, "resources", "total_resources")))
+    ui.table(None, ["name", "address", "reachable", "nodes", "resources (total)", "free", "error"],
+             [(ui.job_field(c, "name"), ui.job_field(c, "address", "dashboard_url"),
+               _yes(ui.job_field(c, "reachable", "healthy")), ui.job_field(c, "nodes"),
+               _resources(ui.job_field(c, "resources_total", "resources")),
+               _resources(ui.job_field(c, "resources_free")), ui.job_field(c, "last_error"))
               for c in items])
     return EXIT_OK
 
@@ -587,24 +581,14 @@ def cmd_clusters_add(args) -> int:
             raise SpecError("the token file is empty", field="--token-file", value=args.token_file,
                             fix="write the cluster's Ray auth token into it")
         ui.add_secret(token)
-    client = _client(args)
-    api = _clusters_api(client)
-    if hasattr(api, "add"):
-        api.add(args.name, address=args.address, token=token)
-    else:
-        client.add_cluster(args.name, address=args.address, token=token)
+    _client(args).add_cluster(args.name, address=args.address, token=token)
     ui.stdout().print(f"Cluster {args.name} registered at {args.address}.")
     return EXIT_OK
 
 
 def cmd_clusters_remove(args) -> int:
     ui = _ui()
-    client = _client(args)
-    api = _clusters_api(client)
-    if hasattr(api, "remove"):
-        api.remove(args.name)
-    else:
-        client.remove_cluster(args.name)
+    _client(args).remove_cluster(args.name)
     ui.stdout().print(f"Cluster {args.name} removed.")
     return EXIT_OK
 

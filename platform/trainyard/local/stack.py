@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -50,6 +51,7 @@ DEFAULT_PORTS = {"server": 8080, "mlflow": 5000, "ray": 8265}
 COMPONENTS = ("ray", "mlflow", "server")
 STACK_VERSION = 1
 RAY_STOP_GRACE_S = 3.0
+RAY_START_ATTEMPTS = 2
 
 Event = Callable[[str, str], None]  # (component, message) for progress displays
 
@@ -220,6 +222,21 @@ def _server_env(home: Path, state: dict) -> dict[str, str]:
     }
 
 
+def _python_env() -> dict[str, str]:
+    """This interpreter's bin folder first on PATH.
+
+    Ray job entrypoints (`python -m trainyard.runner ...`) and Ray workers resolve `python`
+    through the head's PATH; without this they would find the system Python, which has no
+    Trainyard, whenever the user did not activate the venv (`make demo` does not).
+    """
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] == bindir:
+        return {}
+    return {"PATH": os.pathsep.join([bindir, path]) if path else bindir,
+            "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
+
+
 def _require_server_module() -> None:
     if importlib.util.find_spec("trainyard.api") is None:
         raise StackError("the Trainyard server (trainyard.api) is not installed in this environment",
@@ -246,6 +263,7 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
     """
     home = config.home().resolve()
     emit = on_event or (lambda component, message: None)
+    _require_server_module()  # before starting anything that would then be left half-up
     with _locked(home):
         state = config.read_stack()
         state.setdefault("version", STACK_VERSION)
@@ -257,58 +275,78 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
         actions: dict[str, str] = {}
         _precheck_ports(state, home, {"ray": dashboard_port, "mlflow": mlflow_port, "server": port})
 
-        # -- ray
-        rec = state.get("ray")
-        ok, _ = _health("ray", rec, home)
-        if ok and autoscaling and not rec.get("autoscaling"):
+        # -- ray and mlflow: independent, so MLflow (20-40 s to answer here) starts
+        # while the Ray head does
+        ray_rec, ml_rec = state.get("ray"), state.get("mlflow")
+        ray_ok, _ = _health("ray", ray_rec, home)
+        ml_ok, _ = _health("mlflow", ml_rec, home)
+        if ray_ok and autoscaling and not ray_rec.get("autoscaling"):
             raise ConflictError(
                 "the running Ray head was started without --autoscaling", field="--autoscaling",
                 value=True, fix="run `trainyard down` first, then `trainyard up --autoscaling`")
-        autoscaling = autoscaling or bool((rec or {}).get("autoscaling"))
-        if ok:
-            actions["ray"] = "running"
-        else:
-            emit("ray", "restarting the Ray head" if rec else "starting the Ray head")
-            _stop_component("ray", rec)
-            state.pop("ray", None)
-            _write_stack(state)
-            dport = _pick_port("ray", dashboard_port, (rec or {}).get("dashboard_port"),
-                               flag="--dashboard-port")
-            # the autoscaler config names the GCS address, so that port is chosen first
-            gcs_port = free_port()
-            autoscaling_config = _autoscaling_config(home, gcs_port, num_cpus) if autoscaling else None
-            temp_dir = ray_temp_dir(home)
-            # Ray keeps a session per start; an old one only wastes space
-            shutil.rmtree(temp_dir, ignore_errors=True)
-            # record before starting, so a crash half-way still lets `down` find it
-            state["ray"] = {"temp_dir": temp_dir, "gcs_port": gcs_port, "dashboard_port": dport,
-                            "dashboard_url": f"http://127.0.0.1:{dport}", "starting": True}
-            _write_stack(state)
-            head = start_ray_head(temp_dir=temp_dir, token=ray_token, num_cpus=num_cpus,
-                                  dashboard_port=dport, gcs_port=gcs_port,
-                                  autoscaling_config=autoscaling_config,
-                                  log_file=home / "logs" / "ray.log", timeout=timeout)
-            state["ray"] = _ray_record(head, autoscaling=autoscaling)
-            _write_stack(state)
-            actions["ray"] = "restarted" if rec else "started"
+        autoscaling = autoscaling or bool((ray_rec or {}).get("autoscaling"))
+        actions["ray"] = actions["mlflow"] = "running"
 
-        # -- mlflow
-        rec = state.get("mlflow")
-        ok, _ = _health("mlflow", rec, home)
-        if ok:
-            actions["mlflow"] = "running"
-        else:
-            emit("mlflow", "restarting MLflow" if rec else "starting MLflow (about 20 s)")
-            _stop_component("mlflow", rec)
-            state.pop("mlflow", None)
-            _write_stack(state)
-            mport = _pick_port("mlflow", mlflow_port, _port_of(rec), flag="--mlflow-port")
-            proc = start_mlflow(root=home / "mlflow", port=mport,
-                                artifacts=str(home / "mlflow" / "artifacts"),
-                                log_file=home / "logs" / "mlflow.log", timeout=timeout)
-            state["mlflow"] = {**proc.to_dict(), "port": mport}
-            _write_stack(state)
-            actions["mlflow"] = "restarted" if rec else "started"
+        mlflow_future = None
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainyard-up")
+        try:
+            if not ml_ok:
+                emit("mlflow", "restarting MLflow" if ml_rec else "starting MLflow")
+                _stop_component("mlflow", ml_rec)
+                state.pop("mlflow", None)
+                _write_stack(state)
+                mport = _pick_port("mlflow", mlflow_port, _port_of(ml_rec), flag="--mlflow-port")
+                mlflow_future = pool.submit(
+                    start_mlflow, root=home / "mlflow", port=mport,
+                    artifacts=str(home / "mlflow" / "artifacts"),
+                    log_file=home / "logs" / "mlflow.log", timeout=timeout)
+                actions["mlflow"] = "restarted" if ml_rec else "started"
+            if not ray_ok:
+                emit("ray", "restarting the Ray head" if ray_rec else "starting the Ray head")
+                _stop_component("ray", ray_rec)
+                state.pop("ray", None)
+                _write_stack(state)
+                dport = _pick_port("ray", dashboard_port, (ray_rec or {}).get("dashboard_port"),
+                                   flag="--dashboard-port")
+                # the autoscaler config names the GCS address, so that port is chosen first
+                gcs_port = free_port()
+                autoscaling_config = _autoscaling_config(home, gcs_port, num_cpus) if autoscaling else None
+                temp_dir = ray_temp_dir(home)
+                # Ray keeps a session per start; an old one only wastes space
+                shutil.rmtree(temp_dir, ignore_errors=True)
+                # record before starting, so a crash half-way still lets `down` find it
+                state["ray"] = {"temp_dir": temp_dir, "gcs_port": gcs_port, "dashboard_port": dport,
+                                "dashboard_url": f"http://127.0.0.1:{dport}", "starting": True}
+                _write_stack(state)
+                for attempt in range(RAY_START_ATTEMPTS):
+                    try:
+                        head = start_ray_head(
+                            temp_dir=temp_dir, token=ray_token, num_cpus=num_cpus,
+                            dashboard_port=dport, gcs_port=gcs_port, env=_python_env(),
+                            autoscaling_config=autoscaling_config,
+                            log_file=home / "logs" / "ray.log", timeout=timeout)
+                        break
+                    except StackError:
+                        # `ray start` gives the raylet a fixed 30 s to register; on a loaded
+                        # machine that is sometimes too short, and a second try succeeds
+                        if attempt + 1 == RAY_START_ATTEMPTS:
+                            raise
+                        emit("ray", "the Ray head did not come up in time; trying once more")
+                        stop_ray_head(state["ray"], timeout=RAY_STOP_GRACE_S)
+                        shutil.rmtree(temp_dir, ignore_errors=True)
+                state["ray"] = _ray_record(head, autoscaling=autoscaling)
+                _write_stack(state)
+                actions["ray"] = "restarted" if ray_rec else "started"
+                if mlflow_future is not None and not mlflow_future.done():
+                    emit("mlflow", "waiting for MLflow")
+        finally:
+            pool.shutdown(wait=True)
+            # whatever happened to Ray, a started MLflow is recorded so that `down` stops it
+            if mlflow_future is not None and mlflow_future.exception() is None:
+                state["mlflow"] = {**mlflow_future.result().to_dict(), "port": mport}
+                _write_stack(state)
+        if mlflow_future is not None:
+            mlflow_future.result()  # MLflow's own failure, if it had one
 
         # -- server
         rec = state.get("server")
@@ -317,7 +355,6 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
         if ok and rec.get("env") == env:
             actions["server"] = "running"
         else:
-            _require_server_module()
             emit("server", "restarting the Trainyard server" if rec else "starting the Trainyard server")
             _stop_component("server", rec)
             state.pop("server", None)
