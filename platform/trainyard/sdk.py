@@ -140,7 +140,8 @@ class Client:
         return resp.json() if resp.content else None
 
     # ------------------------------------------------------------------ jobs
-    def submit_job(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None = None) -> dict:
+    def submit_job(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None = None,
+                   _path: str = "/v1/jobs") -> dict:
         """Submit a job. `spec`: a path to a YAML file, YAML text, or a mapping.
 
         A working_dir (the argument, or the spec's, relative to the spec file) is zipped and
@@ -172,7 +173,7 @@ class Client:
             if working_dir is not None and not data.get("working_dir"):
                 data["working_dir"] = str(working_dir)
             body["working_dir_zip_b64"] = base64.b64encode(zip_folder(folder_path)).decode()
-        return self._json("POST", "/v1/jobs", json=body)
+        return self._json("POST", _path, json=body)
 
     def list_jobs(self, *, state: str | None = None, project: str | None = None, kind: str | None = None,
                   cluster: str | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
@@ -207,6 +208,29 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {job.get('state')} after {timeout:g}s")
             time.sleep(poll)
+
+    # ------------------------------------------------------------------ sweeps
+    def submit_sweep(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None = None) -> dict:
+        """Submit a sweep: a job spec plus a `sweep:` block (docs/sweeps.md). Same inputs as submit_job."""
+        return self.submit_job(spec, working_dir=working_dir, _path="/v1/sweeps")
+
+    def list_sweeps(self, *, project: str | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
+        params = {k: v for k, v in {"project": project, "limit": limit, "offset": offset}.items() if v is not None}
+        return self._json("GET", "/v1/sweeps", params=params)["sweeps"]
+
+    def get_sweep(self, sweep_id: str) -> dict:
+        """The sweep, with `leaderboard` (final when done, live while it runs) and `best`."""
+        return self._json("GET", f"/v1/sweeps/{sweep_id}")
+
+    def cancel_sweep(self, sweep_id: str) -> dict:
+        return self._json("POST", f"/v1/sweeps/{sweep_id}/cancel")
+
+    def wait_sweep(self, sweep_id: str, *, timeout: float | None = None, poll: float = 2.0,
+                   on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Poll until the sweep ends; returns its final description (with the leaderboard)."""
+        self.wait_job(sweep_id, timeout=timeout, poll=poll,
+                      on_progress=(lambda _job: on_progress(self.get_sweep(sweep_id))) if on_progress else None)
+        return self.get_sweep(sweep_id)
 
     # ------------------------------------------------------------------ clusters
     def list_clusters(self) -> list[dict]:

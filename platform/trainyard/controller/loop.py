@@ -320,7 +320,7 @@ class Controller:
             if job is None or job.phase != st.DISPATCHING:
                 return
             cluster, submission_id, spec, package = job.cluster, job.submission_id, job.spec, job.package
-            attempt = job.attempt
+            attempt, kind = job.attempt, job.kind
         client = self.registry.client(cluster)
         working_dir = None
         try:
@@ -334,7 +334,7 @@ class Controller:
                 working_dir = client.upload_package(path.read_bytes())
             env = runtime.runtime_env_for(job_id, spec, self.settings, working_dir_uri=working_dir)
             outcome = client.submit(submission_id=submission_id,
-                                    entrypoint=runtime.entrypoint_for(job_id, self.settings),
+                                    entrypoint=runtime.entrypoint_for(job_id, self.settings, kind=kind),
                                     runtime_env=env, metadata={"trainyard_job_id": job_id,
                                                                "trainyard_attempt": attempt},
                                     secrets=runtime.secret_values(spec, self.settings))

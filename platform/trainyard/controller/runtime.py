@@ -19,14 +19,15 @@ __all__ = ["DEFAULT_ENTRYPOINT", "entrypoint_for", "runtime_env_for", "secret_va
            "s3_settings_for"]
 
 DEFAULT_ENTRYPOINT = "python -m trainyard.runner job --job-id {job_id}"
+SWEEP_ENTRYPOINT = "python -m trainyard.runner sweep --sweep-id {job_id}"
 _SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PRIVATE", "CREDENTIAL")
 
 
-def entrypoint_for(job_id: str, settings: Settings) -> str:
+def entrypoint_for(job_id: str, settings: Settings, *, kind: str = "job") -> str:
     """The runner command. Overridable (settings.extra['runner_entrypoint'] or
     $TRAINYARD_RUNNER_ENTRYPOINT) so the control plane can be tested with a stand-in."""
     template = (settings.extra.get("runner_entrypoint") or os.environ.get("TRAINYARD_RUNNER_ENTRYPOINT")
-                or DEFAULT_ENTRYPOINT)
+                or (SWEEP_ENTRYPOINT if kind == "sweep" else DEFAULT_ENTRYPOINT))
     # replace, not format: a stand-in `python -c` script is full of braces
     return template.replace("{job_id}", job_id)
 

@@ -46,9 +46,14 @@ class JobService:
         self.settings = settings
 
     # ------------------------------------------------------------------ submit
-    def validate(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None
-                 ) -> tuple[JobSpec, bytes | None]:
-        job = parse_job_spec(spec, source="spec")
+    def validate(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
+                 kind: str = "job") -> tuple[JobSpec, bytes | None]:
+        if kind == "sweep":  # a SweepSpec is a JobSpec plus `sweep:`/`promote:` (trainyard.sweeps)
+            from trainyard.specs import parse_sweep_spec
+
+            job = parse_sweep_spec(spec, source="spec")
+        else:
+            job = parse_job_spec(spec, source="spec")
         package = self._check_package(job, working_dir_zip_b64)
         self._check_storage(job)
         self._check_capacity(job)
@@ -56,7 +61,7 @@ class JobService:
 
     def submit(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
                kind: str = "job") -> dict[str, Any]:
-        job, package = self.validate(spec, working_dir_zip_b64=working_dir_zip_b64)
+        job, package = self.validate(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind)
         digest = None
         if package is not None:
             digest = hashlib.sha1(package).hexdigest()

@@ -1,0 +1,86 @@
+"""/v1/sweeps: submit, list, describe (with the leaderboard), cancel.
+
+A sweep is a row of the jobs table with kind "sweep": the same queue, state machine,
+logs and cancel path as a job. Its Ray job runs `python -m trainyard.runner sweep`, whose
+TRAINYARD_PROGRESS lines carry the live leaderboard and whose TRAINYARD_RESULT holds the
+final one (with every trial's curve).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from trainyard.api.auth import require_admin
+from trainyard.api.context import ServerContext, get_ctx
+from trainyard.controller import views
+from trainyard.errors import NotFoundError
+from trainyard.store import jobs as jobs_repo
+
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(require_admin)])
+
+
+class SubmitSweepRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: Union[dict[str, Any], str] = Field(..., description="The sweep spec: a mapping, or YAML text.")
+    working_dir_zip_b64: Optional[str] = Field(
+        None, description="The spec's working_dir folder, zipped (files at the zip's root), base64.")
+
+
+def sweep_view(job: dict) -> dict:
+    """A job description plus `leaderboard`: the final one when done, else the live one."""
+    result = job.get("result") or {}
+    progress = job.get("progress") or {}
+    board = result.get("leaderboard")
+    if board is None and progress.get("leaderboard") is not None:
+        board = {"metric": progress.get("metric"), "mode": progress.get("mode"),
+                 "rows": progress.get("leaderboard"), "best": progress.get("best"), "live": True}
+    out = dict(job)
+    out["leaderboard"] = board
+    out["best"] = result.get("best") or progress.get("best")
+    spec = job.get("spec") or {}
+    out["sweep"] = spec.get("sweep")
+    out["promote"] = spec.get("promote")
+    out["model"] = ({k: result.get(k) for k in ("model_name", "model_version", "model_alias", "registered_trial")}
+                    if result.get("model_name") else None)
+    return out
+
+
+def _describe(ctx: ServerContext, sweep_id: str) -> dict:
+    job = ctx.jobs.describe(sweep_id)
+    if job.get("kind") != "sweep":
+        raise NotFoundError("sweep", sweep_id, fix="it is a job: see `trainyard jobs show`")
+    return job
+
+
+@router.post("", status_code=201, summary="Submit a sweep")
+def submit_sweep(body: SubmitSweepRequest, ctx: ServerContext = Depends(get_ctx)) -> dict:
+    return sweep_view(ctx.jobs.submit(body.spec, working_dir_zip_b64=body.working_dir_zip_b64, kind="sweep"))
+
+
+@router.get("", summary="List sweeps, newest first")
+def list_sweeps(project: Optional[str] = None, limit: int = Query(100, ge=1, le=1000),
+                offset: int = Query(0, ge=0), ctx: ServerContext = Depends(get_ctx)) -> dict:
+    with ctx.db.session() as s:
+        rows = jobs_repo.list_jobs(s, project=project, kind="sweep", limit=limit, offset=offset)
+        items = []
+        for row in rows:
+            item = views.job_dict(row, mlflow_uri=ctx.settings.mlflow_uri)
+            result = row.result or {}
+            item["best"] = result.get("best")
+            item["num_trials"] = ((row.spec or {}).get("sweep") or {}).get("num_trials")
+            items.append(item)
+    return {"sweeps": items, "count": len(items), "limit": limit, "offset": offset}
+
+
+@router.get("/{sweep_id}", summary="Describe a sweep, with its leaderboard")
+def get_sweep(sweep_id: str, ctx: ServerContext = Depends(get_ctx)) -> dict:
+    return sweep_view(_describe(ctx, sweep_id))
+
+
+@router.post("/{sweep_id}/cancel", summary="Cancel a sweep (its running trials stop with it)")
+def cancel_sweep(sweep_id: str, ctx: ServerContext = Depends(get_ctx)) -> dict:
+    _describe(ctx, sweep_id)
+    return sweep_view(ctx.jobs.cancel(sweep_id))
