@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Unregister a cluster. Jobs already on it keep running.", "trainyard clusters remove gpu-pool"))
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_clusters_remove)
+
+    # -- sweeps (their commands live in trainyard.cli.sweeps)
+    from trainyard.cli import sweeps as sweeps_cli
+
+    sweeps_cli.add_parser(nouns, _fmt)
     return parser
 
 

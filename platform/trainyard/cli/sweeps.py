@@ -1,0 +1,224 @@
+"""`trainyard sweeps submit|list|show|cancel`: hyperparameter sweeps, thin over the SDK.
+
+Registered by cli.main.build_parser through `add_parser(nouns, fmt)`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trainyard.errors import EXIT_FAILED, EXIT_OK, SpecError
+
+__all__ = ["add_parser"]
+
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def add_parser(nouns, fmt) -> None:
+    sweeps = nouns.add_parser("sweeps", help="hyperparameter sweeps: many trials of one job spec", **fmt("""
+        A sweep runs one job spec as many trials (Ray Tune over Ray Train + DeepSpeed), each
+        with values from the spec's `sweep.search_space`, and registers the best trial's model
+        with the MLflow alias `candidate`. See docs/sweeps.md.
+        """, """
+        trainyard sweeps submit examples/sweep-cnn.yaml --wait
+        trainyard sweeps show SWEEP_ID --plot curves.png
+        """))
+    verbs = sweeps.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+
+    p = verbs.add_parser("submit", help="validate a sweep spec and submit it", **fmt("""
+        Validate SPEC locally (errors name the field; exit 2), then submit it. With --wait,
+        print the leaderboard as it changes and the winner at the end; exit 0 only if the
+        sweep SUCCEEDED.
+        """, """
+        trainyard sweeps submit examples/sweep-cnn.yaml --wait
+        trainyard sweeps submit my-sweep.yaml --dry-run
+        """))
+    p.add_argument("spec", metavar="SPEC", help="sweep spec YAML file")
+    p.add_argument("--wait", action="store_true", help="follow the sweep until it ends")
+    p.add_argument("--dry-run", action="store_true", help="validate the spec and stop")
+    p.add_argument("--json", action="store_true", help="print the sweep as JSON")
+    p.set_defaults(func=cmd_submit)
+
+    p = verbs.add_parser("list", help="list sweeps", **fmt("List sweeps, newest first.", "trainyard sweeps list"))
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = verbs.add_parser("show", help="show a sweep and its leaderboard", **fmt("""
+        Show a sweep: state, best trial, registered model, and the leaderboard (trial,
+        hyperparameters, metric, state, iterations), best first. --plot FILE.png draws every
+        trial's learning curve and the best-so-far line.
+        """, """
+        trainyard sweeps show SWEEP_ID
+        trainyard sweeps show SWEEP_ID --plot curves.png
+        """))
+    p.add_argument("sweep_id", metavar="SWEEP_ID")
+    p.add_argument("--plot", metavar="FILE.png", help="write the learning curves to this PNG")
+    p.add_argument("--limit", type=int, default=None, help="show only the best N trials")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_show)
+
+    p = verbs.add_parser("cancel", help="cancel a sweep", **fmt(
+        "Cancel a queued or running sweep; its running trials stop with it.", "trainyard sweeps cancel SWEEP_ID"))
+    p.add_argument("sweep_id", metavar="SWEEP_ID")
+    p.set_defaults(func=cmd_cancel)
+
+
+def _main():
+    from trainyard.cli import main as m
+
+    return m
+
+
+def _ui():
+    from trainyard.cli import _ui as ui
+
+    return ui
+
+
+def _load(path_arg: str):
+    from trainyard.specs import load_yaml, parse_sweep_spec
+
+    path = Path(path_arg).expanduser()
+    if not path.is_file():
+        raise SpecError(f"no such file: {path_arg}", field="SPEC", value=path_arg,
+                        fix="give the path of a sweep spec YAML file, e.g. examples/sweep-cnn.yaml")
+    raw = load_yaml(path.read_text(), source=str(path))
+    spec = parse_sweep_spec(raw, source=str(path))
+    working_dir = None
+    if spec.working_dir:
+        working_dir = (path.parent / Path(spec.working_dir).expanduser()).resolve()
+    return raw, spec, working_dir
+
+
+def _board_text(sweep: dict, limit: int | None = None) -> str:
+    from trainyard.sweeps.leaderboard import format_table
+
+    board = sweep.get("leaderboard") or {}
+    return format_table(board, limit=limit)
+
+
+def cmd_submit(args) -> int:
+    ui = _ui()
+    raw, spec, working_dir = _load(args.spec)
+    if args.dry_run:
+        from trainyard.runner.sweep import plan_sweep
+
+        plan = plan_sweep(spec, sweep_id="dry-run")
+        ui.stdout().print(f"{args.spec}: valid sweep spec '{spec.name}' (workload {spec.workload}, "
+                          f"{plan.num_trials} trials of {spec.resources.workers} worker(s), "
+                          f"{spec.sweep.algorithm}/{spec.sweep.scheduler}, {plan.metric} {plan.mode})",
+                          highlight=False)
+        return EXIT_OK
+    client = _main()._client(args)
+    sweep = client.submit_sweep(raw, working_dir=str(working_dir) if working_dir else None)
+    if args.json and not args.wait:
+        ui.print_json(sweep)
+        return EXIT_OK
+    ui.stdout().print(f"Submitted sweep [bold]{sweep['id']}[/] ({spec.name}, workload {spec.workload}).")
+    if not args.wait:
+        ui.stdout().print(f"Follow it: trainyard sweeps show {sweep['id']}")
+        return EXIT_OK
+    final = _follow(client, sweep["id"])
+    if args.json:
+        ui.print_json(final)
+    else:
+        _print_sweep(client, final)
+    return EXIT_OK if final.get("state") == "SUCCEEDED" else EXIT_FAILED
+
+
+def _follow(client, sweep_id: str) -> dict:
+    last = None
+    while True:
+        sweep = client.get_sweep(sweep_id)
+        rows = (sweep.get("leaderboard") or {}).get("rows") or []
+        seen = (sweep.get("state"), tuple((r.get("trial"), r.get("iterations"), r.get("state")) for r in rows))
+        if seen != last:
+            best = sweep.get("best") or {}
+            done = sum(1 for r in rows if r.get("state") in ("DONE", "STOPPED", "ERROR"))
+            line = f"[{time.strftime('%H:%M:%S')}] {sweep.get('state')}: {done}/{len(rows)} trials ended"
+            if best.get("metric") is not None:
+                line += f", best {best.get('trial')} = {best['metric']:.4g}"
+            print(line, flush=True)
+            last = seen
+        if sweep.get("state") in TERMINAL:
+            return sweep
+        time.sleep(2.0)
+
+
+def _print_sweep(client, sweep: dict, limit: int | None = None) -> None:
+    ui = _ui()
+    out = ui.stdout()
+    state = sweep.get("state")
+    spec_sweep = sweep.get("sweep") or {}
+    out.print(f"Sweep {sweep['id']} ({sweep.get('name')}, workload {sweep.get('workload')}) "
+              f"[{'green' if state == 'SUCCEEDED' else 'yellow' if state == 'RUNNING' else 'red'}]{state}[/]")
+    out.print(f"search: {spec_sweep.get('algorithm')} / {spec_sweep.get('scheduler')}, "
+              f"{spec_sweep.get('num_trials') or 'default'} trials, "
+              f"{spec_sweep.get('max_concurrent_trials')} at a time", highlight=False)
+    best = sweep.get("best")
+    if best and best.get("metric") is not None:
+        board = sweep.get("leaderboard") or {}
+        out.print(f"best: trial {best['trial']}  {board.get('metric', 'metric')} = {best['metric']:.4g}  "
+                  + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in (best.get("params") or {}).items()), highlight=False)
+    model = sweep.get("model")
+    if model:
+        out.print(f"registered: {model['model_name']} version {model['model_version']} "
+                  f"(alias {model.get('model_alias')}, trial {model.get('registered_trial')})", highlight=False)
+    url = sweep.get("mlflow_url")
+    if url:
+        out.print(f"MLflow run: {url}", highlight=False)
+    if sweep.get("leaderboard"):
+        sys.stdout.write(_board_text(sweep, limit) + "\n")
+    elif state not in TERMINAL:
+        out.print("no trial has reported yet")
+    if state in ("FAILED", "CANCELLED") and sweep.get("message"):
+        out.print(f"[red]{sweep['message']}[/]")
+
+
+def cmd_list(args) -> int:
+    ui = _ui()
+    sweeps = _main()._client(args).list_sweeps()
+    if args.json:
+        ui.print_json(sweeps)
+        return EXIT_OK
+    if not sweeps:
+        ui.stdout().print("No sweeps yet. Submit one: trainyard sweeps submit examples/sweep-cnn.yaml")
+        return EXIT_OK
+    rows = []
+    for s in sweeps:
+        best = s.get("best") or {}
+        rows.append((s["id"], s.get("name"), s.get("state"), s.get("workload"), s.get("num_trials") or "",
+                     f"{best['metric']:.4g} ({best.get('trial')})" if best.get("metric") is not None else "",
+                     ui.fmt_time(s.get("created_at"))))
+    ui.table(None, ["id", "name", "state", "workload", "trials", "best", "submitted"], rows)
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    ui = _ui()
+    client = _main()._client(args)
+    sweep = client.get_sweep(args.sweep_id)
+    if args.json:
+        ui.print_json(sweep)
+    else:
+        _print_sweep(client, sweep, args.limit)
+    if args.plot:
+        board = sweep.get("leaderboard") or {}
+        if not board.get("curves"):
+            raise SpecError("this sweep has no learning curves yet (no trial has reported)", field="--plot",
+                            value=args.plot, fix="try again once trials have reported")
+        from trainyard.sweeps.plot import plot_board
+
+        path = plot_board(board, args.plot, title=f"sweep {sweep['id']} ({sweep.get('name')})")
+        ui.stdout().print(f"wrote {path}", highlight=False)
+    return EXIT_OK
+
+
+def cmd_cancel(args) -> int:
+    sweep = _main()._client(args).cancel_sweep(args.sweep_id)
+    _ui().stdout().print(f"Sweep {args.sweep_id}: {sweep.get('state')}")
+    return EXIT_OK
