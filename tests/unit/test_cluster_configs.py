@@ -95,6 +95,12 @@ def test_local_config_is_a_fake_multinode_cluster():
         "the head must lack the GPU stand-in, or no job would need a new node"
     assert types["gpu-fake"]["resources"] == {"CPU": 1, "gpu_node": 1}
     assert config["idle_timeout_minutes"] <= 0.1
+    # the autoscaler reads these without filling defaults (`ray up` would have); a missing one
+    # kills it at start with a KeyError, and nothing ever scales
+    for key in ("file_mounts", "cluster_synced_files", "file_mounts_sync_continuously",
+                "worker_setup_commands", "worker_start_ray_commands", "auth", "max_workers",
+                "idle_timeout_minutes", "upscaling_speed"):
+        assert key in config, key
 
 
 def test_render_local_config_sets_the_gcs_address(tmp_path, ray_schema):
