@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +46,20 @@ def storage(test_root):
 
 def _sid() -> str:
     return uuid.uuid4().hex[:8]
+
+
+def _saved_states(exp_dir) -> dict[str, str]:
+    """trial_id -> status in Tune's saved experiment state (what a restore starts from)."""
+    states: dict[str, str] = {}
+    for path in sorted(exp_dir.glob("experiment_state-*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # being written
+        for item in data.get("trial_data", []):
+            trial = json.loads(item[0]) if isinstance(item[0], str) else item[0]
+            states[trial["trial_id"]] = trial["status"]
+    return states
 
 
 def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, mlflow_server, storage):
@@ -147,17 +162,22 @@ def test_killed_sweep_resumes_without_rerunning_trials(ray_head, mlflow_server, 
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
     cmd = [sys.executable, "-m", "trainyard.runner", "sweep", "--sweep-id", sid, "--spec-file", str(spec_file)]
 
-    # first driver: killed (SIGKILL) once the first trial is done and others are running
+    # first driver: killed (SIGKILL) once Tune has saved a finished trial and a running one
+    # that already checkpointed
+    exp_dir = Path(storage[len("file://"):]) / "default" / f"sweep-{sid}"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done_before: set[str] = set()
     try:
         for line in proc.stdout:
-            if line.startswith("TRAINYARD_PROGRESS "):
-                payload = json.loads(line.split(" ", 1)[1])
-                done_before = {r["trial"] for r in payload["leaderboard"] if r["state"] == "DONE"}
-                running = [r for r in payload["leaderboard"] if r["state"] == "RUNNING" and r["iterations"] >= 1]
-                if done_before and running:
-                    break
+            if not line.startswith("TRAINYARD_PROGRESS "):
+                continue
+            payload = json.loads(line.split(" ", 1)[1])
+            saved = _saved_states(exp_dir)
+            done = {r["trial"] for r in payload["leaderboard"] if r["state"] == "DONE"}
+            running = [r for r in payload["leaderboard"] if r["state"] == "RUNNING" and r["iterations"] >= 1]
+            done_before = {t for t in done if saved.get(t) == "TERMINATED"}
+            if done_before and running:
+                break
     finally:
         proc.kill()
         proc.wait()

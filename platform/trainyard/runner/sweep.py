@@ -297,7 +297,7 @@ def _plain(value: Any) -> Any:
 class _Progress:
     """A Tune callback in the driver: curves as they come, TRAINYARD_PROGRESS lines."""
 
-    def __init__(self, plan: SweepPlan, emit: Callable[[str], None], every_s: float = 2.0):
+    def __init__(self, plan: SweepPlan, emit: Callable[[str], None], every_s: float = 5.0):
         from ray.tune import Callback
 
         self.plan, self.emit, self.every_s = plan, emit, every_s
@@ -358,7 +358,11 @@ class _Progress:
             "kind": "sweep", "trials_total": self.plan.num_trials, "trials_started": len(self.state),
             "trials_done": done, "metric": self.plan.metric, "mode": self.plan.mode,
             "best": rows[0] if rows and rows[0].get("metric") is not None else None,
-            "leaderboard": rows}))
+            "leaderboard": rows,
+            # curves too, so `sweeps show --plot` works while the sweep runs (one line / 5 s)
+            "curves": {t: [[round(c[0], 1), c[1], c[2], None if c[3] is None else round(c[3], 5)]
+                           for c in curve] for t, curve in board["curves"].items()},
+            "best_so_far": board["best_so_far"]}))
 
 
 def _point(result: dict, metric: str) -> dict:
@@ -515,6 +519,7 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
     board = _final_board(grid, plan, progress)
     result: dict[str, Any] = {
         "kind": "sweep", "sweep_id": sweep_id, "metric": plan.metric, "mode": plan.mode,
+        "metrics": {f"best_{plan.metric}": board["best"]["metric"]} if board["best"] else {},
         "num_trials": len(board["rows"]), "resumed": restored, "experiment_path": exp_path,
         "best": board["best"], "leaderboard": board, "wall_s": round(time.time() - started, 2),
         "restores": sum(progress.restores.values()),

@@ -278,6 +278,12 @@ def train_loop_per_worker(config: dict) -> None:
         saved = _load_checkpoint(engines, checkpoint)
         state.micro_step = int(saved["micro_step"])
         state.resumed_from = getattr(checkpoint, "path", None)
+        # the spec's optimizer settings win over the checkpoint's: a PBT sweep trial resumes
+        # another trial's weights with its own (perturbed) lr (same values for a plain resume)
+        for engine in engines.values():
+            for group in getattr(engine.optimizer, "param_groups", None) or []:
+                group["lr"] = spec.training.lr
+                group["weight_decay"] = spec.training.weight_decay
 
     tracking = config.get("mlflow") or None
     logger = None

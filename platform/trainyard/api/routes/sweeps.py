@@ -36,7 +36,9 @@ def sweep_view(job: dict) -> dict:
     board = result.get("leaderboard")
     if board is None and progress.get("leaderboard") is not None:
         board = {"metric": progress.get("metric"), "mode": progress.get("mode"),
-                 "rows": progress.get("leaderboard"), "best": progress.get("best"), "live": True}
+                 "rows": progress.get("leaderboard"), "best": progress.get("best"),
+                 "curves": progress.get("curves") or {}, "best_so_far": progress.get("best_so_far") or [],
+                 "live": True}
     out = dict(job)
     out["leaderboard"] = board
     out["best"] = result.get("best") or progress.get("best")
