@@ -181,3 +181,12 @@ def test_validate_config_reports_schema_errors_by_field():
         launcher.validate_config(config)
     text = str(info.value)
     assert "available_node_types.cpu.resources.CPU" in text and "max_wrokers" in text
+
+
+def test_max_nodes_lists_every_node_at_the_largest_size():
+    config = launcher.load_config(REPO / "cluster" / "local.yaml")
+    assert launcher.max_nodes(config) == {"nodes": [
+        {"CPU": 2}, {"CPU": 1}, {"CPU": 1, "gpu_node": 1}, {"CPU": 1, "gpu_node": 1}]}
+    aws = launcher.max_nodes(launcher.load_config(REPO / "cluster" / "aws.yaml"))["nodes"]
+    assert aws[0] == {"CPU": 0} and len(aws) == 1 + 4 + 8 + 8 + 2 + 1
+    assert sum(n.get("GPU", 0) for n in aws) == 8 + 8 + 16 + 8

@@ -27,6 +27,7 @@ __all__ = [
     "node_types",
     "max_resources",
     "max_workers_placeable",
+    "max_nodes",
 ]
 
 ACCELERATOR_PREFIX = "accelerator_type:"
@@ -217,3 +218,17 @@ def max_workers_placeable(config: Mapping[str, Any], per_worker: Mapping[str, fl
         total += take * per_node(t["resources"])
         left -= take
     return total
+
+
+def max_nodes(config: Mapping[str, Any]) -> dict:
+    """The cluster at its largest, one entry per node, in the shape the server stores for an
+    autoscaling cluster (`max_resources` of `trainyard clusters add`):
+    {"nodes": [{"CPU": 0}, {"CPU": 16}, ...]}, the head first.
+
+    Every worker type counts at its own max_workers and the cluster-wide cap is left out: an
+    upper bound, so that admission never rejects a job that could fit.
+    """
+    nodes = []
+    for t in node_types(config):
+        nodes.extend(dict(t["resources"]) for _ in range(t["max"]))
+    return {"nodes": nodes}
