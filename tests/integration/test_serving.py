@@ -93,3 +93,129 @@ def test_deploy_and_predict_matches_the_model(serving, mlflow_server):
     assert "digits-a" not in {e["name"] for e in serving.list()}
     with pytest.raises(NotFoundError):
         serving.delete("digits-a")
+
+
+def _wait_for(condition, *, timeout: float, what: str, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    pytest.fail(f"{what} did not happen within {timeout:.0f}s")
+
+
+POLICY = {"canary_weight": 0.3, "window_s": 4, "max_wait_s": 60,
+          "gates": {"min_requests": 10, "max_error_rate": 0.05, "max_p99_latency_ratio": 20}}
+ENDPOINT = {"cpus_per_replica": 0.1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
+
+
+@pytest.fixture(scope="module")
+def promoted_model(serving, mlflow_server):
+    """Model 'digits-p' promoted from nothing (v1), then through a canary (v2)."""
+    from serving_support.load import LoopClient
+    from serving_support.models import digits, register_cnn
+
+    from trainyard.serving.promotion import Promoter
+    from trainyard.serving.registry import CANDIDATE, CHAMPION
+
+    registry = serving.registry
+    promoter = Promoter(serving, registry, poll_s=0.5)
+    v1 = register_cnn(mlflow_server, "digits-p", accuracy=0.5, seed=1)
+    registry.set_alias("digits-p", CANDIDATE, v1)
+    first = promoter.promote("digits-p", policy=POLICY, endpoint=ENDPOINT)
+
+    v2 = register_cnn(mlflow_server, "digits-p", accuracy=0.8, seed=2)
+    registry.set_alias("digits-p", CANDIDATE, v2)
+    images, _ = digits(1)
+    with LoopClient(serving.url("digits-p"), {"inputs": images}, threads=2) as loop:
+        second = promoter.promote("digits-p", policy=POLICY, endpoint=ENDPOINT)
+        done = time.monotonic()
+        time.sleep(1.0)
+    return {"v1": v1, "v2": v2, "first": first, "second": second, "loop": loop, "done": done,
+            "champion": registry.alias_version("digits-p", CHAMPION)}
+
+
+def test_first_candidate_is_promoted_directly(promoted_model):
+    first = promoted_model["first"]
+    assert first.state.value == "promoted" and "directly" in first.reason
+    assert [e.kind for e in first.events] == ["compared", "promoted"]
+
+
+def test_better_candidate_goes_through_a_canary_and_becomes_champion(serving, promoted_model):
+    second, v1, v2 = promoted_model["second"], promoted_model["v1"], promoted_model["v2"]
+    assert second.state.value == "promoted", second.reason
+    assert [e.kind for e in second.events] == ["compared", "canary_started", "promoted"]
+    evidence = second.events[-1].evidence
+    assert evidence["canary"]["requests"] >= POLICY["gates"]["min_requests"]
+    assert evidence["canary"]["errors"] == 0
+    assert promoted_model["champion"] == v2
+    assert serving.get("digits-p").traffic.weights == {v2: 1.0}  # old version drained and removed
+    loop = promoted_model["loop"]
+    assert loop.failures() == [], loop.failures()[:5]
+    served = {a[2] for a in loop.answers}
+    assert {v1, v2} <= served  # the canary really took traffic
+    assert loop.versions_after(promoted_model["done"]) == {v2}
+
+
+def test_broken_candidate_is_rolled_back_without_failed_requests(serving, promoted_model, mlflow_server):
+    from serving_support.load import LoopClient
+    from serving_support.models import digits, register_cnn
+
+    from trainyard.serving.promotion import Promoter
+    from trainyard.serving.registry import CANDIDATE, CHAMPION
+
+    registry = serving.registry
+    v2 = promoted_model["v2"]
+    v3 = register_cnn(mlflow_server, "digits-p", accuracy=0.99, seed=3, workload="serving_support.families:FLAKY")
+    registry.set_alias("digits-p", CANDIDATE, v3)
+    images, _ = digits(1)
+    with LoopClient(serving.url("digits-p"), {"inputs": images}, threads=2) as loop:
+        result = Promoter(serving, registry, poll_s=0.5).promote("digits-p", policy=POLICY, endpoint=ENDPOINT)
+        done = time.monotonic()
+        time.sleep(1.0)
+    assert result.state.value == "rolled_back" and "error rate" in result.reason
+    assert result.events[-1].evidence["canary"]["errors"] > 0
+    assert registry.alias_version("digits-p", CHAMPION) == v2  # alias unchanged
+    assert serving.get("digits-p").traffic.weights == {v2: 1.0}  # canary removed
+    assert loop.failures() == [], loop.failures()[:5]  # the champion answered for the broken canary
+    assert loop.versions_after(done) == {v2}
+
+    history = registry.history("digits-p")
+    kinds = [e["kind"] for e in history]
+    assert kinds.count("promoted") == 2 and kinds[-1] == "rolled_back"
+    assert history[-1]["evidence"]["canary"]["errors"] > 0
+
+
+def test_candidate_that_does_not_beat_the_champion_is_rejected(serving, promoted_model, mlflow_server):
+    from serving_support.models import register_cnn
+
+    from trainyard.serving.promotion import Promoter
+    from trainyard.serving.registry import CANDIDATE
+
+    v4 = register_cnn(mlflow_server, "digits-p", accuracy=0.1, seed=4)
+    serving.registry.set_alias("digits-p", CANDIDATE, v4)
+    result = Promoter(serving, serving.registry).promote("digits-p", policy=POLICY, endpoint=ENDPOINT)
+    assert result.state.value == "rejected" and "does not beat" in result.reason
+    assert v4 not in serving.get("digits-p").traffic.weights
+
+
+def test_autoscaling_follows_load_within_bounds(serving, promoted_model):
+    from serving_support.load import LoopClient
+    from serving_support.models import digits
+
+    spec = {"name": "digits-auto", "model": "digits-p", "cpus_per_replica": 0.1,
+            "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
+                            "upscale_delay_s": 0.5, "downscale_delay_s": 2}}
+    serving.deploy(spec)
+
+    def running():
+        return serving.show("digits-auto")["replicas"]["Endpoint"]["running"]
+
+    images, _ = digits(8)
+    with LoopClient(serving.url("digits-auto"), {"inputs": images}, threads=6, pause_s=0) as loop:
+        _wait_for(lambda: running() >= 2, timeout=120, what="scale-up to 2 replicas")
+        assert running() <= 2
+    assert loop.failures() == []
+    _wait_for(lambda: running() == 1, timeout=180, what="scale-down to 1 replica")
+    serving.delete("digits-auto")
