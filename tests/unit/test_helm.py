@@ -156,6 +156,47 @@ def test_raycluster_matches_the_kuberay_crd(name, rendered, raycluster_schema):
     assert not errors, errors
 
 
+def _unknown_fields(doc, schema, path="") -> list[str]:
+    """Keys the CRD does not declare. The API server would silently prune them (CRD schemas
+    allow unknown fields by default), so a typo such as `enableInTreeAutoScaling` would pass
+    jsonschema and quietly turn autoscaling off."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    found = []
+    if isinstance(doc, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, value in doc.items():
+            if props is not None and key in props:
+                found += _unknown_fields(value, props[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                found += _unknown_fields(value, extra, f"{path}.{key}")
+            elif props is not None and path:  # the top level (apiVersion, kind, metadata) is the API's
+                found.append(f"{path}.{key}")
+    elif isinstance(doc, list) and "items" in schema:
+        for i, item in enumerate(doc):
+            found += _unknown_fields(item, schema["items"], f"{path}[{i}]")
+    return found
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_raycluster_has_no_field_the_crd_would_prune(name, rendered, raycluster_schema):
+    cluster = one(rendered[name], "RayCluster")
+    assert _unknown_fields(cluster["spec"], raycluster_schema["properties"]["spec"], "spec") == []
+
+
+def test_crd_checks_catch_mistakes(rendered, raycluster_schema):
+    """The controls for the two CRD tests above: they do find errors."""
+    cluster = copy.deepcopy(one(rendered["defaults"], "RayCluster"))
+    cluster["spec"]["workerGroupSpecs"][0]["maxReplicas"] = "four"
+    del cluster["spec"]["workerGroupSpecs"][1]["groupName"]
+    cluster["spec"]["enableInTreeAutoScaling"] = True
+    errors = list(jsonschema.Draft7Validator(raycluster_schema).iter_errors(cluster))
+    assert {tuple(e.absolute_path)[-1] for e in errors} >= {"maxReplicas", 1}
+    assert _unknown_fields(cluster["spec"], raycluster_schema["properties"]["spec"], "spec") == [
+        "spec.enableInTreeAutoScaling"]
+
+
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_every_name_fits_in_63_characters_and_is_unique(name, rendered):
     seen = set()
