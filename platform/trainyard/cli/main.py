@@ -452,7 +452,7 @@ def cmd_jobs_list(args) -> int:
     for job in jobs:
         prog = ui.job_field(job, "progress") or {}
         step, total = prog.get("step"), prog.get("total_steps")
-        metric = ui.fmt_metrics(_result(job).get("metrics") or prog.get("metrics"), limit=2)
+        metric = ui.fmt_metrics(job_metrics(job) or prog.get("metrics"), limit=2)
         rows.append((_job_id(job), ui.job_field(job, "name", "spec.name"), _state(job),
                      ui.job_field(job, "workload", "spec.workload"),
                      ui.job_field(job, "cluster", "cluster_name"),
@@ -489,7 +489,7 @@ def cmd_jobs_show(args) -> int:
         ("finished", ui.fmt_time(ui.job_field(job, "finished_at", "ended_at"))),
         ("progress", f"step {prog.get('step')}/{prog.get('total_steps')} epoch {prog.get('epoch')}"
          if prog.get("step") is not None else ""),
-        ("metrics", ui.fmt_metrics(_result(job).get("metrics") or prog.get("metrics"), limit=20)),
+        ("metrics", ui.fmt_metrics(job_metrics(job) or prog.get("metrics"), limit=20)),
         ("model", f"{_result(job).get('model_name')} v{_result(job).get('model_version')}"
          if _result(job).get("model_name") else ""),
         ("mlflow run", _run_url(client, job)),

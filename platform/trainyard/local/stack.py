@@ -51,7 +51,7 @@ DEFAULT_PORTS = {"server": 8080, "mlflow": 5000, "ray": 8265}
 COMPONENTS = ("ray", "mlflow", "server")
 STACK_VERSION = 1
 RAY_STOP_GRACE_S = 3.0
-RAY_START_ATTEMPTS = 2
+RAY_START_ATTEMPTS = 3
 
 Event = Callable[[str, str], None]  # (component, message) for progress displays
 
@@ -222,6 +222,27 @@ def _server_env(home: Path, state: dict) -> dict[str, str]:
     }
 
 
+def _wait_ray_runtime(log: Path, offset: int, *, timeout: float) -> None:
+    """Wait until `ray start` has its raylet registered (or gave up).
+
+    `ray start` allows the raylet a fixed 30 s to register with the GCS. On two busy
+    cores, MLflow's start (heavy imports) competing for the CPU in those 30 s is what
+    makes it miss, so MLflow starts once Ray is past that point, and still overlaps
+    with the slower dashboard/Jobs API start.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(log, "rb") as fh:
+                fh.seek(offset)
+                text = fh.read().decode(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        if "Ray runtime started" in text or "Traceback" in text or "Error" in text:
+            return
+        time.sleep(0.25)
+
+
 def _python_env() -> dict[str, str]:
     """This interpreter's bin folder first on PATH.
 
@@ -296,10 +317,17 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
                 state.pop("mlflow", None)
                 _write_stack(state)
                 mport = _pick_port("mlflow", mlflow_port, _port_of(ml_rec), flag="--mlflow-port")
-                mlflow_future = pool.submit(
-                    start_mlflow, root=home / "mlflow", port=mport,
-                    artifacts=str(home / "mlflow" / "artifacts"),
-                    log_file=home / "logs" / "mlflow.log", timeout=timeout)
+                ray_log = home / "logs" / "ray.log"
+                ray_log_offset = ray_log.stat().st_size if ray_log.exists() else 0
+
+                def _start_mlflow():
+                    if not ray_ok:
+                        _wait_ray_runtime(ray_log, ray_log_offset, timeout=timeout)
+                    return start_mlflow(root=home / "mlflow", port=mport,
+                                        artifacts=str(home / "mlflow" / "artifacts"),
+                                        log_file=home / "logs" / "mlflow.log", timeout=timeout)
+
+                mlflow_future = pool.submit(_start_mlflow)
                 actions["mlflow"] = "restarted" if ml_rec else "started"
             if not ray_ok:
                 emit("ray", "restarting the Ray head" if ray_rec else "starting the Ray head")
