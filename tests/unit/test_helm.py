@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
 import re
 from pathlib import Path
 
@@ -21,7 +22,8 @@ jsonschema = pytest.importorskip("jsonschema")
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "trainyard"
 KUBE_VERSION = "1.33.0"
-CRDS = REPO.parent / "shared" / "schemas" / "kuberay"
+# read where they are, never copied into the repo; a clone elsewhere can point at them
+CRDS = Path(os.environ.get("TRAINYARD_KUBERAY_CRDS") or REPO.parent / "shared" / "schemas" / "kuberay")
 RELEASE, NAMESPACE = "ty", "ml"
 
 # the value sets the chart must render cleanly
@@ -92,7 +94,8 @@ def rendered():
 def raycluster_schema():
     path = CRDS / "ray.io_rayclusters.yaml"
     if not path.exists():
-        pytest.skip(f"KubeRay CRDs not found at {path} (they are read from ../shared, never copied here)")
+        pytest.skip(f"KubeRay CRDs not found at {path} (read from ../shared/schemas/kuberay or "
+                    "$TRAINYARD_KUBERAY_CRDS, never copied here)")
     # the CRD is 1 MB of YAML: the C loader reads it in a fraction of the pure-Python time
     crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
