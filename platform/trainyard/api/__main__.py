@@ -12,6 +12,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # one line per Ray poll drowns the state changes that matter
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     import uvicorn
 
     from trainyard.api.app import create_app

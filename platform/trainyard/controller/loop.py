@@ -208,7 +208,8 @@ class Controller:
             if "message" in fields and fields["message"]:
                 fields["message"] = str(fields["message"])[:_MESSAGE_LIMIT]
             jobs_repo.transition(s, job, new, reason=reason, at=at, **fields)
-            return True
+        log.info("job %s: %s -> %s (%s)", job_id, expected, new, reason)
+        return True
 
     def _finish(self, job_id: str, phase: str, ray_phase: str, info: dict, client, submission_id: str,
                 *, cancelling: bool = False) -> None:
@@ -312,6 +313,7 @@ class Controller:
                                  attempt=attempt, cluster=cluster,
                                  submission_id=jobs_repo.submission_id_for(job.id, attempt),
                                  message=f"dispatching to cluster '{cluster}'")
+        log.info("job %s: PENDING -> DISPATCHING (cluster '%s', attempt %d)", job_id, cluster, attempt)
 
     def _submit(self, job_id: str) -> None:
         """Send a DISPATCHING job to Ray under its recorded submission_id (idempotent)."""
