@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 def pytest_collection_modifyitems(config, items):
     slow = os.environ.get("TRAINYARD_SLOW") == "1"
     for item in items:
-        if "slow" in item.keywords and not slow:
+        if item.get_closest_marker("slow") and not slow:
             item.add_marker(pytest.mark.skip(reason="slow quality run: set TRAINYARD_SLOW=1 (make test-slow)"))
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu"):
             try:
                 import torch
 
