@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import io
 import logging
+import time
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -44,6 +45,8 @@ class JobService:
         self.db = db
         self.registry = registry
         self.settings = settings
+        # submission_id -> (monotonic time, progress): many pollers, one log fetch a second
+        self._progress_cache: dict[str, tuple[float, dict | None]] = {}
 
     # ------------------------------------------------------------------ submit
     def validate(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
@@ -159,15 +162,23 @@ class JobService:
         return views.job_dict(job, mlflow_uri=self.settings.mlflow_uri, detail=True,
                               progress=progress, events=events)
 
-    def _progress(self, cluster: str, submission_id: str) -> dict | None:
+    def _progress(self, cluster: str, submission_id: str, *, ttl_s: float = 1.0) -> dict | None:
         from trainyard.runner.protocol import last_progress
 
+        now = time.monotonic()
+        cached = self._progress_cache.get(submission_id)
+        if cached and now - cached[0] < ttl_s:
+            return cached[1]
         try:
             text = self.registry.client(cluster).logs(submission_id)
         except Exception as exc:  # progress is a nicety: never fail a GET for it
             log.debug("no progress for %s: %s", submission_id, exc)
-            return None
-        return last_progress(text or "")
+            return cached[1] if cached else None
+        progress = last_progress(text or "")
+        if len(self._progress_cache) > 1000:
+            self._progress_cache.clear()
+        self._progress_cache[submission_id] = (now, progress)
+        return progress
 
     def logs(self, job_id: str, *, offset: int = 0) -> tuple[str, str]:
         """(text from `offset`, public state). Empty text before the job reached a cluster."""
