@@ -523,3 +523,13 @@ def test_pinned_job_goes_to_its_cluster(server):
     ctx.controller.tick()
     assert client.get(f"/v1/jobs/{job['id']}").json()["cluster"] == "big"
     assert fakes["local"].submissions == []
+
+
+def test_the_server_imports_no_torch_deepspeed_or_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys, trainyard.api.app, trainyard.sdk, trainyard.api.__main__; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'deepspeed', 'ray', 'mlflow'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
