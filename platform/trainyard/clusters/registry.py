@@ -50,9 +50,14 @@ class ClusterRegistry:
         """Register 'local' from settings, when the settings name a dashboard."""
         if not self.settings.ray_dashboard_url:
             return
+        from trainyard.clusters.autoscaling import default_autoscaling_config, max_nodes_from_config
+
+        config = default_autoscaling_config(self.settings)
+        max_resources = {"nodes": max_nodes_from_config(config), "source": config} if config else None
         with self.db.session() as s:
             repo.upsert_cluster(s, name=DEFAULT_CLUSTER, dashboard_url=self.settings.ray_dashboard_url,
-                                token_file=self.settings.ray_token_file or None, token=None)
+                                token_file=self.settings.ray_token_file or None, token=None,
+                                max_resources=max_resources)
 
     def names(self) -> list[str]:
         with self.db.session() as s:

@@ -47,13 +47,18 @@ def cluster_view(row: ClusterRow, *, healthy: bool = True,
     max_nodes = (row.max_resources or {}).get("nodes") if row.max_resources else None
     if not nodes and not max_nodes:
         return None
-    nodes = nodes or []
+    if max_nodes:
+        # Autoscaling: admit against what the cluster may grow to, less what our own jobs hold;
+        # Ray adds the nodes when the job's workers ask for them.
+        totals = [{k: float(v) for k, v in n.items()} for n in max_nodes]
+        free = subtract_reserved(totals, totals, reserved or {})
+        return ClusterView(name=row.name, nodes_free=free, nodes_total=totals, max_nodes=totals,
+                           healthy=healthy)
     totals = [dict(n.get("total") or {}) for n in nodes]
     free = [dict(n.get("free") or {}) for n in nodes]
     if reserved:
         free = subtract_reserved(free, totals, reserved)
-    return ClusterView(name=row.name, nodes_free=free, nodes_total=totals,
-                       max_nodes=[dict(n) for n in max_nodes] if max_nodes else None, healthy=healthy)
+    return ClusterView(name=row.name, nodes_free=free, nodes_total=totals, healthy=healthy)
 
 
 _SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PRIVATE", "CREDENTIAL")

@@ -52,8 +52,7 @@ def upsert_cluster(session: Session, *, name: str, dashboard_url: str, token: st
         row.last_resources = None  # a different cluster now: forget what the old one had
     row.dashboard_url = dashboard_url.rstrip("/")
     row.token, row.token_file = token, token_file
-    if max_resources is not None:
-        row.max_resources = max_resources
+    row.max_resources = max_resources  # None: not (or no longer) autoscaling
     session.flush()
     return row
 
