@@ -335,6 +335,13 @@ def test_cancel_running_waits_for_ray(server):
     sid = ray.submissions[0]["submission_id"]
     ray.set(sid, "RUNNING")
     ctx.controller.tick()
+    ray.down = True
+    ctx.controller.tick()
+    got = client.get(f"/v1/jobs/{job['id']}").json()
+    assert got["state"] == "RUNNING" and got["message"].startswith("unreachable: state unknown")
+    ray.down = False
+    ctx.controller.tick()
+    assert client.get(f"/v1/jobs/{job['id']}").json()["message"] == "running"
     ray.down = True  # the stop cannot reach Ray: the job must stay "cancelling", not CANCELLED
     got = client.post(f"/v1/jobs/{job['id']}/cancel").json()
     assert got["phase"] == "CANCELLING" and got["state"] == "RUNNING"

@@ -50,6 +50,7 @@ __all__ = ["Controller"]
 
 log = logging.getLogger("trainyard.controller")
 _MESSAGE_LIMIT = 2000
+_UNREACHABLE = "unreachable: "
 
 
 def _ray_time(ms: Any) -> datetime | None:
@@ -74,6 +75,10 @@ class Controller:
         self._tick_lock = threading.Lock()
         self._task: asyncio.Task | None = None
         self._stopping: asyncio.Event | None = None  # made in start(), on the running loop
+        # demand-driven autoscaling (trainyard.clusters.demand): own module, own state
+        from trainyard.controller.demand import DemandStep
+
+        self.demand = DemandStep(db, registry.client, health=self.health)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -110,6 +115,10 @@ class Controller:
                 self._last_refresh = now
             self.reconcile()
             self.dispatch()
+            try:
+                self.demand.tick()
+            except Exception:  # autoscaling hints must never stop dispatching
+                log.exception("autoscaler demand step failed")
             self.ticks += 1
             self.last_tick_at = time.time()
             self.last_error = None
@@ -134,14 +143,15 @@ class Controller:
     # ------------------------------------------------------------------ 2. reconcile
     def reconcile(self) -> None:
         with self.db.session() as s:
-            active = [(j.id, j.phase, j.cluster, j.submission_id) for j in jobs_repo.active_jobs(s)]
-        for job_id, phase, cluster, submission_id in active:
+            active = [(j.id, j.phase, j.cluster, j.submission_id, j.message) for j in jobs_repo.active_jobs(s)]
+        for job_id, phase, cluster, submission_id, message in active:
             try:
-                self._reconcile_one(job_id, phase, cluster, submission_id)
+                self._reconcile_one(job_id, phase, cluster, submission_id, message)
             except StaleDataError:
                 log.info("job %s changed while reconciling; next tick decides", job_id)
             except ClusterError as exc:
-                self._note(job_id, f"cluster '{cluster}' did not answer: {exc.message}")
+                # state unknown, not changed: a network blip must not fail a healthy job
+                self._note(job_id, f"{_UNREACHABLE}state unknown, {exc.message}")
 
     def _note(self, job_id: str, message: str) -> None:
         try:
@@ -152,7 +162,8 @@ class Controller:
         except StaleDataError:
             pass
 
-    def _reconcile_one(self, job_id: str, phase: str, cluster: str | None, submission_id: str | None) -> None:
+    def _reconcile_one(self, job_id: str, phase: str, cluster: str | None, submission_id: str | None,
+                       message: str | None = None) -> None:
         if not cluster or not submission_id:
             self._move(job_id, phase, st.FAILED, reason="inconsistent record: active without a submission",
                        message="internal error: the job was marked dispatched without a Ray submission id")
@@ -173,6 +184,9 @@ class Controller:
                 return
             self._finish(job_id, phase, ray_phase, info, client, submission_id, cancelling=True)
             return
+        if ray_phase == phase and message and message.startswith(_UNREACHABLE):
+            # the cluster answers again: drop the "did not answer" note
+            self._note(job_id, "running" if phase == st.RUNNING else "submitted; Ray is starting the driver")
         if ray_phase in st.TERMINAL:
             self._finish(job_id, phase, ray_phase, info, client, submission_id)
         elif ray_phase != phase and st.can_transition(phase, ray_phase):
@@ -361,4 +375,5 @@ class Controller:
                              .replace("+00:00", "Z") if self.last_tick_at else None),
             "last_error": self.last_error,
             "poll_interval_s": self.settings.poll_interval_s,
+            "autoscaler_demand": self.demand.snapshot(),
         }
