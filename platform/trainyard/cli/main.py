@@ -175,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--address", required=True, metavar="URL", help="Ray dashboard URL, e.g. http://host:8265")
     p.add_argument("--token-file", metavar="FILE", help="file holding the cluster's Ray auth token")
+    limits = p.add_mutually_exclusive_group()
+    limits.add_argument("--config", metavar="YAML",
+                        help="the cluster's launcher config (e.g. cluster/aws.yaml): the most it may "
+                             "autoscale to; jobs that could never fit are rejected, waiting ones are "
+                             "requested from its autoscaler")
+    limits.add_argument("--max-resources", metavar="JSON",
+                        help='the most it may grow to, one object per node: \'{"nodes": [{"CPU": 8, "GPU": 1}]}\'')
     p.set_defaults(func=cmd_clusters_add)
     p = cverbs.add_parser("remove", help="unregister a cluster", **_fmt(
         "Unregister a cluster. Jobs already on it keep running.", "trainyard clusters remove gpu-pool"))
@@ -358,7 +365,12 @@ def cmd_jobs_submit(args) -> int:
     if not args.wait:
         ui.stdout().print(f"Follow it: trainyard jobs logs {job_id} -f   |   trainyard jobs show {job_id}")
         return EXIT_OK
-    return _follow(client, job_id, job.name, as_json=args.json)
+    try:
+        return _follow(client, job_id, job.name, as_json=args.json)
+    except KeyboardInterrupt:
+        ui.stderr().print(f"Stopped following; job {job_id} keeps running "
+                          f"(`trainyard jobs cancel {job_id}` stops it).")
+        return 130
 
 
 def _job_id(job: Any) -> str:
@@ -586,7 +598,11 @@ def cmd_clusters_add(args) -> int:
             raise SpecError("the token file is empty", field="--token-file", value=args.token_file,
                             fix="write the cluster's Ray auth token into it")
         ui.add_secret(token)
-    _client(args).add_cluster(args.name, address=args.address, token=token)
+    from trainyard.clusters.limits import max_resources_from_args
+
+    max_resources = max_resources_from_args(config=getattr(args, "config", None),
+                                            max_resources=getattr(args, "max_resources", None))
+    _client(args).add_cluster(args.name, address=args.address, token=token, max_resources=max_resources)
     ui.stdout().print(f"Cluster {args.name} registered at {args.address}.")
     return EXIT_OK
 
