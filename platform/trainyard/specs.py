@@ -487,6 +487,8 @@ class PbtSpec(_Model):
     resample_probability: float = Field(0.25, ge=0, le=1)
     mutate: list[str] | None = Field(
         None, description="search_space keys PBT may change mid-training; default: the training.* keys.")
+    synch: bool = Field(False, description="Synchronous PBT: all trials pause at each interval, then exploit. "
+                                           "Slower, but exploits even when trials start far apart.")
 
 
 class SweepConfig(_Model):

@@ -124,30 +124,45 @@ def test_pbt_exploits_and_restores_deepspeed_checkpoints(ray_head, mlflow_server
 
     from trainyard.runner.sweep import run_sweep
 
+    # synch: both trials pause at evaluation 2 and the worse one clones the better one, however
+    # far apart the two started on a busy machine
     spec = _spec("sweep-pbt", storage=storage, epochs=4, sweep={
         "search_space": {"training.lr": {"loguniform": [1e-4, 3e-2]}},
         "algorithm": "random", "scheduler": "pbt", "num_trials": 2, "max_concurrent_trials": 2,
-        "seed": 3, "pbt": {"perturbation_interval": 1, "quantile_fraction": 0.5}})
+        "seed": 3, "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.5, "synch": True}})
     result = run_sweep(spec, sweep_id=_sid(), tracking_uri=mlflow_server, register=False)
-    assert result["restores"] >= 1, result
+    assert result["pbt_clones"] >= 1, {k: v for k, v in result.items() if k != "leaderboard"}
+    assert result["restores"] >= result["pbt_clones"]
     client = MlflowClient(tracking_uri=mlflow_server)
     children = client.search_runs([result["mlflow_experiment_id"]],
                                   filter_string=f"tags.`mlflow.parentRunId` = '{result['mlflow_run_id']}'")
     assert len(children) == 2
-    # rank 0 tags the run when it loaded a DeepSpeed checkpoint at start
-    assert any("trainyard.resumed_from" in c.data.tags for c in children)
+    # rank 0 tags the run when it loaded a DeepSpeed checkpoint at start: one trial loaded the
+    # other trial's checkpoint
+    by_trial = {c.data.tags["trainyard.trial_id"]: c.data.tags.get("trainyard.resumed_from", "") for c in children}
+    assert any(path and f"/{other}-" in path for trial, path in by_trial.items()
+               for other in by_trial if other != trial), by_trial
 
 
-def test_zero2_trials_of_two_workers(ray_head, storage):
+def test_zero2_trials_of_two_workers_with_s3_checkpoints(ray_head, moto_s3, monkeypatch):
     from trainyard.runner.sweep import run_sweep
 
+    for key, value in moto_s3.env().items():
+        monkeypatch.setenv(key, value)
+    storage = f"s3://{moto_s3.bucket}/sweeps"
     spec = _spec("sweep-zero2", storage=storage, workers=2, zero=2, epochs=2, sweep={
         "search_space": {"training.lr": {"grid": [3e-3, 1e-2]}},
         "algorithm": "grid", "max_concurrent_trials": 1})
-    result = run_sweep(spec, sweep_id=_sid(), tracking_uri=None, register=False)
+    sid = _sid()
+    result = run_sweep(spec, sweep_id=sid, tracking_uri=None, register=False)
     rows = result["leaderboard"]["rows"]
     assert len(rows) == 2 and all(r["state"] == "DONE" for r in rows)
     assert sorted(r["params"]["training.lr"] for r in rows) == [3e-3, 1e-2]
+    # Tune's experiment and every trial's DeepSpeed checkpoints went to S3
+    fs = moto_s3.fs()
+    assert fs.exists(f"{moto_s3.bucket}/sweeps/default/sweep-{sid}/tuner.pkl")
+    shards = fs.glob(f"{moto_s3.bucket}/sweeps/default/sweep-{sid}-trials/**/mp_rank_00_model_states.pt")
+    assert len(shards) >= 2, shards
 
 
 def test_killed_sweep_resumes_without_rerunning_trials(ray_head, mlflow_server, storage, test_root):

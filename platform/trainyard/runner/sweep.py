@@ -139,12 +139,13 @@ def _child_run(*, tracking_uri, experiment_id, parent_run_id, sweep_id, trial_id
     return run_id
 
 
-def _pointer_checkpoint(train_path: str, metrics: dict):
+def _pointer_checkpoint(train_path: str, metrics: dict, trial_id: str):
     from ray import tune
 
     tmp = tempfile.mkdtemp(prefix="ty-ptr-")
     with open(os.path.join(tmp, POINTER_FILE), "w") as fh:
-        json.dump({"path": train_path, "step": metrics.get("step"), "epoch": metrics.get("epoch")}, fh)
+        json.dump({"path": train_path, "step": metrics.get("step"), "epoch": metrics.get("epoch"),
+                   "trial_id": trial_id}, fh)
     return tmp, tune.Checkpoint.from_directory(tmp)
 
 
@@ -164,9 +165,10 @@ def _reportable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _make_trial(*, base_job: dict, sweep_id: str, storage: str | None, tracking: dict,
+def _make_trial(*, base_job: dict, sweep_id: str, target, tracking: dict,
                 train_loop: Callable | None, keep_all_checkpoints: bool):
-    """The Tune function trainable. Everything it closes over is plain data (picklable)."""
+    """The Tune function trainable. It closes over plain data and the storage target, whose
+    filesystem (s3fs with its endpoint and keys) pickles along: trial actors need no S3 env."""
 
     def _trial(config: dict) -> None:
         import ray
@@ -176,7 +178,6 @@ def _make_trial(*, base_job: dict, sweep_id: str, storage: str | None, tracking:
         from ray.train.torch import TorchConfig, TorchTrainer
         from ray.util.queue import Empty, Queue
 
-        from trainyard.runner.storage import resolve_storage
         from trainyard.specs import JobSpec
         from trainyard.sweeps.space import apply_params, flatten
 
@@ -199,14 +200,15 @@ def _make_trial(*, base_job: dict, sweep_id: str, storage: str | None, tracking:
             mlflow_cfg = {"tracking_uri": tracking.get("tracking_uri"), "run_id": run_id,
                           "experiment_id": tracking["experiment_id"]}
 
-        target = resolve_storage(storage or spec.checkpoint.storage, project=spec.project,
-                                 endpoint_url=spec.checkpoint.endpoint_url)
         pointer = _read_pointer(tune.get_checkpoint())
         resume = None
         if pointer and pointer.get("path"):
             resume = ray.train.Checkpoint(pointer["path"], filesystem=target.filesystem)
             print(f"[trainyard] trial {trial_id}: restoring from {pointer['path']} "
-                  f"(step {pointer.get('step')})", flush=True)
+                  f"(step {pointer.get('step')}, trial {pointer.get('trial_id')})", flush=True)
+        # the first report says how this start began: the driver counts restores and PBT clones
+        first_flags = {"trainyard_restored": 1.0 if resume is not None else 0.0,
+                       "trainyard_cloned": 1.0 if pointer and pointer.get("trial_id") not in (None, trial_id) else 0.0}
 
         on_gpu = bool(spec.resources.gpus_per_worker)
         per_worker = spec.resources.per_worker()
@@ -256,9 +258,10 @@ def _make_trial(*, base_job: dict, sweep_id: str, storage: str | None, tracking:
                 break
             metrics = dict(item["metrics"])
             last = metrics
-            report = _reportable(metrics)
+            report = {**_reportable(metrics), **first_flags}
+            first_flags = {}
             if item.get("checkpoint"):
-                tmp, ckpt = _pointer_checkpoint(item["checkpoint"], metrics)
+                tmp, ckpt = _pointer_checkpoint(item["checkpoint"], metrics, trial_id)
                 try:
                     tune.report(report, checkpoint=ckpt)
                 finally:
@@ -304,7 +307,8 @@ class _Progress:
         self.points: dict[str, list] = {}
         self.params: dict[str, dict] = {}
         self.state: dict[str, str] = {}
-        self.restores: dict[str, int] = {}
+        self.restores = 0
+        self.clones = 0
         self._last = 0.0
         parent = self
 
@@ -312,11 +316,10 @@ class _Progress:
             def on_trial_start(self, iteration, trials, trial, **info):
                 parent._seen(trial, "RUNNING")
 
-            def on_trial_restore(self, iteration, trials, trial, **info):
-                parent.restores[trial.trial_id] = parent.restores.get(trial.trial_id, 0) + 1
-
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 parent._seen(trial, "RUNNING")
+                parent.restores += int(result.get("trainyard_restored") or 0)
+                parent.clones += int(result.get("trainyard_cloned") or 0)
                 parent.points.setdefault(trial.trial_id, []).append(_point(result, parent.plan.metric))
                 parent.maybe_emit()
 
@@ -430,7 +433,8 @@ def _tune_parts(plan: SweepPlan):
         scheduler = PopulationBasedTraining(
             time_attr="training_iteration", metric=plan.metric, mode=plan.mode,
             perturbation_interval=spec.pbt.perturbation_interval, hyperparam_mutations=mutations,
-            quantile_fraction=spec.pbt.quantile_fraction, resample_probability=spec.pbt.resample_probability)
+            quantile_fraction=spec.pbt.quantile_fraction, resample_probability=spec.pbt.resample_probability,
+            synch=spec.pbt.synch)
     else:
         scheduler = FIFOScheduler()
     if search_alg is None:
@@ -477,7 +481,7 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
     target = _storage_target(spec, storage)
     name = experiment_name(sweep_id)
     exp_path = f"{target.path.rstrip('/')}/{name}"
-    trial_fn = _make_trial(base_job=plan.base_job, sweep_id=sweep_id, storage=storage, tracking=tracking,
+    trial_fn = _make_trial(base_job=plan.base_job, sweep_id=sweep_id, target=target, tracking=tracking,
                            train_loop=train_loop, keep_all_checkpoints=spec.sweep.scheduler == "pbt")
     trainable = tune.with_resources(trial_fn, {"cpu": 0.01})
     progress = _Progress(plan, emit)
@@ -522,7 +526,9 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
         "metrics": {f"best_{plan.metric}": board["best"]["metric"]} if board["best"] else {},
         "num_trials": len(board["rows"]), "resumed": restored, "experiment_path": exp_path,
         "best": board["best"], "leaderboard": board, "wall_s": round(time.time() - started, 2),
-        "restores": sum(progress.restores.values()),
+        # trial starts from a checkpoint, and those from another trial's (PBT exploits), seen by
+        # this driver
+        "restores": progress.restores, "pbt_clones": progress.clones,
         "mlflow_run_id": tracking.get("parent_run_id"), "mlflow_experiment_id": tracking.get("experiment_id"),
     }
     if tracking:
