@@ -73,12 +73,18 @@ class Server:
         }
         self.pid: int | None = None
 
-    def start(self):
+    def start(self, **extra_env):
         proc = start_process("server", [sys.executable, "-m", "trainyard.api", "--host", "127.0.0.1",
                                         "--port", str(self.port)],
                              url=self.url, health_url=f"{self.url}/healthz",
-                             log_file=self.root / "server.log", env=self.env, timeout=60)
+                             log_file=self.root / "server.log", env={**self.env, **extra_env}, timeout=60)
         self.pid = proc.pid
+
+    def wait_exit(self, timeout=60.0):
+        """Wait for the server to die on its own (a failpoint)."""
+        wait_for(lambda: not _alive(self.pid), timeout=timeout, what="the server to crash")
+        stop_process(self.pid, timeout=1)
+        self.pid = None
 
     def kill(self):
         """SIGKILL: no shutdown hook runs, as in a crash."""
@@ -108,6 +114,19 @@ def server(test_root, ray_head):
     finally:
         srv.stop()
         os.environ.pop("FAKE_RUNS_LOG", None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def ray_jobs_for(ray_head, job_id: str) -> list[dict]:
+    listed = httpx.get(f"{ray_head.dashboard_url}/api/jobs/", headers=ray_head.headers(), timeout=10).json()
+    return [j for j in listed if (j.get("metadata") or {}).get("trainyard_job_id") == job_id]
 
 
 def ray_job(ray_head, submission_id: str) -> dict:
@@ -219,9 +238,7 @@ def test_server_killed_mid_job_tracks_it_to_completion_without_resubmitting(serv
     assert final["state"] == "SUCCEEDED" and final["attempt"] == 1
     assert final["metrics"]["accuracy"] == 0.75
     assert server.runs(job["id"]) == 1
-    listed = httpx.get(f"{ray_head.dashboard_url}/api/jobs/", headers=ray_head.headers(), timeout=10).json()
-    mine = [j for j in listed if (j.get("metadata") or {}).get("trainyard_job_id") == job["id"]]
-    assert len(mine) == 1
+    assert len(ray_jobs_for(ray_head, job["id"])) == 1
 
 
 def test_server_killed_while_job_pending_picks_it_up(server):
@@ -232,3 +249,19 @@ def test_server_killed_while_job_pending_picks_it_up(server):
     final = server.client().wait_job(job["id"], timeout=120, poll=0.3)
     assert final["state"] == "SUCCEEDED" and server.runs(job["id"]) == 1
     assert client  # the old client object still points at the same URL
+
+
+@pytest.mark.parametrize("failpoint", ["after_write_ahead", "after_submit"])
+def test_crash_around_the_ray_call_runs_the_job_exactly_once(server, ray_head, failpoint):
+    """The server dies right after recording the dispatch (before Ray heard of it), or right
+    after Ray accepted it (before the store knew): either way, one driver run, one Ray job."""
+    server.stop()
+    server.start(TRAINYARD_FAILPOINT=failpoint)
+    job = server.client().submit_job(job_spec(f"crash-{failpoint.replace('_', '-')}"))
+    server.wait_exit()
+    server.start()
+    final = server.client().wait_job(job["id"], timeout=120, poll=0.3)
+    assert final["state"] == "SUCCEEDED", final["message"]
+    assert final["attempt"] == 1
+    assert server.runs(job["id"]) == 1
+    assert len(ray_jobs_for(ray_head, job["id"])) == 1

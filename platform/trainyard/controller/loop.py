@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -51,6 +52,13 @@ __all__ = ["Controller"]
 log = logging.getLogger("trainyard.controller")
 _MESSAGE_LIMIT = 2000
 _UNREACHABLE = "unreachable: "
+
+
+def _failpoint(name: str) -> None:
+    """Die here, as a crash would, when $TRAINYARD_FAILPOINT names this point (crash tests)."""
+    if os.environ.get("TRAINYARD_FAILPOINT") == name:
+        log.warning("failpoint %s: exiting as a crash would", name)
+        os._exit(17)
 
 
 def _ray_time(ms: Any) -> datetime | None:
@@ -300,6 +308,7 @@ class Controller:
             try:
                 if decision.action == DISPATCH:
                     self._write_ahead(decision.job_id, decision.cluster)
+                    _failpoint("after_write_ahead")
                     self._submit(decision.job_id)
                 elif decision.action == REJECT:
                     job = next(q for q in queue if q.id == decision.job_id)
@@ -362,6 +371,7 @@ class Controller:
             # unknown outcome (network): stay DISPATCHING; reconciliation asks Ray next tick
             self._note(job_id, f"dispatching to cluster '{cluster}': {exc.message}; retrying")
             return
+        _failpoint("after_submit")
         self._move(job_id, st.DISPATCHING, st.SUBMITTED,
                    reason="Ray accepted the job" if outcome == "submitted"
                    else "Ray already had this submission (resubmitted after a restart)",
