@@ -602,7 +602,8 @@ def cmd_clusters_add(args) -> int:
 
     max_resources = max_resources_from_args(config=getattr(args, "config", None),
                                             max_resources=getattr(args, "max_resources", None))
-    _client(args).add_cluster(args.name, address=args.address, token=token, max_resources=max_resources)
+    extra = {"max_resources": max_resources} if max_resources else {}
+    _client(args).add_cluster(args.name, address=args.address, token=token, **extra)
     ui.stdout().print(f"Cluster {args.name} registered at {args.address}.")
     return EXIT_OK
 

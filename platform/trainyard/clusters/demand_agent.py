@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray.autoscaler.sdk import request_resources
 
-    ray.init(address="auto", log_to_driver=False, include_dashboard=False)
+    ray.init(address="auto", log_to_driver=False)
     try:
         # num_cpus=0 with an empty list clears both kinds of request (a bare CPU count too)
         request_resources(num_cpus=0, bundles=bundles)

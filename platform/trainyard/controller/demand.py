@@ -1,0 +1,65 @@
+"""The controller's demand step: once per tick, tell autoscaling clusters what the queue needs.
+
+Reads the store (pending and active jobs, clusters), asks the scheduler for the same pass
+the dispatch step made, and hands the result to trainyard.clusters.demand (which decides
+what changed and sends it as a tiny Ray job). See that module for the rules.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+from trainyard.clusters.demand import ClusterDemand, DemandSender, plan_demand
+from trainyard.controller import views
+from trainyard.scheduler import schedule
+from trainyard.store import Database
+from trainyard.store import clusters as clusters_repo
+from trainyard.store import jobs as jobs_repo
+
+__all__ = ["DemandStep"]
+
+log = logging.getLogger("trainyard.controller")
+
+
+class DemandStep:
+    def __init__(self, db: Database, client_for: Callable[[str], Any], *, health: dict[str, dict],
+                 python: str | None = None):
+        self.db = db
+        self.health = health  # the controller's own dict: reachable clusters
+        python = python or os.environ.get("TRAINYARD_CLUSTER_PYTHON") or "python"
+        self.sender = DemandSender(client_for, python=python, log=log.info)
+        self.last: dict[str, ClusterDemand] = {}
+
+    def plan(self) -> dict[str, ClusterDemand]:
+        with self.db.session() as s:
+            pending = jobs_repo.pending_jobs(s)
+            queue = [views.queued_job(j.id, j.spec, priority=j.priority, seq=j.created_at.timestamp(),
+                                      project=j.project) for j in pending]
+            active_rows = jobs_repo.active_jobs(s)
+            active: dict[str, list] = {}
+            for job in active_rows:
+                if job.cluster:
+                    active.setdefault(job.cluster, []).append(views.queued_job(job.id, job.spec))
+            reserved = views.reserved_by_cluster(active_rows)
+            rows = clusters_repo.list_clusters(s)
+            live = {r.name: [dict(n.get("total") or {}) for n in (r.last_resources or {}).get("nodes") or []]
+                    for r in rows}
+            cluster_views = [v for v in (views.cluster_view(r, healthy=self.health.get(r.name, {}).get("ok", False),
+                                                            reserved=reserved.get(r.name)) for r in rows)
+                             if v is not None]
+        decisions = schedule(queue, cluster_views) if queue else []
+        # an unreachable cluster cannot be sent anything: leave its request as it is
+        reachable = [v for v in cluster_views if v.healthy]
+        return plan_demand(queue, decisions, reachable, active=active, live_nodes=live)
+
+    def tick(self) -> list[dict]:
+        self.last = self.plan()
+        return self.sender.update(self.last)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {name: {"bundles": d.as_lists(), "waiting": list(d.waiting), "active": list(d.active),
+                       "fits_now": d.fits_now,
+                       "requested": ([dict(b) for b in st.sent] if (st := self.sender.tracker.states.get(name))
+                                     and st.sent is not None else None)}
+                for name, d in self.last.items()}
