@@ -75,3 +75,42 @@ def test_plot_writes_a_png(tmp_path):
 
     path = plot_board(lb.build_board(_trials(), metric="accuracy", mode="max"), str(tmp_path / "p.png"))
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _plan(**sweep):
+    from trainyard.runner.sweep import plan_sweep
+    from trainyard.specs import parse_sweep_spec
+
+    return plan_sweep(parse_sweep_spec({"name": "s", "workload": "cnn", "sweep": sweep}), sweep_id="x")
+
+
+def test_tune_parts_pick_searcher_and_scheduler():
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    from trainyard.runner.sweep import _tune_parts
+
+    space, search, sched = _tune_parts(_plan(scheduler="asha", asha={"grace_period": 2, "reduction_factor": 3}))
+    assert isinstance(search, BasicVariantGenerator) and isinstance(sched, ASHAScheduler)
+    assert [r[0] for r in sched._brackets[0]._rungs][-1] == 2 and sched._reduction_factor == 3
+    assert sched._metric == "accuracy" and sched._mode == "max"
+    assert set(space) == {"training", "hyperparameters"}
+
+    _, search, sched = _tune_parts(_plan(algorithm="bayesian", metric="eval_loss", mode="min"))
+    assert isinstance(search, OptunaSearch) and isinstance(sched, FIFOScheduler)
+    assert search.metric == "eval_loss" and search.mode == "min"
+
+    _, _, sched = _tune_parts(_plan(scheduler="pbt", pbt={"perturbation_interval": 3, "synch": True}))
+    assert isinstance(sched, PopulationBasedTraining) and sched._synch
+    assert list(sched._hyperparam_mutations) == ["training"]  # only training.* mutates by default
+
+
+def test_plan_counts_grid_trials():
+    plan = _plan(algorithm="grid", search_space={"training.lr": {"grid": [1e-3, 1e-2]},
+                                                 "hyperparameters.channels": {"choice": [8, 16]}}, num_trials=8)
+    assert (plan.num_trials, plan.samples) == (8, 2)
+    plan = _plan(search_space={"deepspeed.zero_stage": {"grid": [1, 2]}, "training.lr": {"uniform": [1e-3, 1e-2]}},
+                 num_trials=6)
+    assert (plan.num_trials, plan.samples) == (6, 3)
+    assert plan.base_job["tracking"]["register_model"] is False and "sweep" not in plan.base_job
