@@ -490,7 +490,6 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
         name=name, storage_path=target.path, storage_filesystem=target.filesystem,
         failure_config=tune.FailureConfig(max_failures=spec.sweep.max_failures),
         callbacks=callbacks, verbose=0,
-        stop=_time_budget_stopper(spec.sweep.time_budget_s) if spec.sweep.time_budget_s else None,
     )
     restored = False
     if tune.Tuner.can_restore(exp_path, storage_filesystem=target.filesystem):
@@ -516,9 +515,9 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
     started = time.time()
     try:
         grid = tuner.fit()
-    except BaseException:
+    except BaseException as exc:
         if tracking:
-            _end_run(tracking, "KILLED")
+            _end_run(tracking, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     board = _final_board(grid, plan, progress)
     result: dict[str, Any] = {
@@ -534,12 +533,6 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
     if tracking:
         result.update(_finish_mlflow(spec, plan, tracking, board, register=register))
     return result
-
-
-def _time_budget_stopper(budget_s: float):
-    from ray.tune.stopper import TimeoutStopper
-
-    return TimeoutStopper(budget_s)
 
 
 def _trial_state(result, plan: SweepPlan, max_iter: int) -> str:
@@ -640,13 +633,14 @@ def _finish_mlflow(spec, plan: SweepPlan, tracking: dict, board: dict, *, regist
         for path in paths:
             client.log_artifact(parent, path)
     if register and spec.tracking.register_model:
-        out.update(_register_best(spec, plan, client, board))
+        out.update(_register_best(spec, plan, client, board, tracking.get("tracking_uri")))
     _end_run(tracking, "FINISHED")
     return out
 
 
-def _register_best(spec, plan: SweepPlan, client, board: dict) -> dict:
-    """Register the best trial that logged a model; alias `candidate`."""
+def _register_best(spec, plan: SweepPlan, client, board: dict, tracking_uri: str | None) -> dict:
+    """Register the best trial that logged a model; alias `candidate`. Idempotent: a sweep
+    resumed after it finished finds its version instead of adding one."""
     import mlflow
 
     name = spec.model_name()
@@ -654,8 +648,17 @@ def _register_best(spec, plan: SweepPlan, client, board: dict) -> dict:
         uri = row.get("model_uri")
         if not uri or row.get("metric") is None:
             continue
-        mlflow.set_tracking_uri(client.tracking_uri if hasattr(client, "tracking_uri") else None)
-        version = mlflow.register_model(uri, name, tags={SWEEP_ID_TAG: plan.sweep_id, TRIAL_ID_TAG: row["trial"]})
+        version = None
+        try:
+            found = client.search_model_versions(f"name = '{name}' and tags.`{SWEEP_ID_TAG}` = '{plan.sweep_id}'")
+            version = next((v for v in found if v.tags.get(TRIAL_ID_TAG) == row["trial"]), None)
+        except Exception as exc:  # no such model yet, or a backend without tag search
+            log.debug("model version search failed: %s", exc)
+        if version is None:
+            if tracking_uri:
+                mlflow.set_tracking_uri(tracking_uri)
+            version = mlflow.register_model(uri, name, tags={SWEEP_ID_TAG: plan.sweep_id,
+                                                             TRIAL_ID_TAG: row["trial"]})
         for key, value in {SWEEP_ID_TAG: plan.sweep_id, TRIAL_ID_TAG: row["trial"],
                            f"trainyard.{plan.metric}": str(row["metric"])}.items():
             client.set_model_version_tag(name, version.version, key, value)
