@@ -1,6 +1,6 @@
 """ASHA vs random search on the cnn family: same search space, same seed, same num_trials.
 
-    python benchmarks/sweep_efficiency.py [--trials 12] [--epochs 8] [--target 0.9]
+    python benchmarks/sweep_efficiency.py [--trials 12] [--epochs 10] [--target 0.9] [--boards FILE]
 
 Both sweeps sample the same configurations in the same order (seeded random search); one
 runs every trial to the end (fifo), the other lets ASHA stop the weak ones at its rungs.
@@ -38,7 +38,9 @@ def make_spec(scheduler: str, *, trials: int, epochs: int, storage: str, seed: i
                              "hyperparameters.dropout": {"uniform": [0.0, 0.5]}},
             "algorithm": "random", "scheduler": scheduler, "num_trials": trials,
             "max_concurrent_trials": 2, "seed": seed,
-            "asha": {"grace_period": 1, "reduction_factor": 3, "max_t": epochs},
+            # rungs at 2 and 6 evaluations: one epoch says little on 8x8 digits (most configs
+            # sit at chance after it), two separate the hopeless ones
+            "asha": {"grace_period": 2, "reduction_factor": 3, "max_t": epochs},
         },
     })
 
@@ -46,17 +48,19 @@ def make_spec(scheduler: str, *, trials: int, epochs: int, storage: str, seed: i
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--train-limit", type=int, default=512)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--train-limit", type=int, default=1024)
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--boards", help="also write both leaderboards (with curves) to this JSON file")
     args = parser.parse_args()
 
     from trainyard.runner.sweep import run_sweep
     from trainyard.sweeps.leaderboard import steps_to_target
 
     out: dict = {"benchmark": "sweep_efficiency", "family": "cnn", "trials": args.trials,
-                 "epochs": args.epochs, "target_accuracy": args.target}
+                 "epochs": args.epochs, "train_limit": args.train_limit, "target_accuracy": args.target}
+    boards: dict = {}
     with tempfile.TemporaryDirectory(prefix="ty-bench-") as tmp, ray_head():
         for scheduler in ("fifo", "asha"):
             spec = make_spec(scheduler, trials=args.trials, epochs=args.epochs, storage=f"file://{tmp}",
@@ -67,12 +71,14 @@ def main() -> None:
             wall = time.monotonic() - t0
             board = result["leaderboard"]
             name = "random" if scheduler == "fifo" else "asha"
+            boards[name] = board
             out[name] = {"steps_to_target": steps_to_target(board, args.target),
                          "total_steps": board["best_so_far"][-1][1] if board["best_so_far"] else None,
                          "best_accuracy": board["best"]["metric"] if board["best"] else None,
                          "best_trial_params": board["best"]["params"] if board["best"] else None,
                          "stopped_trials": sum(1 for r in board["rows"] if r["state"] == "STOPPED"),
-                         "wall_s": round(wall, 1)}
+                         "wall_s": round(wall, 1),
+                         "steps_to": {str(t): steps_to_target(board, t) for t in (0.8, 0.85, 0.9, 0.93, 0.95)}}
     r, a = out["random"], out["asha"]
     out["steps_ratio"] = (round(a["steps_to_target"] / r["steps_to_target"], 3)
                           if a["steps_to_target"] and r["steps_to_target"] else None)
@@ -82,6 +88,9 @@ def main() -> None:
     out["wall_ratio"] = round(a["wall_s"] / r["wall_s"], 3)
     out["meets_target"] = bool(out["steps_ratio"] is not None and out["steps_ratio"] <= 0.4
                                and out["best_gap_points"] is not None and out["best_gap_points"] <= 1.0)
+    if args.boards:
+        with open(args.boards, "w") as fh:
+            json.dump(boards, fh)
     print(json.dumps(out))
 
 

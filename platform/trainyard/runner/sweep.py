@@ -519,6 +519,13 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
         if tracking:
             _end_run(tracking, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
+    unfinished = _unfinished_trials(grid)
+    if unfinished:
+        # Tune ends fit() quietly on SIGINT (after saving its state): not a finished sweep
+        if tracking:
+            _end_run(tracking, "KILLED")
+        raise KeyboardInterrupt(f"sweep {sweep_id} was interrupted with {len(unfinished)} trial(s) unfinished; "
+                                "submit it again with the same id to resume")
     board = _final_board(grid, plan, progress)
     result: dict[str, Any] = {
         "kind": "sweep", "sweep_id": sweep_id, "metric": plan.metric, "mode": plan.mode,
@@ -533,6 +540,12 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
     if tracking:
         result.update(_finish_mlflow(spec, plan, tracking, board, register=register))
     return result
+
+
+def _unfinished_trials(grid) -> list[str]:
+    analysis = getattr(grid, "_experiment_analysis", None)
+    trials = getattr(analysis, "trials", None) or []
+    return [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
 
 
 def _trial_state(result, plan: SweepPlan, max_iter: int) -> str:
