@@ -309,6 +309,7 @@ class _Progress:
         self.state: dict[str, str] = {}
         self.restores = 0
         self.clones = 0
+        self.finished: set[str] = set()  # trials whose loop reported its end (trainyard_done)
         self._last = 0.0
         parent = self
 
@@ -319,12 +320,15 @@ class _Progress:
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 parent._seen(trial, "RUNNING")
                 parent.restores += int(result.get("trainyard_restored") or 0)
+                if result.get("trainyard_done"):
+                    parent.finished.add(trial.trial_id)
                 parent.clones += int(result.get("trainyard_cloned") or 0)
                 parent.points.setdefault(trial.trial_id, []).append(_point(result, parent.plan.metric))
                 parent.maybe_emit()
 
             def on_trial_complete(self, iteration, trials, trial, **info):
-                parent._seen(trial, "DONE")
+                # a trial ASHA/PBT/the time budget cut short also "completes" for Tune
+                parent._seen(trial, "DONE" if trial.trial_id in parent.finished else "STOPPED")
                 parent.maybe_emit(force=True)
 
             def on_trial_error(self, iteration, trials, trial, **info):
@@ -354,7 +358,7 @@ class _Progress:
             return
         self._last = now
         board = self.board()
-        done = sum(1 for s in self.state.values() if s in ("DONE", "ERROR"))
+        done = sum(1 for s in self.state.values() if s in ("DONE", "STOPPED", "ERROR"))
         rows = [{k: r.get(k) for k in ("trial", "params", "metric", "best", "state", "iterations")}
                 for r in board["rows"][:20]]
         self.emit(format_line(PROGRESS, {
