@@ -393,7 +393,8 @@ class AutoscalingSpec(_Model):
 class BatchingSpec(_Model):
     enabled: bool | None = Field(None, description="Batch requests (serve.batch); default: on where the family supports it.")
     max_batch_size: int = Field(16, ge=1, le=4096)
-    batch_wait_timeout_s: float = Field(0.002, ge=0, le=10)
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0, le=10, description="0: batch only what queued up meanwhile (no added latency when idle).")
 
 
 class EndpointSpec(_Model):

@@ -255,9 +255,9 @@ class _Batcher:
         self._batching = bool(batching.get("enabled"))
         if self._batching:
             self._batched.set_max_batch_size(int(batching.get("max_batch_size", 16)))
-            self._batched.set_batch_wait_timeout_s(float(batching.get("batch_wait_timeout_s", 0.002)))
+            self._batched.set_batch_wait_timeout_s(float(batching.get("batch_wait_timeout_s", 0.0)))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _batched(self, requests: list[tuple]) -> list:
         results: list[Any] = [None] * len(requests)
         groups: dict[int, list[int]] = {}
