@@ -167,6 +167,14 @@ def _save_checkpoint(engines, state: dict, *, rank: int):
     return tmp, Checkpoint.from_directory(tmp)
 
 
+def _state_step(checkpoint) -> int:
+    try:
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as fh:
+            return int(json.loads(fh.read().decode()).get("micro_step", 0))
+    except Exception:
+        return -1
+
+
 def _load_checkpoint(engines, checkpoint) -> dict:
     with checkpoint.as_directory() as path:
         with open(os.path.join(path, STATE_FILE)) as fh:
@@ -178,6 +186,68 @@ def _load_checkpoint(engines, checkpoint) -> dict:
             if load_path is None:
                 raise RuntimeError(f"DeepSpeed found no checkpoint for module {name!r} in {path}")
     return state
+
+
+def _complete(fs, path: str, state: dict) -> bool:
+    """Did every rank finish uploading its part of the checkpoint at `path`?"""
+    import pyarrow.fs as pafs
+
+    files = [info.base_name for info in fs.get_file_info(pafs.FileSelector(path, recursive=True))
+             if info.type == pafs.FileType.File]
+    modules = state.get("modules") or []
+    # ZeRO-3 names model states per rank (zero_pp_rank_R_mp_rank_00_model_states.pt)
+    if not modules or not any(f.endswith("model_states.pt") for f in files):
+        return False
+    if int(state.get("zero_stage", 0)) >= 1:
+        for rank in range(int(state.get("world_size", 1))):
+            shards = [f for f in files if f.startswith(f"zero_pp_rank_{rank}_") and f.endswith("optim_states.pt")]
+            if len(shards) < len(modules):
+                return False
+    return True
+
+
+def _latest_checkpoint_in_storage():
+    """The newest complete checkpoint in this run's storage folder, or None.
+
+    Ray Train learns of a checkpoint only when its controller polls the report (every
+    2 s). A worker that dies in between leaves a checkpoint on storage that Ray does not
+    hand back after the restart; this finds it.
+    """
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+
+    storage = ray_train_storage()
+    if storage is None:
+        return None
+    fs, root = storage.storage_filesystem, storage.experiment_fs_path
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except Exception:
+        return None
+    best = None
+    for entry in entries:
+        if entry.type != pafs.FileType.Directory or not entry.base_name.startswith("checkpoint_"):
+            continue
+        try:
+            with fs.open_input_stream(f"{entry.path}/{STATE_FILE}") as fh:
+                state = json.loads(fh.read().decode())
+        except Exception:
+            continue
+        if not _complete(fs, entry.path, state):
+            continue
+        key = (int(state.get("micro_step", 0)), entry.base_name)
+        if best is None or key > best[0]:
+            best = (key, entry.path)
+    return Checkpoint(best[1], filesystem=fs) if best else None
+
+
+def ray_train_storage():
+    import ray.train
+
+    try:
+        return ray.train.get_context().get_storage()
+    except Exception:
+        return None
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -274,6 +344,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     state = _LoopState()
     checkpoint = ray.train.get_checkpoint()
+    found = _latest_checkpoint_in_storage()
+    if found is not None and (checkpoint is None or _state_step(found) > _state_step(checkpoint)):
+        checkpoint = found
     if checkpoint is not None:
         saved = _load_checkpoint(engines, checkpoint)
         state.micro_step = int(saved["micro_step"])
@@ -328,6 +401,8 @@ def train_loop_per_worker(config: dict) -> None:
         return metrics
 
     crash = os.environ.get(CRASH_ENV)
+    ckpt_meta = {"zero_stage": plan.zero_stage, "world_size": world, "modules": sorted(engines),
+                 "total_micro_steps": total_micro}
     every_ckpt = spec.checkpoint.every_steps
     every_eval = spec.training.eval_every_steps
     log_every = spec.training.log_every_steps
@@ -379,8 +454,11 @@ def train_loop_per_worker(config: dict) -> None:
             sums, count = {}, 0
             progress("progress", step, epoch, report)
             if ckpt_due:
-                tmp, ckpt = _save_checkpoint(engines, {"micro_step": micro, "step": step, "epoch": epoch},
-                                             rank=rank)
+                if logger is not None:
+                    # what a checkpoint covers is on record before a crash can lose it
+                    logger.flush()
+                tmp, ckpt = _save_checkpoint(engines, {"micro_step": micro, "step": step, "epoch": epoch,
+                                                       **ckpt_meta}, rank=rank)
                 try:
                     ray.train.report(report, checkpoint=ckpt)
                 finally:
@@ -415,7 +493,7 @@ def train_loop_per_worker(config: dict) -> None:
     progress("final", step, epoch, {**final_eval, **{k: v for k, v in final.items()
                                                      if k.startswith("trainyard_")}})
     tmp, ckpt = _save_checkpoint(engines, {"micro_step": micro, "step": step, "epoch": epoch,
-                                           "done": True}, rank=rank)
+                                           "done": True, **ckpt_meta}, rank=rank)
     try:
         ray.train.report(final, checkpoint=ckpt)
     finally:
