@@ -118,7 +118,12 @@ def moto_s3(test_root):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     s3 = S3(f"http://127.0.0.1:{port}", "trainyard-test")
-    s3.fs().mkdir(s3.bucket)
+    # s3fs sends LocationConstraint=<region> on mkdir, which S3 (and moto) reject for
+    # us-east-1: create the bucket with no region given
+    import s3fs
+
+    s3fs.S3FileSystem(key=s3.key, secret=s3.secret,
+                      client_kwargs={"endpoint_url": s3.endpoint_url}).mkdir(s3.bucket)
     try:
         yield s3
     finally:
