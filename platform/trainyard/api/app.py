@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from trainyard import __version__
 from trainyard.api.context import ServerContext
 from trainyard.api.errors import install_error_handlers
-from trainyard.api.routes import clusters, jobs, sweeps, system
+from trainyard.api.routes import clusters, endpoints, jobs, sweeps, system
 from trainyard.clusters.registry import ClientFactory, ClusterRegistry
 from trainyard.config import Settings, ensure_secret
 from trainyard.controller.loop import Controller
@@ -23,7 +23,8 @@ __all__ = ["create_app", "ROUTERS"]
 
 log = logging.getLogger("trainyard.api")
 
-ROUTERS = [system.health_router, system.router, jobs.router, clusters.router, sweeps.router]
+ROUTERS = [system.health_router, system.router, jobs.router, clusters.router, sweeps.router,
+           endpoints.router]
 
 
 def create_app(settings: Settings | None = None, *, client_factory: ClientFactory | None = None,

@@ -1,0 +1,137 @@
+"""Endpoints and promotions as the server offers them (used by the /v1/endpoints and
+/v1/models routes). No torch: only httpx and the MLflow client.
+
+Which cluster: an endpoint request names one, else the default cluster ('local'). The
+Serve HTTP port is one setting for every cluster, TRAINYARD_SERVE_PORT (default 8000),
+and the proxy is reached at the dashboard's host (TRAINYARD_SERVE_HOST overrides it).
+Promotions run in background threads; their events are in MLflow as they happen.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any, Callable, Mapping
+from urllib.parse import urlparse
+
+from trainyard.errors import NotFoundError, SpecError
+from trainyard.serving.client import DEFAULT_HTTP_PORT, ServeClient
+from trainyard.serving.endpoints import EndpointManager
+
+__all__ = ["ServingService", "serve_port", "DEFAULT_CLUSTER"]
+
+log = logging.getLogger("trainyard.serving")
+DEFAULT_CLUSTER = "local"
+
+
+def serve_port() -> int:
+    return int(os.environ.get("TRAINYARD_SERVE_PORT") or DEFAULT_HTTP_PORT)
+
+
+class ServingService:
+    """`clusters(name) -> (dashboard_url, token)` comes from the server's cluster registry."""
+
+    def __init__(self, *, tracking_uri: str, clusters: Callable[[str], tuple[str, str | None]],
+                 default_cluster: str = DEFAULT_CLUSTER, env: Mapping[str, str] | None = None):
+        self.tracking_uri = tracking_uri
+        self._clusters = clusters
+        self.default_cluster = default_cluster
+        self.env = dict(env or {})
+        self._managers: dict[str, tuple[tuple, EndpointManager]] = {}
+        self._registry = None
+        self._lock = threading.Lock()
+        self.promotions: dict[str, dict] = {}
+
+    def registry(self):
+        if not self.tracking_uri:
+            raise SpecError("the server has no MLflow tracking URI", field="mlflow_uri",
+                            fix="start the server with TRAINYARD_MLFLOW_URI set (`trainyard up` does)")
+        if self._registry is None:
+            from trainyard.serving.registry import Registry
+
+            self._registry = Registry(self.tracking_uri)
+        return self._registry
+
+    def manager(self, cluster: str | None = None) -> EndpointManager:
+        name = cluster or self.default_cluster
+        url, token = self._clusters(name)
+        key = (url, token)
+        with self._lock:
+            cached = self._managers.get(name)
+            if cached and cached[0] == key:
+                return cached[1]
+            host = os.environ.get("TRAINYARD_SERVE_HOST") or urlparse(url).hostname or "127.0.0.1"
+            serve = ServeClient(url, token=token, http_host=host, http_port=serve_port(), name=name,
+                                http_bind_host=os.environ.get("TRAINYARD_SERVE_BIND_HOST") or host)
+            manager = EndpointManager(serve, self.registry() if self.tracking_uri else None,
+                                      tracking_uri=self.tracking_uri, env=self.env)
+            if cached:
+                cached[1].serve.close()
+            self._managers[name] = (key, manager)
+            return manager
+
+    def close(self) -> None:
+        with self._lock:
+            for _, manager in self._managers.values():
+                manager.serve.close()
+            self._managers.clear()
+
+    # ------------------------------------------------------------------ promotions
+    def promote(self, model: str, *, policy: Mapping | None = None, candidate: str | None = None,
+                endpoint: Mapping | None = None, cluster: str | None = None, wait: bool = False) -> dict:
+        from trainyard.serving.promotion import Promoter
+        from trainyard.specs import parse_promotion_policy
+
+        parsed = parse_promotion_policy(dict(policy) if policy else None, source="policy")  # 422 before we start
+        registry = self.registry()
+        registry.versions(model)  # 404 now rather than in the thread
+        if candidate is None and registry.alias_version(model, "candidate") is None:
+            raise SpecError(f"model {model!r} has no alias 'candidate'", field="candidate",
+                            fix="run a sweep (it sets the alias), or pass --candidate VERSION")
+        manager = self.manager(cluster)
+        pid = uuid.uuid4().hex[:12]
+        record = {"id": pid, "model": model, "state": "running", "started_at": time.time(), "events": [],
+                  "result": None, "error": None}
+        self.promotions[pid] = record
+        promoter = Promoter(manager, registry, on_event=lambda e: record["events"].append(e.to_dict()))
+
+        def run():
+            try:
+                result = promoter.promote(model, policy=parsed, candidate=candidate, endpoint=endpoint)
+                record["result"] = result.to_dict()
+                record["state"] = result.state.value
+            except Exception as exc:  # recorded, also as a `failed` event in MLflow
+                log.exception("promotion of %s failed", model)
+                record["state"] = "failed"
+                record["error"] = getattr(exc, "to_dict", lambda: {"message": str(exc)})()
+
+        if wait:
+            run()
+        else:
+            threading.Thread(target=run, name=f"promote-{model}", daemon=True).start()
+        return record
+
+    def promotion(self, pid: str) -> dict:
+        if pid not in self.promotions:
+            raise NotFoundError("promotion", pid, known=list(self.promotions),
+                                fix="see `trainyard models history MODEL`")
+        return self.promotions[pid]
+
+    def history(self, model: str) -> dict:
+        registry = self.registry()
+        registry.versions(model)
+        active = [p for p in self.promotions.values() if p["model"] == model and p["state"] == "running"]
+        return {"model": model, "champion": registry.alias_version(model, "champion"),
+                "candidate": registry.alias_version(model, "candidate"),
+                "events": registry.history(model), "active": active}
+
+    def maybe_promote_sweep(self, sweep: Mapping[str, Any]) -> dict | None:
+        """After a sweep SUCCEEDED: run its `promote:` block on the model it registered."""
+        spec = sweep.get("spec") or {}
+        result = sweep.get("result") or {}
+        if not spec.get("promote") or not result.get("model_name"):
+            return None
+        return self.promote(result["model_name"], policy=spec["promote"], candidate=result.get("model_version"),
+                            cluster=(spec.get("resources") or {}).get("cluster"))
