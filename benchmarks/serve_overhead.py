@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -146,8 +147,15 @@ def main() -> None:
     from serving_support.models import digits, register_cnn
 
     root = Path(tempfile.mkdtemp(prefix="tysb-", dir="/tmp"))
-    head = start_ray_head(temp_dir=root / "ray", token=secrets.token_hex(16), num_cpus=2,
-                          log_file=root / "ray-start.log")
+    for attempt in range(2):  # a busy 2-core machine sometimes times the first start out
+        try:
+            head = start_ray_head(temp_dir=root / f"ray{attempt}", token=secrets.token_hex(16), num_cpus=2,
+                                  log_file=root / "ray-start.log")
+            break
+        except Exception:
+            if attempt:
+                shutil.rmtree(root, ignore_errors=True)
+                raise
     mlflow = start_mlflow(root=root / "mlflow")
     serve = ServeClient(head.dashboard_url, token=head.token, http_port=free_port())
     try:
@@ -197,6 +205,7 @@ def main() -> None:
         serve.close()
         stop_process(mlflow.pid)
         stop_ray_head(head)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

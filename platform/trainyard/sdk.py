@@ -232,6 +232,53 @@ class Client:
                       on_progress=(lambda _job: on_progress(self.get_sweep(sweep_id))) if on_progress else None)
         return self.get_sweep(sweep_id)
 
+    # ------------------------------------------------------------------ endpoints (trainyard.serving)
+    def deploy_endpoint(self, model: str | None = None, *, version: str | None = None, alias: str | None = None,
+                        spec: str | Path | Mapping[str, Any] | None = None, cluster: str | None = None,
+                        timeout: float = 300.0) -> dict:
+        """Serve MODEL (its champion, else its latest version) or move an endpoint to a version.
+
+        `spec`: an endpoint spec (path, YAML text or mapping) for autoscaling, batching, name.
+        """
+        if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and Path(spec).exists()):
+            spec = Path(spec).read_text()
+        body = {"model": model, "version": str(version) if version is not None else None, "alias": alias,
+                "spec": spec if spec is None or isinstance(spec, str) else dict(spec), "cluster": cluster}
+        return self._json("POST", "/v1/endpoints", json={k: v for k, v in body.items() if v is not None},
+                          timeout=timeout)
+
+    def list_endpoints(self, *, cluster: str | None = None) -> list[dict]:
+        return self._json("GET", "/v1/endpoints", params={"cluster": cluster} if cluster else None)["endpoints"]
+
+    def get_endpoint(self, name: str, *, cluster: str | None = None) -> dict:
+        return self._json("GET", f"/v1/endpoints/{name}", params={"cluster": cluster} if cluster else None)
+
+    def delete_endpoint(self, name: str, *, cluster: str | None = None, timeout: float = 300.0) -> None:
+        self._request("DELETE", f"/v1/endpoints/{name}", params={"cluster": cluster} if cluster else None,
+                      timeout=timeout)
+
+    def predict(self, name: str, payload: Any, *, cluster: str | None = None) -> dict:
+        """POST the payload to the endpoint (through the server); 422 names the bad field."""
+        return self._json("POST", f"/v1/endpoints/{name}/predict", json=payload,
+                          params={"cluster": cluster} if cluster else None)
+
+    def promote_model(self, model: str, *, candidate: str | None = None, policy: Mapping[str, Any] | None = None,
+                      endpoint: Mapping[str, Any] | None = None, cluster: str | None = None, wait: bool = True,
+                      timeout: float = 3600.0) -> dict:
+        """Run a promotion of MODEL's candidate (compare -> canary -> promote or roll back)."""
+        body = {"candidate": str(candidate) if candidate is not None else None,
+                "policy": dict(policy) if policy else None, "endpoint": dict(endpoint) if endpoint else None,
+                "cluster": cluster, "wait": wait}
+        return self._json("POST", f"/v1/models/{model}/promote",
+                          json={k: v for k, v in body.items() if v is not None}, timeout=timeout)
+
+    def model_history(self, model: str) -> dict:
+        """Champion, candidate, and every promotion event with its evidence."""
+        return self._json("GET", f"/v1/models/{model}/history")
+
+    def get_promotion(self, promotion_id: str) -> dict:
+        return self._json("GET", f"/v1/promotions/{promotion_id}")
+
     # ------------------------------------------------------------------ clusters
     def list_clusters(self) -> list[dict]:
         return self._json("GET", "/v1/clusters")["clusters"]

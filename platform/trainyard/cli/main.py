@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     from trainyard.cli import sweeps as sweeps_cli
 
     sweeps_cli.add_parser(nouns, _fmt)
+
+    # -- endpoints and models (trainyard.cli.endpoints)
+    from trainyard.cli import endpoints as endpoints_cli
+
+    endpoints_cli.add_parser(nouns, _fmt)
     return parser
 
 
