@@ -21,6 +21,14 @@ def _sigterm(signum, frame):  # `kill` and CI timeouts clean up like Ctrl-C does
     raise KeyboardInterrupt
 
 
+def _shown_home() -> str:
+    home = Path(os.environ["TRAINYARD_HOME"]).resolve()
+    try:
+        return str(home.relative_to(Path.cwd()))
+    except ValueError:
+        return str(home)
+
+
 def main() -> int:
     os.environ.setdefault("TRAINYARD_HOME", str(REPO / ".trainyard-demo"))
     signal.signal(signal.SIGTERM, _sigterm)
@@ -42,7 +50,9 @@ def main() -> int:
     code = 1
     try:
         # the same code path as `trainyard up`: spinner, then the address table
-        cmd_up(build_parser().parse_args(["up"]))
+        up_args = build_parser().parse_args(["up"])
+        up_args.hint = False
+        cmd_up(up_args)
         from trainyard.sdk import Client
 
         client = Client()
@@ -80,7 +90,8 @@ def main() -> int:
         if started_here:
             with ui.stderr().status("stopping the local stack..."):
                 stack.down()
-            out.print("Stopped the local stack.")
+            out.print("Stopped the local stack. Runs and models stay in the home: "
+                      f"`TRAINYARD_HOME={_shown_home()} trainyard up` brings MLflow back to browse them.")
         else:
             out.print("The stack was running before the demo; left it running (`trainyard down` stops it).")
         out.print(f"Demo finished in {time.monotonic() - t0:.0f} s.")

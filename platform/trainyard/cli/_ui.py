@@ -127,7 +127,9 @@ def fmt_metrics(metrics: Mapping[str, Any] | None, limit: int = 4) -> str:
     if not metrics:
         return ""
     parts = []
-    for key, value in list(metrics.items())[:limit]:
+    # step and epoch have their own columns wherever metrics are shown
+    items = [(k, v) for k, v in metrics.items() if k not in ("step", "epoch")]
+    for key, value in items[:limit]:
         parts.append(f"{key}={value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool)
                      else f"{key}={value}")
     return " ".join(parts)

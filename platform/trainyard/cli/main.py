@@ -273,7 +273,8 @@ def cmd_up(args) -> int:
     from trainyard import config
 
     out.print(f"Home: {config.home()}  (admin token in {config.home() / 'admin.token'})")
-    out.print("Next: trainyard jobs submit examples/cnn.yaml --wait")
+    if getattr(args, "hint", True):
+        out.print("Next: trainyard jobs submit examples/cnn.yaml --wait")
     return EXIT_OK if all(c.healthy for c in result) else EXIT_UNREACHABLE
 
 

@@ -305,6 +305,11 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
             raise ConflictError(
                 "the running Ray head was started without --autoscaling", field="--autoscaling",
                 value=True, fix="run `trainyard down` first, then `trainyard up --autoscaling`")
+        if ray_ok and num_cpus is not None and ray_rec.get("num_cpus") != num_cpus:
+            raise ConflictError(
+                f"the running Ray head offers {ray_rec.get('num_cpus') or 'all'} CPUs, not {num_cpus}",
+                field="--num-cpus", value=num_cpus,
+                fix="run `trainyard down` first to change it, or leave --num-cpus out")
         autoscaling = autoscaling or bool((ray_rec or {}).get("autoscaling"))
         actions["ray"] = actions["mlflow"] = "running"
 
