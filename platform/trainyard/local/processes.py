@@ -174,6 +174,10 @@ def start_ray_head(*, temp_dir: str | Path, token: str, num_cpus: int | None = N
 
 
 def _pids_matching(needles: list[str]) -> list[int]:
+    # whole tokens only: "127.0.0.1:4123" must not match another head's "127.0.0.1:41234"
+    import re
+
+    pattern = re.compile("|".join(re.escape(n) + r"(?![\w-])" for n in needles if n))
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -182,7 +186,7 @@ def _pids_matching(needles: list[str]) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if any(n in cmdline for n in needles):
+        if pattern.search(cmdline):
             pids.append(int(entry.name))
     return pids
 
