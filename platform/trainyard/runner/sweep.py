@@ -14,8 +14,9 @@ How the pieces fit (Ray 2.60, Train v2):
   path) to the trial function, which calls `tune.report` with a tiny *pointer checkpoint*
   (pointer.json -> the Train checkpoint in storage). The DeepSpeed shards are never copied.
 - Restore: when Tune restarts a trial (PBT exploit, a retry, a resumed sweep) with a
-  checkpoint, the trial reads the pointer and passes it as the TorchTrainer's
-  `resume_from_checkpoint`; the worker loop loads the DeepSpeed checkpoint from it. Each
+  checkpoint, the trial reads the pointer and hands the Train checkpoint to the worker loop
+  (config "resume_from": Train v2 refuses `resume_from_checkpoint`), which loads the DeepSpeed
+  checkpoint from it when the new Train run has none of its own. Each
   start of a trial uses a fresh Train run name, so Train's own auto-resume (same name)
   never shadows the checkpoint Tune chose.
 - Resume: the experiment lives at <storage>/<project>/sweep-<id>. If `Tuner.can_restore`
@@ -219,13 +220,12 @@ def _make_trial(*, base_job: dict, sweep_id: str, target, tracking: dict,
             loop,
             train_loop_config={"spec": spec.model_dump(mode="json"), "job_id": f"{sweep_id}/{trial_id}",
                                "mlflow": mlflow_cfg, "log_model": True, "register_model": False,
-                               "progress_queue": None},
+                               "progress_queue": None, "resume_from": resume},
             scaling_config=ScalingConfig(num_workers=spec.resources.workers, use_gpu=on_gpu,
                                          resources_per_worker=per_worker),
             torch_config=TorchConfig(backend="nccl" if on_gpu else "gloo"),
-            resume_from_checkpoint=resume,
             run_config=RunConfig(
-                # fresh name per start: Train's same-name auto-resume must not override `resume`
+                # fresh name per start: Train's same-name auto-resume must not shadow resume_from
                 name=f"{experiment_name(sweep_id)}-trials/{trial_id}-{uuid.uuid4().hex[:6]}",
                 storage_path=target.path, storage_filesystem=target.filesystem,
                 failure_config=FailureConfig(max_failures=spec.failure.max_failures),

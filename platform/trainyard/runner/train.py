@@ -263,6 +263,8 @@ def train_loop_per_worker(config: dict) -> None:
         log_model   bool, default True: log the consolidated final model into the run.
         register_model  bool|None, default spec.tracking.register_model: also register it
                     under spec.model_name() (sweeps pass False for trials).
+        resume_from ray.train.Checkpoint|None: start from it when this run has no checkpoint
+                    of its own (sweeps: the trial checkpoint that Tune restores).
         progress_queue  ray.util.queue.Queue|None: rank 0 puts progress dicts
                     {"kind": "progress"|"final", "step", "total_steps", "epoch", "metrics"}
                     for the driver to print (run_job does this).
@@ -347,6 +349,10 @@ def train_loop_per_worker(config: dict) -> None:
     found = _latest_checkpoint_in_storage()
     if found is not None and (checkpoint is None or _state_step(found) > _state_step(checkpoint)):
         checkpoint = found
+    if checkpoint is None and config.get("resume_from") is not None:
+        # Train v2 refuses TorchTrainer(resume_from_checkpoint=...); a sweep trial that Tune
+        # restores (PBT exploit, retry, resumed sweep) hands its ray.train.Checkpoint here
+        checkpoint = config["resume_from"]
     if checkpoint is not None:
         saved = _load_checkpoint(engines, checkpoint)
         state.micro_step = int(saved["micro_step"])
