@@ -219,3 +219,51 @@ def test_autoscaling_follows_load_within_bounds(serving, promoted_model):
     assert loop.failures() == []
     _wait_for(lambda: running() == 1, timeout=180, what="scale-down to 1 replica")
     serving.delete("digits-auto")
+
+
+def test_rest_api_cli_paths_deploy_predict_show_history_delete(serving, promoted_model, ray_head, mlflow_server,
+                                                               tmp_path, monkeypatch):
+    """The same operations through the Trainyard server (FastAPI app) and the SDK's paths."""
+    from fastapi.testclient import TestClient
+    from serving_support.models import digits
+
+    from trainyard.api.app import create_app
+    from trainyard.config import Settings
+
+    token_file = tmp_path / "ray.token"
+    token_file.write_text(ray_head.token)
+    admin = tmp_path / "admin.token"
+    admin.write_text("admin-secret\n")
+    monkeypatch.setenv("TRAINYARD_SERVE_PORT", str(serving.serve.http_port))
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'ty.db'}", admin_token_file=str(admin),
+                        mlflow_uri=mlflow_server, ray_dashboard_url=ray_head.dashboard_url,
+                        ray_token_file=str(token_file), storage=f"file://{tmp_path / 'storage'}")
+    app = create_app(settings, run_controller=False)
+    images, _ = digits(2)
+    with TestClient(app, headers={"Authorization": "Bearer admin-secret"}) as api:
+        resp = api.post("/v1/endpoints", json={"model": "digits-p", "spec": {
+            "model": "digits-p", "name": "digits-api", "cpus_per_replica": 0.1,
+            "autoscaling": {"min_replicas": 1, "max_replicas": 1}}})
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["version"] == promoted_model["v2"]  # the champion by default
+
+        pred = api.post("/v1/endpoints/digits-api/predict", json={"inputs": images})
+        assert pred.status_code == 200 and len(pred.json()["classes"]) == 2
+        assert pred.headers["x-trainyard-version"] == promoted_model["v2"]
+        bad = api.post("/v1/endpoints/digits-api/predict", json={"inputs": "nope"})
+        assert bad.status_code == 422 and bad.json()["field"] == "inputs"
+        assert api.post("/v1/endpoints/nope/predict", json={"inputs": images}).status_code == 404
+
+        shown = api.get("/v1/endpoints/digits-api").json()
+        assert shown["versions"][0]["weight"] == 1.0 and "p99_ms" in shown["versions"][0]
+        assert "digits-api" in {e["name"] for e in api.get("/v1/endpoints").json()["endpoints"]}
+        assert api.get("/v1/endpoints/nope").status_code == 404
+        bad_policy = api.post("/v1/models/digits-p/promote", json={"policy": {"canary_weight": 1.5}})
+        assert bad_policy.status_code == 422 and bad_policy.json()["field"] == "canary_weight"
+        bad_version = api.post("/v1/endpoints", json={"model": "digits-p", "version": "999"})
+        assert bad_version.status_code == 422 and bad_version.json()["field"] == "version"
+
+        hist = api.get("/v1/models/digits-p/history").json()
+        assert hist["champion"] == promoted_model["v2"] and hist["events"]
+        assert api.delete("/v1/endpoints/digits-api").status_code == 204
+        assert "/v1/endpoints/{name}/predict" in app.openapi()["paths"]

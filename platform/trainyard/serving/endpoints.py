@@ -173,7 +173,10 @@ class EndpointManager:
 
     def deploy(self, spec: EndpointSpec | Mapping | str | Path | None = None, *, model: str | None = None,
                version: str | None = None, alias: str | None = None, wait: bool = True) -> dict:
-        """Create the endpoint, or move an existing one to `version` with zero downtime."""
+        """Create the endpoint, or move an existing one to `version` with zero downtime.
+
+        Without a spec, an existing endpoint keeps its own (autoscaling, batching, ...)."""
+        given_spec = spec is not None
         if spec is None:
             if model is None:
                 raise SpecError("give a model name or an endpoint spec", field="model",
@@ -209,10 +212,15 @@ class EndpointManager:
         if state.spec.model != spec.model:
             raise ConflictError(f"endpoint {name!r} serves model {state.spec.model!r}, not {spec.model!r}",
                                 field="model", value=spec.model, fix="give this endpoint another name")
-        if state.traffic.canary is not None:
+        if state.traffic.canary is not None and target != state.traffic.stable:
+            # deploying the stable version is allowed: it ends a stale canary (rollback by hand)
             raise ConflictError(f"endpoint {name!r} has a canary (version {state.traffic.canary}) under "
-                                "observation", field="version", value=target, fix="wait for the promotion to end")
-        state.spec, state.family = spec, family
+                                "observation", field="version", value=target,
+                                fix=f"wait for the promotion to end, or deploy version {state.traffic.stable} "
+                                    "to end the canary")
+        if given_spec:
+            state.spec = spec
+        state.family = family
         self.switch(state, target, wait=wait)
         return {"name": name, "model": spec.model, "version": target, "url": self.url(name), "created": False}
 

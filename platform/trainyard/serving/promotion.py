@@ -76,12 +76,26 @@ class Promoter:
 
     def promote(self, model: str, *, policy: PromotionPolicy | Mapping | None = None,
                 candidate: str | None = None, endpoint: EndpointSpec | Mapping | None = None) -> PromotionResult:
+        if policy is None and isinstance(endpoint, EndpointSpec) and endpoint.promotion is not None:
+            policy = endpoint.promotion
+        if policy is None and isinstance(endpoint, Mapping) and endpoint.get("promotion"):
+            policy = endpoint["promotion"]
         if not isinstance(policy, PromotionPolicy):
             policy = parse_promotion_policy(policy)
         cand = self.registry.resolve(model, version=candidate) if candidate is not None else \
             self.registry.resolve(model, alias=CANDIDATE)
         champ = self.registry.alias_version(model, CHAMPION)
         family = self.registry.family(model, cand)
+        if endpoint is None:
+            name = policy.endpoint or model
+            spec = (self.manager.get(name).spec if self.manager.exists(name)  # keep its autoscaling etc.
+                    else EndpointSpec(model=model, name=policy.endpoint))
+            if policy == parse_promotion_policy(None) and spec.promotion is not None:
+                policy = spec.promotion  # no explicit policy: the endpoint's own default
+        elif isinstance(endpoint, EndpointSpec):
+            spec = endpoint
+        else:
+            spec = EndpointSpec.model_validate({"model": model, **dict(endpoint)})
         metric, mode = _family_defaults(family)
         metric, mode = policy.metric or metric, policy.mode or mode or "max"
         if metric is None:
@@ -89,12 +103,6 @@ class Promoter:
 
             raise SpecError(f"cannot tell which metric to compare for model {model!r} (family {family!r})",
                             field="promote.metric", fix="set promote.metric (and promote.mode)")
-        if endpoint is None:
-            spec = EndpointSpec(model=model, name=policy.endpoint)
-        elif isinstance(endpoint, EndpointSpec):
-            spec = endpoint
-        else:
-            spec = EndpointSpec.model_validate({"model": model, **dict(endpoint)})
         name = spec.endpoint_name()
         result = PromotionResult(model, cand, champ, State.PENDING, "")
         result.run_id = self.registry.start_promotion(model, cand, champ, policy.model_dump(mode="json"))
@@ -147,7 +155,10 @@ class Promoter:
 
     # ------------------------------------------------------------------ paths
     def _direct(self, result, spec, name, cand, emit, finish, evidence):
-        self.manager.deploy(spec, version=cand)
+        if self.manager.exists(name):  # served by hand before any champion: move it, keep its spec
+            self.manager.switch(self.manager.get(name), cand)
+        else:
+            self.manager.deploy(spec, version=cand)
         self.registry.set_alias(result.model, CHAMPION, cand)
         reason = "no champion yet: the first candidate is promoted directly"
         emit("promoted", reason, {**evidence, "traffic": {cand: 1.0}})
