@@ -53,7 +53,8 @@ def fake_stack(trainyard_home):
 
 
 def _sleeper() -> int:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+    # the marks `down` checks before it signals a recorded PID
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mlflow", "trainyard.api"],
                             start_new_session=True).pid
 
 

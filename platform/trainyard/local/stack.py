@@ -269,8 +269,22 @@ def _stop_component(name: str, rec: dict | None) -> None:
         return
     if name == "ray":
         stop_ray_head(rec, timeout=RAY_STOP_GRACE_S)
-    elif rec.get("pid"):
+    elif _is_ours(name, rec.get("pid")):
         stop_process(int(rec["pid"]))
+
+
+_CMDLINE_MARKS = {"mlflow": "mlflow", "server": "trainyard.api"}
+
+
+def _is_ours(name: str, pid: int | None) -> bool:
+    """Is `pid` still the process `up` started? After a reboot the number may be anyone's."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return _CMDLINE_MARKS[name] in cmdline
 
 
 def up(*, port: int | None = None, mlflow_port: int | None = None,
@@ -484,7 +498,7 @@ def down(*, on_event: Event | None = None) -> list[str]:
                 else:  # `up` died while starting it: its temp dir still identifies it
                     stop_ray_head({**rec, "gcs_port": -1, "client_port": None}, timeout=RAY_STOP_GRACE_S)
                 shutil.rmtree(rec.get("temp_dir", ""), ignore_errors=True) if rec.get("temp_dir") else None
-            elif _pid_alive(rec.get("pid")):
+            elif _is_ours(name, rec.get("pid")):
                 stop_process(int(rec["pid"]))
             stopped.append(name)
             state.pop(name, None)
