@@ -46,11 +46,13 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
         if run_controller:
             await asyncio.to_thread(ctx.controller.refresh_clusters)
             await ctx.controller.start()
+            promotions = endpoints.start_sweep_promotions(app, ctx)
         log.info("trainyard server %s ready (db %s)", __version__, db.engine.url.get_backend_name())
         try:
             yield
         finally:
             if run_controller:
+                promotions.cancel()
                 await ctx.controller.stop()
             registry.close()
             db.dispose()

@@ -75,7 +75,8 @@ class Promoter:
         self.on_event = on_event
 
     def promote(self, model: str, *, policy: PromotionPolicy | Mapping | None = None,
-                candidate: str | None = None, endpoint: EndpointSpec | Mapping | None = None) -> PromotionResult:
+                candidate: str | None = None, endpoint: EndpointSpec | Mapping | None = None,
+                tags: Mapping[str, str] | None = None) -> PromotionResult:
         if policy is None and isinstance(endpoint, EndpointSpec) and endpoint.promotion is not None:
             policy = endpoint.promotion
         if policy is None and isinstance(endpoint, Mapping) and endpoint.get("promotion"):
@@ -105,7 +106,8 @@ class Promoter:
                             field="promote.metric", fix="set promote.metric (and promote.mode)")
         name = spec.endpoint_name()
         result = PromotionResult(model, cand, champ, State.PENDING, "")
-        result.run_id = self.registry.start_promotion(model, cand, champ, policy.model_dump(mode="json"))
+        result.run_id = self.registry.start_promotion(model, cand, champ, policy.model_dump(mode="json"),
+                                                      tags=dict(tags or {}))
         seq = [0]
 
         def emit(kind: str, reason: str, evidence: dict | None = None) -> Event:

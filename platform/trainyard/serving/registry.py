@@ -120,10 +120,11 @@ class Registry:
         except Exception:  # created meanwhile by someone else
             return self.client.get_experiment_by_name(EVENTS_EXPERIMENT).experiment_id
 
-    def start_promotion(self, model: str, candidate: str | None, champion: str | None, policy: dict) -> str:
+    def start_promotion(self, model: str, candidate: str | None, champion: str | None, policy: dict,
+                        tags: dict | None = None) -> str:
         run = self.client.create_run(self._events_experiment(), run_name=f"promote-{model}-v{candidate}",
                                      tags={MODEL_TAG: model, "trainyard.candidate": str(candidate),
-                                           "trainyard.champion": str(champion)})
+                                           "trainyard.champion": str(champion), **(tags or {})})
         for key, value in _flat(policy).items():
             self.client.log_param(run.info.run_id, f"policy.{key}", value)
         return run.info.run_id
@@ -143,6 +144,15 @@ class Registry:
     def end_promotion(self, run_id: str, outcome: str) -> None:
         self.client.set_tag(run_id, "trainyard.outcome", outcome)
         self.client.set_terminated(run_id, "FINISHED" if outcome != "failed" else "FAILED")
+
+    def promotion_for_sweep(self, sweep_id: str) -> str | None:
+        """The promotion run started for a sweep, if any (so a restarted server does not redo it)."""
+        exp = self.client.get_experiment_by_name(EVENTS_EXPERIMENT)
+        if exp is None:
+            return None
+        runs = self.client.search_runs([exp.experiment_id], filter_string=f"tags.`trainyard.sweep_id` = '{sweep_id}'",
+                                       max_results=1)
+        return runs[0].info.run_id if runs else None
 
     def history(self, model: str) -> list[dict]:
         """Every promotion event of `model`, oldest first."""

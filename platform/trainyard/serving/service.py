@@ -43,6 +43,7 @@ class ServingService:
         self._registry = None
         self._lock = threading.Lock()
         self.promotions: dict[str, dict] = {}
+        self._sweeps_seen: set[str] = set()
 
     def registry(self):
         if not self.tracking_uri:
@@ -80,7 +81,8 @@ class ServingService:
 
     # ------------------------------------------------------------------ promotions
     def promote(self, model: str, *, policy: Mapping | None = None, candidate: str | None = None,
-                endpoint: Mapping | None = None, cluster: str | None = None, wait: bool = False) -> dict:
+                endpoint: Mapping | None = None, cluster: str | None = None, wait: bool = False,
+                tags: Mapping[str, str] | None = None) -> dict:
         from trainyard.serving.promotion import Promoter
         from trainyard.specs import parse_promotion_policy
 
@@ -99,7 +101,7 @@ class ServingService:
 
         def run():
             try:
-                result = promoter.promote(model, policy=parsed, candidate=candidate, endpoint=endpoint)
+                result = promoter.promote(model, policy=parsed, candidate=candidate, endpoint=endpoint, tags=tags)
                 record["result"] = result.to_dict()
                 record["state"] = result.state.value
             except Exception as exc:  # recorded, also as a `failed` event in MLflow
@@ -127,11 +129,40 @@ class ServingService:
                 "candidate": registry.alias_version(model, "candidate"),
                 "events": registry.history(model), "active": active}
 
-    def maybe_promote_sweep(self, sweep: Mapping[str, Any]) -> dict | None:
-        """After a sweep SUCCEEDED: run its `promote:` block on the model it registered."""
-        spec = sweep.get("spec") or {}
-        result = sweep.get("result") or {}
-        if not spec.get("promote") or not result.get("model_name"):
+    def maybe_promote_sweep(self, sweep_id: str, spec: Mapping[str, Any], result: Mapping[str, Any],
+                            cluster: str | None = None) -> dict | None:
+        """After a sweep SUCCEEDED: run its `promote:` block on the model it registered (once)."""
+        if not spec.get("promote") or not result.get("model_name") or sweep_id in self._sweeps_seen:
             return None
+        self._sweeps_seen.add(sweep_id)
+        if self.registry().promotion_for_sweep(sweep_id) is not None:
+            return None  # done before a restart
         return self.promote(result["model_name"], policy=spec["promote"], candidate=result.get("model_version"),
-                            cluster=(spec.get("resources") or {}).get("cluster"))
+                            cluster=cluster, tags={"trainyard.sweep_id": sweep_id})
+
+    def promote_finished_sweeps(self, db, *, within_s: float = 86400.0) -> list[dict]:
+        """One pass of the watcher: promote the winners of sweeps that SUCCEEDED lately."""
+        from datetime import datetime, timedelta, timezone
+
+        from trainyard.store import jobs as jobs_repo
+
+        since = datetime.now(timezone.utc) - timedelta(seconds=within_s)
+        todo = []
+        with db.session() as s:
+            for row in jobs_repo.list_jobs(s, phases=["SUCCEEDED"], kind="sweep", limit=50):
+                ended = row.ended_at
+                if ended is not None and ended.tzinfo is None:
+                    ended = ended.replace(tzinfo=timezone.utc)
+                if row.id in self._sweeps_seen or (ended is not None and ended < since):
+                    continue
+                todo.append((row.id, dict(row.spec or {}), dict(row.result or {}), row.cluster))
+        started = []
+        for sweep_id, spec, result, cluster in todo:
+            try:
+                record = self.maybe_promote_sweep(sweep_id, spec, result, cluster=cluster)
+            except Exception as exc:  # recorded; the next sweep still gets its turn
+                log.warning("promotion after sweep %s could not start: %s", sweep_id, exc)
+                continue
+            if record is not None:
+                started.append(record)
+        return started

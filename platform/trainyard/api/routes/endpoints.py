@@ -179,3 +179,30 @@ async def history(name: str, serving=Depends(get_serving)) -> dict:
 @router.get("/v1/promotions/{pid}", summary="One promotion started by this server")
 async def promotion(pid: str, serving=Depends(get_serving)) -> dict:
     return serving.promotion(pid)
+
+
+async def _watch_sweeps(app, ctx: ServerContext, interval_s: float) -> None:
+    import asyncio
+    import logging
+
+    log = logging.getLogger("trainyard.serving")
+    while True:
+        await asyncio.sleep(interval_s)
+        if not ctx.settings.mlflow_uri:
+            continue
+        try:
+            service = app.state.serving if getattr(app.state, "serving", None) else None
+            if service is None:
+                from types import SimpleNamespace
+
+                service = get_serving(SimpleNamespace(app=app), ctx)
+            await run_in_threadpool(service.promote_finished_sweeps, ctx.db)
+        except Exception as exc:  # never let the watcher die
+            log.warning("sweep promotion watcher: %s", exc)
+
+
+def start_sweep_promotions(app, ctx: ServerContext, *, interval_s: float = 5.0):
+    """Background task: a sweep that SUCCEEDED with a `promote:` block gets its promotion."""
+    import asyncio
+
+    return asyncio.get_running_loop().create_task(_watch_sweeps(app, ctx, interval_s))
