@@ -122,9 +122,10 @@ def wait(predicate, timeout: float, what: str, poll: float = 0.5):
 class Stack:
     """One fake-autoscaling Ray head + one Trainyard server, under `root`."""
 
-    def __init__(self, root: Path, *, runner: str = "standin"):
+    def __init__(self, root: Path, *, runner: str = "standin", demand: bool = True):
         self.root = root
         self.runner = runner
+        self.demand = demand
         self.head = None
         self.server = None
         self.temp_dir = None
@@ -160,6 +161,7 @@ class Stack:
             "TRAINYARD_POLL_INTERVAL_S": "0.5",
             "TRAINYARD_STORAGE": f"file://{self.root / 'storage'}",
             "TRAINYARD_CLUSTER_PYTHON": sys.executable,
+            "TRAINYARD_AUTOSCALER_DEMAND": "on" if self.demand else "off",
         }
         if self.runner == "standin":
             script = self.root / "standin_runner.py"
@@ -191,6 +193,10 @@ class Stack:
         if self.head is not None:
             stop_ray_head(self.head)
             self.head = None
+        if self.temp_dir:  # the autoscaler's own account of what it added and removed, and why
+            for log in Path(self.temp_dir).glob("session_*/logs/monitor.*"):
+                if log.is_file() and not log.is_symlink():
+                    shutil.copy(log, self.root / log.name)
         if self.temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
@@ -211,8 +217,9 @@ def measure(stack: Stack) -> dict:
     assert not gpu_nodes(head), "the head must start without a gpu_node node"
     # the server's first pass withdraws whatever an earlier server may have left (a demand job
     # with []): wait for it, so that it is not counted in the job's time
-    wait(lambda: any(j["status"] == "SUCCEEDED" for j in demand_jobs(head)), 240,
-         "the controller's first (withdrawing) demand job")
+    if stack.demand:
+        wait(lambda: any(j["status"] == "SUCCEEDED" for j in demand_jobs(head)), 240,
+             "the controller's first (withdrawing) demand job")
     before = {j["submission_id"] for j in demand_jobs(head)}
     t_submit = time.monotonic()
     wall_submit = time.time()
@@ -242,7 +249,14 @@ def measure(stack: Stack) -> dict:
     wait(lambda: not gpu_nodes(head), DOWN_TIMEOUT_S, "the idle gpu_node node going away")
     t_down = time.monotonic()
     new_demands = [j for j in demand_jobs(head) if j["submission_id"] not in before]
-    logs = client.job_logs(job_id) if hasattr(client, "job_logs") else None
+    logs = client.job_logs(job_id)
+    # the real runner stamps its first optimizer step (rank 0's clock, this machine); progress
+    # lines come only every log_every_steps, so polling them would see the step late
+    import re
+
+    stamp = re.search(r"'trainyard_first_step_unix': ([0-9.]+)", logs or "")
+    first_step_s = (round(float(stamp.group(1)) - wall_submit, 1) if stamp
+                    else round(first_step["t"] - t_submit, 1) if "t" in first_step else None)
     return {
         "job": shown,
         "logs": logs,
@@ -253,7 +267,7 @@ def measure(stack: Stack) -> dict:
         "node_up_after_submit_wall_s": round(up["wall"] - wall_submit, 1),
         "times": {
             "submit_to_node_up_s": round(up["t"] - t_submit, 1),
-            "submit_to_first_step_s": round(first_step["t"] - t_submit, 1) if "t" in first_step else None,
+            "submit_to_first_step_s": first_step_s,
             "submit_to_job_end_s": round(t_end - t_submit, 1),
             "job_end_to_node_down_s": round(t_down - t_end, 1),
         },
@@ -263,10 +277,15 @@ def measure(stack: Stack) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runner", choices=("standin", "cnn"), default="standin")
+    parser.add_argument("--no-demand", action="store_true",
+                        help="controller sends no autoscaler demand (TRAINYARD_AUTOSCALER_DEMAND=off): the "
+                             "baseline where only Ray's own demand (the cnn runner's placement group) scales")
     parser.add_argument("--keep", metavar="DIR", help="keep logs under DIR")
     args = parser.parse_args(argv)
+    if args.no_demand and args.runner == "standin":
+        parser.error("--no-demand needs --runner cnn: the stand-in never asks Ray for the node itself")
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ty-autoscale-"))
-    stack = Stack(root, runner=args.runner)
+    stack = Stack(root, runner=args.runner, demand=not args.no_demand)
     try:
         stack.start()
         result = measure(stack)
@@ -274,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    out = {"benchmark": "autoscale", "runner": args.runner, "state": result["job"]["state"],
+    out = {"benchmark": "autoscale", "runner": args.runner, "demand": not args.no_demand,
+           "state": result["job"]["state"],
            **result["times"], "head_start_s": stack.head_start_s,
            "demand_requests": [d["bundles"] for d in result["demands"]],
            "load_avg_1m": round(os.getloadavg()[0], 1)}

@@ -30,6 +30,8 @@ class DemandStep:
         python = python or os.environ.get("TRAINYARD_CLUSTER_PYTHON") or "python"
         self.sender = DemandSender(client_for, python=python, log=log.info)
         self.last: dict[str, ClusterDemand] = {}
+        # off switch (TRAINYARD_AUTOSCALER_DEMAND=off): leave scaling to Ray's own demand
+        self.enabled = os.environ.get("TRAINYARD_AUTOSCALER_DEMAND", "on").lower() not in ("off", "0", "false", "no")
 
     def plan(self) -> dict[str, ClusterDemand]:
         with self.db.session() as s:
@@ -54,6 +56,8 @@ class DemandStep:
         return plan_demand(queue, decisions, reachable, active=active, live_nodes=live)
 
     def tick(self) -> list[dict]:
+        if not self.enabled:
+            return []
         self.last = self.plan()
         return self.sender.update(self.last)
 
