@@ -47,3 +47,20 @@ def test_only_succeeded_sweeps_with_a_promote_block_are_promoted_once(tmp_path):
     assert [(m, kw["candidate"], kw["tags"]) for m, kw in calls] == [("m", "7", {"trainyard.sweep_id": wanted})]
     service.promote_finished_sweeps(db)  # a second pass starts nothing new
     assert len(calls) == 1
+
+
+def test_a_second_promotion_of_the_same_model_joins_the_running_one():
+    service = ServingService(tracking_uri="http://mlflow", clusters=lambda name: ("http://ray", None))
+
+    class Reg:
+        def versions(self, model):
+            return ["1"]
+
+        def alias_version(self, model, alias):
+            return "1"
+
+    service._registry = Reg()
+    service.manager = lambda cluster=None: None
+    running = {"id": "abc", "model": "m", "state": "running", "events": []}
+    service.promotions["abc"] = running
+    assert service.promote("m", wait=False) is running

@@ -93,10 +93,18 @@ class ServingService:
             raise SpecError(f"model {model!r} has no alias 'candidate'", field="candidate",
                             fix="run a sweep (it sets the alias), or pass --candidate VERSION")
         manager = self.manager(cluster)
-        pid = uuid.uuid4().hex[:12]
-        record = {"id": pid, "model": model, "state": "running", "started_at": time.time(), "events": [],
-                  "result": None, "error": None}
-        self.promotions[pid] = record
+        with self._lock:  # one promotion per model at a time: a second request joins the running one
+            running = next((p for p in self.promotions.values()
+                            if p["model"] == model and p["state"] == "running"), None)
+            if running is None:
+                pid = uuid.uuid4().hex[:12]
+                record = {"id": pid, "model": model, "state": "running", "started_at": time.time(),
+                          "events": [], "result": None, "error": None}
+                self.promotions[pid] = record
+        if running is not None:
+            while wait and running["state"] == "running":
+                time.sleep(0.5)
+            return running
         promoter = Promoter(manager, registry, on_event=lambda e: record["events"].append(e.to_dict()))
 
         def run():
