@@ -70,6 +70,16 @@ def test_dispatched_jobs_whose_nodes_do_not_exist_yet_are_requested():
     assert demand.as_lists() == [GPU_NODE] and not demand.fits_now
 
 
+def test_running_jobs_ask_for_themselves_but_count_for_the_fit():
+    # a trainer registers its own bundles with Ray's AutoscalingCoordinator; ours would double
+    # them in the merged request. They still decide whether the cluster must grow.
+    busy = view(nodes=[{"CPU": 1.0}], free=[{"CPU": 0.0}])
+    decisions = schedule([cpu_job("next", seq=1.0)], [busy])
+    demand = plan_demand([cpu_job("next", seq=1.0)], decisions, [busy], active={},
+                         running={"local": [cpu_job("running")]}, live_nodes={"local": [{"CPU": 1.0}]})["local"]
+    assert demand.as_lists() == [{"CPU": 1.0}] and demand.active == () and not demand.fits_now
+
+
 def test_clusters_without_autoscaler_limits_get_no_demand():
     fixed = view(name="fixed", nodes=[{"CPU": 1.0}], free=[{"CPU": 0.0}], max_nodes=None)
     assert plan([cpu_job()], [fixed], active={"fixed": [cpu_job("r")]}) == {}

@@ -8,16 +8,22 @@ autoscaler for the resources itself, with `ray.autoscaler.sdk.request_resources(
 
 `request_resources` is a *floor on the cluster's size*, checked against node totals with
 usage ignored (Ray: "ensure_min_cluster_size ... we don't take into account existing
-usage"), and it replaces the previous request. So the bundles sent are everything
-Trainyard has, or wants, on the cluster at once: one bundle per worker of every active job
-(dispatched, not yet ended) plus every waiting job the cluster is the target of. And nodes
-that a request keeps are never removed as idle, so the request is withdrawn (`bundles=[]`)
-as soon as that set is empty.
+usage"), and it replaces the previous request. In Ray 2.60 it has one writer: the
+AutoscalingCoordinator actor, with which Ray Train v2 (every TorchTrainer) and Ray Data
+register their own needs and which sends the union of all requesters' bundles (see
+trainyard.clusters.demand_agent, which registers as one more requester). So the bundles
+sent are what Ray does not know about yet: one bundle per worker of every waiting job the
+cluster is the target of, and of every job dispatched to it whose trainer has not had time
+to register its own request (not yet RUNNING, or RUNNING for less than a grace period).
+Jobs that run longer request for themselves; counting them here too would double them in
+the union and launch nodes nobody uses. Nodes that a request covers are never removed as
+idle, so the request is withdrawn as soon as that set is empty.
 
 Rules, per cluster that autoscales (registered with `max_resources`):
-  - A request starts when the set does not fit the nodes that exist now (a job waits for
-    nodes, or was dispatched ahead of them). Until then nothing is sent: a cluster that
-    never needs to grow never sees a demand job.
+  - A request starts when everything Trainyard has and wants there (running jobs included)
+    does not fit the nodes that exist now (a job waits for nodes, or was dispatched ahead of
+    them). Until then nothing is sent: a cluster that never needs to grow never sees a
+    demand job.
   - Once started, it follows the set (a job starting or ending changes it) and is withdrawn
     when the set is empty. It is not dropped merely because the nodes came up: the jobs
     that asked may not have placed their workers yet, and an idle node goes in seconds.
@@ -55,8 +61,8 @@ class ClusterDemand:
     cluster: str
     bundles: tuple[tuple[tuple[str, float], ...], ...]  # canonical() of all bundles
     waiting: tuple[str, ...] = ()  # job ids held in the queue for this cluster
-    active: tuple[str, ...] = ()  # job ids dispatched to it and not ended
-    fits_now: bool = True  # whether all bundles fit the nodes that exist now
+    active: tuple[str, ...] = ()  # job ids dispatched to it that do not request for themselves yet
+    fits_now: bool = True  # whether all of Trainyard's jobs there fit the nodes that exist now
 
     def as_lists(self) -> list[Bundle]:
         return [dict(b) for b in self.bundles]
@@ -94,13 +100,16 @@ def _target(job: QueuedJob, clusters: Sequence[ClusterView]) -> str | None:
 
 def plan_demand(queue: Sequence[QueuedJob], decisions: Sequence[Decision], clusters: Sequence[ClusterView], *,
                 active: Mapping[str, Sequence[QueuedJob]],
-                live_nodes: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, ClusterDemand]:
+                live_nodes: Mapping[str, Sequence[Mapping[str, float]]],
+                running: Mapping[str, Sequence[QueuedJob]] | None = None) -> dict[str, ClusterDemand]:
     """One ClusterDemand per autoscaling cluster (those with `max_nodes`).
 
     queue/decisions: the pending jobs and the scheduler's answer for each; only WAIT counts
     (DISPATCH becomes active next, REJECT never runs). active: per cluster, the jobs
-    dispatched to it and not ended. live_nodes: per cluster, the totals of the nodes that
-    exist now (what the dashboard reported).
+    dispatched to it that Ray does not know the needs of yet (requested). running: per
+    cluster, the other jobs on it, which ask Ray themselves (only checked for fit).
+    live_nodes: per cluster, the totals of the nodes that exist now (what the dashboard
+    reported).
     """
     by_id = {j.id: j for j in queue}
     waiting: dict[str, list[QueuedJob]] = {}
@@ -118,8 +127,9 @@ def plan_demand(queue: Sequence[QueuedJob], decisions: Sequence[Decision], clust
         held = list(active.get(view.name, ()))
         wanted = waiting.get(view.name, [])
         bundles = [b for job in held + wanted for b in _worker_bundles(job)]
+        others = [b for job in (running or {}).get(view.name, ()) for b in _worker_bundles(job)]
         nodes = [dict(n) for n in live_nodes.get(view.name, ())]
-        fits_now = _fits_all(bundles, nodes)
+        fits_now = _fits_all(bundles + others, nodes)
         out[view.name] = ClusterDemand(cluster=view.name, bundles=canonical(bundles),
                                        waiting=tuple(j.id for j in wanted), active=tuple(j.id for j in held),
                                        fits_now=fits_now)

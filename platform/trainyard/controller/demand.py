@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from trainyard.clusters.demand import ClusterDemand, DemandSender, plan_demand
@@ -16,6 +17,7 @@ from trainyard.scheduler import schedule
 from trainyard.store import Database
 from trainyard.store import clusters as clusters_repo
 from trainyard.store import jobs as jobs_repo
+from trainyard.store import state as st
 
 __all__ = ["DemandStep"]
 
@@ -32,6 +34,11 @@ class DemandStep:
         self.last: dict[str, ClusterDemand] = {}
         # off switch (TRAINYARD_AUTOSCALER_DEMAND=off): leave scaling to Ray's own demand
         self.enabled = os.environ.get("TRAINYARD_AUTOSCALER_DEMAND", "on").lower() not in ("off", "0", "false", "no")
+        # A job's trainer registers its own request with Ray some seconds after its driver
+        # starts (imports, MLflow run): until then the job stays in our request, so that a
+        # node that came up for it is not idle-removed in between. Longer would count it
+        # twice in Ray's merged request (ours + its own) and could launch a node for nothing.
+        self.running_grace_s = float(os.environ.get("TRAINYARD_DEMAND_RUNNING_GRACE_S", "60"))
 
     def plan(self) -> dict[str, ClusterDemand]:
         with self.db.session() as s:
@@ -39,10 +46,20 @@ class DemandStep:
             queue = [views.queued_job(j.id, j.spec, priority=j.priority, seq=j.created_at.timestamp(),
                                       project=j.project) for j in pending]
             active_rows = jobs_repo.active_jobs(s)
+            now = datetime.now(timezone.utc)
             active: dict[str, list] = {}
+            running: dict[str, list] = {}
             for job in active_rows:
-                if job.cluster:
-                    active.setdefault(job.cluster, []).append(views.queued_job(job.id, job.spec))
+                if not job.cluster:
+                    continue
+                started = job.started_at
+                if started is not None and started.tzinfo is None:
+                    started = started.replace(tzinfo=timezone.utc)
+                fresh = job.phase in (st.DISPATCHING, st.SUBMITTED) or (
+                    job.phase == st.RUNNING and (started is None
+                                                 or (now - started).total_seconds() < self.running_grace_s))
+                (active if fresh else running).setdefault(job.cluster, []).append(
+                    views.queued_job(job.id, job.spec))
             reserved = views.reserved_by_cluster(active_rows)
             rows = clusters_repo.list_clusters(s)
             live = {r.name: [dict(n.get("total") or {}) for n in (r.last_resources or {}).get("nodes") or []]
@@ -53,7 +70,7 @@ class DemandStep:
         decisions = schedule(queue, cluster_views) if queue else []
         # an unreachable cluster cannot be sent anything: leave its request as it is
         reachable = [v for v in cluster_views if v.healthy]
-        return plan_demand(queue, decisions, reachable, active=active, live_nodes=live)
+        return plan_demand(queue, decisions, reachable, active=active, live_nodes=live, running=running)
 
     def tick(self) -> list[dict]:
         if not self.enabled:
