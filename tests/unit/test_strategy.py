@@ -94,7 +94,8 @@ def test_config_for_each_stage():
     assert z3["zero_optimization"]["offload_param"]["device"] == "cpu"
     cpu = build_deepspeed_config(plan_deepspeed(ds(), num_params=1000, world_size=2, hardware=CPU),
                                  micro_batch_size=8)
-    assert "bf16" not in cpu and "fp16" not in cpu and "gradient_clipping" not in cpu
+    assert "bf16" not in cpu and "fp16" not in cpu
+    assert cpu["gradient_clipping"] == 0.0  # DeepSpeed's own default (1.0) would clip
     fp16 = build_deepspeed_config(plan_deepspeed(ds(), num_params=1000, world_size=2, hardware=V100),
                                   micro_batch_size=8)
     assert fp16["fp16"]["enabled"] is True

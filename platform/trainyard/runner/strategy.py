@@ -213,8 +213,9 @@ def build_deepspeed_config(plan: DeepSpeedPlan, *, micro_batch_size: int,
         "zero_allow_untested_optimizer": True,
         "zero_force_ds_cpu_optimizer": False,
     }
-    if gradient_clipping:
-        config["gradient_clipping"] = float(gradient_clipping)
+    # always explicit: DeepSpeed's default is 1.0, which clips (and, without ZeRO, costs an
+    # extra all-reduce of the gradient norm every step) when the spec asked for none
+    config["gradient_clipping"] = float(gradient_clipping or 0.0)
     if plan.precision == "bf16":
         config["bf16"] = {"enabled": True}
     elif plan.precision == "fp16":

@@ -419,6 +419,12 @@ def train_loop_per_worker(config: dict) -> None:
     last_eval: dict[str, float] = {}
     micro = state.micro_step
     started = time.monotonic()
+    # throughput: optimizer steps per second after a warm-up (first steps pay for lazy init)
+    start_step = micro // gas
+    warmup = int(config.get("timing_warmup_steps", max(1, min(10, (total_steps - start_step) // 5))))
+    first_step_unix = None
+    warm_at: tuple[int, float] | None = None
+    last_at: tuple[int, float] | None = None
     if rank == 0:
         print(f"[trainyard] job {job_id}: {plan.reason}; {world} workers, {spe} steps/epoch, "
               f"{total_steps} steps" + (f", resumed at step {micro // gas}" if micro else ""), flush=True)
@@ -436,6 +442,11 @@ def train_loop_per_worker(config: dict) -> None:
             if micro % gas:
                 continue
             step = micro // gas
+            if first_step_unix is None:
+                first_step_unix = time.time()
+            if step - start_step == warmup:
+                warm_at = (step, time.perf_counter())
+            last_at = (step, time.perf_counter())
             values = {k: float(v) for k, v in out.items()}
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -475,11 +486,18 @@ def train_loop_per_worker(config: dict) -> None:
             break  # cannot happen: an epoch always ends on its last batch
 
     # ---- the end: final eval, model, last checkpoint
+    timing: dict[str, float] = {}
+    if warm_at and last_at and last_at[0] > warm_at[0]:
+        timing["train_steps_per_s"] = (last_at[0] - warm_at[0]) / (last_at[1] - warm_at[1])
+    if first_step_unix is not None:
+        timing["trainyard_first_step_unix"] = first_step_unix
+    if logger is not None and "train_steps_per_s" in timing:
+        logger.log_metrics({"train_steps_per_s": timing["train_steps_per_s"]}, step=micro // gas)
     step = micro // gas
     epoch = max(0, (micro - 1) // spe) if micro else 0
     final_eval = evaluate(step, epoch)
     final = {**{k: v / max(1, count) for k, v in sums.items()}, **final_eval,
-             "step": step, "epoch": epoch, "total_steps": total_steps, "trainyard_done": 1}
+             "step": step, "epoch": epoch, "total_steps": total_steps, "trainyard_done": 1, **timing}
     model_info: dict[str, Any] = {}
     want_model = bool(config.get("log_model", True)) and tracking and tracking.get("run_id")
     if want_model:
