@@ -477,7 +477,7 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
     # much (a trial finished in that window reruns). 'auto' could wait minutes.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     if not ray.is_initialized():
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=True, **_init_kwargs())
     uri = _uri(tracking_uri)
     tracking: dict = {}
     if uri:
@@ -544,6 +544,18 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
     if tracking:
         result.update(_finish_mlflow(spec, plan, tracking, board, register=register))
     return result
+
+
+def _init_kwargs() -> dict:
+    """Give this driver's actors RAY_ADDRESS. Train v2's PlacementGroupCleaner (a detached
+    actor) finds the cluster through the State API, which fails where several Ray clusters
+    run on one machine ("Found multiple active Ray instances"); then every trial that Tune
+    stops (ASHA, PBT) leaks its workers' placement group and later trials wait forever.
+    A submitted Ray Job has its runtime_env from the submission: leave it alone there."""
+    address = os.environ.get("RAY_ADDRESS")
+    if not address or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ or address.startswith(("http", "ray://")):
+        return {}
+    return {"runtime_env": {"env_vars": {"RAY_ADDRESS": address}}}
 
 
 def _unfinished_trials(grid) -> list[str]:
