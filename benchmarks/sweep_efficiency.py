@@ -82,7 +82,8 @@ def main() -> None:
     r, a = out["random"], out["asha"]
     out["steps_ratio"] = (round(a["steps_to_target"] / r["steps_to_target"], 3)
                           if a["steps_to_target"] and r["steps_to_target"] else None)
-    out["total_steps_ratio"] = round(a["total_steps"] / r["total_steps"], 3) if r["total_steps"] else None
+    out["total_steps_ratio"] = (round(a["total_steps"] / r["total_steps"], 3)
+                                if a["total_steps"] and r["total_steps"] else None)
     out["best_gap_points"] = (round(100 * (r["best_accuracy"] - a["best_accuracy"]), 2)
                               if r["best_accuracy"] is not None and a["best_accuracy"] is not None else None)
     out["wall_ratio"] = round(a["wall_s"] / r["wall_s"], 3)
