@@ -267,3 +267,34 @@ def test_rest_api_cli_paths_deploy_predict_show_history_delete(serving, promoted
         assert hist["champion"] == promoted_model["v2"] and hist["events"]
         assert api.delete("/v1/endpoints/digits-api").status_code == 204
         assert "/v1/endpoints/{name}/predict" in app.openapi()["paths"]
+
+
+def test_per_version_deployments_option_splits_and_moves_without_failures(serving, mlflow_server):
+    """split: deployments (one deployment per version behind a router), for models too big to hold twice."""
+    from serving_support.load import LoopClient
+    from serving_support.models import digits, register_cnn
+
+    v1 = register_cnn(mlflow_server, "digits-d", accuracy=0.5, seed=5)
+    v2 = register_cnn(mlflow_server, "digits-d", accuracy=0.6, seed=6)
+    spec = {"model": "digits-d", "split": "deployments", "cpus_per_replica": 0.1,
+            "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
+    serving.deploy(spec, version=v1)
+    images, _ = digits(1)
+    assert len(serving.predict("digits-d", {"inputs": images})["classes"]) == 1
+    with LoopClient(serving.url("digits-d"), {"inputs": images}, threads=2) as loop:
+        state = serving.get("digits-d")
+        state = serving.apply(state, state.traffic.with_canary(v2, 0.5))
+        time.sleep(2.0)
+        state = serving.apply(state, state.traffic.shift_all_to(v2))
+        serving.drop_drained(state)
+        done = time.monotonic()
+        time.sleep(1.0)
+    assert loop.failures() == [], loop.failures()[:5]
+    assert {v1, v2} <= {a[2] for a in loop.answers}
+    assert loop.versions_after(done) == {v2}
+    deployments = set(serving.get("digits-d").app["deployments"])
+    assert f"Version{v1}" not in deployments and f"Version{v2}" in deployments
+    with pytest.raises(SpecError) as err:
+        serving.predict("digits-d", {"inputs": [[1, 2]]})
+    assert err.value.field == "inputs"
+    serving.delete("digits-d")

@@ -158,7 +158,7 @@ class EndpointManager:
             app = self.serve.applications().get(name) or {}
             ids = set()
             for dep_name, dep in (app.get("deployments") or {}).items():
-                if dep_name == "EndpointStats":
+                if dep_name not in ("Endpoint", "Router"):  # the ones that hold the traffic split
                     continue
                 ids |= {r.get("replica_id") for r in dep.get("replicas") or [] if r.get("state") == "RUNNING"}
             try:
