@@ -9,7 +9,8 @@ the rendered config (TRAINYARD_RAY_AUTOSCALING_CONFIG). Submits one job with 1 w
 
   submit_to_node_up_s       job submitted -> the gpu_node node is ALIVE
   submit_to_first_step_s    job submitted -> the job reports its first training step
-  job_end_to_node_down_s    job ended (Trainyard says so) -> the node is gone (idle timeout 6 s)
+  job_end_to_node_down_s    job ended (Trainyard says so) -> the node is gone (idle timeout 6 s);
+                            negative when it went while the driver still ran (model logging)
 
 Prints one JSON line. No target: a baseline, and timings depend on the machine's load.
 
@@ -168,6 +169,9 @@ class Stack:
             script.write_text(STANDIN_RUNNER)
             env["TRAINYARD_RUNNER_ENTRYPOINT"] = f"{sys.executable} {script} {{job_id}}"
             env["TRAINYARD_MLFLOW_URI"] = "http://127.0.0.1:1"  # never contacted by the stand-in
+            # the stand-in never asks Ray for its node (a real trainer does, once it starts), so
+            # it stays in the controller's request while it runs
+            env["TRAINYARD_DEMAND_RUNNING_GRACE_S"] = "3600"
         else:
             env["TRAINYARD_MLFLOW_URI"] = f"sqlite:///{self.root / 'mlflow.db'}"
         port = free_port()
@@ -227,12 +231,18 @@ def measure(stack: Stack) -> dict:
     job_id = job["id"]
     first_step = {}
     up = {}
+    down = {}
 
     def progress_or_node():
         # poll both: the first training step and the node can come in either order
-        if "t" not in up and gpu_nodes(head):
+        nodes = gpu_nodes(head)
+        if "t" not in up and nodes:
             up["t"] = time.monotonic()
             up["wall"] = time.time()
+        if "t" in up and not nodes and "t" not in down:
+            # the real runner's driver logs the model after training: the idle node can go
+            # (6 s) before the job ends, and the time below comes out negative
+            down["t"] = time.monotonic()
         shown = client.get_job(job_id)
         if "t" not in first_step and (shown.get("progress") or {}).get("step"):
             first_step["t"] = time.monotonic()
@@ -247,7 +257,7 @@ def measure(stack: Stack) -> dict:
                              f"{shown.get('message')}")
     new_demands = [j for j in demand_jobs(head) if j["submission_id"] not in before]
     wait(lambda: not gpu_nodes(head), DOWN_TIMEOUT_S, "the idle gpu_node node going away")
-    t_down = time.monotonic()
+    t_down = down.get("t", time.monotonic())
     new_demands = [j for j in demand_jobs(head) if j["submission_id"] not in before]
     logs = client.job_logs(job_id)
     # the real runner stamps its first optimizer step (rank 0's clock, this machine); progress

@@ -3,9 +3,10 @@
 1. A job needing the `gpu_node` resource (the head has none) is submitted to the server.
 2. The controller asks the local cluster's autoscaler for it (a zero-CPU demand job running
    `python -m trainyard.clusters.demand_agent`); the fake autoscaler adds a gpu-fake node.
-   The job's stand-in driver asks Ray for nothing until the node exists, so that only the
-   controller's request can have brought it up, and the demand job had ended by then: the
-   GCS kept the request after its driver exited.
+   The job's stand-in driver asks Ray for nothing until the node exists (a real trainer
+   asks once it starts; the stand-in stays in the controller's request while it runs,
+   TRAINYARD_DEMAND_RUNNING_GRACE_S), so that only the controller's request can have
+   brought it up, and the demand job had ended by then: the request outlived its driver.
 3. The job runs on that node and succeeds.
 4. The controller withdraws the request; after the idle timeout the node is removed.
 5. The times (submit -> node up, -> first step, job end -> node down) are recorded, not

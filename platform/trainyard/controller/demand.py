@@ -34,11 +34,13 @@ class DemandStep:
         self.last: dict[str, ClusterDemand] = {}
         # off switch (TRAINYARD_AUTOSCALER_DEMAND=off): leave scaling to Ray's own demand
         self.enabled = os.environ.get("TRAINYARD_AUTOSCALER_DEMAND", "on").lower() not in ("off", "0", "false", "no")
-        # A job's trainer registers its own request with Ray some seconds after its driver
-        # starts (imports, MLflow run): until then the job stays in our request, so that a
-        # node that came up for it is not idle-removed in between. Longer would count it
-        # twice in Ray's merged request (ours + its own) and could launch a node for nothing.
-        self.running_grace_s = float(os.environ.get("TRAINYARD_DEMAND_RUNNING_GRACE_S", "60"))
+        # A job's trainer registers its own request with Ray (AutoscalingCoordinator) once it
+        # starts, so a RUNNING job leaves our request: counting it in both made the merged
+        # request twice its size and launched a second node for nothing (measured with the cnn
+        # runner). The gap between the driver starting and the trainer asking is harmless
+        # where nodes idle for minutes before removal (cloud: 10). A grace period keeps a
+        # RUNNING job in our request that long, for drivers that never ask Ray themselves.
+        self.running_grace_s = float(os.environ.get("TRAINYARD_DEMAND_RUNNING_GRACE_S", "0"))
 
     def plan(self) -> dict[str, ClusterDemand]:
         with self.db.session() as s:
