@@ -21,7 +21,7 @@ def ray_head(num_cpus: int = 2):
 
     temp_dir = tempfile.mkdtemp(prefix="tyb-", dir="/tmp")
     head = start_ray_head(temp_dir=temp_dir, token=secrets.token_hex(16), num_cpus=num_cpus,
-                          log_file=os.path.join(temp_dir, "ray-start.log"))
+                          log_file=os.path.join(temp_dir, "ray-start.log"), timeout=300)
     saved = {k: os.environ.get(k) for k in head.env()}
     os.environ.update(head.env())
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # benchmarks measure the sweep, not tracking
