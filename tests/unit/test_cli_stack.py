@@ -43,7 +43,7 @@ def fake_stack(trainyard_home):
         "mlflow": {"name": "mlflow", "pid": _sleeper(), "url": url, "port": port, "log_file": ""},
         "server": {"name": "server", "pid": _sleeper(), "url": url, "port": port, "log_file": ""},
     }
-    state["server"]["env"] = stack._server_env(trainyard_home.resolve(), state)
+    state["server"]["env"] = stack._server_env(trainyard_home.resolve(), mlflow_url=url, dashboard_url=url)
     trainyard_home.mkdir(parents=True, exist_ok=True)
     config.stack_file().write_text(json.dumps(state))
     yield state

@@ -128,7 +128,7 @@ def fmt_metrics(metrics: Mapping[str, Any] | None, limit: int = 4) -> str:
         return ""
     parts = []
     # step and epoch have their own columns wherever metrics are shown
-    items = [(k, v) for k, v in metrics.items() if k not in ("step", "epoch")]
+    items = [(k, v) for k, v in metrics.items() if k not in ("step", "epoch", "total_steps")]
     for key, value in items[:limit]:
         parts.append(f"{key}={value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool)
                      else f"{key}={value}")

@@ -211,12 +211,12 @@ def _pick_port(name: str, requested: int | None, previous: int | None, *, flag: 
 # ----------------------------------------------------------------------------- up
 
 
-def _server_env(home: Path, state: dict) -> dict[str, str]:
+def _server_env(home: Path, *, mlflow_url: str, dashboard_url: str) -> dict[str, str]:
     # only addresses and file paths: the tokens themselves never enter stack.json or argv
     return {
         "TRAINYARD_HOME": str(home),
-        "TRAINYARD_MLFLOW_URI": state["mlflow"]["url"],
-        "TRAINYARD_RAY_DASHBOARD_URL": state["ray"]["dashboard_url"],
+        "TRAINYARD_MLFLOW_URI": mlflow_url,
+        "TRAINYARD_RAY_DASHBOARD_URL": dashboard_url,
         "TRAINYARD_RAY_TOKEN_FILE": str(home / "ray.token"),
         "TRAINYARD_ADMIN_TOKEN_FILE": str(home / "admin.token"),
     }
@@ -328,6 +328,7 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
         actions["ray"] = actions["mlflow"] = "running"
 
         mlflow_future = None
+        mlflow_url = (ml_rec or {}).get("url")
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainyard-up")
         try:
             if not ml_ok:
@@ -347,6 +348,7 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
                                         log_file=home / "logs" / "mlflow.log", timeout=timeout)
 
                 mlflow_future = pool.submit(_start_mlflow)
+                mlflow_url = f"http://127.0.0.1:{mport}"
                 actions["mlflow"] = "restarted" if ml_rec else "started"
             if not ray_ok:
                 emit("ray", "restarting the Ray head" if ray_rec else "starting the Ray head")
@@ -384,39 +386,40 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
                 state["ray"] = _ray_record(head, autoscaling=autoscaling)
                 _write_stack(state)
                 actions["ray"] = "restarted" if ray_rec else "started"
-                if mlflow_future is not None and not mlflow_future.done():
-                    emit("mlflow", "waiting for MLflow")
+
+            # -- server: needs Ray's Jobs API, but only MLflow's address, so it starts while
+            # MLflow is still importing
+            rec = state.get("server")
+            env = _server_env(home, mlflow_url=mlflow_url, dashboard_url=state["ray"]["dashboard_url"])
+            ok, _ = _health("server", rec, home)
+            if ok and rec.get("env") == env:
+                actions["server"] = "running"
+            else:
+                emit("server", "restarting the Trainyard server" if rec else "starting the Trainyard server")
+                _stop_component("server", rec)
+                state.pop("server", None)
+                _write_stack(state)
+                sport = _pick_port("server", port, _port_of(rec), flag="--port")
+                url = f"http://127.0.0.1:{sport}"
+                proc = start_process(
+                    "server", [sys.executable, "-m", "trainyard.api", "--host", "127.0.0.1",
+                               "--port", str(sport)],
+                    url=url, health_url=f"{url}/healthz", log_file=home / "logs" / "server.log",
+                    env=env, timeout=timeout)
+                state["server"] = {**proc.to_dict(), "port": sport, "env": env}
+                state["started_at"] = time.time()
+                _write_stack(state)
+                actions["server"] = "restarted" if rec else "started"
+            if mlflow_future is not None and not mlflow_future.done():
+                emit("mlflow", "waiting for MLflow")
         finally:
             pool.shutdown(wait=True)
-            # whatever happened to Ray, a started MLflow is recorded so that `down` stops it
+            # whatever else happened, a started MLflow is recorded so that `down` stops it
             if mlflow_future is not None and mlflow_future.exception() is None:
                 state["mlflow"] = {**mlflow_future.result().to_dict(), "port": mport}
                 _write_stack(state)
         if mlflow_future is not None:
             mlflow_future.result()  # MLflow's own failure, if it had one
-
-        # -- server
-        rec = state.get("server")
-        env = _server_env(home, state)
-        ok, _ = _health("server", rec, home)
-        if ok and rec.get("env") == env:
-            actions["server"] = "running"
-        else:
-            emit("server", "restarting the Trainyard server" if rec else "starting the Trainyard server")
-            _stop_component("server", rec)
-            state.pop("server", None)
-            _write_stack(state)
-            sport = _pick_port("server", port, _port_of(rec), flag="--port")
-            url = f"http://127.0.0.1:{sport}"
-            proc = start_process(
-                "server", [sys.executable, "-m", "trainyard.api", "--host", "127.0.0.1",
-                           "--port", str(sport)],
-                url=url, health_url=f"{url}/healthz", log_file=home / "logs" / "server.log",
-                env=env, timeout=timeout)
-            state["server"] = {**proc.to_dict(), "port": sport, "env": env}
-            state["started_at"] = time.time()
-            _write_stack(state)
-            actions["server"] = "restarted" if rec else "started"
 
     result = status()
     for comp in result:
@@ -474,34 +477,39 @@ def _autoscaling_config(home: Path, gcs_port: int, num_cpus: int | None) -> str:
 
 
 def down(*, on_event: Event | None = None) -> list[str]:
-    """Stop exactly what `up` started (server, MLflow, Ray, in that order). Idempotent.
+    """Stop exactly what `up` started. Idempotent. Returns the names of what was stopped.
 
-    Returns the names of the components that were stopped.
+    The server goes first, so that it never sees Ray or MLflow vanish under a running job
+    and records a failure; then MLflow and Ray together (MLflow takes ~8 s to drain).
     """
     home = config.home().resolve()
     emit = on_event or (lambda component, message: None)
     if not config.stack_file().exists():
         return []
-    stopped = []
     with _locked(home):
         state = config.read_stack()
-        for name in reversed(COMPONENTS):
-            rec = state.get(name)
-            if not rec:
-                continue
+        present = [n for n in reversed(COMPONENTS) if state.get(n)]
+        for name in present:
             emit(name, f"stopping {name}")
-            if name == "ray":
-                # gcs_server, raylet and the monitor ignore SIGTERM for 10+ s here; what
-                # they would flush on the way out lives in the temp dir we delete anyway
-                if rec.get("gcs_port"):
-                    stop_ray_head(rec, timeout=RAY_STOP_GRACE_S)
-                else:  # `up` died while starting it: its temp dir still identifies it
-                    stop_ray_head({**rec, "gcs_port": -1, "client_port": None}, timeout=RAY_STOP_GRACE_S)
-                shutil.rmtree(rec.get("temp_dir", ""), ignore_errors=True) if rec.get("temp_dir") else None
-            elif _is_ours(name, rec.get("pid")):
-                stop_process(int(rec["pid"]))
-            stopped.append(name)
-            state.pop(name, None)
-            _write_stack(state)
+        if "server" in present:
+            _stop_recorded("server", state["server"])
+        backends = [n for n in present if n != "server"]
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="trainyard-down") as pool:
+            for future in [pool.submit(_stop_recorded, n, state[n]) for n in backends]:
+                future.result()
         config.stack_file().unlink(missing_ok=True)
-    return stopped
+    return present
+
+
+def _stop_recorded(name: str, rec: dict) -> None:
+    if name == "ray":
+        # gcs_server, raylet and the monitor ignore SIGTERM for 10+ s here; what they
+        # would flush on the way out lives in the temp dir we delete anyway
+        if rec.get("gcs_port"):
+            stop_ray_head(rec, timeout=RAY_STOP_GRACE_S)
+        else:  # `up` died while starting it: its temp dir still identifies it
+            stop_ray_head({**rec, "gcs_port": -1, "client_port": None}, timeout=RAY_STOP_GRACE_S)
+        if rec.get("temp_dir"):
+            shutil.rmtree(rec["temp_dir"], ignore_errors=True)
+    elif _is_ours(name, rec.get("pid")):
+        stop_process(int(rec["pid"]))
