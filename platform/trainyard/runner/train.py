@@ -269,6 +269,14 @@ def train_loop_per_worker(config: dict) -> None:
                     {"kind": "progress"|"final", "step", "total_steps", "epoch", "metrics"}
                     for the driver to print (run_job does this).
         artifacts   bool, default True: loss curve + workload artifacts at the end.
+        resume_from ray.train.Checkpoint|None: start from this checkpoint (one this loop
+                    saved) when Ray Train has none for this run (sweeps: restore / PBT clone).
+        timing_warmup_steps  int: steps excluded from the final "train_steps_per_s".
+
+    Resume order: Ray Train's latest checkpoint of this run; else the newest complete
+    checkpoint in this run's storage folder (one a dying worker left unregistered); else
+    resume_from. A checkpoint restores every engine (weights, optimizer, ZeRO shards) and the
+    position in the data (epoch, batch), so the resumed run sees the batches it had not seen.
 
     Reports (ray.train.report, all ranks, rank 0's values are the ones kept) happen after
     every evaluation: each epoch, or every training.eval_every_steps, plus at each
@@ -349,6 +357,8 @@ def train_loop_per_worker(config: dict) -> None:
     found = _latest_checkpoint_in_storage()
     if found is not None and (checkpoint is None or _state_step(found) > _state_step(checkpoint)):
         checkpoint = found
+    if checkpoint is None and config.get("resume_from") is not None:
+        checkpoint = config["resume_from"]  # sweeps: a trial restored or cloned (PBT) elsewhere
     if checkpoint is None and config.get("resume_from") is not None:
         # Train v2 refuses TorchTrainer(resume_from_checkpoint=...); a sweep trial that Tune
         # restores (PBT exploit, retry, resumed sweep) hands its ray.train.Checkpoint here
@@ -538,11 +548,13 @@ def _finish_tracking(logger, *, spec, config, hparams, workload, eval_ds, state_
         with open(spec_path, "w") as fh:
             yaml.safe_dump(spec.model_dump(mode="json"), fh, sort_keys=False)
         logger.log_artifact(spec_path)
+        want_artifacts = config.get("artifacts", True) is not False
         try:
-            _loss_curve(logger, tmp, spec=spec, workload=workload)
+            if want_artifacts:
+                _loss_curve(logger, tmp, spec=spec, workload=workload)
         except Exception as exc:  # a plot is not worth failing a job for
             log.warning("loss curve failed: %s", exc)
-        if workload.artifacts is not None:
+        if want_artifacts and workload.artifacts is not None:
             try:
                 plain = _plain_models(workload, hparams, state_dicts)
                 from trainyard.workload import StepContext
