@@ -123,10 +123,12 @@ def wait(predicate, timeout: float, what: str, poll: float = 0.5):
 class Stack:
     """One fake-autoscaling Ray head + one Trainyard server, under `root`."""
 
-    def __init__(self, root: Path, *, runner: str = "standin", demand: bool = True):
+    def __init__(self, root: Path, *, runner: str = "standin", demand: bool = True,
+                 grace_s: float | None = None):
         self.root = root
         self.runner = runner
         self.demand = demand
+        self.grace_s = grace_s
         self.head = None
         self.server = None
         self.temp_dir = None
@@ -174,6 +176,8 @@ class Stack:
             env["TRAINYARD_DEMAND_RUNNING_GRACE_S"] = "3600"
         else:
             env["TRAINYARD_MLFLOW_URI"] = f"sqlite:///{self.root / 'mlflow.db'}"
+        if self.grace_s is not None:
+            env["TRAINYARD_DEMAND_RUNNING_GRACE_S"] = str(self.grace_s)
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         proc = start_process("server", [sys.executable, "-m", "trainyard.api", "--host", "127.0.0.1",
@@ -284,29 +288,45 @@ def measure(stack: Stack) -> dict:
     }
 
 
+def _launches(root: Path) -> int | None:
+    """How many nodes the autoscaler launched (monitor.log), to see churn and double counting."""
+    log = root / "monitor.log"
+    if not log.exists():
+        return None
+    import re
+
+    return sum(int(n) for n in re.findall(r"Queue (\d+) new nodes for launch", log.read_text(errors="replace")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runner", choices=("standin", "cnn"), default="standin")
     parser.add_argument("--no-demand", action="store_true",
                         help="controller sends no autoscaler demand (TRAINYARD_AUTOSCALER_DEMAND=off): the "
                              "baseline where only Ray's own demand (the cnn runner's placement group) scales")
+    parser.add_argument("--grace", type=float, metavar="S",
+                        help="TRAINYARD_DEMAND_RUNNING_GRACE_S for the server (default: the server's, 0; "
+                             "the stand-in runner always gets 3600)")
     parser.add_argument("--keep", metavar="DIR", help="keep logs under DIR")
     args = parser.parse_args(argv)
     if args.no_demand and args.runner == "standin":
         parser.error("--no-demand needs --runner cnn: the stand-in never asks Ray for the node itself")
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ty-autoscale-"))
-    stack = Stack(root, runner=args.runner, demand=not args.no_demand)
+    stack = Stack(root, runner=args.runner, demand=not args.no_demand, grace_s=args.grace)
+    launches = None
     try:
         stack.start()
         result = measure(stack)
     finally:
         stack.stop()
+        launches = _launches(root)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    out = {"benchmark": "autoscale", "runner": args.runner, "demand": not args.no_demand,
+    out = {"benchmark": "autoscale", "runner": args.runner, "demand": not args.no_demand, "grace_s": args.grace,
            "state": result["job"]["state"],
            **result["times"], "head_start_s": stack.head_start_s,
            "demand_requests": [d["bundles"] for d in result["demands"]],
+           "nodes_launched": launches,
            "load_avg_1m": round(os.getloadavg()[0], 1)}
     print(json.dumps(out))
     return 0 if result["job"]["state"] == "SUCCEEDED" else 1
