@@ -259,10 +259,12 @@ def measure(stack: Stack) -> dict:
     if "t" not in up:
         raise AssertionError(f"the job ended ({shown['state']}) but no gpu_node node was ever seen: "
                              f"{shown.get('message')}")
-    new_demands = [j for j in demand_jobs(head) if j["submission_id"] not in before]
     wait(lambda: not gpu_nodes(head), DOWN_TIMEOUT_S, "the idle gpu_node node going away")
     t_down = down.get("t", time.monotonic())
-    new_demands = [j for j in demand_jobs(head) if j["submission_id"] not in before]
+    # the withdrawing demand job may still be shutting its driver down after it took effect
+    new_demands = wait(lambda: (lambda jobs: jobs if all(j["status"] in ("SUCCEEDED", "FAILED", "STOPPED")
+                                                         for j in jobs) else None)(
+        [j for j in demand_jobs(head) if j["submission_id"] not in before]), 180, "the demand jobs ending")
     logs = client.job_logs(job_id)
     # the real runner stamps its first optimizer step (rank 0's clock, this machine); progress
     # lines come only every log_every_steps, so polling them would see the step late
