@@ -154,13 +154,19 @@ def start_ray_head(*, temp_dir: str | Path, token: str, num_cpus: int | None = N
     if autoscaling_config:
         proc_env["RAY_FAKE_CLUSTER"] = "1"
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    head = RayHead(temp_dir=str(temp_dir), gcs_port=gcs_port, dashboard_port=dashboard_port,
+                   client_port=ports["client"], token=token, num_cpus=num_cpus)
     try:
         result = subprocess.run(cmd, env=proc_env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # `ray start` already spawned gcs/raylet/dashboard: stop them, or they outlive us
+        stop_ray_head(head)
+        raise StackError(f"`ray start --head` did not finish within {timeout:.0f}s",
+                         fix=f"see {log_file}; the machine may be overloaded" if log_file
+                         else "the machine may be overloaded") from None
     finally:
         if log_file:
             out.close()
-    head = RayHead(temp_dir=str(temp_dir), gcs_port=gcs_port, dashboard_port=dashboard_port,
-                   client_port=ports["client"], token=token, num_cpus=num_cpus)
     if result.returncode != 0:
         stop_ray_head(head)
         raise StackError(f"`ray start --head` failed with exit code {result.returncode}",
