@@ -7,7 +7,8 @@
 workers x batch_size, the same epochs/max_steps, the same optimizer and learning rate, and
 the family's own train_step/evaluate on a plain-torch stand-in for a DeepSpeed engine.
 It prints one JSON line per family: the primary metric and its bar, wall seconds, and the
-steady-state samples/s (steps after the first 10% of the run).
+steady-state samples/s (steps after the first 10% of the run). Torch runs with one
+intra-op thread by default, as a Ray Train worker with cpus_per_worker: 1 does.
 """
 from __future__ import annotations
 
@@ -92,6 +93,19 @@ def baseline(family: str, *, epochs: int | None = None, quiet: bool = False) -> 
     ctx = StepContext(hparams=hparams, loss_fn=wl.loss_fn, world_size=1)
     step, history, warm_at, warm_t = 0, [], max(1, max_steps // 10), None
     evals = []
+    every = spec.training.eval_every_steps  # default: each epoch, as the runner does
+
+    def progress():
+        for m in models.values():
+            m.eval()
+        metrics = wl.evaluate(models, eval_ds, ctx)
+        for m in models.values():
+            m.train()
+        evals.append(metrics)
+        print(f"# {family} epoch {ctx.epoch} step {step} t={time.perf_counter() - t0:.0f}s "
+              f"{json.dumps({k: round(v, 4) for k, v in {**history[-1], **metrics}.items()})}",
+              file=sys.stderr, flush=True)
+
     while step < max_steps:
         for batch in loader:
             ctx.step = step
@@ -100,18 +114,13 @@ def baseline(family: str, *, epochs: int | None = None, quiet: bool = False) -> 
             step += 1
             if step == warm_at:
                 warm_t = time.perf_counter()
+            if not quiet and every and step % every == 0 and step < max_steps:
+                progress()
             if step >= max_steps:
                 break
         ctx.epoch += 1
-        if not quiet:
-            for m in models.values():
-                m.eval()
-            metrics = wl.evaluate(models, eval_ds, ctx)
-            for m in models.values():
-                m.train()
-            evals.append(metrics)
-            print(f"# {family} epoch {ctx.epoch} step {step} {json.dumps({k: round(v, 4) for k, v in {**history[-1], **metrics}.items()})}",
-                  file=sys.stderr, flush=True)
+        if not quiet and not every and step < max_steps:
+            progress()
     t_train_end = time.perf_counter()
     for m in models.values():
         m.eval()
@@ -133,7 +142,12 @@ def main(argv=None) -> int:
     ap.add_argument("mode", choices=["baseline", "trainyard"])
     ap.add_argument("families", nargs="*", default=list(FAMILIES))
     ap.add_argument("--quiet", action="store_true", help="skip the per-epoch evaluations")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("TRAINYARD_BENCH_THREADS", "1")),
+                    help="torch intra-op threads (default 1: what a 1-CPU Ray worker gets)")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.mode == "trainyard":
         print("trainyard mode needs the runner (platform/trainyard/runner/train.py); not wired yet", file=sys.stderr)
         return 2

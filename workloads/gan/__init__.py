@@ -1,0 +1,1 @@
+"""DCGAN-style generator and discriminator on sklearn's 8x8 digits."""
