@@ -7,7 +7,9 @@
 workers x batch_size, the same epochs/max_steps, the same optimizer and learning rate, and
 the family's own train_step/evaluate on a plain-torch stand-in for a DeepSpeed engine.
 It prints one JSON line per family: the primary metric and its bar, wall seconds, and the
-steady-state samples/s (steps after the first 10% of the run). Torch runs with one
+steady-state samples/s (steps after the first 10% of the run), and cpu_s, the process's
+CPU seconds: on a machine shared with other work, cpu_s (one thread) is what the wall time
+would be on an idle one. Torch runs with one
 intra-op thread by default, as a Ray Train worker with cpus_per_worker: 1 does.
 """
 from __future__ import annotations
@@ -82,6 +84,7 @@ def baseline(family: str, *, epochs: int | None = None, quiet: bool = False) -> 
     hparams = {**wl.default_hparams, **spec.hyperparameters}
     torch.manual_seed(spec.training.seed)
     t0 = time.perf_counter()
+    c0 = time.process_time()
     models = wl.build_models(hparams)
     train_ds, eval_ds = wl.build_datasets(hparams, spec.data)
     engines = {name: PlainEngine(m, _optimizer(m.parameters(), spec.training)) for name, m in models.items()}
@@ -126,9 +129,10 @@ def baseline(family: str, *, epochs: int | None = None, quiet: bool = False) -> 
         m.eval()
     metrics = wl.evaluate(models, eval_ds, ctx)
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     steady = (max_steps - warm_at) * global_batch / max(t_train_end - warm_t, 1e-9) if warm_t else None
     out = {"family": family, "mode": "baseline", "metric": wl.metric, "value": round(metrics[wl.metric], 4),
-           "bar": bar, "meets_bar": bool(ok(metrics)), "wall_s": round(wall, 1), "steps": max_steps,
+           "bar": bar, "meets_bar": bool(ok(metrics)), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "steps": max_steps,
            "global_batch": global_batch, "samples_per_s": round(steady, 1) if steady else None,
            "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
            "first_loss": history[0], "last_loss": history[-1], "torch_threads": torch.get_num_threads()}
