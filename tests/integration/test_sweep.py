@@ -49,7 +49,8 @@ def _sid() -> str:
 
 
 def _saved_states(exp_dir) -> dict[str, str]:
-    """trial_id -> status in Tune's saved experiment state (what a restore starts from)."""
+    """trial_id -> status in Tune's saved experiment state (what a restore starts from);
+    a RUNNING trial whose saved state already holds a checkpoint reads RUNNING+CKPT."""
     states: dict[str, str] = {}
     for path in sorted(exp_dir.glob("experiment_state-*.json")):
         try:
@@ -58,7 +59,10 @@ def _saved_states(exp_dir) -> dict[str, str]:
             continue  # being written
         for item in data.get("trial_data", []):
             trial = json.loads(item[0]) if isinstance(item[0], str) else item[0]
-            states[trial["trial_id"]] = trial["status"]
+            status = trial["status"]
+            if status == "RUNNING" and "checkpoint_0" in str(item[1]):
+                status = "RUNNING+CKPT"
+            states[trial["trial_id"]] = status
     return states
 
 
@@ -182,21 +186,23 @@ def test_killed_sweep_resumes_without_rerunning_trials(ray_head, mlflow_server, 
     exp_dir = Path(storage[len("file://"):]) / "default" / f"sweep-{sid}"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done_before: set[str] = set()
+    seen: list[str] = []
     try:
         for line in proc.stdout:
+            seen.append(line)
             if not line.startswith("TRAINYARD_PROGRESS "):
                 continue
             payload = json.loads(line.split(" ", 1)[1])
             saved = _saved_states(exp_dir)
             done = {r["trial"] for r in payload["leaderboard"] if r["state"] == "DONE"}
-            running = [r for r in payload["leaderboard"] if r["state"] == "RUNNING" and r["iterations"] >= 1]
+            running = [r for r in payload["leaderboard"] if saved.get(r["trial"]) == "RUNNING+CKPT"]
             done_before = {t for t in done if saved.get(t) == "TERMINATED"}
             if done_before and running:
                 break
     finally:
         proc.kill()
         proc.wait()
-    assert done_before, "the first driver never finished a trial"
+    assert done_before, "the first driver never finished a trial:\n" + "".join(seen[-60:])
 
     # second driver, same sweep id: resumes
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
