@@ -435,6 +435,7 @@ def train_loop_per_worker(config: dict) -> None:
     first_step_unix = None
     warm_at: tuple[int, float] | None = None
     last_at: tuple[int, float] | None = None
+    step_times: list[float] = []  # after warm-up; the median shrugs off a noisy neighbour
     if rank == 0:
         print(f"[trainyard] job {job_id}: {plan.reason}; {world} workers, {spe} steps/epoch, "
               f"{total_steps} steps" + (f", resumed at step {micro // gas}" if micro else ""), flush=True)
@@ -454,9 +455,12 @@ def train_loop_per_worker(config: dict) -> None:
             step = micro // gas
             if first_step_unix is None:
                 first_step_unix = time.time()
+            now = time.perf_counter()
             if step - start_step == warmup:
-                warm_at = (step, time.perf_counter())
-            last_at = (step, time.perf_counter())
+                warm_at = (step, now)
+            elif warm_at is not None:
+                step_times.append(now - last_at[1])
+            last_at = (step, now)
             values = {k: float(v) for k, v in out.items()}
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -499,6 +503,8 @@ def train_loop_per_worker(config: dict) -> None:
     timing: dict[str, float] = {}
     if warm_at and last_at and last_at[0] > warm_at[0]:
         timing["train_steps_per_s"] = (last_at[0] - warm_at[0]) / (last_at[1] - warm_at[1])
+    if step_times:
+        timing["train_step_time_median_s"] = sorted(step_times)[len(step_times) // 2]
     if first_step_unix is not None:
         timing["trainyard_first_step_unix"] = first_step_unix
     if logger is not None and "train_steps_per_s" in timing:
