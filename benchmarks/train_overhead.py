@@ -187,6 +187,9 @@ def main(argv=None) -> int:
             ray.shutdown()
         if head is not None:
             stop_ray_head(head)
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     ddp_rate = (before["steps_per_s"] + after["steps_per_s"]) / 2
     out = {
         "benchmark": "train_overhead",
