@@ -85,13 +85,17 @@ def train_step(engines, batch, ctx):
     d.backward(loss_d)
     d.step()
 
-    # generator: fool a frozen discriminator (its parameters must not collect these gradients)
-    d_params = [p for p in getattr(d, "module", d).parameters()]
+    # generator: fool a frozen discriminator (its parameters must not collect these gradients).
+    # Call D's plain module, not its engine: an engine's forward hooks its output so that a
+    # backward not started by that engine fails (ZeRO-0); ZeRO-3's parameter gathering lives
+    # in hooks on the module itself, so it still works.
+    d_net = getattr(d, "module", d)
+    d_params = list(d_net.parameters())
     flags = [p.requires_grad for p in d_params]
     for p in d_params:
         p.requires_grad_(False)
     try:
-        logits = d(noisy(g(z))).float()
+        logits = d_net(noisy(g(z))).float()
         loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         g.backward(loss_g)
         g.step()
