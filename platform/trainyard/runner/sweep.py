@@ -551,10 +551,19 @@ def _init_kwargs() -> dict:
     actor) finds the cluster through the State API, which fails where several Ray clusters
     run on one machine ("Found multiple active Ray instances"); then every trial that Tune
     stops (ASHA, PBT) leaks its workers' placement group and later trials wait forever.
-    A submitted Ray Job has its runtime_env from the submission: leave it alone there."""
+    Inside a submitted Ray Job, Ray merges this with the submission's runtime_env per
+    env var (and refuses a conflict), so add RAY_ADDRESS only where the job lacks it."""
     address = os.environ.get("RAY_ADDRESS")
-    if not address or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ or address.startswith(("http", "ray://")):
+    if not address or address.startswith(("http", "ray://")):
         return {}
+    job_config = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if job_config:
+        try:
+            job_env = (json.loads(job_config).get("runtime_env") or {}).get("env_vars") or {}
+        except (ValueError, AttributeError):
+            return {}  # an unknown format: leave the submission's runtime_env alone
+        if "RAY_ADDRESS" in job_env:
+            return {}
     return {"runtime_env": {"env_vars": {"RAY_ADDRESS": address}}}
 
 
