@@ -68,6 +68,7 @@ def _wait(predicate, timeout: float, what: str, poll: float = 0.5):
     pytest.fail(f"{what} did not happen within {timeout:.0f}s")
 
 
+@pytest.mark.slow  # nightly tier: the controller test covers the same path in every run
 def test_a_job_needing_a_missing_resource_brings_a_node_up_and_down(ray_head_fake_autoscaling, test_root,
                                                                    record_property):
     from ray.job_submission import JobStatus, JobSubmissionClient

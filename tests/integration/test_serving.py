@@ -200,6 +200,7 @@ def test_candidate_that_does_not_beat_the_champion_is_rejected(serving, promoted
     assert v4 not in serving.get("digits-p").traffic.weights
 
 
+@pytest.mark.slow  # nightly tier: load- and time-driven, minutes on 2 cores
 def test_autoscaling_follows_load_within_bounds(serving, promoted_model):
     from serving_support.load import LoopClient
     from serving_support.models import digits
@@ -269,6 +270,7 @@ def test_rest_api_cli_paths_deploy_predict_show_history_delete(serving, promoted
         assert "/v1/endpoints/{name}/predict" in app.openapi()["paths"]
 
 
+@pytest.mark.slow  # nightly tier: load- and time-driven, minutes on 2 cores
 def test_per_version_deployments_option_splits_and_moves_without_failures(serving, mlflow_server):
     """split: deployments (one deployment per version behind a router), for models too big to hold twice."""
     from serving_support.load import LoopClient
