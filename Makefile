@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)  ## create .venv and install Trainyard with its dev tools
 
-demo: venv  ## start the local stack, train the CNN demo job, print accuracy and the MLflow URL, stop
+demo: venv  ## start the local stack; train, sweep, promote and predict over HTTP; stop
 	$(PY) examples/demo.py
 
 test: venv  ## run the whole test suite (unit, integration, e2e)
