@@ -46,13 +46,7 @@ def storage(test_root):
     return f"file://{path}"
 
 
-# Every family runs in CI at one stage (each stage covered twice); the full matrix is the
-# nightly tier (`make test-slow`), since 21 cells would take most of CI's time on 2 cores.
-EVERY_RUN = {("cnn", 2), ("rnn", 0), ("autoencoder", 3), ("gan", 2), ("diffusion", 0), ("transformer", 3)}
-MATRIX = [pytest.param(family, zero, id=f"{family}-z{zero}",
-                       marks=() if (family, zero) in EVERY_RUN else pytest.mark.slow)
-          for family in CELLS for zero in (0, 2, 3)]
-
+MATRIX = [pytest.param(family, zero, id=f"{family}-z{zero}") for family in CELLS for zero in (0, 2, 3)]
 
 @pytest.mark.parametrize("family,zero", MATRIX)
 def test_family_trains_under_zero_stage(family, zero, ray_head, mlflow_env, storage):

@@ -200,7 +200,6 @@ def test_candidate_that_does_not_beat_the_champion_is_rejected(serving, promoted
     assert v4 not in serving.get("digits-p").traffic.weights
 
 
-@pytest.mark.slow  # nightly tier: load- and time-driven, minutes on 2 cores
 def test_autoscaling_follows_load_within_bounds(serving, promoted_model):
     from serving_support.load import LoopClient
     from serving_support.models import digits

@@ -123,7 +123,6 @@ def test_bayesian_search_runs_through_optuna(ray_head, storage):
     assert b"optuna" in blob.lower()
 
 
-@pytest.mark.slow  # nightly tier: several minutes of Tune trials on 2 cores
 def test_pbt_exploits_and_restores_deepspeed_checkpoints(ray_head, mlflow_server, storage):
     from mlflow.tracking import MlflowClient
 
@@ -149,7 +148,6 @@ def test_pbt_exploits_and_restores_deepspeed_checkpoints(ray_head, mlflow_server
                for other in by_trial if other != trial), by_trial
 
 
-@pytest.mark.slow  # nightly tier: several minutes of Tune trials on 2 cores
 def test_zero2_trials_of_two_workers_with_s3_checkpoints(ray_head, moto_s3, monkeypatch):
     from trainyard.runner.sweep import run_sweep
 
@@ -171,7 +169,6 @@ def test_zero2_trials_of_two_workers_with_s3_checkpoints(ray_head, moto_s3, monk
     assert len(shards) >= 2, shards
 
 
-@pytest.mark.slow  # nightly tier: several minutes of Tune trials on 2 cores
 def test_killed_sweep_resumes_without_rerunning_trials(ray_head, mlflow_server, storage, test_root):
     from mlflow.tracking import MlflowClient
 
