@@ -312,19 +312,27 @@ def validate_workload_fields(spec: JobSpec) -> list[FieldIssue]:
     return []
 
 
+def _parse_model(model: type[BaseModel], spec: str | Path | Mapping[str, Any], source: str | None,
+                 *checks) -> Any:
+    """Validate `spec` against `model`, then run each check (parsed -> issues) in order.
+
+    Every parse_* function goes through here, so all specs report errors the same way."""
+    data, source = _as_mapping(spec, source)
+    try:
+        parsed = model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(spec_issues_from_validation(exc, model), source=source) from None
+    for check in checks:
+        issues = check(parsed)
+        if issues:
+            raise SpecError(issues, source=source)
+    return parsed
+
+
 def parse_job_spec(spec: str | Path | Mapping[str, Any], *, source: str | None = None,
                    check_workload: bool = True) -> JobSpec:
     """Validate a job spec given as YAML text, a path, or a mapping."""
-    data, source = _as_mapping(spec, source)
-    try:
-        job = JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(spec_issues_from_validation(exc, JobSpec), source=source) from None
-    if check_workload:
-        issues = validate_workload_fields(job)
-        if issues:
-            raise SpecError(issues, source=source)
-    return job
+    return _parse_model(JobSpec, spec, source, *([validate_workload_fields] if check_workload else []))
 
 
 # --------------------------------------------------------------------------- endpoints & promotion
@@ -436,14 +444,6 @@ class EndpointSpec(_Model):
         return self.name or self.model
 
 
-def _parse_model(model: type[BaseModel], spec: str | Path | Mapping[str, Any], source: str | None) -> Any:
-    data, source = _as_mapping(spec, source)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(spec_issues_from_validation(exc, model), source=source) from None
-
-
 def parse_endpoint_spec(spec: str | Path | Mapping[str, Any], *, source: str | None = None) -> EndpointSpec:
     """Validate an endpoint spec given as YAML text, a path, or a mapping."""
     return _parse_model(EndpointSpec, spec, source)
@@ -536,21 +536,13 @@ class SweepSpec(JobSpec):
 def parse_sweep_spec(spec: str | Path | Mapping[str, Any], *, source: str | None = None,
                      check_workload: bool = True) -> SweepSpec:
     """Validate a sweep spec (YAML text, path or mapping), search space included."""
-    data, source = _as_mapping(spec, source)
-    try:
-        sweep = SweepSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(spec_issues_from_validation(exc, SweepSpec), source=source) from None
-    if check_workload:
-        issues = validate_workload_fields(sweep)
-        if issues:
-            raise SpecError(issues, source=source)
+    def search_space_issues(sweep: SweepSpec) -> list[FieldIssue]:
         from trainyard.sweeps.validate import sweep_issues
 
-        issues = sweep_issues(sweep)
-        if issues:
-            raise SpecError(issues, source=source)
-    return sweep
+        return sweep_issues(sweep)
+
+    checks = [validate_workload_fields, search_space_issues] if check_workload else []
+    return _parse_model(SweepSpec, spec, source, *checks)
 
 
 def json_schemas() -> dict[str, dict]:
