@@ -28,6 +28,7 @@ class Registry:
 
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._families: dict[tuple[str, str], str | None] = {}
 
     # ------------------------------------------------------------------ models and versions
     def _model(self, name: str):
@@ -82,14 +83,33 @@ class Registry:
 
     def family(self, name: str, version: str) -> str | None:
         """The Workload name the version was trained with (from its model metadata)."""
-        mv = self.client.get_model_version(name, str(version))
+        key = (name, str(version))
+        if self._families.get(key) is None:  # a version's model never changes: read it once
+            self._families[key] = self._read_family(name, str(version))
+        return self._families[key]
+
+    def _read_family(self, name: str, version: str) -> str | None:
+        mv = self.client.get_model_version(name, version)
         for key in ("trainyard.workload", "workload"):
             if key in (mv.tags or {}):
                 return mv.tags[key]
+        # the MLmodel file's metadata, read through *this* tracking server: mlflow's
+        # get_model_info("models:/...") would ask the process-wide default one instead
         try:
-            from mlflow.models import get_model_info
+            import tempfile
 
-            meta = get_model_info(f"models:/{name}/{version}").metadata or {}
+            import yaml
+            from mlflow.artifacts import download_artifacts
+
+            source = str(mv.source or "")
+            model_id = getattr(mv, "model_id", None) or (
+                source.split("/")[-1] if source.startswith("models:/m-") else None)
+            location = self.client.get_logged_model(model_id).artifact_location if model_id else source
+            with tempfile.TemporaryDirectory(prefix="ty-mlmodel-") as tmp:
+                path = download_artifacts(artifact_uri=f"{location.rstrip('/')}/MLmodel",
+                                          tracking_uri=self.tracking_uri, dst_path=tmp)
+                with open(path) as fh:
+                    meta = (yaml.safe_load(fh) or {}).get("metadata") or {}
             return meta.get("trainyard_workload")
         except Exception:
             return None
