@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 
 from trainyard.errors import ConflictError, SpecError
-from trainyard.serving.config import build_app_config, merge_serve_config, route_prefix
+from trainyard.serving.config import (build_app_config, build_version_app_config, merge_serve_config, route_prefix,
+                                      version_app_name)
 from trainyard.serving.stats import VersionStats, diff, merge
 from trainyard.serving.traffic import Traffic, WeightedPicker
 from trainyard.specs import EndpointSpec
@@ -98,11 +99,21 @@ def test_app_config_holds_versions_and_weights_in_user_config():
     assert app["args"]["batching"]["enabled"] is True  # cnn batches by default
 
 
-def test_per_version_deployments_option_builds_one_deployment_per_version():
+def test_per_version_split_keeps_the_version_set_out_of_the_router_apps_code_and_args():
     spec = EndpointSpec(model="big", split="deployments")
-    app = build_app_config(spec, traffic=Traffic.single("1").with_canary("2", 0.5), tracking_uri="x")
-    names = {d["name"] for d in app["deployments"]}
-    assert names == {"EndpointStats", "Router", "Version1", "Version2"}
+    one = build_app_config(spec, traffic=Traffic.single("1"), tracking_uri="x")
+    two = build_app_config(spec, traffic=Traffic.single("1").with_canary("2", 0.5), tracking_uri="x")
+    assert {d["name"] for d in two["deployments"]} == {"EndpointStats", "Router"}
+    # what makes Serve restart an app (import_path, args, runtime_env) is the same for any version set
+    assert all(one[k] == two[k] for k in ("import_path", "args", "route_prefix"))
+    router = next(d for d in two["deployments"] if d["name"] == "Router")
+    assert router["user_config"]["apps"] == {"1": version_app_name("big", "1"), "2": version_app_name("big", "2")}
+    v2 = build_version_app_config(spec, version="2", tracking_uri="x", family="cnn")
+    assert v2["name"] == "big--v2" and v2["route_prefix"] is None  # reached by handle only
+    assert [d["name"] for d in v2["deployments"]] == ["Version"]
+    assert v2["deployments"][0]["user_config"] == {"uri": "models:/big/2", "version": "2"}
+    # a version's app does not depend on the other versions: it stays byte-identical
+    assert v2 == build_version_app_config(spec, version="2", tracking_uri="x", family="cnn")
 
 
 def test_merge_keeps_other_apps_and_replaces_ours():
@@ -114,3 +125,6 @@ def test_merge_keeps_other_apps_and_replaces_ours():
     assert merged["http_options"]["port"] == 8123
     gone = merge_serve_config(current, None, http_host="h", http_port=1, remove="digits")
     assert [a["name"] for a in gone["applications"]] == ["other"]
+    several = merge_serve_config(current, [new, {"name": "digits--v2"}], http_host="h", http_port=1,
+                                 remove=["other"])
+    assert [a["name"] for a in several["applications"]] == ["digits", "digits--v2"]

@@ -9,6 +9,7 @@ Layout (pure parts first; none of these import ray or torch at module level):
     registry.py   MLflow registry: versions, aliases, metrics, promotion events
     endpoints.py  deploy / list / show / predict / delete, against a cluster
     promotion.py  the promotion flow: compare -> canary -> promote or roll back
+    batching.py   how a family's requests stack into one forward pass (serve.batch), pure
     app.py        the Serve application itself (imported only inside Serve replicas)
 """
 from __future__ import annotations

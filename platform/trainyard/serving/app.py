@@ -9,6 +9,9 @@
 
 Responses carry `x-trainyard-version` (the model version that answered) and
 `x-trainyard-generation` (the traffic config the replica applied).
+
+`build_version_app(args)` is the import_path of one version's own application (split:
+deployments); it has no HTTP route, only the endpoint's router calls it.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from trainyard.errors import SpecError, TrainyardError
+from trainyard.serving.batching import BATCH_ADAPTERS, predict_batch
 from trainyard.serving.stats import VersionStats, merge
 from trainyard.serving.traffic import Traffic, WeightedPicker
 
@@ -67,34 +71,6 @@ class LoadedVersion:
         return self.workload.predictor(self.models, payload, self.hparams)
 
 
-def _cnn_items(payload: Any):
-    from workloads.cnn.workload import _images_from_payload
-
-    return _images_from_payload(payload)  # (n, 1, 8, 8), already scaled; SpecError when malformed
-
-
-def _cnn_merge(items):
-    import numpy as np
-
-    stacked = np.concatenate(items, axis=0)
-    return {"inputs": stacked.reshape(-1, 8, 8), "scale": 1.0}
-
-
-# family -> (validate one payload into stackable items, merge items into one payload)
-BATCH_ADAPTERS = {"cnn": (_cnn_items, _cnn_merge)}
-
-
-def _split(result: dict, counts: list[int]) -> list[dict]:
-    """Cut a batched response (lists per item) back into one response per request."""
-    out: list[dict] = [{} for _ in counts]
-    for key, value in result.items():
-        start = 0
-        for i, n in enumerate(counts):
-            out[i][key] = value[start:start + n] if isinstance(value, list) else value
-            start += n
-    return out
-
-
 # ----------------------------------------------------------------------------- stats collector
 
 
@@ -106,9 +82,10 @@ class EndpointStats:
         self._replicas: dict[str, dict] = {}
         self._ring: deque = deque(maxlen=120)
 
-    def push(self, replica: str, generation: int, versions: dict, pid: int) -> None:
+    def push(self, replica: str, generation: int, versions: dict, pid: int,
+             oldest_in_flight: int | None = None) -> None:
         self._replicas[replica] = {"generation": generation, "versions": versions, "time": time.time(),
-                                   "pid": pid}
+                                   "pid": pid, "oldest_in_flight": oldest_in_flight}
         now = time.time()
         if not self._ring or now - self._ring[-1][0] >= 1.0:
             self._ring.append((now, merge([r["versions"] for r in self._replicas.values()])))
@@ -130,7 +107,8 @@ class EndpointStats:
                                    "span_s": round(span, 2)}
         return {"time": now, "versions": {v: s.to_dict() for v, s in totals.items()},
                 "summary": {v: s.summary() for v, s in totals.items()}, "recent": recent,
-                "replicas": {k: {"generation": r["generation"], "age_s": round(now - r["time"], 2)}
+                "replicas": {k: {"generation": r["generation"], "age_s": round(now - r["time"], 2),
+                                 "oldest_in_flight": r.get("oldest_in_flight")}
                              for k, r in self._replicas.items()}}
 
 
@@ -150,6 +128,9 @@ class _Base:
         self._counters: dict[str, VersionStats] = {}
         self._dirty = True
         self._pusher: asyncio.Task | None = None
+        # requests in flight per traffic generation they were routed under: a version that
+        # left the traffic at generation G has drained once nothing older than G is in flight
+        self._in_flight: dict[int, int] = {}
         try:
             self._replica_id = serve.get_replica_context().replica_id.unique_id
         except Exception:  # outside Serve (unit use)
@@ -180,8 +161,10 @@ class _Base:
             return
         self._dirty = False
         snapshot = {v: s.to_dict() for v, s in self._counters.items()}
+        oldest = min(self._in_flight) if self._in_flight else None
         try:
-            await self._stats_handle.push.remote(self._replica_id, self._traffic.generation, snapshot, os.getpid())
+            await self._stats_handle.push.remote(self._replica_id, self._traffic.generation, snapshot, os.getpid(),
+                                                 oldest)
         except Exception as exc:  # stats must never break serving
             self._dirty = True
             log.warning("stats push failed: %s", exc)
@@ -215,11 +198,26 @@ class _Base:
                       "fix": "POST /predict, GET /openapi.json"}, 404)
 
     async def _predict(self, payload: Any) -> Response:
-        started = time.perf_counter()
         traffic = self._traffic  # one consistent view for this request
-        version = self._picker.pick()
+        generation = traffic.generation
+        self._in_flight[generation] = self._in_flight.get(generation, 0) + 1
         try:
-            result = await self._run(version, payload)
+            # the traffic, picker and routes (models or handles) of one view: reconfigure
+            # replaces them whole, so a request never sees half of a change
+            return await self._predict_with(traffic, self._picker, self._routes(), payload)
+        finally:
+            left = self._in_flight[generation] - 1
+            if left:
+                self._in_flight[generation] = left
+            else:
+                del self._in_flight[generation]
+            self._dirty = True
+
+    async def _predict_with(self, traffic: Traffic, picker: WeightedPicker, routes: dict, payload: Any) -> Response:
+        started = time.perf_counter()
+        version = picker.pick()
+        try:
+            result = await self._run(routes, version, payload)
         except SpecError as exc:
             self._observe(version, started, rejected=True)
             return _json(exc.to_dict(), 422, self._headers(version, traffic))
@@ -229,7 +227,7 @@ class _Base:
                 self._observe(version, started, error=True, fallback=True)
                 started = time.perf_counter()
                 try:
-                    result = await self._run(traffic.stable, payload)
+                    result = await self._run(routes, traffic.stable, payload)
                 except SpecError as exc2:
                     self._observe(traffic.stable, started, rejected=True)
                     return _json(exc2.to_dict(), 422, self._headers(traffic.stable, traffic))
@@ -259,30 +257,16 @@ class _Batcher:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _batched(self, requests: list[tuple]) -> list:
-        results: list[Any] = [None] * len(requests)
-        groups: dict[int, list[int]] = {}
-        for i, (loaded, _) in enumerate(requests):
-            groups.setdefault(id(loaded), []).append(i)
-        for idx in groups.values():
-            loaded = requests[idx[0]][0]
-            _, merge_items = loaded.adapter
-            items = [requests[i][1] for i in idx]
-            try:
-                merged = loaded.predict(merge_items(items))
-                for i, part in zip(idx, _split(merged, [len(it) for it in items])):
-                    results[i] = part
-            except Exception as exc:  # the batch failed: every request of it fails alike
-                for i in idx:
-                    results[i] = exc
-        return results
+        return predict_batch(requests)
 
     async def _predict_local(self, loaded: "LoadedVersion", payload: Any) -> dict:
         if self._batching and loaded.adapter is not None:
-            items = loaded.adapter[0](payload)  # SpecError here is this request's own
-            result = await self._batched((loaded, items))
-            if isinstance(result, Exception):
-                raise result
-            return result
+            items = loaded.adapter.items(payload, loaded.hparams)  # SpecError here is this request's own
+            if items is not None:
+                result = await self._batched((loaded, items))
+                if isinstance(result, Exception):
+                    raise result
+                return result
         return loaded.predict(payload)
 
 
@@ -311,13 +295,15 @@ class EndpointReplica(_Base, _Batcher):
         # versions that left the config: nothing picks them any more; drop them
         self._models = {v: m for v, m in loaded.items() if v in traffic.weights}
 
-    async def _run(self, version: str, payload: Any) -> dict:
-        # looked up before the first await: a reconfigure cannot pull it away mid-request
-        return await self._predict_local(self._models[version], payload)
+    def _routes(self) -> dict:
+        return self._models
+
+    async def _run(self, routes: dict, version: str, payload: Any) -> dict:
+        return await self._predict_local(routes[version], payload)
 
 
 class VersionModel(_Batcher):
-    """split: deployments. One version per deployment (for models too large to hold twice)."""
+    """split: deployments. One version per Serve application (for models too large to hold twice)."""
 
     def __init__(self, tracking_uri: str, batching: dict | None = None):
         _set_env(tracking_uri)
@@ -339,19 +325,39 @@ class VersionModel(_Batcher):
 
 
 class Router(_Base):
-    """split: deployments. Picks a version by weight and forwards through its handle."""
+    """split: deployments. Picks a version by weight and forwards to that version's app.
+
+    Weights and the version -> application map come in user_config (no restart): the
+    manager deploys a version's app and waits until it runs before giving it weight, and
+    deletes it only after its weight is gone and the requests routed to it have drained.
+    """
 
     def __init__(self, stats, endpoint: str, model: str, tracking_uri: str, family: str | None = None,
                  split: str = "deployments", fallback_on_error: bool = True, batching: dict | None = None,
-                 spec: dict | None = None, versions: list | None = None, handles: dict | None = None):
+                 spec: dict | None = None, **_ignored):
         self._init_base(stats, endpoint, family, fallback_on_error)
-        self._handles = dict(handles or {})
+        self._handles: dict[str, tuple[str, Any]] = {}  # version -> (app name, handle)
 
-    def reconfigure(self, user_config: dict) -> None:
-        self._apply_traffic(Traffic.from_dict(user_config["traffic"]))
+    async def reconfigure(self, user_config: dict) -> None:
+        traffic = Traffic.from_dict(user_config["traffic"])
+        apps = user_config.get("apps") or {}
+        handles = {}
+        for version in traffic.versions():
+            app = apps[version]
+            known = self._handles.get(version)
+            if known is not None and known[0] == app:
+                handles[version] = known
+            else:  # get_app_handle asks the controller (a blocking call): off the event loop
+                handles[version] = (app, await asyncio.to_thread(serve.get_app_handle, app))
+        # in-flight requests keep the handle they took; new ones see only the new set
+        self._handles = handles
+        self._apply_traffic(traffic)
 
-    async def _run(self, version: str, payload: Any) -> dict:
-        result = await self._handles[version].predict.remote(payload)
+    def _routes(self) -> dict:
+        return self._handles
+
+    async def _run(self, routes: dict, version: str, payload: Any) -> dict:
+        result = await routes[version][1].predict.remote(payload)
         if isinstance(result, dict) and "__spec_error__" in result:
             body = result["__spec_error__"]
             raise SpecError(body.get("message", "invalid"), field=body.get("field"), value=body.get("value"),
@@ -376,8 +382,11 @@ def build_app(args: dict):
     stats = EndpointStats.bind()
     if args.get("split", "replica") == "replica":
         return serve.deployment(name="Endpoint")(EndpointReplica).bind(stats, **args)
-    handles = {}
-    for version in args.get("versions") or []:
-        dep = serve.deployment(name=f"Version{version}")(VersionModel)
-        handles[str(version)] = dep.bind(args["tracking_uri"], args.get("batching"))
-    return serve.deployment(name="Router")(Router).bind(stats, handles=handles, **args)
+    return serve.deployment(name="Router")(Router).bind(stats, **args)
+
+
+def build_version_app(args: dict):
+    """Application builder of one version's app (split: deployments)."""
+    from trainyard.serving.config import VERSION_DEPLOYMENT
+
+    return serve.deployment(name=VERSION_DEPLOYMENT)(VersionModel).bind(args["tracking_uri"], args.get("batching"))

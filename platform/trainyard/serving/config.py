@@ -6,28 +6,37 @@ One application per endpoint, named after it, at route_prefix /v1/endpoints/<nam
   version and pick one per request by weight. Versions and weights live in `user_config`,
   so a canary, a promotion or a rollback reaches every replica in about 0.3 s, without a
   restart and without a second handle hop (which costs as much as the whole request here).
-- split "deployments": one deployment per version plus a `Router` ingress that forwards
-  through a handle. One extra hop per request, but a replica holds one model: for models
-  too large to hold two of. Adding or removing a version changes the app's deployments.
+- split "deployments": for models too large to hold two of. Each version is its own
+  Serve application (`<name>--v<version>`, no HTTP route, one `Version` deployment), and
+  the endpoint app holds a `Router` ingress that forwards through an app handle. The
+  router's weights and its version -> application map live in its `user_config`, so the
+  endpoint app's code and args never change with the version set: Serve leaves it (and
+  every version app that stays) alone when the config is PUT again. A version is added by
+  deploying its app first and shifting weight once it runs; it is removed by taking its
+  weight away, draining, then deleting its app. One extra hop per request.
 
 A small `EndpointStats` deployment collects the replicas' counters (pushed off the
 request path) and answers `GET <route>/-/stats`.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from trainyard.serving.traffic import Traffic
 from trainyard.specs import EndpointSpec
 
-__all__ = ["APP_IMPORT_PATH", "ROUTE_ROOT", "route_prefix", "app_name", "build_app_config",
+__all__ = ["APP_IMPORT_PATH", "VERSION_IMPORT_PATH", "VERSION_DEPLOYMENT", "ROUTE_ROOT", "route_prefix",
+           "app_name", "version_app_name", "build_app_config", "build_version_app_config",
            "merge_serve_config", "family_batches", "model_uri"]
 
 APP_IMPORT_PATH = "trainyard.serving.app:build_app"
+VERSION_IMPORT_PATH = "trainyard.serving.app:build_version_app"
+VERSION_DEPLOYMENT = "Version"
 ROUTE_ROOT = "/v1/endpoints"
 # Families whose predictor takes {"inputs": [item, ...]} and answers lists per item, so that
-# several requests can be stacked into one forward pass (serve.batch).
-BATCHABLE_FAMILIES = frozenset({"cnn", "rnn"})
+# several requests can be stacked into one forward pass (serve.batch). The adapters are in
+# app.py (BATCH_ADAPTERS); requests an adapter cannot stack (a PNG grid, sampling) run alone.
+BATCHABLE_FAMILIES = frozenset({"cnn", "rnn", "rnn-forecast", "autoencoder"})
 
 
 def route_prefix(name: str) -> str:
@@ -36,6 +45,11 @@ def route_prefix(name: str) -> str:
 
 def app_name(name: str) -> str:
     return name
+
+
+def version_app_name(name: str, version: str) -> str:
+    """The Serve application of one version of endpoint `name` (split: deployments)."""
+    return f"{name}--v{version}"
 
 
 def model_uri(model: str, version: str) -> str:
@@ -64,38 +78,40 @@ def _actor_options(spec: EndpointSpec) -> dict:
     return opts
 
 
+def _batching(spec: EndpointSpec, family: str | None) -> dict:
+    return {"enabled": family_batches(family, spec), "max_batch_size": spec.batching.max_batch_size,
+            "batch_wait_timeout_s": spec.batching.batch_wait_timeout_s}
+
+
 def build_app_config(spec: EndpointSpec, *, traffic: Traffic, tracking_uri: str, family: str | None = None,
                      env: Mapping[str, str] | None = None, spec_json: Mapping | None = None) -> dict:
-    """One entry of `applications[]` for this endpoint."""
+    """One entry of `applications[]` for this endpoint (for split: deployments, its router app;
+    the versions' own apps come from build_version_app_config)."""
     name = spec.endpoint_name()
-    batching = family_batches(family, spec)
     args = {
         "endpoint": name, "model": spec.model, "tracking_uri": tracking_uri, "family": family,
         "split": spec.split, "fallback_on_error": spec.fallback_on_error,
-        "batching": {"enabled": batching, "max_batch_size": spec.batching.max_batch_size,
-                     "batch_wait_timeout_s": spec.batching.batch_wait_timeout_s},
+        "batching": _batching(spec, family),
         # kept in the app so `endpoints list/show` can rebuild the spec from the cluster alone
         "spec": dict(spec_json if spec_json is not None else spec.model_dump(mode="json")),
     }
-    user_config = {"traffic": traffic.to_dict(),
-                   "uris": {v: model_uri(spec.model, v) for v in traffic.versions()}}
     deployments: list[dict] = [{"name": "EndpointStats", "num_replicas": 1,
                                 "ray_actor_options": {"num_cpus": 0}}]
     if spec.split == "replica":
+        user_config = {"traffic": traffic.to_dict(),
+                       "uris": {v: model_uri(spec.model, v) for v in traffic.versions()}}
         deployments.append({"name": "Endpoint", "autoscaling_config": _autoscaling(spec),
                             "max_ongoing_requests": spec.max_ongoing_requests,
                             "ray_actor_options": _actor_options(spec), "user_config": user_config})
     else:
-        args["versions"] = traffic.versions()
+        # nothing here depends on the version set but user_config: changing the set never
+        # touches the router's code or args, so Serve never restarts it for that
+        user_config = {"traffic": traffic.to_dict(),
+                       "apps": {v: version_app_name(name, v) for v in traffic.versions()}}
         deployments.append({"name": "Router", "user_config": user_config,
                             "autoscaling_config": {**_autoscaling(spec), "min_replicas": 1},
                             "max_ongoing_requests": spec.max_ongoing_requests * 4,
                             "ray_actor_options": {"num_cpus": 0}})
-        for version in traffic.versions():
-            deployments.append({"name": f"Version{version}", "autoscaling_config": _autoscaling(spec),
-                                "max_ongoing_requests": spec.max_ongoing_requests,
-                                "ray_actor_options": _actor_options(spec),
-                                "user_config": {"uri": model_uri(spec.model, version), "version": version}})
     app: dict[str, Any] = {"name": app_name(name), "route_prefix": route_prefix(name),
                            "import_path": APP_IMPORT_PATH, "args": args, "deployments": deployments}
     if env:
@@ -103,20 +119,41 @@ def build_app_config(spec: EndpointSpec, *, traffic: Traffic, tracking_uri: str,
     return app
 
 
-def merge_serve_config(current: Mapping | None, app: Mapping | None, *, http_host: str, http_port: int,
-                       remove: str | None = None) -> dict:
+def build_version_app_config(spec: EndpointSpec, *, version: str, tracking_uri: str, family: str | None = None,
+                             env: Mapping[str, str] | None = None) -> dict:
+    """split: deployments: the Serve application of one version (no HTTP route; the router
+    reaches it through an app handle). Its config depends only on the spec and the version,
+    so it stays byte-identical, and untouched by Serve, while other versions come and go."""
+    name = spec.endpoint_name()
+    version = str(version)
+    args = {"endpoint": name, "model": spec.model, "version": version, "tracking_uri": tracking_uri,
+            "family": family, "batching": _batching(spec, family)}
+    app: dict[str, Any] = {
+        "name": version_app_name(name, version), "route_prefix": None, "import_path": VERSION_IMPORT_PATH,
+        "args": args,
+        "deployments": [{"name": VERSION_DEPLOYMENT, "autoscaling_config": _autoscaling(spec),
+                         "max_ongoing_requests": spec.max_ongoing_requests,
+                         "ray_actor_options": _actor_options(spec),
+                         "user_config": {"uri": model_uri(spec.model, version), "version": version}}]}
+    if env:
+        app["runtime_env"] = {"env_vars": dict(env)}
+    return app
+
+
+def merge_serve_config(current: Mapping | None, app: Mapping | Iterable[Mapping] | None, *, http_host: str,
+                       http_port: int, remove: str | Iterable[str] | None = None) -> dict:
     """The full config to PUT: every other application as deployed, plus (or minus) ours.
 
-    PUT replaces the whole set of applications, so leaving one out deletes it.
+    `app` is one application config or several; `remove` one name or several. PUT replaces
+    the whole set of applications, so leaving one out deletes it; an application whose
+    config is unchanged is left running as it is.
     """
-    others = []
-    for entry in (current or {}).get("applications", []) or []:
-        if app is not None and entry.get("name") == app.get("name"):
-            continue
-        if remove is not None and entry.get("name") == remove:
-            continue
-        others.append(entry)
-    apps = others + ([dict(app)] if app is not None else [])
+    ours = [] if app is None else [dict(app)] if isinstance(app, Mapping) else [dict(a) for a in app]
+    gone = set() if remove is None else {remove} if isinstance(remove, str) else set(remove)
+    replaced = {a.get("name") for a in ours}
+    others = [entry for entry in (current or {}).get("applications", []) or []
+              if entry.get("name") not in replaced and entry.get("name") not in gone]
+    apps = others + ours
     return {"proxy_location": "HeadOnly",
             "http_options": {"host": http_host, "port": http_port, "keep_alive_timeout_s": 30},
             "applications": apps}

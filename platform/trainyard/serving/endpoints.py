@@ -6,19 +6,26 @@ the manager keeps no state of its own and a restarted server sees what runs.
 Every traffic change is applied in steps that never route a request to a version that
 is not loaded everywhere, nor remove a version that may still get new requests:
 load (weight 0) -> shift weights -> drop the version that has drained.
+
+split: deployments keeps each version in its own Serve application (config.py). A change
+of the version set is then: deploy the new versions' apps and wait until they run; put
+the new weights and version -> app map in the router's user_config (no restart) and wait
+until every router replica applied it; wait until the router replicas have no request in
+flight that was routed under an older split; delete the apps of the versions that left.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from trainyard.errors import ClusterError, ConflictError, NotFoundError, SpecError
 from trainyard.serving.client import ServeClient, raise_for_endpoint
-from trainyard.serving.config import (APP_IMPORT_PATH, ROUTE_ROOT, build_app_config, merge_serve_config,
-                                      route_prefix)
+from trainyard.serving.config import (APP_IMPORT_PATH, ROUTE_ROOT, VERSION_DEPLOYMENT, VERSION_IMPORT_PATH,
+                                      build_app_config, build_version_app_config, merge_serve_config,
+                                      route_prefix, version_app_name)
 from trainyard.serving.traffic import Traffic
 from trainyard.specs import EndpointSpec, parse_endpoint_spec
 
@@ -35,10 +42,17 @@ class EndpointState:
     family: str | None
     status: str
     app: dict
+    # split: deployments: version -> that version's Serve application (details, as listed)
+    version_apps: dict = field(default_factory=dict)
 
     def replicas(self) -> dict[str, Any]:
         out = {}
-        for dep_name, dep in (self.app.get("deployments") or {}).items():
+        deployments = [(name, dep) for name, dep in (self.app.get("deployments") or {}).items()]
+        for version, app in sorted(self.version_apps.items()):
+            dep = (app.get("deployments") or {}).get(VERSION_DEPLOYMENT)
+            if dep is not None:
+                deployments.append((f"{VERSION_DEPLOYMENT}{version}", dep))
+        for dep_name, dep in deployments:
             if dep_name == "EndpointStats":
                 continue
             running = [r for r in dep.get("replicas") or [] if r.get("state") == "RUNNING"]
@@ -50,6 +64,17 @@ class EndpointState:
 def _is_endpoint(app: Mapping) -> bool:
     cfg = app.get("deployed_app_config") or {}
     return cfg.get("import_path") == APP_IMPORT_PATH and str(cfg.get("route_prefix", "")).startswith(ROUTE_ROOT)
+
+
+def _version_apps(name: str, apps: Mapping[str, Mapping]) -> dict[str, dict]:
+    """The per-version applications of endpoint `name`: {version: app details}."""
+    out = {}
+    for app in apps.values():
+        cfg = app.get("deployed_app_config") or {}
+        args = cfg.get("args") or {}
+        if cfg.get("import_path") == VERSION_IMPORT_PATH and args.get("endpoint") == name:
+            out[str(args.get("version"))] = dict(app)
+    return out
 
 
 def _traffic_of(cfg: Mapping) -> Traffic:
@@ -72,11 +97,14 @@ class EndpointManager:
         self.timeout = timeout
 
     # ------------------------------------------------------------------ reading
-    def _apps(self) -> dict[str, dict]:
-        return {name: app for name, app in self.serve.applications().items() if _is_endpoint(app)}
+    def _apps(self, everything: Mapping | None = None) -> dict[str, dict]:
+        everything = everything if everything is not None else self.serve.applications()
+        return {name: app for name, app in everything.items() if _is_endpoint(app)}
 
     def get(self, name: str, *, apps: Mapping | None = None) -> EndpointState:
-        apps = apps if apps is not None else self._apps()
+        """`apps`: every Serve application, as listed (one listing for many gets)."""
+        everything = apps if apps is not None else self.serve.applications()
+        apps = self._apps(everything)
         app = apps.get(name)
         if app is None:
             raise NotFoundError("endpoint", name, known=list(apps),
@@ -85,16 +113,17 @@ class EndpointManager:
         args = cfg.get("args") or {}
         spec = EndpointSpec.model_validate(args.get("spec") or {"model": args.get("model"), "name": name})
         return EndpointState(name=name, spec=spec, traffic=_traffic_of(cfg), family=args.get("family"),
-                             status=app.get("status", "UNKNOWN"), app=app)
+                             status=app.get("status", "UNKNOWN"), app=app,
+                             version_apps=_version_apps(name, everything) if spec.split == "deployments" else {})
 
     def exists(self, name: str) -> bool:
         return name in self._apps()
 
     def list(self) -> list[dict]:
-        apps = self._apps()
+        everything = self.serve.applications()
         out = []
-        for name in sorted(apps):
-            state = self.get(name, apps=apps)
+        for name in sorted(self._apps(everything)):
+            state = self.get(name, apps=everything)
             out.append({"name": name, "model": state.spec.model, "status": state.status,
                         "weights": dict(state.traffic.weights), "canary": state.traffic.canary,
                         "route": route_prefix(name), "url": self.url(name)})
@@ -127,15 +156,21 @@ class EndpointManager:
                 "request_rate": recent.get("request_rate", 0.0), "recent_error_rate": recent.get("error_rate"),
                 "recent_p50_ms": recent.get("p50_ms"), "recent_p99_ms": recent.get("p99_ms"),
             })
-        return {"name": name, "model": state.spec.model, "family": state.family, "status": state.status,
+        family = state.family
+        if family is None and self.registry is not None:  # deployed before the family was known
+            try:
+                family = self.registry.family(state.spec.model, state.traffic.stable)
+            except Exception:
+                family = None
+        return {"name": name, "model": state.spec.model, "family": family, "status": state.status,
                 "url": self.url(name), "split": state.spec.split, "generation": state.traffic.generation,
                 "replicas": state.replicas(), "autoscaling": state.spec.autoscaling.model_dump(),
                 "versions": versions}
 
     # ------------------------------------------------------------------ writing
-    def _put(self, app_cfg: Mapping | None, *, remove: str | None = None) -> None:
+    def _put(self, apps: Mapping | Iterable[Mapping] | None, *, remove: str | Iterable[str] | None = None) -> None:
         current = self.serve.current_config()
-        config = merge_serve_config(current, app_cfg, http_host=self.serve.http_bind_host,
+        config = merge_serve_config(current, apps, http_host=self.serve.http_bind_host,
                                     http_port=self.serve.http_port, remove=remove)
         self.serve.put_config(config)
 
@@ -143,33 +178,85 @@ class EndpointManager:
         return build_app_config(spec, traffic=traffic, tracking_uri=self.tracking_uri, family=family,
                                 env=self.env or None)
 
+    def _version_app_config(self, spec: EndpointSpec, version: str, family: str | None) -> dict:
+        return build_version_app_config(spec, version=version, tracking_uri=self.tracking_uri, family=family,
+                                        env=self.env or None)
+
     def apply(self, state: EndpointState, traffic: Traffic, *, wait: bool = True) -> EndpointState:
         """Put a new traffic split on an endpoint; returns once every replica applied it."""
+        if state.spec.split == "deployments":
+            return self._apply_per_version(state, traffic, wait=wait)
         self._put(self._app_config(state.spec, traffic, state.family))
         if wait:
             self.serve.wait_app(state.name, generation=traffic.generation, timeout=self.timeout)
             self._wait_replicas(state.name, traffic.generation)
         return EndpointState(state.name, state.spec, traffic, state.family, "RUNNING", state.app)
 
+    def _apply_per_version(self, state: EndpointState, traffic: Traffic, *, wait: bool = True) -> EndpointState:
+        """split: deployments. New versions' apps first, then the router, then drained apps out.
+
+        The waits in the first two steps are not optional: weight on a version whose app does
+        not run yet, or an app deleted under requests, are exactly the failures to avoid."""
+        name, spec, family = state.name, state.spec, state.family
+        deployed = set(_version_apps(name, self.serve.applications()))
+        added = [v for v in traffic.versions() if v not in deployed]
+        leaving = sorted(deployed - set(traffic.versions()))
+        # every version that stays is PUT again with the config it was built with: unchanged,
+        # so Serve leaves it alone (a changed spec, e.g. autoscaling, updates it in place)
+        staying = [self._version_app_config(spec, v, family) for v in sorted(deployed) if v in traffic.weights]
+        if added:
+            self._put([self._version_app_config(spec, v, family) for v in added] + staying)
+            for version in added:
+                self.serve.wait_app(version_app_name(name, version), timeout=self.timeout)
+        self._put([self._app_config(spec, traffic, family)] + staying)
+        self.serve.wait_app(name, generation=traffic.generation, timeout=self.timeout)
+        self._wait_replicas(name, traffic.generation)
+        if leaving:
+            self._wait_drained(name, traffic.generation)
+            self._put(None, remove=[version_app_name(name, v) for v in leaving])
+            if wait:
+                for version in leaving:
+                    self.serve.wait_app(version_app_name(name, version), gone=True, timeout=self.timeout)
+        return EndpointState(name, spec, traffic, family, "RUNNING", state.app)
+
+    def _router_replicas(self, name: str) -> set[str]:
+        app = self.serve.applications().get(name) or {}
+        ids = set()
+        for dep_name, dep in (app.get("deployments") or {}).items():
+            if dep_name not in ("Endpoint", "Router"):  # the ones that hold the traffic split
+                continue
+            ids |= {r.get("replica_id") for r in dep.get("replicas") or [] if r.get("state") == "RUNNING"}
+        return ids
+
     def _wait_replicas(self, name: str, generation: int, timeout: float = 15.0) -> None:
         """Belt and braces over Serve's HEALTHY: every running replica reports `generation`."""
+        if not self._poll_replicas(name, lambda r: r.get("generation", -1) >= generation, timeout):
+            log.warning("endpoint %s: not every replica reported generation %s within %.0fs; "
+                        "relying on Serve's HEALTHY status", name, generation, timeout)
+
+    def _wait_drained(self, name: str, generation: int, timeout: float = 30.0) -> None:
+        """Every router replica runs `generation` and has no request in flight that was routed
+        under an older split (one that could still reach a version now leaving)."""
+        def drained(r: Mapping) -> bool:
+            oldest = r.get("oldest_in_flight")
+            return r.get("generation", -1) >= generation and (oldest is None or oldest >= generation)
+
+        if not self._poll_replicas(name, drained, timeout):
+            log.warning("endpoint %s: requests routed before generation %s still in flight after %.0fs; "
+                        "removing the old versions anyway", name, generation, timeout)
+
+    def _poll_replicas(self, name: str, ok, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            app = self.serve.applications().get(name) or {}
-            ids = set()
-            for dep_name, dep in (app.get("deployments") or {}).items():
-                if dep_name not in ("Endpoint", "Router"):  # the ones that hold the traffic split
-                    continue
-                ids |= {r.get("replica_id") for r in dep.get("replicas") or [] if r.get("state") == "RUNNING"}
+            ids = self._router_replicas(name)
             try:
                 reported = self.stats(name).get("replicas") or {}
             except Exception:
                 reported = {}
-            if ids and all(reported.get(i, {}).get("generation", -1) >= generation for i in ids):
-                return
+            if ids and all(i in reported and ok(reported[i]) for i in ids):
+                return True
             time.sleep(0.1)
-        log.warning("endpoint %s: not every replica reported generation %s within %.0fs; "
-                    "relying on Serve's HEALTHY status", name, generation, timeout)
+        return False
 
     def deploy(self, spec: EndpointSpec | Mapping | str | Path | None = None, *, model: str | None = None,
                version: str | None = None, alias: str | None = None, wait: bool = True) -> dict:
@@ -197,21 +284,28 @@ class EndpointManager:
         target = self.registry.resolve(spec.model, version=spec.version, alias=spec.alias)
         family = self.registry.family(spec.model, target)
         name = spec.endpoint_name()
-        apps = self._apps()
-        if name not in apps:
-            if name in self.serve.applications():
+        everything = self.serve.applications()
+        if name not in self._apps(everything):
+            if name in everything:
                 raise ConflictError(f"a Serve application named {name!r} that is not a Trainyard endpoint "
                                     "runs on this cluster", field="name", value=name,
                                     fix="give the endpoint another name (name: in the spec)")
             traffic = Traffic.single(target)
+            if spec.split == "deployments":  # the version's app runs before the router may call it
+                self._put(self._version_app_config(spec, target, family))
+                self.serve.wait_app(version_app_name(name, target), timeout=self.timeout)
             self._put(self._app_config(spec, traffic, family))
             if wait:
                 self.serve.wait_app(name, generation=traffic.generation, timeout=self.timeout)
             return {"name": name, "model": spec.model, "version": target, "url": self.url(name), "created": True}
-        state = self.get(name, apps=apps)
+        state = self.get(name, apps=everything)
         if state.spec.model != spec.model:
             raise ConflictError(f"endpoint {name!r} serves model {state.spec.model!r}, not {spec.model!r}",
                                 field="model", value=spec.model, fix="give this endpoint another name")
+        if given_spec and spec.split != state.spec.split:
+            raise ConflictError(f"endpoint {name!r} runs with split {state.spec.split!r}; it cannot change to "
+                                f"{spec.split!r} in place", field="split", value=spec.split,
+                                fix="deploy under another name, move the traffic, then delete this one")
         if state.traffic.canary is not None and target != state.traffic.stable:
             # deploying the stable version is allowed: it ends a stale canary (rollback by hand)
             raise ConflictError(f"endpoint {name!r} has a canary (version {state.traffic.canary}) under "
@@ -243,10 +337,13 @@ class EndpointManager:
         return state
 
     def delete(self, name: str, *, wait: bool = True) -> None:
-        self.get(name)  # 404 when unknown
-        self._put(None, remove=name)
+        everything = self.serve.applications()
+        self.get(name, apps=everything)  # 404 when unknown
+        versions = [version_app_name(name, v) for v in _version_apps(name, everything)]
+        self._put(None, remove=[name, *versions])
         if wait:
-            self.serve.wait_app(name, gone=True, timeout=self.timeout)
+            for app in [name, *versions]:
+                self.serve.wait_app(app, gone=True, timeout=self.timeout)
 
     def predict(self, name: str, payload: Any) -> dict:
         resp = self.serve.request("POST", f"{route_prefix(name)}/predict", json=payload)
