@@ -12,6 +12,7 @@ This module imports no torch.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal, Mapping, Union
@@ -110,8 +111,36 @@ class TrainingSpec(_Model):
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     seed: int = Field(0, ge=0)
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="Learning rate after warm-up: constant, or decayed to 0 at the last step "
+                                "(cosine or linear).")
+    warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear warm-up from lr/warmup_steps to lr.")
     eval_every_steps: int | None = Field(None, ge=1, description="Evaluate every N steps; default: each epoch.")
     log_every_steps: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "TrainingSpec":
+        if self.max_steps is not None and self.warmup_steps > self.max_steps:
+            raise ValueError(
+                f"training.warmup_steps: must be <= training.max_steps ({self.max_steps}), "
+                f"got {self.warmup_steps}; warm up over fewer steps")
+        return self
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """The learning rate of optimizer step `step` (0-based) of `total_steps`.
+
+        Depends on the step only, so a resumed run, or a sweep trial that Tune restores,
+        continues the same curve.
+        """
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.lr_schedule == "constant":
+            return self.lr
+        span = max(1, total_steps - self.warmup_steps)
+        done = min(1.0, (step - self.warmup_steps) / span)
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+        return self.lr * (1.0 - done)
 
 
 class CheckpointSpec(_Model):

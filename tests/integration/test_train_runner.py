@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def _spec(name: str, *, zero: int, max_steps: int, every: int, storage: str | None = None,
-          max_failures: int = 0, env: dict | None = None, experiment: str = "runner-it"):
+          max_failures: int = 0, env: dict | None = None, experiment: str = "runner-it",
+          training: dict | None = None):
     return parse_job_spec({
         "name": name, "workload": "cnn",
         "data": {"train_limit": 512},
@@ -33,7 +34,7 @@ def _spec(name: str, *, zero: int, max_steps: int, every: int, storage: str | No
         "resources": {"workers": 2, "cpus_per_worker": 1},
         "deepspeed": {"zero_stage": zero},
         "training": {"max_steps": max_steps, "batch_size": 32, "lr": 0.003, "eval_every_steps": every,
-                     "log_every_steps": 1},
+                     "log_every_steps": 1, **(training or {})},
         "checkpoint": {"every_steps": every, "keep": 2, **({"storage": storage} if storage else {})},
         "failure": {"max_failures": max_failures},
         "tracking": {"experiment": experiment, "model_name": f"{name}-model"},
@@ -124,7 +125,8 @@ def test_worker_killed_midway_resumes_from_last_checkpoint(ray_head, mlflow_env,
     marker = test_root / f"crash-{uuid.uuid4().hex[:6]}"
     # rank 1 exits (os._exit) once, right after step 5; checkpoints at steps 3 and 6
     spec = _spec("rt-crash", zero=1, max_steps=8, every=3, storage=storage, max_failures=1,
-                 env={"TRAINYARD_TEST_CRASH": f"1:5:{marker}"})
+                 env={"TRAINYARD_TEST_CRASH": f"1:5:{marker}"},
+                 training={"lr_schedule": "linear", "warmup_steps": 2})
     job_id = _job_id("z1")
     result = run_job(spec, job_id, emit=lambda line: None)
 
@@ -139,6 +141,11 @@ def test_worker_killed_midway_resumes_from_last_checkpoint(ray_head, mlflow_env,
     assert len(runs) == 1  # the restarted worker group logged into the same run
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
     assert max(steps) == 8 and set(range(1, 9)) <= set(steps)
+    # the optimizer followed the warm-up and decay, and the resumed group went on with the curve
+    lrs = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "lr")}
+    assert set(lrs) == set(range(1, 9))
+    assert lrs == pytest.approx({s: spec.training.lr_at(s - 1, 8) for s in range(1, 9)})
+    assert lrs[1] < lrs[2] == pytest.approx(0.003) and lrs[8] < lrs[3]
 
 
 def test_zero3_checkpoints_to_s3_and_a_resubmission_resumes(ray_head, mlflow_env, moto_s3, monkeypatch):

@@ -136,3 +136,29 @@ def test_stdlib_platform_module_is_not_shadowed():
     import platform
 
     assert hasattr(platform, "system") and not (REPO / "platform" / "__init__.py").exists()
+
+
+def test_warmup_longer_than_the_run_is_refused():
+    err = _err(MIN + "training: {max_steps: 10, warmup_steps: 50}\n")
+    assert err.issues[0].field == "training.warmup_steps"
+    assert "<= training.max_steps (10), got 50" in str(err)
+
+
+def test_lr_schedule_name_is_checked():
+    err = _err(MIN + "training: {lr_schedule: cosin}\n")
+    assert err.issues[0].field == "training.lr_schedule"
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ("constant", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]),
+    ("linear", [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]),
+    ("cosine", [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]),
+])
+def test_lr_schedule_warms_up_then_decays_towards_zero(schedule, expected):
+    spec = parse_job_spec(MIN + f"training: {{lr: 1.0, max_steps: 6, warmup_steps: 2, lr_schedule: {schedule}}}\n")
+    assert [round(spec.training.lr_at(step, 6), 3) for step in range(6)] == expected
+
+
+def test_default_lr_is_constant():
+    spec = parse_job_spec(MIN + "training: {lr: 0.01}\n")
+    assert {spec.training.lr_at(step, 100) for step in range(100)} == {0.01}

@@ -442,11 +442,21 @@ def train_loop_per_worker(config: dict) -> None:
 
     for engine in engines.values():
         engine.train()
+    scheduled = spec.training.lr_schedule != "constant" or spec.training.warmup_steps > 0
+    param_groups = [group for engine in engines.values()
+                    for group in getattr(engine.optimizer, "param_groups", None) or []]
     while micro < total_micro:
         epoch = micro // spe
         for batch in batches.epoch(epoch, start=micro % spe):
             step = micro // gas
             sctx.step, sctx.epoch = step, epoch
+            if scheduled and micro % gas == 0:
+                lr = spec.training.lr_at(step, total_steps)
+                for group in param_groups:
+                    group["lr"] = lr
+                if logger is not None and param_groups:
+                    # read back from the optimizer: what it steps with, logged with that step's loss
+                    logger.log_metrics({"lr": param_groups[0]["lr"]}, step=step + 1)
             out = workload.train_step(engines, _to_device(batch, device, dtype), sctx)
             micro += 1
             _maybe_crash_for_test(crash, rank=rank, step=micro // gas)
@@ -602,7 +612,7 @@ def _loss_curve(logger, tmp: str, *, spec, workload) -> None:
 
     client, run_id = logger.client, logger.run_id
     metrics = client.get_run(run_id).data.metrics
-    train_keys = [k for k in metrics if k not in workload.metrics or k == "loss"]
+    train_keys = [k for k in metrics if (k not in workload.metrics or k == "loss") and k != "lr"]
     eval_keys = [k for k in workload.metrics if k in metrics and k != "loss"]
 
     def history(key):
