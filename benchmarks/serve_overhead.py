@@ -8,6 +8,11 @@ the median round. Prints one JSON line: p50/p99 latency, requests/s, and the rat
 Targets: throughput >= 0.8x bare, p50 overhead <= 2 ms.
 
     .venv/bin/python benchmarks/serve_overhead.py [--seconds 10] [--rounds 3] [--concurrency 4]
+    .venv/bin/python benchmarks/serve_overhead.py --split deployments   # the per-version split
+
+`--split deployments` measures the endpoint as a router app plus one app per version (for
+models too large to hold twice): it pays one deployment-handle hop per request, so the
+targets are expected to fail there; the figures say by how much.
 """
 from __future__ import annotations
 
@@ -127,6 +132,8 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,4", help="closed-loop clients; a comma list runs each level")
     ap.add_argument("--batching", choices=["auto", "on", "off"], default="off",
                     help="the Trainyard endpoint's batching (auto: the cnn default, on)")
+    ap.add_argument("--split", choices=["replica", "deployments"], default="replica",
+                    help="the Trainyard endpoint's traffic split (deployments: router + one app per version)")
     ap.add_argument("--load", help=argparse.SUPPRESS)
     ap.add_argument("--payload", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -164,7 +171,7 @@ def main() -> None:
         manager = EndpointManager(serve, Registry(mlflow.url), tracking_uri=mlflow.url)
         batching = {"auto": {}, "on": {"enabled": True}, "off": {"enabled": False}}[args.batching]
         manager.deploy({"model": "bench-cnn", "cpus_per_replica": CPUS_PER_REPLICA, "max_ongoing_requests": 16,
-                        "batching": batching,
+                        "batching": batching, "split": args.split,
                         "autoscaling": {"min_replicas": 1, "max_replicas": 1}}, version=version)
         serve.put_config(merge_serve_config(serve.current_config(),
                                             bare_app(f"models:/bench-cnn/{version}", mlflow.url),
@@ -177,7 +184,7 @@ def main() -> None:
         for url in urls.values():  # warm up both (lazy imports, first-call paths, connections)
             run_load(url, 2.0, max(levels), payload)
         result = {"benchmark": "serve_overhead", "seconds": args.seconds, "rounds": args.rounds,
-                  "batching": args.batching, "cpus": 2, "levels": {}}
+                  "batching": args.batching, "split": args.split, "cpus": 2, "levels": {}}
         for level in levels:
             rounds: dict[str, list[dict]] = {k: [] for k in urls}
             for i in range(args.rounds):  # alternate A/B, and which goes first, against drift

@@ -35,7 +35,7 @@ VERSION_DEPLOYMENT = "Version"
 ROUTE_ROOT = "/v1/endpoints"
 # Families whose predictor takes {"inputs": [item, ...]} and answers lists per item, so that
 # several requests can be stacked into one forward pass (serve.batch). The adapters are in
-# app.py (BATCH_ADAPTERS); requests an adapter cannot stack (a PNG grid, sampling) run alone.
+# batching.py (BATCH_ADAPTERS); requests an adapter cannot stack (a PNG grid, sampling) run alone.
 BATCHABLE_FAMILIES = frozenset({"cnn", "rnn", "rnn-forecast", "autoencoder"})
 
 
