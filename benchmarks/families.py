@@ -1,16 +1,27 @@
-"""Per-family quality and speed: the example spec's hyperparameters, trained two ways.
+"""Per-family quality and speed: each example spec trained through Trainyard and by a plain loop.
 
-    python benchmarks/families.py baseline [FAMILY ...]      # plain single-process PyTorch loop
-    python benchmarks/families.py trainyard [FAMILY ...]     # through the runner (Ray + DeepSpeed)
+    python benchmarks/families.py [FAMILY ...]              # both sides, one family after another
+    python benchmarks/families.py baseline [FAMILY ...]     # only the plain single-process loop
+    python benchmarks/families.py trainyard [FAMILY ...]    # only the runner
 
-`baseline` mimics the example job with one process: the global batch is
-workers x batch_size, the same epochs/max_steps, the same optimizer and learning rate, and
-the family's own train_step/evaluate on a plain-torch stand-in for a DeepSpeed engine.
-It prints one JSON line per family: the primary metric and its bar, wall seconds, and the
-steady-state samples/s (steps after the first 10% of the run), and cpu_s, the process's
-CPU seconds: on a machine shared with other work, cpu_s (one thread) is what the wall time
-would be on an idle one. Torch runs with one
-intra-op thread by default, as a Ray Train worker with cpus_per_worker: 1 does.
+Trainyard side: the example spec exactly as a user's job runs it (the runner's TorchTrainer,
+its workers, DeepSpeed at the spec's ZeRO stage, its checkpoints, rank-0 MLflow metrics to a
+local SQLite store) on a private local Ray head with 2 CPUs, started and stopped here. The
+final model is not logged (that is tracking, not training). `wall_s` runs from fit() to its
+return: worker start, DeepSpeed setup, data, training, evaluations, checkpoints.
+
+Baseline side: the same model with one process: the global batch is workers x batch_size,
+the same epochs/max_steps, the same optimizer, learning rate and schedule, and the family's
+own train_step/evaluate on a plain-torch stand-in for a DeepSpeed engine, with one torch
+thread (what a Ray Train worker with cpus_per_worker: 1 gets). `wall_s` covers model, data,
+training, evaluations.
+
+Per family, one JSON line: the primary metric reached on each side and the bar, wall seconds,
+steady-state samples/s (optimizer steps after the first 10% of the run, times the global
+batch), and the ratios trainyard / baseline (`samples_per_s_ratio` > 1: Trainyard is faster;
+`wall_ratio` > 1: Trainyard takes longer). Then a summary table. `cpu_s` (baseline) is the
+process's CPU seconds: on a machine shared with other work it is what the baseline's wall
+time would be on an idle one.
 """
 from __future__ import annotations
 
@@ -28,7 +39,7 @@ for p in (REPO / "platform", REPO):
 
 # family -> (example spec, bar description, predicate on the metrics)
 FAMILIES = {
-    "cnn": ("examples/cnn.yaml", "accuracy >= 0.90", lambda m: m["accuracy"] >= 0.90),
+    "cnn": ("examples/cnn.yaml", "accuracy >= 0.95", lambda m: m["accuracy"] >= 0.95),
     "rnn": ("examples/rnn.yaml", "accuracy >= 0.90", lambda m: m["accuracy"] >= 0.90),
     "rnn-forecast": ("examples/rnn-forecast.yaml", "mase < 1.0", lambda m: m["mase"] < 1.0),
     "autoencoder": ("examples/autoencoder.yaml", "elbo reported; fid <= noise_fid / 5",
@@ -96,6 +107,8 @@ def baseline(family: str, *, epochs: int | None = None, quiet: bool = False) -> 
     ctx = StepContext(hparams=hparams, loss_fn=wl.loss_fn, world_size=1)
     step, history, warm_at, warm_t = 0, [], max(1, max_steps // 10), None
     evals = []
+    scheduled = spec.training.lr_schedule != "constant" or spec.training.warmup_steps > 0
+    param_groups = [g for e in engines.values() for g in e.optimizer.param_groups]
     every = spec.training.eval_every_steps  # default: each epoch, as the runner does
 
     def progress():
@@ -112,6 +125,9 @@ def baseline(family: str, *, epochs: int | None = None, quiet: bool = False) -> 
     while step < max_steps:
         for batch in loader:
             ctx.step = step
+            if scheduled:
+                for group in param_groups:
+                    group["lr"] = spec.training.lr_at(step, max_steps)
             losses = wl.train_step(engines, batch, ctx)
             history.append(losses)
             step += 1
@@ -141,22 +157,121 @@ def baseline(family: str, *, epochs: int | None = None, quiet: bool = False) -> 
     return out
 
 
+def trainyard(family: str, *, work: Path) -> dict:
+    """The example spec through the runner on the connected Ray head."""
+    import uuid
+
+    from trainyard.runner.train import build_trainer
+    from trainyard.specs import parse_job_spec
+    from trainyard.tracking.runs import start_job_run
+    from trainyard.workload import resolve_workload
+
+    spec_path, bar, ok = FAMILIES[family]
+    spec = parse_job_spec(REPO / spec_path)
+    spec = spec.model_copy(update={"checkpoint": spec.checkpoint.model_copy(
+        update={"storage": f"file://{work / 'storage'}"})})
+    wl = resolve_workload(spec.workload)
+    job_id = f"bench-{family}-{uuid.uuid4().hex[:6]}"
+    run = start_job_run(job_id=job_id, run_name=spec.name, experiment="bench-families",
+                        uri=f"sqlite:///{work / 'mlflow.db'}")
+    # the same warm-up as the baseline's: throughput counts the steps after the first 10%
+    total = spec.training.max_steps or spec.training.epochs * _steps_per_epoch(wl, spec)
+    trainer = build_trainer(spec, job_id=job_id, mlflow_run=run.to_config(),
+                            extra_config={"log_model": False, "artifacts": False,
+                                          "timing_warmup_steps": max(1, total // 10)})
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    wall = time.perf_counter() - t0
+    reported = dict(result.metrics or {})
+    metrics = {k: float(v) for k, v in reported.items() if k in wl.metrics or k == wl.metric}
+    global_batch = spec.training.batch_size * spec.resources.workers * spec.deepspeed.gradient_accumulation_steps
+    rate = reported.get("train_steps_per_s")
+    return {"family": family, "mode": "trainyard", "metric": wl.metric, "value": round(metrics[wl.metric], 4),
+            "bar": bar, "meets_bar": bool(ok(metrics)), "wall_s": round(wall, 1), "steps": int(reported["step"]),
+            "global_batch": global_batch, "samples_per_s": round(rate * global_batch, 1) if rate else None,
+            "workers": spec.resources.workers, "zero_stage": spec.deepspeed.zero_stage,
+            "metrics": {k: round(v, 4) for k, v in metrics.items()}}
+
+
+def _steps_per_epoch(wl, spec) -> int:
+    hparams = {**wl.default_hparams, **spec.hyperparameters}
+    train_ds, _ = wl.build_datasets(hparams, spec.data)
+    per_rank = -(-len(train_ds) // spec.resources.workers)  # DistributedSampler pads up
+    return max(1, per_rank // spec.training.batch_size) // spec.deepspeed.gradient_accumulation_steps
+
+
+def _ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+def both(family: str, *, work: Path, quiet: bool) -> dict:
+    ty = trainyard(family, work=work)
+    base = baseline(family, quiet=quiet)
+    return {"family": family, "metric": ty["metric"], "bar": ty["bar"],
+            "trainyard": {k: ty[k] for k in ("value", "meets_bar", "wall_s", "samples_per_s", "steps",
+                                             "global_batch", "workers", "zero_stage")},
+            "baseline": {k: base[k] for k in ("value", "meets_bar", "wall_s", "cpu_s", "samples_per_s",
+                                              "steps", "global_batch")},
+            "wall_ratio": _ratio(ty["wall_s"], base["wall_s"]),
+            "samples_per_s_ratio": _ratio(ty["samples_per_s"], base["samples_per_s"]),
+            "load_avg_1m": round(os.getloadavg()[0], 1)}
+
+
+def _table(rows: list[dict]) -> str:
+    head = ("family", "metric", "trainyard", "baseline", "bar", "wall ty/base (s)", "wall ratio",
+            "samples/s ty/base", "samples/s ratio")
+    lines = [head]
+    for r in rows:
+        t, b = r["trainyard"], r["baseline"]
+        lines.append((r["family"], r["metric"], f"{t['value']:g}" + ("" if t["meets_bar"] else " (miss)"),
+                      f"{b['value']:g}" + ("" if b["meets_bar"] else " (miss)"), r["bar"],
+                      f"{t['wall_s']:.0f} / {b['wall_s']:.0f}", f"{r['wall_ratio']}",
+                      f"{t['samples_per_s']} / {b['samples_per_s']}", f"{r['samples_per_s_ratio']}"))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["baseline", "trainyard"])
-    ap.add_argument("families", nargs="*", default=list(FAMILIES))
-    ap.add_argument("--quiet", action="store_true", help="skip the per-epoch evaluations")
+    ap.add_argument("families", nargs="*", metavar="[MODE] FAMILY",
+                    help=f"optional mode (both, baseline, trainyard; default both), then families "
+                         f"(default all: {', '.join(FAMILIES)})")
+    ap.add_argument("--quiet", action="store_true", help="baseline: skip the per-epoch progress evaluations")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("TRAINYARD_BENCH_THREADS", "1")),
-                    help="torch intra-op threads (default 1: what a 1-CPU Ray worker gets)")
+                    help="baseline torch intra-op threads (default 1: what a 1-CPU Ray worker gets)")
     args = ap.parse_args(argv)
+    names = list(args.families)
+    mode = names.pop(0) if names and names[0] in ("both", "baseline", "trainyard") else "both"
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        ap.error(f"unknown family {unknown[0]!r}; known: {', '.join(FAMILIES)}")
+    names = names or list(FAMILIES)
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.mode == "trainyard":
-        print("trainyard mode needs the runner (platform/trainyard/runner/train.py); not wired yet", file=sys.stderr)
-        return 2
-    for fam in args.families:
-        print(json.dumps(baseline(fam, quiet=args.quiet)), flush=True)
+    if mode == "baseline":
+        for fam in names:
+            print(json.dumps(baseline(fam, quiet=args.quiet)), flush=True)
+        return 0
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _sweep_common import ray_head
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ty-families-") as tmp, ray_head(num_cpus=2):
+        import ray
+
+        ray.init(log_to_driver=False)
+        for i, fam in enumerate(names):
+            work = Path(tmp) / f"job{i}"
+            work.mkdir()
+            row = trainyard(fam, work=work) if mode == "trainyard" else both(fam, work=work, quiet=args.quiet)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if mode == "both":
+        print(_table(rows), flush=True)
     return 0
 
 
