@@ -128,3 +128,6 @@ def test_merge_keeps_other_apps_and_replaces_ours():
     several = merge_serve_config(current, [new, {"name": "digits--v2"}], http_host="h", http_port=1,
                                  remove=["other"])
     assert [a["name"] for a in several["applications"]] == ["digits", "digits--v2"]
+    echoed = {"applications": [{"name": "x--v1", "import_path": "trainyard.serving.app:build_version_app"}]}
+    kept = merge_serve_config(echoed, None, http_host="h", http_port=1)["applications"][0]
+    assert "route_prefix" in kept and kept["route_prefix"] is None  # never Serve's default "/"

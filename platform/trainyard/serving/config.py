@@ -151,8 +151,15 @@ def merge_serve_config(current: Mapping | None, app: Mapping | Iterable[Mapping]
     ours = [] if app is None else [dict(app)] if isinstance(app, Mapping) else [dict(a) for a in app]
     gone = set() if remove is None else {remove} if isinstance(remove, str) else set(remove)
     replaced = {a.get("name") for a in ours}
-    others = [entry for entry in (current or {}).get("applications", []) or []
-              if entry.get("name") not in replaced and entry.get("name") not in gone]
+    others = []
+    for entry in (current or {}).get("applications", []) or []:
+        if entry.get("name") in replaced or entry.get("name") in gone:
+            continue
+        entry = dict(entry)
+        if entry.get("import_path") == VERSION_IMPORT_PATH:
+            # a version app has no HTTP route; were the key left out, Serve would default it to "/"
+            entry["route_prefix"] = None
+        others.append(entry)
     apps = others + ours
     return {"proxy_location": "HeadOnly",
             "http_options": {"host": http_host, "port": http_port, "keep_alive_timeout_s": 30},
