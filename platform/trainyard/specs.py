@@ -537,6 +537,12 @@ class SweepConfig(_Model):
     asha: AshaSpec = Field(default_factory=AshaSpec)
     pbt: PbtSpec = Field(default_factory=PbtSpec)
     max_failures: int = Field(1, ge=0, description="Retries of a failed trial (from its last checkpoint).")
+    trial_executor: Literal["auto", "train", "inline"] = Field(
+        "auto", description="How a trial runs its workers. train: a Ray Train TorchTrainer gang per trial "
+                            "(any resources.workers). inline: the same train loop and DeepSpeed engine (world "
+                            "size 1) inside the Tune trial actor, which is reused across trials; only for "
+                            "resources.workers: 1, and it saves the worker group's start (tens of seconds on "
+                            "CPU) per trial. auto: inline for 1 worker, train otherwise.")
 
     @field_validator("algorithm")
     @classmethod
@@ -555,6 +561,21 @@ class SweepSpec(JobSpec):
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     promote: PromotionPolicy | None = Field(
         None, description="Promotion of the winner (stored and validated; acted on by promotion).")
+
+    @model_validator(mode="after")
+    def _executor(self) -> "SweepSpec":
+        if self.sweep.trial_executor == "inline" and self.resources.workers != 1:
+            raise ValueError(
+                f"sweep.trial_executor: 'inline' runs a trial in one process, so resources.workers must be 1, "
+                f"got {self.resources.workers}; use trial_executor: train (or auto) for gangs of workers")
+        return self
+
+    def trial_executor(self) -> str:
+        """The executor trials use: 'train' (TorchTrainer gang) or 'inline' (in the Tune actor)."""
+        chosen = self.sweep.trial_executor
+        if chosen == "auto":
+            return "inline" if self.resources.workers == 1 else "train"
+        return chosen
 
     def job_spec(self) -> JobSpec:
         """The base job, without the sweep's own blocks."""

@@ -145,3 +145,13 @@ def test_parsing_sweeps_imports_no_torch_or_ray():
             "print('torch' in sys.modules, 'ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_trial_executor_auto_inline_train():
+    assert _parse().trial_executor() == "inline"  # 1 worker: the trial runs in its Tune actor
+    two = {"resources": {"workers": 2}}
+    assert _parse(**two).trial_executor() == "train"
+    assert _parse({"trial_executor": "train"}).trial_executor() == "train"
+    issues = _issues({"trial_executor": "inline"}, **two)
+    assert "resources.workers must be 1, got 2" in issues["sweep.trial_executor"]
+    assert "'auto', 'train' or 'inline'" in _issues({"trial_executor": "inlin"})["sweep.trial_executor"]

@@ -1,10 +1,18 @@
 """A sweep on a Ray cluster: one Ray Job whose driver runs a Ray Tune Tuner over trials
-that are each a gang of Ray Train workers (TorchTrainer + DeepSpeed, the job's own
-`train_loop_per_worker`).
+that each run the job's own worker loop (`train_loop_per_worker`, DeepSpeed) in one of two
+ways (sweep.trial_executor):
+
+- train: the trial is a gang of Ray Train workers (a TorchTrainer per trial). Any number of
+  workers; each trial pays the worker group's start (controller, placement group, worker
+  processes, torch/DeepSpeed imports, gloo rendezvous: tens of seconds on CPU).
+- inline (auto's choice for 1 worker): the Tune trial actor holds the worker's resources and
+  runs the loop itself as rank 0 of a world of 1 (same DeepSpeed engine and config), with
+  reuse_actors, so later trials find torch, DeepSpeed and the process group warm and start
+  in milliseconds. Checkpoints are Tune's own (no pointer); everything else is the same.
 
     python -m trainyard.runner sweep --sweep-id ID      (SweepSpec JSON in $TRAINYARD_SPEC)
 
-How the pieces fit (Ray 2.60, Train v2):
+How the pieces fit (Ray 2.60, Train v2), for the train executor:
 - Tune over Train: a function trainable (`_trial`) builds and fits a TorchTrainer, wrapped in
   `tune.with_resources(fn, {"cpu": 0.01})`; workers ask for cpus_per_worker - 0.01 CPU, so a
   trial of N workers holds exactly N CPUs.
@@ -166,18 +174,69 @@ def _reportable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+class _InlineSession:
+    """The worker loop's session when a 1-worker trial runs inline in its Tune trial actor
+    (trainyard.runner.train.loop_session): rank 0 of 1; the checkpoint it starts from is
+    Tune's (a restore, a PBT clone, a resumed sweep); its checkpoints go straight to Tune,
+    which persists them under the trial's folder of the experiment (file:// or s3://)."""
+
+    rank, world_size, local_world_size = 0, 1, 1
+
+    def __init__(self, *, trial_id: str, on_gpu: bool):
+        from ray import tune
+
+        self.on_gpu = on_gpu
+        self.checkpoint = tune.get_checkpoint()
+        self.last: dict = {}
+        source = None
+        if self.checkpoint is not None:
+            # <experiment>/<trial dir = trial id>/checkpoint_NNNNNN
+            source = os.path.basename(os.path.dirname(str(self.checkpoint.path).rstrip("/")))
+            print(f"[trainyard] trial {trial_id}: restoring from {self.checkpoint.path}", flush=True)
+        # the first report says how this start began: the driver counts restores and PBT clones
+        self.first_flags = {"trainyard_restored": 1.0 if self.checkpoint is not None else 0.0,
+                            "trainyard_cloned": 1.0 if source not in (None, trial_id) else 0.0}
+
+    def device(self):
+        import torch
+
+        return torch.device("cuda", 0) if self.on_gpu else torch.device("cpu")
+
+    def get_checkpoint(self):
+        return self.checkpoint
+
+    def report(self, metrics: dict, checkpoint=None) -> None:
+        from ray import tune
+
+        self.last = dict(metrics)
+        report = {**_reportable(metrics), **self.first_flags}
+        self.first_flags = {}
+        if checkpoint is not None:
+            checkpoint = tune.Checkpoint(checkpoint.path, filesystem=checkpoint.filesystem)
+        # Tune copies the checkpoint to storage before this returns (the loop then deletes its
+        # local folder); a trial that ASHA/PBT stops leaves here with SystemExit
+        tune.report(report, checkpoint=checkpoint)
+
+
+def _inline_process_group(on_gpu: bool) -> None:
+    """A world of one for DeepSpeed, made once per trial actor (reused by its later trials).
+    An in-process store: no port to pick, nothing to rendezvous with."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if on_gpu else "gloo", store=dist.HashStore(), rank=0, world_size=1)
+
+
 def _make_trial(*, base_job: dict, sweep_id: str, target, tracking: dict,
-                train_loop: Callable | None, keep_all_checkpoints: bool):
+                train_loop: Callable | None, keep_all_checkpoints: bool, executor: str = "train"):
     """The Tune function trainable. It closes over plain data and the storage target, whose
-    filesystem (s3fs with its endpoint and keys) pickles along: trial actors need no S3 env."""
+    filesystem (s3fs with its endpoint and keys) pickles along: trial actors need no S3 env.
+
+    executor "train": the trial builds and fits a TorchTrainer (a gang of N workers).
+    executor "inline": the trial runs the same worker loop itself, as rank 0 of 1."""
 
     def _trial(config: dict) -> None:
-        import ray
-        import ray.train
         from ray import tune
-        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
-        from ray.util.queue import Empty, Queue
 
         from trainyard.specs import JobSpec
         from trainyard.sweeps.space import apply_params, flatten
@@ -200,79 +259,14 @@ def _make_trial(*, base_job: dict, sweep_id: str, target, tracking: dict,
                                 trial_id=trial_id, trial_name=trial_name, params=params)
             mlflow_cfg = {"tracking_uri": tracking.get("tracking_uri"), "run_id": run_id,
                           "experiment_id": tracking["experiment_id"]}
-
-        pointer = _read_pointer(tune.get_checkpoint())
-        resume = None
-        if pointer and pointer.get("path"):
-            resume = ray.train.Checkpoint(pointer["path"], filesystem=target.filesystem)
-            print(f"[trainyard] trial {trial_id}: restoring from {pointer['path']} "
-                  f"(step {pointer.get('step')}, trial {pointer.get('trial_id')})", flush=True)
-        # the first report says how this start began: the driver counts restores and PBT clones
-        first_flags = {"trainyard_restored": 1.0 if resume is not None else 0.0,
-                       "trainyard_cloned": 1.0 if pointer and pointer.get("trial_id") not in (None, trial_id) else 0.0}
-
-        on_gpu = bool(spec.resources.gpus_per_worker)
-        per_worker = spec.resources.per_worker()
-        # the trial actor holds 0.01 CPU; take it off the workers so N workers fit N CPUs
-        per_worker["CPU"] = max(0.01, per_worker.get("CPU", 1.0) - 0.01)
-        queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
-        trainer = TorchTrainer(
-            loop,
-            train_loop_config={"spec": spec.model_dump(mode="json"), "job_id": f"{sweep_id}/{trial_id}",
-                               "mlflow": mlflow_cfg, "log_model": True, "register_model": False,
-                               "progress_queue": None, "resume_from": resume},
-            scaling_config=ScalingConfig(num_workers=spec.resources.workers, use_gpu=on_gpu,
-                                         resources_per_worker=per_worker),
-            torch_config=TorchConfig(backend="nccl" if on_gpu else "gloo"),
-            run_config=RunConfig(
-                # fresh name per start: Train's same-name auto-resume must not shadow resume_from
-                name=f"{experiment_name(sweep_id)}-trials/{trial_id}-{uuid.uuid4().hex[:6]}",
-                storage_path=target.path, storage_filesystem=target.filesystem,
-                failure_config=FailureConfig(max_failures=spec.failure.max_failures),
-                # PBT may clone any trial's latest checkpoint while its owner trains on
-                checkpoint_config=CheckpointConfig(num_to_keep=None if keep_all_checkpoints
-                                                   else max(2, spec.checkpoint.keep)),
-                callbacks=[_make_forwarder(queue)],
-                worker_runtime_env={"env_vars": worker_env(spec)},
-            ),
-        )
-        outcome: dict[str, Any] = {}
-
-        def fit() -> None:
-            try:
-                outcome["result"] = trainer.fit()
-            except BaseException as exc:  # handed to the trial thread, which raises it
-                outcome["error"] = exc
-            finally:
-                queue.put(_SENTINEL)
-
-        thread = threading.Thread(target=fit, name="trainyard-trial-fit", daemon=True)
-        thread.start()
-        last: dict = {}
-        while True:
-            try:
-                item = queue.get(timeout=1.0)
-            except Empty:
-                continue
-            if item == _SENTINEL:
-                break
-            metrics = dict(item["metrics"])
-            last = metrics
-            report = {**_reportable(metrics), **first_flags}
-            first_flags = {}
-            if item.get("checkpoint"):
-                tmp, ckpt = _pointer_checkpoint(item["checkpoint"], metrics, trial_id)
-                try:
-                    tune.report(report, checkpoint=ckpt)
-                finally:
-                    import shutil
-
-                    shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tune.report(report)
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
+        loop_config = {"spec": spec.model_dump(mode="json"), "job_id": f"{sweep_id}/{trial_id}",
+                       "mlflow": mlflow_cfg, "log_model": True, "register_model": False,
+                       "progress_queue": None}
+        if executor == "inline":
+            last = _run_inline(loop, loop_config, spec=spec, trial_id=trial_id, env=worker_env(spec))
+        else:
+            last = _run_gang(loop, loop_config, spec=spec, sweep_id=sweep_id, trial_id=trial_id,
+                             target=target, keep_all_checkpoints=keep_all_checkpoints)
         if mlflow_cfg:
             from mlflow.tracking import MlflowClient
 
@@ -283,6 +277,103 @@ def _make_trial(*, base_job: dict, sweep_id: str, target, tracking: dict,
             client.set_terminated(mlflow_cfg["run_id"], status="FINISHED")
 
     return _trial
+
+
+def _run_inline(loop: Callable, loop_config: dict, *, spec, trial_id: str, env: dict) -> dict:
+    """Run the worker loop in this (Tune trial) process; return its last report."""
+    on_gpu = bool(spec.resources.gpus_per_worker)
+    # what a Train worker's runtime_env and rendezvous would give it (before torch is imported
+    # here: DS_ACCELERATOR picks DeepSpeed's backend at its import)
+    os.environ.update({**env, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"})
+    _inline_process_group(on_gpu)
+    session = _InlineSession(trial_id=trial_id, on_gpu=on_gpu)
+    loop({**loop_config, "resume_from": None, "session": session})
+    return session.last
+
+
+def _run_gang(loop: Callable, loop_config: dict, *, spec, sweep_id: str, trial_id: str, target,
+              keep_all_checkpoints: bool) -> dict:
+    """Build and fit a TorchTrainer of spec.resources.workers workers; forward its reports to
+    Tune; return the last one."""
+    import ray.train
+    from ray import tune
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.util.queue import Empty, Queue
+
+    from trainyard.runner.train import worker_env
+
+    pointer = _read_pointer(tune.get_checkpoint())
+    resume = None
+    if pointer and pointer.get("path"):
+        resume = ray.train.Checkpoint(pointer["path"], filesystem=target.filesystem)
+        print(f"[trainyard] trial {trial_id}: restoring from {pointer['path']} "
+              f"(step {pointer.get('step')}, trial {pointer.get('trial_id')})", flush=True)
+    # the first report says how this start began: the driver counts restores and PBT clones
+    first_flags = {"trainyard_restored": 1.0 if resume is not None else 0.0,
+                   "trainyard_cloned": 1.0 if pointer and pointer.get("trial_id") not in (None, trial_id) else 0.0}
+
+    on_gpu = bool(spec.resources.gpus_per_worker)
+    per_worker = spec.resources.per_worker()
+    # the trial actor holds 0.01 CPU; take it off the workers so N workers fit N CPUs
+    per_worker["CPU"] = max(0.01, per_worker.get("CPU", 1.0) - 0.01)
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={**loop_config, "resume_from": resume},
+        scaling_config=ScalingConfig(num_workers=spec.resources.workers, use_gpu=on_gpu,
+                                     resources_per_worker=per_worker),
+        torch_config=TorchConfig(backend="nccl" if on_gpu else "gloo"),
+        run_config=RunConfig(
+            # fresh name per start: Train's same-name auto-resume must not shadow resume_from
+            name=f"{experiment_name(sweep_id)}-trials/{trial_id}-{uuid.uuid4().hex[:6]}",
+            storage_path=target.path, storage_filesystem=target.filesystem,
+            failure_config=FailureConfig(max_failures=spec.failure.max_failures),
+            # PBT may clone any trial's latest checkpoint while its owner trains on
+            checkpoint_config=CheckpointConfig(num_to_keep=None if keep_all_checkpoints
+                                               else max(2, spec.checkpoint.keep)),
+            callbacks=[_make_forwarder(queue)],
+            worker_runtime_env={"env_vars": worker_env(spec)},
+        ),
+    )
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # handed to the trial thread, which raises it
+            outcome["error"] = exc
+        finally:
+            queue.put(_SENTINEL)
+
+    thread = threading.Thread(target=fit, name="trainyard-trial-fit", daemon=True)
+    thread.start()
+    last: dict = {}
+    while True:
+        try:
+            item = queue.get(timeout=1.0)
+        except Empty:
+            continue
+        if item == _SENTINEL:
+            break
+        metrics = dict(item["metrics"])
+        last = metrics
+        report = {**_reportable(metrics), **first_flags}
+        first_flags = {}
+        if item.get("checkpoint"):
+            tmp, ckpt = _pointer_checkpoint(item["checkpoint"], metrics, trial_id)
+            try:
+                tune.report(report, checkpoint=ckpt)
+            finally:
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tune.report(report)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return last
 
 
 def _plain(value: Any) -> Any:
@@ -485,15 +576,24 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
     target = _storage_target(spec, storage)
     name = experiment_name(sweep_id)
     exp_path = f"{target.path.rstrip('/')}/{name}"
+    executor = spec.trial_executor()
+    keep_all = spec.sweep.scheduler == "pbt"
     trial_fn = _make_trial(base_job=plan.base_job, sweep_id=sweep_id, target=target, tracking=tracking,
-                           train_loop=train_loop, keep_all_checkpoints=spec.sweep.scheduler == "pbt")
-    trainable = tune.with_resources(trial_fn, {"cpu": 0.01})
+                           train_loop=train_loop, keep_all_checkpoints=keep_all, executor=executor)
+    if executor == "inline":
+        # the trial actor is the worker: it holds the worker's resources
+        trainable = tune.with_resources(trial_fn, tune.PlacementGroupFactory([spec.resources.per_worker()]))
+        # the DeepSpeed checkpoints are Tune's own here; PBT may clone any trial's latest
+        checkpoint_config = tune.CheckpointConfig(num_to_keep=None if keep_all else max(2, spec.checkpoint.keep))
+    else:
+        trainable = tune.with_resources(trial_fn, {"cpu": 0.01})
+        checkpoint_config = None  # pointers only (bytes); Train keeps the shards
     progress = _Progress(plan, emit)
     callbacks = [progress.callback]
     run_config = tune.RunConfig(
         name=name, storage_path=target.path, storage_filesystem=target.filesystem,
         failure_config=tune.FailureConfig(max_failures=spec.sweep.max_failures),
-        callbacks=callbacks, verbose=0,
+        checkpoint_config=checkpoint_config, callbacks=callbacks, verbose=0,
     )
     restored = False
     if tune.Tuner.can_restore(exp_path, storage_filesystem=target.filesystem):
@@ -512,7 +612,10 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
             tune_config=tune.TuneConfig(
                 search_alg=search_alg, scheduler=scheduler, num_samples=plan.samples,
                 max_concurrent_trials=spec.sweep.max_concurrent_trials,
-                time_budget_s=spec.sweep.time_budget_s, reuse_actors=False,
+                time_budget_s=spec.sweep.time_budget_s,
+                # inline: a reused actor keeps torch, DeepSpeed and its process group warm, so
+                # a trial starts in milliseconds; a trial that ends lets the next one in
+                reuse_actors=executor == "inline",
                 trial_dirname_creator=lambda t: t.trial_id),
             run_config=run_config,
         )
@@ -538,7 +641,7 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
         "best": board["best"], "leaderboard": board, "wall_s": round(time.time() - started, 2),
         # trial starts from a checkpoint, and those from another trial's (PBT exploits), seen by
         # this driver
-        "restores": progress.restores, "pbt_clones": progress.clones,
+        "restores": progress.restores, "pbt_clones": progress.clones, "trial_executor": executor,
         "mlflow_run_id": tracking.get("parent_run_id"), "mlflow_experiment_id": tracking.get("experiment_id"),
     }
     if tracking:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["train_loop_per_worker", "build_trainer", "run_job", "JobResult", "worker_env"]
+__all__ = ["train_loop_per_worker", "build_trainer", "run_job", "JobResult", "worker_env", "loop_session"]
 
 log = logging.getLogger("trainyard.runner")
 
@@ -250,6 +250,48 @@ def ray_train_storage():
         return None
 
 
+class _RayTrainSession:
+    """Where the loop runs, as the loop sees it: a Ray Train worker (the default).
+
+    A sweep trial that runs inline in its Tune actor (sweep.trial_executor: inline) hands the
+    loop its own object with the same members in config["session"] (see runner/sweep.py).
+    """
+
+    def __init__(self):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        self.local_world_size = ctx.get_local_world_size()
+
+    def device(self):
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def get_checkpoint(self):
+        """The newest checkpoint of this run: Ray Train's, or a complete one a dying worker
+        left in storage unregistered."""
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        found = _latest_checkpoint_in_storage()
+        if found is not None and (checkpoint is None or _state_step(found) > _state_step(checkpoint)):
+            checkpoint = found
+        return checkpoint
+
+    def report(self, metrics: dict, checkpoint=None) -> None:
+        import ray.train
+
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def loop_session(config: dict):
+    """The session a worker loop reports through: config["session"] when a sweep runs the
+    trial inline, else Ray Train's worker context."""
+    return config.get("session") or _RayTrainSession()
+
+
 def train_loop_per_worker(config: dict) -> None:
     """The Ray Train worker function: train one job (or one sweep trial) on this rank.
 
@@ -265,6 +307,8 @@ def train_loop_per_worker(config: dict) -> None:
                     under spec.model_name() (sweeps pass False for trials).
         resume_from ray.train.Checkpoint|None: start from it when this run has no checkpoint
                     of its own (sweeps: the trial checkpoint that Tune restores).
+        session     an object like _RayTrainSession, or None (Ray Train's worker context):
+                    sweeps running a 1-worker trial inline in its Tune actor pass their own.
         progress_queue  ray.util.queue.Queue|None: rank 0 puts progress dicts
                     {"kind": "progress"|"final", "step", "total_steps", "epoch", "metrics"}
                     for the driver to print (run_job does this).
@@ -301,9 +345,9 @@ def train_loop_per_worker(config: dict) -> None:
                                            detect_hardware, plan_deepspeed)
     from trainyard.workload import StepContext, resolve_workload
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    local_world = ctx.get_local_world_size()
+    session = loop_session(config)
+    rank, world = session.rank, session.world_size
+    local_world = session.local_world_size
     on_gpu = bool(spec.resources.gpus_per_worker)
     if not on_gpu:
         # 2 workers on 2 cores with torch's default threads oversubscribe the cores
@@ -329,7 +373,7 @@ def train_loop_per_worker(config: dict) -> None:
         # training all-reduces go through torch.distributed (gloo).
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     if on_gpu:
-        device = ray.train.torch.get_device()
+        device = session.device()
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
@@ -353,10 +397,7 @@ def train_loop_per_worker(config: dict) -> None:
     total_steps = max(1, total_micro // gas)
 
     state = _LoopState()
-    checkpoint = ray.train.get_checkpoint()
-    found = _latest_checkpoint_in_storage()
-    if found is not None and (checkpoint is None or _state_step(found) > _state_step(checkpoint)):
-        checkpoint = found
+    checkpoint = session.get_checkpoint()
     if checkpoint is None and config.get("resume_from") is not None:
         checkpoint = config["resume_from"]  # sweeps: a trial restored or cloned (PBT) elsewhere
     if checkpoint is None and config.get("resume_from") is not None:
@@ -501,11 +542,11 @@ def train_loop_per_worker(config: dict) -> None:
                 tmp, ckpt = _save_checkpoint(engines, {"micro_step": micro, "step": step, "epoch": epoch,
                                                        **ckpt_meta}, rank=rank)
                 try:
-                    ray.train.report(report, checkpoint=ckpt)
+                    session.report(report, checkpoint=ckpt)
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
             else:
-                ray.train.report(report)
+                session.report(report)
         if micro % spe != 0 and micro < total_micro:
             break  # cannot happen: an epoch always ends on its last batch
 
@@ -545,7 +586,7 @@ def train_loop_per_worker(config: dict) -> None:
     tmp, ckpt = _save_checkpoint(engines, {"micro_step": micro, "step": step, "epoch": epoch,
                                            "done": True, **ckpt_meta}, rank=rank)
     try:
-        ray.train.report(final, checkpoint=ckpt)
+        session.report(final, checkpoint=ckpt)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
