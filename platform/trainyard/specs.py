@@ -444,8 +444,9 @@ class EndpointSpec(_Model):
     cluster: str | None = Field(None, description="Registered cluster; default: the server's default cluster.")
     split: Literal["replica", "deployments"] = Field(
         "replica", description="replica: each replica holds every live version and picks by weight "
-                               "(no extra hop); deployments: one deployment per version behind a router "
-                               "(for models too large to hold twice).")
+                               "(no extra hop); deployments: each version is its own Serve application "
+                               "behind a router that splits by weight (one extra hop; for models too "
+                               "large to hold twice). Versions come and go without touching the others.")
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     cpus_per_replica: float = Field(1.0, gt=0)
