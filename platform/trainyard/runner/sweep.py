@@ -301,8 +301,9 @@ def _run_gang(loop: Callable, loop_config: dict, *, spec, sweep_id: str, trial_i
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Empty, Queue
 
-    from trainyard.runner.train import worker_env
+    from trainyard.runner.train import controller_env_defaults, worker_env
 
+    controller_env_defaults()
     pointer = _read_pointer(tune.get_checkpoint())
     resume = None
     if pointer and pointer.get("path"):
