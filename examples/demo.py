@@ -176,9 +176,9 @@ class Demo:
         self.out.print(f"Submitted {SWEEP_SPEC.relative_to(REPO)} as sweep [bold]{sweep['id']}[/]: "
                        f"{s.num_trials} trials of {spec.resources.workers} worker, {s.max_concurrent_trials} at a "
                        f"time, {s.algorithm}/{s.scheduler}, {spec.training.epochs} epochs each", highlight=False)
-        final = sweeps_cli._follow(self.client, sweep["id"])
+        final = sweeps_cli.follow_sweep(self.client, sweep["id"])
         self.running = None
-        sweeps_cli._print_sweep(self.client, final)  # the leaderboard, as `trainyard sweeps show`
+        sweeps_cli.print_sweep(self.client, final)  # the leaderboard, as `trainyard sweeps show`
         if final.get("state") != "SUCCEEDED":
             raise StageFailed(f"the sweep ended {final.get('state')}")
         if not (final.get("model") or {}).get("model_version"):
@@ -187,7 +187,7 @@ class Demo:
 
     # -- 4
     def promote(self, sweep: dict) -> str:
-        from trainyard.cli.endpoints import _print_event
+        from trainyard.cli.endpoints import print_event
         from trainyard.cli.main import build_parser
         from trainyard.errors import NotFoundError
 
@@ -204,7 +204,7 @@ class Demo:
             while True:
                 events = promotion_events(self.client.model_history(model), version)
                 for event in events[shown:]:
-                    _print_event(event)
+                    print_event(event)
                 shown = len(events)
                 final = verdict(events)
                 if final is not None:

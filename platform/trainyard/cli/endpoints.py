@@ -235,7 +235,7 @@ def cmd_promote(args) -> int:
         _ui().print_json(record)
     else:
         for event in record.get("events") or []:
-            _print_event(event)
+            print_event(event)
         if args.no_wait:
             _ui().stdout().print(f"Promotion {record['id']} started; follow it: trainyard models history {args.model}")
         elif record.get("error"):
@@ -243,7 +243,7 @@ def cmd_promote(args) -> int:
     return EXIT_OK if args.no_wait or record.get("state") == "promoted" else EXIT_FAILED
 
 
-def _print_event(e: dict) -> None:
+def print_event(e: dict) -> None:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("time") or 0))
     colour = {"promoted": "green", "rolled_back": "red", "failed": "red", "rejected": "yellow"}.get(e["kind"], "")
     kind = f"[{colour}]{e['kind']}[/]" if colour else e["kind"]
@@ -268,5 +268,5 @@ def cmd_history(args) -> int:
     if not hist["events"]:
         ui.stdout().print("No promotion yet. Run one: trainyard models promote " + args.model)
     for event in hist["events"]:
-        _print_event(event)
+        print_event(event)
     return EXIT_OK

@@ -121,15 +121,15 @@ def cmd_submit(args) -> int:
     if not args.wait:
         ui.stdout().print(f"Follow it: trainyard sweeps show {sweep['id']}")
         return EXIT_OK
-    final = _follow(client, sweep["id"])
+    final = follow_sweep(client, sweep["id"])
     if args.json:
         ui.print_json(final)
     else:
-        _print_sweep(client, final)
+        print_sweep(client, final)
     return EXIT_OK if final.get("state") == "SUCCEEDED" else EXIT_FAILED
 
 
-def _follow(client, sweep_id: str) -> dict:
+def follow_sweep(client, sweep_id: str) -> dict:
     last = None
     while True:
         sweep = client.get_sweep(sweep_id)
@@ -148,7 +148,7 @@ def _follow(client, sweep_id: str) -> dict:
         time.sleep(2.0)
 
 
-def _print_sweep(client, sweep: dict, limit: int | None = None) -> None:
+def print_sweep(client, sweep: dict, limit: int | None = None) -> None:
     ui = _ui()
     out = ui.stdout()
     state = sweep.get("state")
@@ -205,7 +205,7 @@ def cmd_show(args) -> int:
     if args.json:
         ui.print_json(sweep)
     else:
-        _print_sweep(client, sweep, args.limit)
+        print_sweep(client, sweep, args.limit)
     if args.plot:
         board = sweep.get("leaderboard") or {}
         if not board.get("curves"):
