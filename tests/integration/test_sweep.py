@@ -1,7 +1,10 @@
 """Sweeps on a real local Ray cluster with a real MLflow server.
 
-Every trial runs the job's real worker loop (TorchTrainer + DeepSpeed on CPU) on a slice of
-the cnn family's data, for a few steps. No timed assertions.
+Every trial runs the job's real worker loop (DeepSpeed on CPU) on a slice of the cnn family's
+data, for a few steps, under either trial executor: "train" (a TorchTrainer gang per trial)
+or "inline" (the loop in a reused Tune trial actor, what `auto` picks for 1 worker).
+The features that depend on how a trial runs (reports for ASHA, PBT's checkpoint restore,
+MLflow child runs, resume, file:// and s3:// checkpoints) run under both. No timed assertions.
 """
 from __future__ import annotations
 
@@ -21,7 +24,10 @@ pytestmark = pytest.mark.integration
 
 
 def _spec(name: str, *, sweep: dict, workers: int = 1, zero: int = 1, epochs: int = 3,
-          train_limit: int = 128, storage: str, experiment: str = "sweeps-it", **extra) -> object:
+          train_limit: int = 128, storage: str, experiment: str = "sweeps-it", executor: str | None = None,
+          **extra) -> object:
+    if executor is not None:
+        sweep = {**sweep, "trial_executor": executor}
     data = {
         "name": name, "workload": "cnn",
         "data": {"train_limit": train_limit},
@@ -66,12 +72,17 @@ def _saved_states(exp_dir) -> dict[str, str]:
     return states
 
 
-def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, mlflow_server, storage):
+EXECUTORS = pytest.mark.parametrize("executor", ["inline", "train"])
+
+
+@EXECUTORS
+def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, mlflow_server, storage, executor):
     from mlflow.tracking import MlflowClient
 
     from trainyard.runner.sweep import run_sweep
 
-    spec = _spec("sweep-asha", storage=storage, promote={"canary_weight": 0.2}, sweep={
+    name = f"sweep-asha-{executor}"
+    spec = _spec(name, storage=storage, executor=executor, promote={"canary_weight": 0.2}, sweep={
         "search_space": {"training.lr": {"loguniform": [1e-3, 2e-2]},
                          "hyperparameters.channels": {"choice": [4, 8]}},
         "algorithm": "random", "scheduler": "asha", "num_trials": 4, "max_concurrent_trials": 2,
@@ -79,6 +90,7 @@ def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, 
     lines: list[str] = []
     sid = _sid()
     result = run_sweep(spec, sweep_id=sid, tracking_uri=mlflow_server, emit=lines.append)
+    assert result["trial_executor"] == executor
 
     board = result["leaderboard"]
     assert len(board["rows"]) == 4
@@ -100,7 +112,7 @@ def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, 
     assert len({c.data.tags["trainyard.trial_id"] for c in children}) == 4
     assert all("accuracy" in c.data.metrics for c in children)
 
-    version = client.get_model_version_by_alias(f"sweep-asha-model", "candidate")
+    version = client.get_model_version_by_alias(f"{name}-model", "candidate")
     assert version.tags["trainyard.sweep_id"] == sid
     assert version.tags["trainyard.trial_id"] == result["registered_trial"]
 
@@ -108,6 +120,7 @@ def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, 
 def test_bayesian_search_runs_through_optuna(ray_head, storage):
     from trainyard.runner.sweep import run_sweep
 
+    # executor: auto (inline for 1 worker)
     spec = _spec("sweep-bayes", storage=storage, epochs=2, sweep={
         "search_space": {"training.lr": {"loguniform": [1e-3, 2e-2]},
                          "hyperparameters.dropout": {"uniform": [0.0, 0.3]}},
@@ -123,14 +136,15 @@ def test_bayesian_search_runs_through_optuna(ray_head, storage):
     assert b"optuna" in blob.lower()
 
 
-def test_pbt_exploits_and_restores_deepspeed_checkpoints(ray_head, mlflow_server, storage):
+@EXECUTORS
+def test_pbt_exploits_and_restores_deepspeed_checkpoints(ray_head, mlflow_server, storage, executor):
     from mlflow.tracking import MlflowClient
 
     from trainyard.runner.sweep import run_sweep
 
     # synch: both trials pause at evaluation 2 and the worse one clones the better one, however
     # far apart the two started on a busy machine
-    spec = _spec("sweep-pbt", storage=storage, epochs=4, sweep={
+    spec = _spec(f"sweep-pbt-{executor}", storage=storage, epochs=4, executor=executor, sweep={
         "search_space": {"training.lr": {"loguniform": [1e-4, 3e-2]}},
         "algorithm": "random", "scheduler": "pbt", "num_trials": 2, "max_concurrent_trials": 2,
         "seed": 3, "pbt": {"perturbation_interval": 2, "quantile_fraction": 0.5, "synch": True}})
@@ -142,13 +156,16 @@ def test_pbt_exploits_and_restores_deepspeed_checkpoints(ray_head, mlflow_server
                                   filter_string=f"tags.`mlflow.parentRunId` = '{result['mlflow_run_id']}'")
     assert len(children) == 2
     # rank 0 tags the run when it loaded a DeepSpeed checkpoint at start: one trial loaded the
-    # other trial's checkpoint
+    # other trial's checkpoint (train: <exp>-trials/<trial>-<run>/checkpoint_N, a Train run's;
+    # inline: <exp>/<trial>/checkpoint_N, Tune's own)
     by_trial = {c.data.tags["trainyard.trial_id"]: c.data.tags.get("trainyard.resumed_from", "") for c in children}
-    assert any(path and f"/{other}-" in path for trial, path in by_trial.items()
+    sep = "-" if executor == "train" else "/"
+    assert any(path and f"/{other}{sep}" in path for trial, path in by_trial.items()
                for other in by_trial if other != trial), by_trial
 
 
 def test_zero2_trials_of_two_workers_with_s3_checkpoints(ray_head, moto_s3, monkeypatch):
+    """executor auto: train, for gangs of 2 workers."""
     from trainyard.runner.sweep import run_sweep
 
     for key, value in moto_s3.env().items():
@@ -167,15 +184,36 @@ def test_zero2_trials_of_two_workers_with_s3_checkpoints(ray_head, moto_s3, monk
     assert fs.exists(f"{moto_s3.bucket}/sweeps/default/sweep-{sid}/tuner.pkl")
     shards = fs.glob(f"{moto_s3.bucket}/sweeps/default/sweep-{sid}-trials/**/mp_rank_00_model_states.pt")
     assert len(shards) >= 2, shards
+    assert result["trial_executor"] == "train"
 
 
-def test_killed_sweep_resumes_without_rerunning_trials(ray_head, mlflow_server, storage, test_root):
+def test_inline_trials_checkpoint_to_s3(ray_head, moto_s3, monkeypatch):
+    from trainyard.runner.sweep import run_sweep
+
+    for key, value in moto_s3.env().items():
+        monkeypatch.setenv(key, value)
+    spec = _spec("sweep-inline-s3", storage=f"s3://{moto_s3.bucket}/sweeps", epochs=2, sweep={
+        "search_space": {"training.lr": {"grid": [3e-3, 1e-2]}},
+        "algorithm": "grid", "max_concurrent_trials": 2})
+    sid = _sid()
+    result = run_sweep(spec, sweep_id=sid, tracking_uri=None, register=False)
+    assert result["trial_executor"] == "inline"
+    rows = result["leaderboard"]["rows"]
+    assert len(rows) == 2 and all(r["state"] == "DONE" for r in rows)
+    # the DeepSpeed checkpoints are Tune's: under each trial's folder of the experiment
+    shards = moto_s3.fs().glob(f"{moto_s3.bucket}/sweeps/default/sweep-{sid}/*/checkpoint_*/model/"
+                               "**/mp_rank_00_model_states.pt")
+    assert len({s.split(f"sweep-{sid}/")[1].split("/")[0] for s in shards}) == 2, shards
+
+
+@EXECUTORS
+def test_killed_sweep_resumes_without_rerunning_trials(ray_head, mlflow_server, storage, test_root, executor):
     from mlflow.tracking import MlflowClient
 
-    spec = _spec("sweep-resume", storage=storage, epochs=3, sweep={
+    spec = _spec(f"sweep-resume-{executor}", storage=storage, epochs=3, executor=executor, sweep={
         "search_space": {"training.lr": {"grid": [2e-3, 5e-3, 1e-2, 2e-2]}},
         "algorithm": "grid", "max_concurrent_trials": 2})
-    spec_file = test_root / "sweep-resume.json"
+    spec_file = test_root / f"sweep-resume-{executor}.json"
     spec_file.write_text(spec.model_dump_json())
     sid = _sid()
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
