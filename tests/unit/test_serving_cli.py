@@ -50,3 +50,15 @@ def test_predict_with_invalid_json_fails_locally(tmp_path, capsys, monkeypatch):
     data.write_text("{not json")
     assert cli.main(["endpoints", "predict", "m", "--data", str(data)]) == EXIT_USAGE
     assert "--data" in capsys.readouterr().err
+
+
+def test_promotion_events_read_plainly_with_and_without_a_champion(capsys):
+    from trainyard.cli.endpoints import print_event
+
+    print_event({"time": 0, "kind": "promoted", "candidate": "2", "champion": None,
+                 "reason": "no champion yet: the first candidate is promoted directly"})
+    print_event({"time": 0, "kind": "rolled_back", "candidate": "3", "champion": "2", "reason": "error rate",
+                 "evidence": {"canary": {"requests": 40, "errors": 9, "p50_ms": 3.0, "p99_ms": 9.0}}})
+    out = capsys.readouterr().out
+    assert "v2 (no champion)" in out and "None" not in out
+    assert "v3 (champion v2)" in out and "40 requests, 9 errors" in out

@@ -247,8 +247,8 @@ def print_event(e: dict) -> None:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("time") or 0))
     colour = {"promoted": "green", "rolled_back": "red", "failed": "red", "rejected": "yellow"}.get(e["kind"], "")
     kind = f"[{colour}]{e['kind']}[/]" if colour else e["kind"]
-    _ui().stdout().print(f"{when}  v{e.get('candidate')} (champion v{e.get('champion')})  {kind}: {e['reason']}",
-                         highlight=False)
+    champion = f"champion v{e['champion']}" if e.get("champion") is not None else "no champion"
+    _ui().stdout().print(f"{when}  v{e.get('candidate')} ({champion})  {kind}: {e['reason']}", highlight=False)
     ev = e.get("evidence") or {}
     for side in ("canary", "champion"):
         s = ev.get(side)
