@@ -111,6 +111,13 @@ def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, 
     assert len(children) == 4  # one per trial, none per rank
     assert len({c.data.tags["trainyard.trial_id"] for c in children}) == 4
     assert all("accuracy" in c.data.metrics for c in children)
+    # every child run is closed, none left RUNNING: a trial ASHA stopped is FINISHED and tagged
+    # trainyard.stopped_early=true (it closes its own run, or the driver does if its actor died)
+    by_trial = {c.data.tags["trainyard.trial_id"]: c for c in children}
+    for row in board["rows"]:
+        child = by_trial[row["trial"]]
+        assert child.info.status == "FINISHED", (row["trial"], row["state"], child.info.status)
+        assert child.data.tags.get("trainyard.stopped_early") == ("true" if row["state"] == "STOPPED" else "false")
 
     version = client.get_model_version_by_alias(f"{name}-model", "candidate")
     assert version.tags["trainyard.sweep_id"] == sid

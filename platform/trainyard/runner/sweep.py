@@ -32,13 +32,16 @@ How the pieces fit (Ray 2.60, Train v2), for the train executor:
   rerun, unfinished ones restart from their last pointer checkpoint.
 - MLflow: the driver finds-or-creates one parent run (tag trainyard.sweep_id); each trial
   finds-or-creates one child run (tags mlflow.parentRunId, trainyard.trial_id) and hands
-  its id to the workers, where only rank 0 logs. Restarts reuse both runs.
+  its id to the workers, where only rank 0 logs. Restarts reuse both runs. A trial closes
+  its run as it leaves: FINISHED, tagged trainyard.stopped_early true when ASHA/PBT stopped
+  it (SystemExit out of tune.report), or FAILED; the driver closes any its actor could not.
 - At the end: leaderboard (TRAINYARD_RESULT, MLflow artifact), learning-curve plot, and the
   best trial's model registered with alias `candidate` (version tagged with sweep, trial).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -57,6 +60,8 @@ log = logging.getLogger("trainyard.sweep")
 SWEEP_ID_TAG = "trainyard.sweep_id"
 TRIAL_ID_TAG = "trainyard.trial_id"
 KIND_TAG = "trainyard.kind"
+STOPPED_EARLY_TAG = "trainyard.stopped_early"  # "true": ASHA/PBT/the time budget stopped the trial
+CLOSED_BY_TAG = "trainyard.closed_by"  # "driver": the trial could not close its run itself
 POINTER_FILE = "trainyard_pointer.json"
 _SENTINEL = "__trainyard_done__"
 
@@ -139,6 +144,12 @@ def _child_run(*, tracking_uri, experiment_id, parent_run_id, sweep_id, trial_id
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
+        for tag in (STOPPED_EARLY_TAG, CLOSED_BY_TAG):  # marks of how an earlier start ended
+            if tag in found[0].data.tags:
+                try:
+                    client.delete_tag(run_id, tag)
+                except Exception as exc:
+                    log.debug("could not clear tag %s of run %s: %s", tag, run_id, exc)
     else:
         run = client.create_run(experiment_id, run_name=trial_name, tags={
             "mlflow.parentRunId": parent_run_id, SWEEP_ID_TAG: sweep_id, TRIAL_ID_TAG: trial_id,
@@ -146,6 +157,35 @@ def _child_run(*, tracking_uri, experiment_id, parent_run_id, sweep_id, trial_id
         run_id = run.info.run_id
     client.set_tag(run_id, "trainyard.trial_config", json.dumps(params, sort_keys=True, default=str)[:5000])
     return run_id
+
+
+def _trial_outcome(exc: BaseException | None) -> str:
+    """How one start of a trial ended: "finished" (its loop ran to the end), "stopped" (Tune
+    stopped it: ASHA, PBT, the time budget; tune.report leaves with SystemExit(0)), or "failed"."""
+    if exc is None:
+        return "finished"
+    if isinstance(exc, SystemExit) and exc.code in (0, None):
+        return "stopped"
+    return "failed"
+
+
+# outcome -> (MLflow run status, trainyard.stopped_early tag). A stopped trial is a normal
+# sweep outcome with valid metrics, not an interruption: FINISHED, tagged (KILLED is what an
+# interrupted sweep's runs get).
+CHILD_END = {"finished": ("FINISHED", "false"), "stopped": ("FINISHED", "true"), "failed": ("FAILED", None)}
+
+
+def _end_child(client, run_id: str, outcome: str, *, model_uri: str | None = None,
+               closed_by: str | None = None) -> None:
+    """Close a trial's child run for `outcome` (see CHILD_END)."""
+    from mlflow.entities import RunTag
+
+    status, stopped = CHILD_END[outcome]
+    tags = {"trainyard.model_uri": model_uri, STOPPED_EARLY_TAG: stopped, CLOSED_BY_TAG: closed_by}
+    tags = [RunTag(k, v) for k, v in tags.items() if v]
+    if tags:
+        client.log_batch(run_id, tags=tags)
+    client.set_terminated(run_id, status=status)
 
 
 def _pointer_checkpoint(train_path: str, metrics: dict, trial_id: str):
@@ -174,6 +214,14 @@ def _reportable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _first_flags(restored: bool, source_trial: str | None, trial_id: str) -> dict:
+    """What the first report of a trial's start says about how it began, for the driver to
+    count restores and PBT clones: restored from a checkpoint, and cloned when that
+    checkpoint is another trial's (a trial restored from its own is a restore, not a clone)."""
+    return {"trainyard_restored": 1.0 if restored else 0.0,
+            "trainyard_cloned": 1.0 if restored and source_trial not in (None, trial_id) else 0.0}
+
+
 class _InlineSession:
     """The worker loop's session when a 1-worker trial runs inline in its Tune trial actor
     (trainyard.runner.train.loop_session): rank 0 of 1; the checkpoint it starts from is
@@ -193,9 +241,7 @@ class _InlineSession:
             # <experiment>/<trial dir = trial id>/checkpoint_NNNNNN
             source = os.path.basename(os.path.dirname(str(self.checkpoint.path).rstrip("/")))
             print(f"[trainyard] trial {trial_id}: restoring from {self.checkpoint.path}", flush=True)
-        # the first report says how this start began: the driver counts restores and PBT clones
-        self.first_flags = {"trainyard_restored": 1.0 if self.checkpoint is not None else 0.0,
-                            "trainyard_cloned": 1.0 if source not in (None, trial_id) else 0.0}
+        self.first_flags = _first_flags(self.checkpoint is not None, source, trial_id)
 
     def device(self):
         import torch
@@ -262,19 +308,29 @@ def _make_trial(*, base_job: dict, sweep_id: str, target, tracking: dict,
         loop_config = {"spec": spec.model_dump(mode="json"), "job_id": f"{sweep_id}/{trial_id}",
                        "mlflow": mlflow_cfg, "log_model": True, "register_model": False,
                        "progress_queue": None}
-        if executor == "inline":
-            last = _run_inline(loop, loop_config, spec=spec, trial_id=trial_id, env=worker_env(spec))
-        else:
-            last = _run_gang(loop, loop_config, spec=spec, sweep_id=sweep_id, trial_id=trial_id,
-                             target=target, keep_all_checkpoints=keep_all_checkpoints)
+        try:
+            if executor == "inline":
+                last = _run_inline(loop, loop_config, spec=spec, trial_id=trial_id, env=worker_env(spec))
+            else:
+                last = _run_gang(loop, loop_config, spec=spec, sweep_id=sweep_id, trial_id=trial_id,
+                                 target=target, keep_all_checkpoints=keep_all_checkpoints)
+        except BaseException as exc:
+            # ASHA/PBT stop a trial by raising SystemExit out of tune.report: close the child
+            # run here (the loop has flushed its metrics), then let the exit reach Tune
+            if mlflow_cfg:
+                try:
+                    from mlflow.tracking import MlflowClient
+
+                    _end_child(MlflowClient(tracking_uri=mlflow_cfg["tracking_uri"]), mlflow_cfg["run_id"],
+                               _trial_outcome(exc))
+                except Exception as err:
+                    log.warning("could not close trial %s's MLflow run: %s", trial_id, err)
+            raise
         if mlflow_cfg:
             from mlflow.tracking import MlflowClient
 
-            client = MlflowClient(tracking_uri=mlflow_cfg["tracking_uri"])
-            uri = last.get("trainyard_model_uri")
-            if uri:
-                client.set_tag(mlflow_cfg["run_id"], "trainyard.model_uri", uri)
-            client.set_terminated(mlflow_cfg["run_id"], status="FINISHED")
+            _end_child(MlflowClient(tracking_uri=mlflow_cfg["tracking_uri"]), mlflow_cfg["run_id"],
+                       "finished", model_uri=last.get("trainyard_model_uri"))
 
     return _trial
 
@@ -283,12 +339,29 @@ def _run_inline(loop: Callable, loop_config: dict, *, spec, trial_id: str, env: 
     """Run the worker loop in this (Tune trial) process; return its last report."""
     on_gpu = bool(spec.resources.gpus_per_worker)
     # what a Train worker's runtime_env and rendezvous would give it (before torch is imported
-    # here: DS_ACCELERATOR picks DeepSpeed's backend at its import)
-    os.environ.update({**env, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"})
-    _inline_process_group(on_gpu)
-    session = _InlineSession(trial_id=trial_id, on_gpu=on_gpu)
-    loop({**loop_config, "resume_from": None, "session": session})
+    # here: DS_ACCELERATOR picks DeepSpeed's backend at its import). Only the loop reads them
+    # (DeepSpeed reads LOCAL_RANK when it builds an engine), so they are put back afterwards:
+    # the reused actor's next trial sets its own.
+    with _environ({**env, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}):
+        _inline_process_group(on_gpu)
+        session = _InlineSession(trial_id=trial_id, on_gpu=on_gpu)
+        loop({**loop_config, "resume_from": None, "session": session})
     return session.last
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """Set environment variables for the block; restore what was there (or unset) after."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _run_gang(loop: Callable, loop_config: dict, *, spec, sweep_id: str, trial_id: str, target,
@@ -299,7 +372,7 @@ def _run_gang(loop: Callable, loop_config: dict, *, spec, sweep_id: str, trial_i
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.util.queue import Empty, Queue
+    from ray.util.queue import Queue
 
     from trainyard.runner.train import controller_env_defaults, worker_env
 
@@ -310,9 +383,7 @@ def _run_gang(loop: Callable, loop_config: dict, *, spec, sweep_id: str, trial_i
         resume = ray.train.Checkpoint(pointer["path"], filesystem=target.filesystem)
         print(f"[trainyard] trial {trial_id}: restoring from {pointer['path']} "
               f"(step {pointer.get('step')}, trial {pointer.get('trial_id')})", flush=True)
-    # the first report says how this start began: the driver counts restores and PBT clones
-    first_flags = {"trainyard_restored": 1.0 if resume is not None else 0.0,
-                   "trainyard_cloned": 1.0 if pointer and pointer.get("trial_id") not in (None, trial_id) else 0.0}
+    first_flags = _first_flags(resume is not None, (pointer or {}).get("trial_id"), trial_id)
 
     on_gpu = bool(spec.resources.gpus_per_worker)
     per_worker = spec.resources.per_worker()
@@ -349,20 +420,10 @@ def _run_gang(loop: Callable, loop_config: dict, *, spec, sweep_id: str, trial_i
 
     thread = threading.Thread(target=fit, name="trainyard-trial-fit", daemon=True)
     thread.start()
-    last: dict = {}
-    while True:
-        try:
-            item = queue.get(timeout=1.0)
-        except Empty:
-            continue
-        if item == _SENTINEL:
-            break
-        metrics = dict(item["metrics"])
-        last = metrics
-        report = {**_reportable(metrics), **first_flags}
-        first_flags = {}
-        if item.get("checkpoint"):
-            tmp, ckpt = _pointer_checkpoint(item["checkpoint"], metrics, trial_id)
+
+    def send(report: dict, metrics: dict, checkpoint_path: str | None) -> None:
+        if checkpoint_path:
+            tmp, ckpt = _pointer_checkpoint(checkpoint_path, metrics, trial_id)
             try:
                 tune.report(report, checkpoint=ckpt)
             finally:
@@ -371,10 +432,40 @@ def _run_gang(loop: Callable, loop_config: dict, *, spec, sweep_id: str, trial_i
                 shutil.rmtree(tmp, ignore_errors=True)
         else:
             tune.report(report)
+
+    last = _forward_reports(queue, send, first_flags=first_flags)
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
     return last
+
+
+def _forward_reports(queue, send: Callable[[dict, dict, str | None], None], *, first_flags: dict,
+                     poll_s: float = 0.05) -> dict:
+    """The trial side of the gang's hand-off: each item the Train run queues goes, in order,
+    to send(report for Tune, metrics, checkpoint path), the first with first_flags, until
+    _SENTINEL; returns the last metrics.
+
+    Polls (take_available, the sole consumer) instead of `queue.get(timeout=...)`, whose
+    timeout can drop the item it raced: a lost report, or a lost _SENTINEL that leaves the
+    trial waiting forever. The poll is short: Train's controller waits in put() (maxsize 1)
+    until the item is taken."""
+    from trainyard.runner.train import take_available
+
+    last: dict = {}
+    while True:
+        items = take_available(queue)
+        if not items:
+            time.sleep(poll_s)
+            continue
+        for item in items:
+            if isinstance(item, str) and item == _SENTINEL:
+                return last
+            metrics = dict(item["metrics"])
+            last = metrics
+            report = {**_reportable(metrics), **first_flags}
+            first_flags = {}
+            send(report, metrics, item.get("checkpoint"))
 
 
 def _plain(value: Any) -> Any:
@@ -751,8 +842,11 @@ def _finish_mlflow(spec, plan: SweepPlan, tracking: dict, board: dict, *, regist
             uri = child.data.tags.get("trainyard.model_uri")
             if uri:
                 row["model_uri"] = uri
-            if child.info.status == "RUNNING":  # stopped by ASHA/PBT: its actor was killed
-                client.set_terminated(child.info.run_id, status="KILLED" if row["state"] != "DONE" else "FINISHED")
+            if child.info.status == "RUNNING":
+                # the trial could not close it: its actor was killed (a gang trial that ASHA/PBT
+                # stopped, a crash); close it as the trial would have, and say who did
+                outcome = {"DONE": "finished", "STOPPED": "stopped"}.get(row["state"], "failed")
+                _end_child(client, child.info.run_id, outcome, closed_by="driver")
     best = board.get("best")
     now = int(time.time() * 1000)
     if best is not None:

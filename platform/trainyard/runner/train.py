@@ -118,6 +118,38 @@ class _Batches:
         yield from DataLoader(self.dataset, batch_size=bs, sampler=chosen, drop_last=False)
 
 
+def plan_steps(training, *, steps_per_epoch: int, gas: int = 1, examples: int | None = None,
+               workers: int = 1) -> tuple[int, int]:
+    """(micro-steps, optimizer steps) of a run: training.max_steps, else training.epochs passes
+    of `steps_per_epoch` micro-batches per worker (what the dataset's size, the batch size and
+    the number of workers give), in optimizer steps of `gas` micro-steps.
+
+    Raises SpecError when training.warmup_steps is longer than the run. The spec checks that
+    against max_steps; an epochs-based run's length is only known here, at run time.
+    """
+    from trainyard.errors import SpecError
+
+    total_micro = (training.max_steps * gas if training.max_steps
+                   else training.epochs * steps_per_epoch)
+    total_steps = max(1, total_micro // gas)
+    if training.warmup_steps > total_steps:
+        if training.max_steps:
+            how = f"training.max_steps {training.max_steps}"
+        else:
+            how = f"training.epochs {training.epochs} x {steps_per_epoch} batches per epoch"
+            if examples is not None:
+                how += (f" ({examples} training examples over {workers} worker(s) at "
+                        f"training.batch_size {training.batch_size})")
+            if gas > 1:
+                how += f" / deepspeed.gradient_accumulation_steps {gas}"
+        raise SpecError(
+            f"must be <= the run's {total_steps} optimizer steps ({how}), got {training.warmup_steps}",
+            field="training.warmup_steps", value=training.warmup_steps,
+            fix=f"set training.warmup_steps to at most {total_steps}, or train longer "
+                "(more training.epochs, or training.max_steps)")
+    return total_micro, total_steps
+
+
 def _maybe_crash_for_test(env_value: str | None, *, rank: int, step: int) -> None:
     """Tests only: simulate a worker dying once (a marker file makes it happen once)."""
     if not env_value:
@@ -392,9 +424,9 @@ def train_loop_per_worker(config: dict) -> None:
                                  seed=spec.training.seed)
     batches = _Batches(train_ds, sampler, spec.training.batch_size)
     spe = batches.steps_per_epoch  # micro-steps per epoch
-    total_micro = (spec.training.max_steps * gas if spec.training.max_steps
-                   else spec.training.epochs * spe)
-    total_steps = max(1, total_micro // gas)
+    # refuses a warm-up longer than the run before any step (or MLflow logging) is done
+    total_micro, total_steps = plan_steps(spec.training, steps_per_epoch=spe, gas=gas,
+                                          examples=len(train_ds), workers=world)
 
     state = _LoopState()
     checkpoint = session.get_checkpoint()
@@ -417,178 +449,186 @@ def train_loop_per_worker(config: dict) -> None:
 
     tracking = config.get("mlflow") or None
     logger = None
-    if rank == 0 and tracking and tracking.get("run_id"):
-        from trainyard.tracking.logger import RunLogger
-
-        logger = RunLogger(run_id=tracking["run_id"], tracking_uri=tracking.get("tracking_uri"))
-        logger.log_params({
-            "hyperparameters": hparams, "training": spec.training.model_dump(),
-            "resources": spec.resources.model_dump(exclude={"custom_resources"}),
-            "deepspeed.requested": spec.deepspeed.model_dump(), "workload": spec.workload,
-            "data": spec.data,
-        })
-        logger.log_params(plan.as_params())
-        logger.set_tags({"trainyard.workload": spec.workload, "trainyard.zero_stage": plan.zero_stage,
-                         "trainyard.world_size": world})
-        if state.resumed_from:
-            logger.set_tags({"trainyard.resumed_from": state.resumed_from,
-                             "trainyard.resumed_from_step": state.micro_step // gas})
-    queue = config.get("progress_queue")
-
-    def progress(kind: str, step: int, epoch: int, metrics: dict) -> None:
-        if rank == 0 and queue is not None:
-            queue.actor.put_nowait.remote({"kind": kind, "step": step, "total_steps": total_steps,
-                                           "epoch": epoch, "metrics": metrics})
-
-    sctx = StepContext(hparams=hparams, device=device, dtype=dtype, rank=rank, world_size=world,
-                       loss_fn=workload.loss_fn, extra={"plan": plan, "engines": engines})
-    eval_models = {name: engine.module for name, engine in engines.items()}
-
-    def evaluate(step: int, epoch: int) -> dict[str, float]:
-        sctx.step, sctx.epoch = step, epoch
-        for engine in engines.values():
-            engine.eval()
-        try:
-            metrics = {k: float(v) for k, v in workload.evaluate(eval_models, eval_ds, sctx).items()}
-        finally:
-            for engine in engines.values():
-                engine.train()
-        if logger is not None:
-            logger.log_metrics(metrics, step=step)
-        return metrics
-
-    crash = os.environ.get(CRASH_ENV)
-    ckpt_meta = {"zero_stage": plan.zero_stage, "world_size": world, "modules": sorted(engines),
-                 "total_micro_steps": total_micro}
-    every_ckpt = spec.checkpoint.every_steps
-    every_eval = spec.training.eval_every_steps
-    log_every = spec.training.log_every_steps
-    sums: dict[str, float] = {}
-    count = 0
-    window: dict[str, float] = {}
-    window_n = 0
-    last_eval: dict[str, float] = {}
-    micro = state.micro_step
-    started = time.monotonic()
-    # throughput: optimizer steps per second after a warm-up (first steps pay for lazy init)
-    start_step = micro // gas
-    warmup = int(config.get("timing_warmup_steps", max(1, min(10, (total_steps - start_step) // 5))))
-    first_step_unix = None
-    warm_at: tuple[int, float] | None = None
-    last_at: tuple[int, float] | None = None
-    step_times: list[float] = []  # after warm-up; the median shrugs off a noisy neighbour
-    if rank == 0:
-        print(f"[trainyard] job {job_id}: {plan.reason}; {world} workers, {spe} steps/epoch, "
-              f"{total_steps} steps" + (f", resumed at step {micro // gas}" if micro else ""), flush=True)
-
-    for engine in engines.values():
-        engine.train()
-    scheduled = spec.training.lr_schedule != "constant" or spec.training.warmup_steps > 0
-    param_groups = [group for engine in engines.values()
-                    for group in getattr(engine.optimizer, "param_groups", None) or []]
-    while micro < total_micro:
-        epoch = micro // spe
-        for batch in batches.epoch(epoch, start=micro % spe):
-            step = micro // gas
-            sctx.step, sctx.epoch = step, epoch
-            if scheduled and micro % gas == 0:
-                lr = spec.training.lr_at(step, total_steps)
-                for group in param_groups:
-                    group["lr"] = lr
-                if logger is not None and param_groups:
-                    # read back from the optimizer: what it steps with, logged with that step's loss
-                    logger.log_metrics({"lr": param_groups[0]["lr"]}, step=step + 1)
-            out = workload.train_step(engines, _to_device(batch, device, dtype), sctx)
-            micro += 1
-            _maybe_crash_for_test(crash, rank=rank, step=micro // gas)
-            if micro % gas:
-                continue
-            step = micro // gas
-            if first_step_unix is None:
-                first_step_unix = time.time()
-            now = time.perf_counter()
-            if step - start_step == warmup:
-                warm_at = (step, now)
-            elif warm_at is not None:
-                step_times.append(now - last_at[1])
-            last_at = (step, now)
-            values = {k: float(v) for k, v in out.items()}
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-                window[k] = window.get(k, 0.0) + v
-            count += 1
-            window_n += 1
-            if logger is not None:
-                logger.log_metrics(values, step=step)
-            if rank == 0 and (step % log_every == 0):
-                progress("progress", step, epoch, {k: v / window_n for k, v in window.items()})
-                window, window_n = {}, 0
-            if micro >= total_micro:
-                break
-            end_of_epoch = micro % spe == 0
-            ckpt_due = (step % every_ckpt == 0) if every_ckpt else end_of_epoch
-            eval_due = (step % every_eval == 0) if every_eval else end_of_epoch
-            if not (ckpt_due or eval_due):
-                continue
-            last_eval = evaluate(step, micro // spe if end_of_epoch else epoch)
-            report = {**{k: v / max(1, count) for k, v in sums.items()}, **last_eval,
-                      "step": step, "epoch": epoch, "total_steps": total_steps}
-            sums, count = {}, 0
-            progress("progress", step, epoch, report)
-            if ckpt_due:
-                if logger is not None:
-                    # what a checkpoint covers is on record before a crash can lose it
-                    logger.flush()
-                tmp, ckpt = _save_checkpoint(engines, {"micro_step": micro, "step": step, "epoch": epoch,
-                                                       **ckpt_meta}, rank=rank)
-                try:
-                    session.report(report, checkpoint=ckpt)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                session.report(report)
-        if micro % spe != 0 and micro < total_micro:
-            break  # cannot happen: an epoch always ends on its last batch
-
-    # ---- the end: final eval, model, last checkpoint
-    timing: dict[str, float] = {}
-    if warm_at and last_at and last_at[0] > warm_at[0]:
-        timing["train_steps_per_s"] = (last_at[0] - warm_at[0]) / (last_at[1] - warm_at[1])
-    if step_times:
-        timing["train_step_time_median_s"] = sorted(step_times)[len(step_times) // 2]
-    if first_step_unix is not None:
-        timing["trainyard_first_step_unix"] = first_step_unix
-    if logger is not None and "train_steps_per_s" in timing:
-        logger.log_metrics({"train_steps_per_s": timing["train_steps_per_s"]}, step=micro // gas)
-    step = micro // gas
-    epoch = max(0, (micro - 1) // spe) if micro else 0
-    final_eval = evaluate(step, epoch)
-    final = {**{k: v / max(1, count) for k, v in sums.items()}, **final_eval,
-             "step": step, "epoch": epoch, "total_steps": total_steps, "trainyard_done": 1, **timing}
-    model_info: dict[str, Any] = {}
-    want_model = bool(config.get("log_model", True)) and tracking and tracking.get("run_id")
-    if want_model:
-        state_dicts = _gather_state_dicts(engines, stage=plan.zero_stage, rank=rank)
-        if rank == 0:
-            model_info = _finish_tracking(logger, spec=spec, config=config, hparams=hparams,
-                                          workload=workload, eval_ds=eval_ds,
-                                          state_dicts=state_dicts, tracking=tracking,
-                                          final_eval=final_eval, plan=plan)
-    if rank == 0:
-        final.update({f"trainyard_{k}": v for k, v in model_info.items() if v is not None})
-        elapsed = time.monotonic() - started
-        print(f"[trainyard] job {job_id}: {step} steps done in {elapsed:.1f}s; "
-              f"{json.dumps(final_eval)}", flush=True)
-    if logger is not None:
-        logger.close()
-    progress("final", step, epoch, {**final_eval, **{k: v for k, v in final.items()
-                                                     if k.startswith("trainyard_")}})
-    tmp, ckpt = _save_checkpoint(engines, {"micro_step": micro, "step": step, "epoch": epoch,
-                                           "done": True, **ckpt_meta}, rank=rank)
     try:
-        session.report(final, checkpoint=ckpt)
+        if rank == 0 and tracking and tracking.get("run_id"):
+            from trainyard.tracking.logger import RunLogger
+
+            logger = RunLogger(run_id=tracking["run_id"], tracking_uri=tracking.get("tracking_uri"))
+            logger.log_params({
+                "hyperparameters": hparams, "training": spec.training.model_dump(),
+                "resources": spec.resources.model_dump(exclude={"custom_resources"}),
+                "deepspeed.requested": spec.deepspeed.model_dump(), "workload": spec.workload,
+                "data": spec.data,
+            })
+            logger.log_params(plan.as_params())
+            logger.set_tags({"trainyard.workload": spec.workload, "trainyard.zero_stage": plan.zero_stage,
+                             "trainyard.world_size": world})
+            if state.resumed_from:
+                logger.set_tags({"trainyard.resumed_from": state.resumed_from,
+                                 "trainyard.resumed_from_step": state.micro_step // gas})
+        queue = config.get("progress_queue")
+
+        def progress(kind: str, step: int, epoch: int, metrics: dict) -> None:
+            if rank == 0 and queue is not None:
+                queue.actor.put_nowait.remote({"kind": kind, "step": step, "total_steps": total_steps,
+                                               "epoch": epoch, "metrics": metrics})
+
+        sctx = StepContext(hparams=hparams, device=device, dtype=dtype, rank=rank, world_size=world,
+                           loss_fn=workload.loss_fn, extra={"plan": plan, "engines": engines})
+        eval_models = {name: engine.module for name, engine in engines.items()}
+
+        def evaluate(step: int, epoch: int) -> dict[str, float]:
+            sctx.step, sctx.epoch = step, epoch
+            for engine in engines.values():
+                engine.eval()
+            try:
+                metrics = {k: float(v) for k, v in workload.evaluate(eval_models, eval_ds, sctx).items()}
+            finally:
+                for engine in engines.values():
+                    engine.train()
+            if logger is not None:
+                logger.log_metrics(metrics, step=step)
+            return metrics
+
+        crash = os.environ.get(CRASH_ENV)
+        ckpt_meta = {"zero_stage": plan.zero_stage, "world_size": world, "modules": sorted(engines),
+                     "total_micro_steps": total_micro}
+        every_ckpt = spec.checkpoint.every_steps
+        every_eval = spec.training.eval_every_steps
+        log_every = spec.training.log_every_steps
+        sums: dict[str, float] = {}
+        count = 0
+        window: dict[str, float] = {}
+        window_n = 0
+        last_eval: dict[str, float] = {}
+        micro = state.micro_step
+        started = time.monotonic()
+        # throughput: optimizer steps per second after a warm-up (first steps pay for lazy init)
+        start_step = micro // gas
+        warmup = int(config.get("timing_warmup_steps", max(1, min(10, (total_steps - start_step) // 5))))
+        first_step_unix = None
+        warm_at: tuple[int, float] | None = None
+        last_at: tuple[int, float] | None = None
+        step_times: list[float] = []  # after warm-up; the median shrugs off a noisy neighbour
+        if rank == 0:
+            print(f"[trainyard] job {job_id}: {plan.reason}; {world} workers, {spe} steps/epoch, "
+                  f"{total_steps} steps" + (f", resumed at step {micro // gas}" if micro else ""), flush=True)
+
+        for engine in engines.values():
+            engine.train()
+        scheduled = spec.training.lr_schedule != "constant" or spec.training.warmup_steps > 0
+        param_groups = [group for engine in engines.values()
+                        for group in getattr(engine.optimizer, "param_groups", None) or []]
+        while micro < total_micro:
+            epoch = micro // spe
+            for batch in batches.epoch(epoch, start=micro % spe):
+                step = micro // gas
+                sctx.step, sctx.epoch = step, epoch
+                if scheduled and micro % gas == 0:
+                    lr = spec.training.lr_at(step, total_steps)
+                    for group in param_groups:
+                        group["lr"] = lr
+                    if logger is not None and param_groups:
+                        # read back from the optimizer: what it steps with, logged with that step's loss
+                        logger.log_metrics({"lr": param_groups[0]["lr"]}, step=step + 1)
+                out = workload.train_step(engines, _to_device(batch, device, dtype), sctx)
+                micro += 1
+                _maybe_crash_for_test(crash, rank=rank, step=micro // gas)
+                if micro % gas:
+                    continue
+                step = micro // gas
+                if first_step_unix is None:
+                    first_step_unix = time.time()
+                now = time.perf_counter()
+                if step - start_step == warmup:
+                    warm_at = (step, now)
+                elif warm_at is not None:
+                    step_times.append(now - last_at[1])
+                last_at = (step, now)
+                values = {k: float(v) for k, v in out.items()}
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    window[k] = window.get(k, 0.0) + v
+                count += 1
+                window_n += 1
+                if logger is not None:
+                    logger.log_metrics(values, step=step)
+                if rank == 0 and (step % log_every == 0):
+                    progress("progress", step, epoch, {k: v / window_n for k, v in window.items()})
+                    window, window_n = {}, 0
+                if micro >= total_micro:
+                    break
+                end_of_epoch = micro % spe == 0
+                ckpt_due = (step % every_ckpt == 0) if every_ckpt else end_of_epoch
+                eval_due = (step % every_eval == 0) if every_eval else end_of_epoch
+                if not (ckpt_due or eval_due):
+                    continue
+                last_eval = evaluate(step, micro // spe if end_of_epoch else epoch)
+                report = {**{k: v / max(1, count) for k, v in sums.items()}, **last_eval,
+                          "step": step, "epoch": epoch, "total_steps": total_steps}
+                sums, count = {}, 0
+                progress("progress", step, epoch, report)
+                if ckpt_due:
+                    if logger is not None:
+                        # what a checkpoint covers is on record before a crash can lose it
+                        logger.flush()
+                    tmp, ckpt = _save_checkpoint(engines, {"micro_step": micro, "step": step, "epoch": epoch,
+                                                           **ckpt_meta}, rank=rank)
+                    try:
+                        session.report(report, checkpoint=ckpt)
+                    finally:
+                        shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    session.report(report)
+            if micro % spe != 0 and micro < total_micro:
+                break  # cannot happen: an epoch always ends on its last batch
+
+        # ---- the end: final eval, model, last checkpoint
+        timing: dict[str, float] = {}
+        if warm_at and last_at and last_at[0] > warm_at[0]:
+            timing["train_steps_per_s"] = (last_at[0] - warm_at[0]) / (last_at[1] - warm_at[1])
+        if step_times:
+            timing["train_step_time_median_s"] = sorted(step_times)[len(step_times) // 2]
+        if first_step_unix is not None:
+            timing["trainyard_first_step_unix"] = first_step_unix
+        if logger is not None and "train_steps_per_s" in timing:
+            logger.log_metrics({"train_steps_per_s": timing["train_steps_per_s"]}, step=micro // gas)
+        step = micro // gas
+        epoch = max(0, (micro - 1) // spe) if micro else 0
+        final_eval = evaluate(step, epoch)
+        final = {**{k: v / max(1, count) for k, v in sums.items()}, **final_eval,
+                 "step": step, "epoch": epoch, "total_steps": total_steps, "trainyard_done": 1, **timing}
+        model_info: dict[str, Any] = {}
+        want_model = bool(config.get("log_model", True)) and tracking and tracking.get("run_id")
+        if want_model:
+            state_dicts = _gather_state_dicts(engines, stage=plan.zero_stage, rank=rank)
+            if rank == 0:
+                model_info = _finish_tracking(logger, spec=spec, config=config, hparams=hparams,
+                                              workload=workload, eval_ds=eval_ds,
+                                              state_dicts=state_dicts, tracking=tracking,
+                                              final_eval=final_eval, plan=plan)
+        if rank == 0:
+            final.update({f"trainyard_{k}": v for k, v in model_info.items() if v is not None})
+            elapsed = time.monotonic() - started
+            print(f"[trainyard] job {job_id}: {step} steps done in {elapsed:.1f}s; "
+                  f"{json.dumps(final_eval)}", flush=True)
+        if logger is not None:
+            logger.close()
+            logger = None  # closed: the finally below has nothing left to do
+        progress("final", step, epoch, {**final_eval, **{k: v for k, v in final.items()
+                                                         if k.startswith("trainyard_")}})
+        tmp, ckpt = _save_checkpoint(engines, {"micro_step": micro, "step": step, "epoch": epoch,
+                                               "done": True, **ckpt_meta}, rank=rank)
+        try:
+            session.report(final, checkpoint=ckpt)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # a trial that Tune stops (ASHA, PBT) leaves through session.report with SystemExit,
+        # a failed step with its exception: either way what rank 0 queued for MLflow is sent
+        # and the logger's thread ends (an inline trial's actor runs the next trial)
+        if logger is not None:
+            logger.close()
 
 
 def _finish_tracking(logger, *, spec, config, hparams, workload, eval_ds, state_dicts, tracking,
@@ -736,38 +776,75 @@ class JobResult:
                 "model_version": self.model_version, "checkpoint": self.checkpoint}
 
 
-class _ProgressPrinter:
-    """Driver thread: prints TRAINYARD_PROGRESS lines from what rank 0 queues."""
+def take_available(queue) -> list:
+    """Every item in a ray.util.queue.Queue now, in order, for its only consumer (qsize is
+    then a lower bound: nobody else takes items). Never `queue.get(timeout=...)`: the queue
+    actor's `asyncio.wait_for(queue.get(), timeout)` can drop the item it took when the
+    timeout races the get (Python 3.11)."""
+    n = queue.qsize()
+    return queue.get_nowait_batch(n) if n else []
 
-    def __init__(self, queue, emit: Callable[[str], None]):
-        self.queue, self.emit = queue, emit
+
+class _ProgressPrinter:
+    """Driver thread: prints TRAINYARD_PROGRESS lines from what rank 0 queues, every item once,
+    in order. It polls (take_available, else a short sleep) rather than blocking in a get."""
+
+    def __init__(self, queue, emit: Callable[[str], None], *, poll_s: float = 0.2):
+        self.queue, self.emit, self.poll_s = queue, emit, poll_s
         self.final: dict | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # one drain at a time: lines keep the queue's order
         self._thread = threading.Thread(target=self._run, name="trainyard-progress", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._drain(timeout=0.5)
+            if not self._drain():
+                self._stop.wait(self.poll_s)
 
-    def _drain(self, timeout: float) -> None:
+    def _drain(self) -> int:
+        """Emit what the queue holds now; return how many items it took."""
         from trainyard.runner.protocol import PROGRESS, format_line
 
-        try:
-            items = self.queue.get_nowait_batch(self.queue.qsize()) if timeout == 0 else [
-                self.queue.get(timeout=timeout)]
-        except Exception:  # Empty, or the queue actor is gone at shutdown
-            return
-        for item in items:
-            if item.get("kind") == "final":
-                self.final = item
-                continue
-            self.emit(format_line(PROGRESS, {k: item[k] for k in ("step", "total_steps", "epoch", "metrics")}))
+        with self._lock:
+            try:
+                items = take_available(self.queue)
+            except Exception:  # the queue actor is gone at shutdown
+                return 0
+            for item in items:
+                if item.get("kind") == "final":
+                    self.final = item
+                    continue
+                self.emit(format_line(PROGRESS, {k: item[k] for k in ("step", "total_steps", "epoch", "metrics")}))
+            return len(items)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
-        self._drain(timeout=0)
+        for _ in range(1000):  # what arrived since the thread's last look (bounded: a
+            if not self._drain():  # producer still running must not keep us here)
+                break
+
+
+def spec_error_in(exc: BaseException | None):
+    """The SpecError a worker raised (plan_steps refusing the warm-up, say), found inside Ray
+    Train's WorkerGroupError (worker_failures) or an exception's causes; None if there is none.
+    A job that fails on its spec then ends as a spec error (exit 2) with that error's message."""
+    from trainyard.errors import SpecError
+
+    todo, seen = [exc], set()
+    while todo:
+        err = todo.pop(0)
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, SpecError):
+            return err
+        failures = getattr(err, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo.extend(failures[rank] for rank in sorted(failures))
+        todo.extend([getattr(err, "_base_exc", None), err.__cause__, err.__context__])
+    return None
 
 
 def _emit(line: str) -> None:
@@ -797,12 +874,15 @@ def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str 
                             progress_queue=queue, extra_config={"log_model": log_model})
     try:
         result = trainer.fit()
-    except BaseException:
+    except BaseException as exc:
         printer.stop()
         try:
             end_job_run(run, status="FAILED")
         except Exception:
             pass
+        spec_error = spec_error_in(exc)
+        if spec_error is not None:  # e.g. plan_steps: the spec is wrong, not the training
+            raise spec_error from exc
         raise
     finally:
         printer.stop()

@@ -1,0 +1,70 @@
+"""The runner's step plan: how many steps a run has, and a warm-up longer than that refused
+before training starts (an epochs-based run's length is only known at run time)."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from trainyard.errors import EXIT_USAGE, SpecError
+from trainyard.runner.train import plan_steps, spec_error_in
+from trainyard.specs import TrainingSpec
+
+
+def test_epochs_and_max_steps_give_the_run_length():
+    assert plan_steps(TrainingSpec(epochs=3), steps_per_epoch=4) == (12, 12)
+    assert plan_steps(TrainingSpec(epochs=3), steps_per_epoch=4, gas=2) == (12, 6)
+    assert plan_steps(TrainingSpec(max_steps=5, epochs=99), steps_per_epoch=4, gas=2) == (10, 5)
+    assert plan_steps(TrainingSpec(epochs=1), steps_per_epoch=1, gas=4) == (1, 1)  # at least one step
+
+
+def test_a_warmup_as_long_as_the_run_is_fine():
+    training = TrainingSpec(epochs=2, warmup_steps=8, lr_schedule="cosine")
+    assert plan_steps(training, steps_per_epoch=4) == (8, 8)
+
+
+def test_a_warmup_longer_than_an_epochs_based_run_is_refused_with_the_numbers_and_the_fix():
+    # the spec alone cannot tell: 128 examples, batch 32, 1 worker -> 4 steps/epoch x 2 epochs
+    training = TrainingSpec(epochs=2, batch_size=32, warmup_steps=50)
+    with pytest.raises(SpecError) as info:
+        plan_steps(training, steps_per_epoch=4, examples=128, workers=1)
+    err = info.value
+    assert err.field == "training.warmup_steps" and err.value == 50
+    assert err.exit_code == EXIT_USAGE
+    text = str(err)
+    assert text.startswith("training.warmup_steps: must be <= the run's 8 optimizer steps")
+    assert "got 50" in text
+    assert "training.epochs 2 x 4 batches per epoch (128 training examples over 1 worker(s) at " \
+           "training.batch_size 32)" in text
+    assert "set training.warmup_steps to at most 8" in text
+
+
+def test_gradient_accumulation_shortens_the_run_and_says_so():
+    with pytest.raises(SpecError, match=r"run's 4 optimizer steps .* / deepspeed.gradient_accumulation_steps 2"):
+        plan_steps(TrainingSpec(epochs=2, warmup_steps=5), steps_per_epoch=4, gas=2, examples=256, workers=2)
+
+
+def test_a_worker_spec_error_is_found_inside_rays_wrapping():
+    """Ray Train hands a worker's exception back in WorkerGroupError.worker_failures (rank ->
+    exception, pickled); run_job re-raises it so the job ends as a spec error (exit 2)."""
+    original = SpecError("must be <= the run's 8 optimizer steps, got 50", field="training.warmup_steps",
+                         value=50, fix="set training.warmup_steps to at most 8")
+    shipped = pickle.loads(pickle.dumps(original))  # what crosses from the worker
+    assert str(shipped) == str(original) and shipped.field == "training.warmup_steps"
+
+    class WorkerGroupError(RuntimeError):
+        def __init__(self, failures):
+            super().__init__("Training failed due to worker errors")
+            self.worker_failures = failures
+
+    group = WorkerGroupError({1: RuntimeError("gloo: connection reset"), 0: shipped})
+    assert spec_error_in(group) is shipped
+    try:
+        try:
+            raise group
+        except WorkerGroupError as exc:
+            raise RuntimeError("fit failed") from exc
+    except RuntimeError as outer:
+        assert spec_error_in(outer) is shipped
+    assert spec_error_in(WorkerGroupError({0: RuntimeError("oom")})) is None
+    assert spec_error_in(None) is None
