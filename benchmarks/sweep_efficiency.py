@@ -42,7 +42,7 @@ SEARCH_SPACE = {"training.lr": {"loguniform": [1e-5, 1.0]},
 
 
 def make_spec(scheduler: str, *, trials: int, epochs: int, storage: str, seed: int, train_limit: int,
-              grace: int, reduction: float):
+              grace: int, reduction: float, strategy: str = "stop"):
     from trainyard.specs import parse_sweep_spec
 
     return parse_sweep_spec({
@@ -58,7 +58,8 @@ def make_spec(scheduler: str, *, trials: int, epochs: int, storage: str, seed: i
         "sweep": {
             "search_space": SEARCH_SPACE, "algorithm": "random", "scheduler": scheduler,
             "num_trials": trials, "max_concurrent_trials": 2, "seed": seed,
-            "asha": {"grace_period": grace, "reduction_factor": reduction, "max_t": epochs},
+            "asha": {"grace_period": grace, "reduction_factor": reduction, "max_t": epochs,
+                     "strategy": strategy},
         },
     })
 
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=None, help="one accuracy target for every seed")
     parser.add_argument("--target-gap", type=float, default=1.0,
                         help="points below random's best (per seed), when --target is not given")
+    parser.add_argument("--strategies", default="stop,promote",
+                        help="sweep.asha.strategy values to run against random search (comma-separated)")
     parser.add_argument("--boards", help="also write every leaderboard (with curves) to this JSON file")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -97,13 +100,16 @@ def main() -> None:
                  "target": args.target if args.target is not None else f"random best - {args.target_gap} points",
                  "seeds": {}}
     boards: dict = {}
+    strategies = [x for x in args.strategies.split(",") if x]
+    variants = [("random", "fifo", "stop")] + [(f"asha-{st}", "asha", st) for st in strategies]
+    out["strategies"] = strategies
     with tempfile.TemporaryDirectory(prefix="ty-bench-") as tmp, ray_head():
         for seed in seeds:
             runs = {}
-            for name, scheduler in (("random", "fifo"), ("asha", "asha")):
+            for name, scheduler, strategy in variants:
                 spec = make_spec(scheduler, trials=args.trials, epochs=args.epochs, storage=f"file://{tmp}",
                                  seed=seed, train_limit=args.train_limit, grace=args.grace,
-                                 reduction=args.reduction)
+                                 reduction=args.reduction, strategy=strategy)
                 t0 = time.monotonic()
                 result = run_sweep(spec, sweep_id=f"bench-{name}-{seed}-{uuid.uuid4().hex[:6]}",
                                    tracking_uri=None, register=False, emit=lambda line: None)
@@ -112,27 +118,39 @@ def main() -> None:
             random_best = max(r["best"] for r in runs["random"][0]["rows"] if r.get("best") is not None)
             target = args.target if args.target is not None else round(random_best - args.target_gap / 100, 4)
             row = {"target": target, **{n: summarize(b, target, w) for n, (b, w) in runs.items()}}
-            r, a = row["random"], row["asha"]
-            row["steps_ratio"] = (round(a["steps_to_target"] / r["steps_to_target"], 3)
-                                  if a["steps_to_target"] and r["steps_to_target"] else None)
-            row["best_gap_points"] = round(100 * (r["best_accuracy"] - a["best_accuracy"]), 2)
-            row["wall_ratio"] = round(a["wall_s"] / r["wall_s"], 3)
+            r = row["random"]
+            for name, _, _ in variants[1:]:
+                a = row[name]
+                a["steps_ratio"] = (round(a["steps_to_target"] / r["steps_to_target"], 3)
+                                    if a["steps_to_target"] and r["steps_to_target"] else None)
+                a["best_gap_points"] = round(100 * (r["best_accuracy"] - a["best_accuracy"]), 2)
+                a["wall_ratio"] = round(a["wall_s"] / r["wall_s"], 3)
             out["seeds"][str(seed)] = row
             print(json.dumps({"seed": seed, **row}), flush=True)
     rows = list(out["seeds"].values())
-    ratios = [row["steps_ratio"] for row in rows if row["steps_ratio"] is not None]
-    both = [row for row in rows if row["asha"]["steps_to_target"] and row["random"]["steps_to_target"]]
-    out["steps_ratio_per_seed"] = [row["steps_ratio"] for row in rows]
-    out["steps_ratio_median"] = round(statistics.median(ratios), 3) if ratios else None
-    out["steps_ratio_mean"] = round(statistics.mean(ratios), 3) if ratios else None
-    out["steps_ratio_of_sums"] = (round(sum(r["asha"]["steps_to_target"] for r in both)
-                                        / sum(r["random"]["steps_to_target"] for r in both), 3) if both else None)
-    out["asha_missed_target_seeds"] = [s for s, row in out["seeds"].items() if not row["asha"]["steps_to_target"]]
-    out["best_gap_points_max"] = max(row["best_gap_points"] for row in rows)
-    out["wall_ratio_of_sums"] = round(sum(r["asha"]["wall_s"] for r in rows) / sum(r["random"]["wall_s"] for r in rows), 3)
-    out["ratio"] = out["steps_ratio_median"]
-    out["meets_target"] = bool(out["ratio"] is not None and out["ratio"] <= 0.4 and not out["asha_missed_target_seeds"]
-                               and out["best_gap_points_max"] <= 1.0)
+    out["summary"] = {}
+    for name, _, _ in variants[1:]:
+        ratios = [row[name]["steps_ratio"] for row in rows if row[name]["steps_ratio"] is not None]
+        both = [row for row in rows if row[name]["steps_to_target"] and row["random"]["steps_to_target"]]
+        summary = {
+            "steps_ratio_per_seed": [row[name]["steps_ratio"] for row in rows],
+            "steps_ratio_median": round(statistics.median(ratios), 3) if ratios else None,
+            "steps_ratio_mean": round(statistics.mean(ratios), 3) if ratios else None,
+            "steps_ratio_of_sums": (round(sum(row[name]["steps_to_target"] for row in both)
+                                          / sum(row["random"]["steps_to_target"] for row in both), 3)
+                                    if both else None),
+            "missed_target_seeds": [s for s, row in out["seeds"].items() if not row[name]["steps_to_target"]],
+            "best_gap_points_max": max(row[name]["best_gap_points"] for row in rows),
+            "total_steps_ratio_of_sums": round(sum(row[name]["total_steps"] for row in rows)
+                                               / sum(row["random"]["total_steps"] for row in rows), 3),
+            "wall_ratio_of_sums": round(sum(row[name]["wall_s"] for row in rows)
+                                        / sum(row["random"]["wall_s"] for row in rows), 3),
+        }
+        summary["ratio"] = summary["steps_ratio_median"]
+        summary["meets_target"] = bool(summary["ratio"] is not None and summary["ratio"] <= 0.4
+                                       and not summary["missed_target_seeds"]
+                                       and summary["best_gap_points_max"] <= 1.0)
+        out["summary"][name] = summary
     if args.boards:
         with open(args.boards, "w") as fh:
             json.dump(boards, fh)

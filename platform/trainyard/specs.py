@@ -510,6 +510,11 @@ class AshaSpec(_Model):
     grace_period: int = Field(1, ge=1, description="Evaluations every trial gets before it can be stopped.")
     reduction_factor: float = Field(2.0, gt=1, description="Keep 1/reduction_factor of trials at each rung.")
     max_t: int | None = Field(None, ge=1, description="Evaluations of the longest trial; default: 100.")
+    strategy: Literal["stop", "promote"] = Field(
+        "stop", description="stop: Ray's asynchronous ASHA, which decides when a trial reaches a rung, against "
+                            "what the rung has seen so far (the first trials always go on). promote: ASHA as "
+                            "published: a trial waits (paused, checkpointed) at each rung until it ranks in "
+                            "the rung's top 1/reduction_factor; every evaluation then checkpoints.")
 
 
 class PbtSpec(_Model):

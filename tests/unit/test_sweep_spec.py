@@ -155,3 +155,17 @@ def test_trial_executor_auto_inline_train():
     issues = _issues({"trial_executor": "inline"}, **two)
     assert "resources.workers must be 1, got 2" in issues["sweep.trial_executor"]
     assert "'auto', 'train' or 'inline'" in _issues({"trial_executor": "inlin"})["sweep.trial_executor"]
+
+
+def test_asha_strategy_is_stop_or_promote_and_promote_checkpoints_every_evaluation():
+    from trainyard.runner.sweep import plan_sweep
+
+    assert "sweep.asha.strategy" in _issues({"scheduler": "asha", "asha": {"strategy": "fast"}})
+    stop = plan_sweep(_parse({"scheduler": "asha"}, training={"eval_every_steps": 20}), sweep_id="x")
+    assert stop.spec.sweep.asha.strategy == "stop"
+    assert stop.base_job["checkpoint"]["every_steps"] is None
+    # a trial paused at a rung resumes from that evaluation's checkpoint
+    promote = plan_sweep(_parse({"scheduler": "asha", "asha": {"strategy": "promote"}},
+                                training={"eval_every_steps": 20}, checkpoint={"every_steps": 100}),
+                         sweep_id="x")
+    assert promote.base_job["checkpoint"]["every_steps"] == 20

@@ -73,6 +73,11 @@ def experiment_name(sweep_id: str) -> str:
 # ============================================================================ plan (pure)
 
 
+def promoting(spec) -> bool:
+    """Promotion-based ASHA (sweep.asha.strategy: promote): trials pause at rungs."""
+    return spec.sweep.scheduler == "asha" and spec.sweep.asha.strategy == "promote"
+
+
 @dataclass
 class SweepPlan:
     """Everything the driver derives from the spec before touching Ray."""
@@ -90,6 +95,9 @@ class SweepPlan:
     def base_job(self) -> dict:
         job = self.spec.job_spec().model_dump(mode="json")
         job["tracking"]["register_model"] = False  # trials never register; the driver does
+        if promoting(self.spec):
+            # a trial paused at a rung resumes from its last report: every evaluation checkpoints
+            job["checkpoint"]["every_steps"] = job["training"].get("eval_every_steps")
         return job
 
 
@@ -283,6 +291,11 @@ def _make_trial(*, base_job: dict, sweep_id: str, target, tracking: dict,
 
     def _trial(config: dict) -> None:
         from ray import tune
+
+        # A reused actor's next trial waits for this one's thread to end (Tune: 2 s, then the
+        # reuse fails and the next trial errors out). A stopped or paused trial still closes
+        # its MLflow run and DeepSpeed state on the way out, which takes longer on a busy node.
+        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "120")
 
         from trainyard.specs import JobSpec
         from trainyard.sweeps.space import apply_params, flatten
@@ -610,6 +623,18 @@ def _tune_parts(plan: SweepPlan):
 
         sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=max(2, min(10, plan.num_trials // 2)))
         search_alg = OptunaSearch(metric=plan.metric, mode=plan.mode, sampler=sampler)
+    if spec.scheduler == "asha" and spec.asha.strategy == "promote":
+        from trainyard.runner.asha import GatedSearcher, GatedVariants, PromotingASHA
+
+        scheduler = PromotingASHA(metric=plan.metric, mode=plan.mode, max_t=spec.asha.max_t or 100,
+                                  grace_period=spec.asha.grace_period, reduction_factor=spec.asha.reduction_factor,
+                                  max_concurrent=spec.max_concurrent_trials or 1_000_000,
+                                  num_trials=plan.num_trials)
+        if search_alg is not None:
+            search_alg = GatedSearcher(search_alg, scheduler)
+        else:
+            search_alg = GatedVariants(scheduler, random_state=spec.seed)
+        return param_space, search_alg, scheduler
     if spec.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=plan.metric, mode=plan.mode,
                                   max_t=spec.asha.max_t or 100, grace_period=spec.asha.grace_period,
@@ -688,6 +713,7 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
         checkpoint_config=checkpoint_config, callbacks=callbacks, verbose=0,
     )
     restored = False
+    scheduler = None
     if tune.Tuner.can_restore(exp_path, storage_filesystem=target.filesystem):
         emit_note = f"[trainyard] sweep {sweep_id}: resuming from {exp_path}"
         print(emit_note, flush=True)
@@ -703,7 +729,8 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(
                 search_alg=search_alg, scheduler=scheduler, num_samples=plan.samples,
-                max_concurrent_trials=spec.sweep.max_concurrent_trials,
+                # promotion ASHA holds the limit itself (Tune's counts paused trials as running)
+                max_concurrent_trials=None if promoting(spec) else spec.sweep.max_concurrent_trials,
                 time_budget_s=spec.sweep.time_budget_s,
                 # inline: a reused actor keeps torch, DeepSpeed and its process group warm, so
                 # a trial starts in milliseconds; a trial that ends lets the next one in
@@ -736,6 +763,8 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
         "restores": progress.restores, "pbt_clones": progress.clones, "trial_executor": executor,
         "mlflow_run_id": tracking.get("parent_run_id"), "mlflow_experiment_id": tracking.get("experiment_id"),
     }
+    if scheduler is not None and hasattr(scheduler, "stats"):
+        result["asha"] = scheduler.stats()  # promotion ASHA: pauses, resumes, rung sizes
     if tracking:
         result.update(_finish_mlflow(spec, plan, tracking, board, register=register))
     return result

@@ -1,0 +1,73 @@
+"""Promotion-based ASHA (sweep.asha.strategy: promote) on a real local Ray cluster with a real
+MLflow server: trials pause at the rung, the rung's top third resume from their DeepSpeed
+checkpoints and train to the end, the rest are stopped when nothing is left to run."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from trainyard.specs import parse_sweep_spec
+
+pytestmark = pytest.mark.integration
+
+
+def test_promotion_asha_pauses_at_the_rung_and_resumes_the_top_third(ray_head, mlflow_server, test_root):
+    from mlflow.tracking import MlflowClient
+
+    from trainyard.runner.sweep import run_sweep
+
+    storage = test_root / "sweep-promote"
+    storage.mkdir(exist_ok=True)
+    spec = parse_sweep_spec({
+        "name": "sweep-promote", "workload": "cnn", "data": {"train_limit": 128},
+        "hyperparameters": {"hidden": 32},
+        "resources": {"workers": 1, "cpus_per_worker": 1}, "deepspeed": {"zero_stage": 1},
+        "training": {"epochs": 3, "batch_size": 32, "log_every_steps": 100},
+        "checkpoint": {"storage": f"file://{storage}", "keep": 1},
+        "tracking": {"experiment": "sweeps-promote-it", "model_name": "sweep-promote-model"},
+        "sweep": {"search_space": {"training.lr": {"loguniform": [1e-4, 5e-2]},
+                                   "hyperparameters.channels": {"choice": [4, 8, 16]}},
+                  "algorithm": "random", "scheduler": "asha", "num_trials": 9, "max_concurrent_trials": 2,
+                  "seed": 7, "asha": {"grace_period": 1, "reduction_factor": 3, "max_t": 3,
+                                      "strategy": "promote"}}})
+    result = run_sweep(spec, sweep_id=uuid.uuid4().hex[:8], tracking_uri=mlflow_server, register=False)
+
+    board = result["leaderboard"]
+    rows = {r["trial"]: r for r in board["rows"]}
+    assert len(rows) == 9
+    done = [t for t, r in rows.items() if r["state"] == "DONE"]
+    stopped = [t for t, r in rows.items() if r["state"] == "STOPPED"]
+    assert len(done) + len(stopped) == 9, board["rows"]
+    # the rung (1 evaluation) holds 9 trials: floor(9/3) = 3 go on, a 4th at most when one was
+    # promoted early while the rung was still small
+    assert 3 <= len(done) <= 4, board["rows"]
+    for t in stopped:
+        assert rows[t]["iterations"] == 1, rows[t]  # paused at the rung, never resumed
+    for t in done:
+        curve = board["curves"][t]
+        # resumed from its checkpoint: evaluations 1, 2, 3 at steps 4, 8, 12, none run twice
+        assert [c[1] for c in curve] == [1, 2, 3], curve
+        assert [c[2] for c in curve] == [4, 8, 12], curve
+    rung = {t: board["curves"][t][0][3] for t in rows}
+    assert max(rung.values()) == max(rung[t] for t in done)  # the rung's best went on
+    # the scheduler's own account: the first two to reach the rung had nothing to rank against
+    # and waited; every wait ended in a resume (from the trial's checkpoint: the trials counted
+    # the same number of restores) or, for the rung's bottom, a stop at the end
+    asha = result["asha"]
+    assert asha["rungs"] == [1] and asha["recorded"] == [9], asha
+    assert asha["pauses"] >= 2, asha
+    assert asha["pauses"] == asha["promotions"] + asha["stopped_at_end"], asha
+    assert asha["stopped_at_end"] == len(stopped), asha
+    assert result["restores"] == asha["promotions"], (result["restores"], asha)
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    children = client.search_runs([result["mlflow_experiment_id"]],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{result['mlflow_run_id']}'")
+    assert sorted(c.data.tags["trainyard.trial_id"] for c in children) == sorted(rows)  # one run per trial
+    assert all(c.info.status == "FINISHED" for c in children), [(c.data.tags["trainyard.trial_id"], c.info.status)
+                                                                 for c in children]
+    by_trial = {c.data.tags["trainyard.trial_id"]: c for c in children}
+    for t in done:
+        history = client.get_metric_history(by_trial[t].info.run_id, "accuracy")
+        assert sorted(m.step for m in history) == [4, 8, 12]  # the resumed part logged to the same run

@@ -1,0 +1,116 @@
+"""Promotion-based ASHA's rung logic (trainyard.sweeps.rungs), without Ray."""
+from __future__ import annotations
+
+import pytest
+
+from trainyard.sweeps.rungs import PromotionRungs, milestones
+
+
+def test_milestones_are_geometric_and_below_max_t():
+    assert milestones(1, 3, 9) == [1, 3]
+    assert milestones(1, 3, 27) == [1, 3, 9]
+    assert milestones(2, 2, 20) == [2, 4, 8, 16]
+    assert milestones(1, 1.5, 5) == [1, 2, 3]  # int() of 1.5, 2.25, 3.375; no duplicates
+    assert milestones(9, 3, 9) == []
+
+
+def test_no_trial_goes_past_a_rung_until_the_rung_can_rank_it():
+    r = PromotionRungs(grace=1, reduction_factor=3, max_t=9)
+    # the first trials to reach rung 1 wait, however good: one or two results rank nothing
+    assert r.on_result("a", 1, 0.9) == "pause"
+    assert r.on_result("b", 1, 0.5) == "pause"
+    assert r.promotable() == []
+    # the third makes a quota of one: the best so far (a) may go on, c may not
+    assert r.on_result("c", 1, 0.1) == "pause"
+    assert r.promotable(waiting={"a", "b", "c"}) == [("a", 0)]
+
+
+def test_a_trial_that_is_top_when_it_arrives_goes_on_at_once():
+    r = PromotionRungs(grace=1, reduction_factor=3, max_t=9)
+    for t, v in (("a", 0.2), ("b", 0.3)):
+        r.on_result(t, 1, v)
+    assert r.on_result("c", 1, 0.95) == "continue"
+    assert "c" in r.promoted[0]
+    # below its next rung (3) it just trains on
+    assert r.on_result("c", 2, 0.96) == "continue"
+    assert r.next_rung("c") == 1
+
+
+def test_min_mode_ranks_lower_values_first():
+    r = PromotionRungs(grace=1, reduction_factor=3, max_t=9, mode="min")
+    for t, v in (("a", 2.0), ("b", 0.5), ("c", 1.0)):
+        r.on_result(t, 1, v)
+    assert r.promotable() == [("b", 0)]
+
+
+def test_promotable_prefers_higher_rungs_and_skips_the_promoted():
+    r = PromotionRungs(grace=1, reduction_factor=2, max_t=8)  # rungs 1, 2, 4
+    for t, v in (("a", 0.9), ("b", 0.8)):
+        r.on_result(t, 1, v)
+    assert r.promotable() == [("a", 0)]
+    r.promote("a", 0)
+    assert r.on_result("a", 2, 0.91) == "pause"  # alone at rung 2
+    assert r.on_result("b", 2, 0.5) == "pause"   # b reached 2 as well (say it was resumed)
+    assert r.promotable() == [("a", 1)]
+    assert r.promotable(waiting={"b"}) == []
+
+
+def test_sparse_reports_are_recorded_at_every_rung_they_passed():
+    r = PromotionRungs(grace=1, reduction_factor=3, max_t=27)  # rungs 1, 3, 9
+    assert r.on_result("a", 3, 0.7) == "pause"  # first report at t=3: rungs 1 and 3
+    assert "a" in r.recorded[0] and "a" in r.recorded[1]
+    assert "a" in r.promoted[0] and "a" not in r.promoted[1]
+
+
+def test_a_missing_metric_and_a_trial_past_all_rungs_continue():
+    r = PromotionRungs(grace=1, reduction_factor=3, max_t=9)
+    assert r.on_result("a", 1, None) == "continue"
+    assert r.next_rung("a") == 0
+    for t in ("x", "y", "z"):
+        r.on_result(t, 1, 0.1)
+    r.record("a", 0, 0.9)
+    r.record("a", 1, 0.9)
+    assert r.next_rung("a") is None
+    assert r.on_result("a", 5, 0.9) == "continue"
+
+
+def test_bad_mode_is_refused():
+    with pytest.raises(ValueError, match="mode"):
+        PromotionRungs(grace=1, reduction_factor=3, max_t=9, mode="up")
+
+
+def test_a_full_sweep_promotes_the_best_and_few_others():
+    """27 configs of distinct quality, rf 3, rungs 1 and 3 below max_t 9. Asynchronous: a
+    trial promoted while its rung was small stays promoted, so a few more than 9 and 3 may go
+    on; but once every trial reported and every promotion was taken, the best 9 went past
+    rung 1, the best 3 past rung 3, and the best config trained to the end."""
+    r = PromotionRungs(grace=1, reduction_factor=3, max_t=9)
+    quality = {f"t{i:02d}": (i * 7919 % 27) / 27 for i in range(27)}
+    waiting: set[str] = set()
+    at: dict[str, int] = {}
+
+    def run(trial: str, start: int) -> None:
+        for t in range(start, 10):
+            at[trial] = t
+            if t == 9:
+                return
+            if r.on_result(trial, t, quality[trial]) == "pause":
+                waiting.add(trial)
+                return
+
+    for trial in quality:
+        run(trial, 1)
+        while True:  # a free slot resumes a promotable trial before sampling a new one
+            ready = r.promotable(waiting=waiting)
+            if not ready:
+                break
+            trial_id, k = ready[0]
+            r.promote(trial_id, k)
+            waiting.discard(trial_id)
+            run(trial_id, at[trial_id] + 1)
+    best = sorted(quality, key=lambda t: -quality[t])
+    assert set(best[:9]) <= r.promoted[0] and len(r.promoted[0]) <= 11
+    assert set(best[:3]) <= r.promoted[1] and len(r.promoted[1]) <= 4
+    assert at[best[0]] == 9
+    steps = sum(at.values())
+    assert steps <= 0.3 * 27 * 9  # against 243 evaluations for every config to the end
