@@ -71,3 +71,78 @@ def test_promotion_asha_pauses_at_the_rung_and_resumes_the_top_third(ray_head, m
     for t in done:
         history = client.get_metric_history(by_trial[t].info.run_id, "accuracy")
         assert sorted(m.step for m in history) == [4, 8, 12]  # the resumed part logged to the same run
+
+
+def test_a_killed_promotion_sweep_resumes_without_rerunning_steps(ray_head, mlflow_server, test_root):
+    """The driver is killed once a trial waits at the rung; the same sweep id resumes: no trial
+    gets a second MLflow run, no evaluation runs twice, and the sweep ends with every trial
+    DONE or STOPPED."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    storage = test_root / "sweep-promote-resume"
+    storage.mkdir(exist_ok=True)
+    spec = parse_sweep_spec({
+        "name": "sweep-promote-resume", "workload": "cnn", "data": {"train_limit": 128},
+        "hyperparameters": {"hidden": 32},
+        "resources": {"workers": 1, "cpus_per_worker": 1}, "deepspeed": {"zero_stage": 1},
+        "training": {"epochs": 3, "batch_size": 32, "log_every_steps": 100},
+        "checkpoint": {"storage": f"file://{storage}", "keep": 1},
+        "tracking": {"experiment": "sweeps-promote-it", "model_name": "sweep-promote-resume-model"},
+        "sweep": {"search_space": {"training.lr": {"loguniform": [1e-3, 5e-2]}},
+                  "algorithm": "random", "scheduler": "asha", "num_trials": 6, "max_concurrent_trials": 2,
+                  "seed": 3, "asha": {"grace_period": 1, "reduction_factor": 3, "max_t": 3,
+                                      "strategy": "promote"}}})
+    spec_file = test_root / "sweep-promote-resume.json"
+    spec_file.write_text(spec.model_dump_json())
+    sid = uuid.uuid4().hex[:8]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    cmd = [sys.executable, "-m", "trainyard.runner", "sweep", "--sweep-id", sid, "--spec-file", str(spec_file)]
+    exp_dir = Path(storage) / "default" / f"sweep-{sid}"
+
+    def saved_states() -> dict[str, str]:
+        states: dict[str, str] = {}
+        for path in sorted(exp_dir.glob("experiment_state-*.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # being written
+            for item in data.get("trial_data", []):
+                trial = json.loads(item[0]) if isinstance(item[0], str) else item[0]
+                states[trial["trial_id"]] = trial["status"]
+        return states
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("TRAINYARD_PROGRESS ") and "PAUSED" in saved_states().values():
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "PAUSED" in saved_states().values(), "no trial waited at the rung:\n" + "".join(seen[-60:])
+
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = next(json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
+                  if line.startswith("TRAINYARD_RESULT "))
+    assert result["resumed"] is True
+    board = result["leaderboard"]
+    rows = {r["trial"]: r for r in board["rows"]}
+    assert len(rows) == 6 and {r["state"] for r in rows.values()} <= {"DONE", "STOPPED"}, board["rows"]
+    assert sum(r["state"] == "DONE" for r in rows.values()) >= 2
+    for trial, curve in board["curves"].items():
+        iterations = [c[1] for c in curve]
+        assert iterations == sorted(set(iterations)), (trial, curve)  # no evaluation twice
+        assert [c[2] for c in curve] == [4 * i for i in iterations], (trial, curve)  # resumed, not restarted
+    client = MlflowClient(tracking_uri=mlflow_server)
+    children = client.search_runs([result["mlflow_experiment_id"]],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{result['mlflow_run_id']}'")
+    assert sorted(c.data.tags["trainyard.trial_id"] for c in children) == sorted(rows)

@@ -114,3 +114,93 @@ def test_a_full_sweep_promotes_the_best_and_few_others():
     assert at[best[0]] == 9
     steps = sum(at.values())
     assert steps <= 0.3 * 27 * 9  # against 243 evaluations for every config to the end
+
+
+class _FakeTrial:
+    def __init__(self, trial_id, status, last_result=None):
+        self.trial_id, self.status, self.last_result = trial_id, status, last_result or {}
+
+
+def _scheduler(**kw):
+    from trainyard.runner.asha import PromotingASHA
+
+    return PromotingASHA(metric="accuracy", mode="max", grace_period=1, reduction_factor=3, max_t=9,
+                         max_concurrent=2, num_trials=kw.get("num_trials", 6))
+
+
+def test_scheduler_pauses_resumes_and_holds_the_concurrency_limit():
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers.trial_scheduler import TrialScheduler
+
+    s = _scheduler()
+    trials = [_FakeTrial(f"t{i}", Trial.PENDING) for i in range(3)]
+    for t in trials[:2]:
+        s.on_trial_add(None, t)
+        t.status = Trial.RUNNING
+    assert not s.allow_new_trial()  # two running: the limit
+    assert s.on_trial_result(None, trials[0], {"training_iteration": 1, "accuracy": 0.9}) == TrialScheduler.PAUSE
+    trials[0].status = Trial.PAUSED
+    assert s.allow_new_trial()  # a paused trial does not hold a slot
+    assert s.on_trial_result(None, trials[1], {"training_iteration": 1, "accuracy": 0.2}) == TrialScheduler.PAUSE
+    trials[1].status = Trial.PAUSED
+    s.on_trial_add(None, trials[2])
+    trials[2].status = Trial.RUNNING
+    assert s.on_trial_result(None, trials[2], {"training_iteration": 1, "accuracy": 0.1}) == TrialScheduler.PAUSE
+    trials[2].status = Trial.PAUSED
+    # t0 is now the rung's top third: it goes first, and no new config while it waits
+    assert not s.allow_new_trial()
+    assert s.choose_trial_to_run(None) is trials[0]
+    assert s.promotions == 1
+    # the loop's last report is never paused; a report at max_t stops
+    assert s.on_trial_result(None, trials[0], {"training_iteration": 3, "accuracy": 0.9,
+                                                "trainyard_done": 1}) == TrialScheduler.CONTINUE
+    assert s.on_trial_result(None, trials[0], {"training_iteration": 9, "accuracy": 0.9}) == TrialScheduler.STOP
+
+
+def test_scheduler_stops_the_waiting_trials_when_nothing_else_can_run():
+    from ray.tune.experiment import Trial
+
+    class _Controller:
+        def __init__(self):
+            self.stopped = []
+
+        def stop_trial(self, trial):
+            self.stopped.append(trial.trial_id)
+            trial.status = Trial.TERMINATED
+
+    s = _scheduler(num_trials=2)
+    a, b = _FakeTrial("a", Trial.PENDING), _FakeTrial("b", Trial.PENDING)
+    for t, v in ((a, 0.5), (b, 0.4)):
+        s.on_trial_add(None, t)
+        s.on_trial_result(None, t, {"training_iteration": 1, "accuracy": v})
+        t.status = Trial.PAUSED
+    controller = _Controller()
+    assert s.choose_trial_to_run(controller) is None
+    assert sorted(controller.stopped) == ["a", "b"] and s.stopped_at_end == 2
+    assert s.stats()["pauses"] == 2
+
+
+def test_scheduler_rebuilds_rungs_from_restored_trials():
+    from ray.tune.experiment import Trial
+
+    s = _scheduler()
+    s.on_trial_add(None, _FakeTrial("far", Trial.PENDING, {"training_iteration": 5, "accuracy": 0.8}))
+    s.on_trial_add(None, _FakeTrial("at1", Trial.PENDING, {"training_iteration": 1, "accuracy": 0.3}))
+    s.on_trial_add(None, _FakeTrial("new", Trial.PENDING))
+    assert s.rungs.recorded[0] == {"far": 0.8, "at1": 0.3} and s.rungs.recorded[1] == {"far": 0.8}
+    assert "far" in s.rungs.promoted[0] and "far" in s.rungs.promoted[1]  # it went past both
+    assert "at1" not in s.rungs.promoted[0]
+    assert s.started == 3
+
+
+def test_gated_variants_state_leaves_the_scheduler_out():
+    from trainyard.runner.asha import GatedVariants
+
+    s = _scheduler()
+    gen = GatedVariants(s, random_state=0)
+    state = gen.get_state()
+    assert "_scheduler" not in state
+    other = _scheduler()
+    gen2 = GatedVariants(other, random_state=0)
+    gen2.set_state(state)
+    assert gen2._scheduler is other

@@ -55,7 +55,25 @@ class PromotingASHA(TrialScheduler):
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         if trial.trial_id not in self.trials:
             self.started += 1
+            self._rebuild(trial)
         self.trials[trial.trial_id] = trial
+
+    def _rebuild(self, trial: Trial) -> None:
+        """A trial restored with a resumed sweep (Tune does not save schedulers): record it at
+        the rungs its last result passed, with that result's value (the per-rung values are
+        not kept), and as promoted past every rung it went beyond. A trial that was waiting
+        exactly at a rung comes back PENDING and goes on to its next rung, where it is ranked
+        again."""
+        last = getattr(trial, "last_result", None) or {}
+        t = int(last.get(self._time_attr) or 0)
+        value = last.get(self._metric)
+        if t <= 0 or value is None:
+            return
+        passed = [k for k, m in enumerate(self.rungs.rungs) if t >= m]
+        for k in passed:
+            self.rungs.record(trial.trial_id, k, float(value))
+            if k < passed[-1] or t > self.rungs.rungs[k]:
+                self.rungs.promote(trial.trial_id, k)
 
     def on_trial_error(self, tune_controller, trial: Trial) -> None:
         self.paused_by_us.discard(trial.trial_id)
@@ -142,6 +160,19 @@ class GatedVariants(BasicVariantGenerator):
         if not self._scheduler.allow_new_trial():
             return None
         return super().next_trial()
+
+    # Tune saves the searcher's state with the experiment; the scheduler is not part of it
+    # (a resumed sweep's searcher keeps the scheduler the restored Tuner runs with)
+    def get_state(self):
+        state = super().get_state()
+        if state:
+            state.pop("_scheduler", None)
+        return state
+
+    def set_state(self, state):
+        scheduler = self._scheduler
+        super().set_state(state)
+        self._scheduler = scheduler
 
 
 class GatedSearcher(ConcurrencyLimiter):
