@@ -337,8 +337,6 @@ def train_loop_per_worker(config: dict) -> None:
         log_model   bool, default True: log the consolidated final model into the run.
         register_model  bool|None, default spec.tracking.register_model: also register it
                     under spec.model_name() (sweeps pass False for trials).
-        resume_from ray.train.Checkpoint|None: start from it when this run has no checkpoint
-                    of its own (sweeps: the trial checkpoint that Tune restores).
         session     an object like _RayTrainSession, or None (Ray Train's worker context):
                     sweeps running a 1-worker trial inline in its Tune actor pass their own.
         progress_queue  ray.util.queue.Queue|None: rank 0 puts progress dicts
@@ -430,8 +428,6 @@ def train_loop_per_worker(config: dict) -> None:
 
     state = _LoopState()
     checkpoint = session.get_checkpoint()
-    if checkpoint is None and config.get("resume_from") is not None:
-        checkpoint = config["resume_from"]  # sweeps: a trial restored or cloned (PBT) elsewhere
     if checkpoint is None and config.get("resume_from") is not None:
         # Train v2 refuses TorchTrainer(resume_from_checkpoint=...); a sweep trial that Tune
         # restores (PBT exploit, retry, resumed sweep) hands its ray.train.Checkpoint here
