@@ -1,5 +1,6 @@
 """The FastAPI app: `create_app(settings)`. Lifespan: migrate the store, register the default
-cluster, reconcile, then run the controller loop until shutdown."""
+cluster, reconcile, recover promotions a previous run left unfinished (in the background),
+then run the controller loop until shutdown."""
 from __future__ import annotations
 
 import asyncio
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
         if run_controller:
             await asyncio.to_thread(ctx.controller.refresh_clusters)
             await ctx.controller.start()
+            endpoints.start_promotion_recovery(app, ctx)  # a thread: startup does not wait for it
             promotions = endpoints.start_sweep_promotions(app, ctx)
         log.info("trainyard server %s ready (db %s)", __version__, db.engine.url.get_backend_name())
         try:

@@ -9,7 +9,8 @@
 
 Each decision is an Event with its evidence, logged to MLflow (experiment
 `trainyard-promotions`) and returned. Blocking: it lasts the canary window. The API runs
-it in a background thread; a sweep's driver may call it inline.
+it in a background thread; a sweep's driver may call it inline. If the server dies before
+the end, the run stays RUNNING and the next server start finishes it (serving/recovery.py).
 """
 from __future__ import annotations
 
@@ -106,8 +107,13 @@ class Promoter:
                             field="promote.metric", fix="set promote.metric (and promote.mode)")
         name = spec.endpoint_name()
         result = PromotionResult(model, cand, champ, State.PENDING, "")
+        # what a restarted server needs to undo this promotion if it dies mid-way (serving/recovery.py)
+        record_tags = {**dict(tags or {}), "trainyard.endpoint": name}
+        if champ is None:  # no champion to fall back to: the version served by hand before, if any
+            record_tags["trainyard.served_before"] = (self.manager.get(name).traffic.stable
+                                                      if self.manager.exists(name) else "")
         result.run_id = self.registry.start_promotion(model, cand, champ, policy.model_dump(mode="json"),
-                                                      tags=dict(tags or {}))
+                                                      tags=record_tags)
         seq = [0]
 
         def emit(kind: str, reason: str, evidence: dict | None = None) -> Event:

@@ -9,17 +9,69 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from trainyard.errors import NotFoundError, SpecError
 from trainyard.serving.policy import Event
 
-__all__ = ["Registry", "CANDIDATE", "CHAMPION", "EVENTS_EXPERIMENT"]
+__all__ = ["Registry", "PromotionRecord", "CANDIDATE", "CHAMPION", "EVENTS_EXPERIMENT"]
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 EVENTS_EXPERIMENT = "trainyard-promotions"
 MODEL_TAG = "trainyard.model"
+SERVER_TAG = "trainyard.server"  # the deployment (store) whose server ran the promotion
+INSTANCE_TAG = "trainyard.server_instance"  # that server process
+
+
+def _version_tag(value: str | None) -> str | None:
+    return None if value in (None, "", "None") else str(value)
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    """A promotion's MLflow run, as a restarted server reads it back (see serving/recovery.py)."""
+
+    run_id: str
+    model: str
+    candidate: str | None
+    champion: str | None  # when it started
+    endpoint: str
+    cluster: str | None
+    instance: str | None
+    outcome: str | None  # set just before the run is terminated
+    served_before: str | None  # no champion: the version the endpoint served first ("" none, None unknown)
+    last_event: str | None
+    next_seq: int
+    recovered: bool  # an `interrupted` event is already logged (a restart during the recovery)
+    start_time: int = 0
+
+    @classmethod
+    def from_run(cls, run) -> "PromotionRecord":
+        tags, params = run.data.tags, run.data.params
+        model = tags.get(MODEL_TAG, "")
+        events = []
+        for key, value in tags.items():
+            if key.startswith("event."):
+                try:
+                    events.append((int(key.split(".", 1)[1]), json.loads(value)))
+                except ValueError:
+                    continue
+        events.sort(key=lambda e: e[0])
+        endpoint = tags.get("trainyard.endpoint") or params.get("policy.endpoint")
+        if endpoint in (None, "", "None"):  # a record from before the endpoint tag: its events name it
+            endpoint = next((e.get("evidence", {}).get("endpoint") for _, e in events
+                             if isinstance(e, dict) and e.get("evidence", {}).get("endpoint")), None) or model
+        return cls(run_id=run.info.run_id, model=model, candidate=_version_tag(tags.get("trainyard.candidate")),
+                   champion=_version_tag(tags.get("trainyard.champion")), endpoint=endpoint,
+                   cluster=tags.get("trainyard.cluster") or None, instance=tags.get(INSTANCE_TAG) or None,
+                   outcome=tags.get("trainyard.outcome") or None, served_before=tags.get("trainyard.served_before"),
+                   last_event=tags.get("trainyard.last_event") or None,
+                   next_seq=(events[-1][0] if events else 0) + 1,
+                   recovered=any(isinstance(e, dict) and (e.get("evidence") or {}).get("interrupted")
+                                 for _, e in events),
+                   start_time=int(run.info.start_time or 0))
 
 
 class Registry:
@@ -164,6 +216,19 @@ class Registry:
     def end_promotion(self, run_id: str, outcome: str) -> None:
         self.client.set_tag(run_id, "trainyard.outcome", outcome)
         self.client.set_terminated(run_id, "FINISHED" if outcome != "failed" else "FAILED")
+
+    def unfinished_promotions(self, *, server: str) -> list[PromotionRecord]:
+        """Promotions that `server`'s deployment started and never ended (status RUNNING), oldest first."""
+        exp = self.client.get_experiment_by_name(EVENTS_EXPERIMENT)
+        if exp is None:
+            return []
+        wanted = f"attributes.status = 'RUNNING' and tags.`{SERVER_TAG}` = '{server}'"
+        runs = self.client.search_runs([exp.experiment_id], filter_string=wanted, max_results=1000,
+                                       order_by=["attributes.start_time ASC"])
+        return [PromotionRecord.from_run(run) for run in runs]
+
+    def mark_promotion(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, f"trainyard.{key}", value[:5000])
 
     def promotion_for_sweep(self, sweep_id: str) -> str | None:
         """The promotion run started for a sweep, if any (so a restarted server does not redo it)."""

@@ -4,7 +4,10 @@
 Which cluster: an endpoint request names one, else the default cluster ('local'). The
 Serve HTTP port is one setting for every cluster, TRAINYARD_SERVE_PORT (default 8000),
 and the proxy is reached at the dashboard's host (TRAINYARD_SERVE_HOST overrides it).
-Promotions run in background threads; their events are in MLflow as they happen.
+Promotions run in background threads; their events are in MLflow as they happen. Each is
+tagged with this deployment's id (`deployment_id`, from the store's URL) and this process's
+instance id, so that the next start of the server finds the ones a crash left unfinished
+and makes their endpoints safe (`start_recovery`, serving/recovery.py).
 """
 from __future__ import annotations
 
@@ -20,10 +23,24 @@ from trainyard.errors import NotFoundError, SpecError
 from trainyard.serving.client import DEFAULT_HTTP_PORT, ServeClient
 from trainyard.serving.endpoints import EndpointManager
 
-__all__ = ["ServingService", "serve_port", "DEFAULT_CLUSTER"]
+__all__ = ["ServingService", "serve_port", "deployment_id", "DEFAULT_CLUSTER"]
 
 log = logging.getLogger("trainyard.serving")
 DEFAULT_CLUSTER = "local"
+RECOVERY_WAIT_S = 300.0  # longest a new promotion waits for the recovery of the old ones
+
+
+def deployment_id(db_url: str) -> str:
+    """A stable id of this server deployment: its store (one server per store, helm: Recreate)."""
+    import hashlib
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        text = make_url(db_url).render_as_string(hide_password=True)
+    except Exception:
+        text = db_url
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def serve_port() -> int:
@@ -34,8 +51,11 @@ class ServingService:
     """`clusters(name) -> (dashboard_url, token)` comes from the server's cluster registry."""
 
     def __init__(self, *, tracking_uri: str, clusters: Callable[[str], tuple[str, str | None]],
-                 default_cluster: str = DEFAULT_CLUSTER, env: Mapping[str, str] | None = None):
+                 default_cluster: str = DEFAULT_CLUSTER, env: Mapping[str, str] | None = None,
+                 server_id: str = ""):
         self.tracking_uri = tracking_uri
+        self.server_id = server_id
+        self.instance = uuid.uuid4().hex[:12]
         self._clusters = clusters
         self.default_cluster = default_cluster
         self.env = dict(env or {})
@@ -44,6 +64,9 @@ class ServingService:
         self._lock = threading.Lock()
         self.promotions: dict[str, dict] = {}
         self._sweeps_seen: set[str] = set()
+        self._recovered = threading.Event()  # cleared while promotions from before a restart are recovered
+        self._recovered.set()
+        self.recoveries: list[dict] = []
 
     def registry(self):
         if not self.tracking_uri:
@@ -106,8 +129,15 @@ class ServingService:
                 time.sleep(0.5)
             return running
         promoter = Promoter(manager, registry, on_event=lambda e: record["events"].append(e.to_dict()))
+        tags = {**dict(tags or {}), "trainyard.cluster": cluster or self.default_cluster,
+                "trainyard.server_instance": self.instance}
+        if self.server_id:
+            tags["trainyard.server"] = self.server_id
 
         def run():
+            # never two promotions on one endpoint: an unfinished one from before a restart is undone first
+            if not self._recovered.wait(RECOVERY_WAIT_S):
+                log.warning("promotion of %s starts while older promotions are still being recovered", model)
             try:
                 result = promoter.promote(model, policy=parsed, candidate=candidate, endpoint=endpoint, tags=tags)
                 record["result"] = result.to_dict()
@@ -122,6 +152,60 @@ class ServingService:
         else:
             threading.Thread(target=run, name=f"promote-{model}", daemon=True).start()
         return record
+
+    # ------------------------------------------------------------------ after a restart
+    def recover_promotions(self) -> list[dict]:
+        """One pass: every promotion this deployment left unfinished is made safe and closed.
+        Returns one dict per record; those with "error" stay RUNNING (retried by the next pass)."""
+        from trainyard.serving.recovery import recover_promotion
+
+        if not (self.tracking_uri and self.server_id):
+            return []
+        registry = self.registry()
+        done = []
+        for record in registry.unfinished_promotions(server=self.server_id):
+            if record.instance == self.instance:  # started by this process: running, not abandoned
+                continue
+            try:
+                item = recover_promotion(record, registry=registry, manager_for=self.manager)
+                log.warning("promotion %s of %s v%s was left unfinished by a restart: %s (%s on endpoint %s)",
+                            record.run_id, record.model, record.candidate, item["outcome"], item["action"],
+                            record.endpoint)
+            except Exception as exc:
+                item = {"run_id": record.run_id, "model": record.model, "error": f"{type(exc).__name__}: {exc}"}
+                log.error("could not recover promotion %s of %s: %s", record.run_id, record.model, item["error"])
+                try:  # shown on the run; it stays RUNNING for the next pass or the next start
+                    registry.mark_promotion(record.run_id, "recovery_error", item["error"])
+                except Exception:
+                    pass
+            done.append(item)
+        return done
+
+    def start_recovery(self, *, attempts: int = 3, delay_s: float = 10.0) -> threading.Thread | None:
+        """Run `recover_promotions` in a daemon thread (retried while records fail), so that the
+        server's start does not wait on Serve or MLflow. New promotions wait for it to end."""
+        if not (self.tracking_uri and self.server_id):
+            return None
+        self._recovered.clear()
+
+        def run():
+            try:
+                for attempt in range(attempts):
+                    try:
+                        items = self.recover_promotions()
+                    except Exception as exc:  # MLflow not up yet
+                        log.warning("promotion recovery: %s", exc)
+                        items = [{"error": str(exc)}]
+                    self.recoveries.extend(i for i in items if "error" not in i)
+                    if not any("error" in i for i in items) or attempt == attempts - 1:
+                        return
+                    time.sleep(delay_s)
+            finally:
+                self._recovered.set()
+
+        thread = threading.Thread(target=run, name="promotion-recovery", daemon=True)
+        thread.start()
+        return thread
 
     def promotion(self, pid: str) -> dict:
         if pid not in self.promotions:

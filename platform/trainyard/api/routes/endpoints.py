@@ -30,7 +30,7 @@ def get_serving(request: Request, ctx: ServerContext = Depends(get_ctx)):
     service = getattr(request.app.state, "serving", None)
     if service is None:
         from trainyard.clusters.registry import cluster_token
-        from trainyard.serving.service import ServingService
+        from trainyard.serving.service import ServingService, deployment_id
         from trainyard.store import clusters as repo
 
         def cluster(name: str):
@@ -42,7 +42,8 @@ def get_serving(request: Request, ctx: ServerContext = Depends(get_ctx)):
         settings = ctx.settings
         if settings.s3_endpoint_url:  # artifacts stored straight on S3: replicas need to reach it
             env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-        service = ServingService(tracking_uri=settings.mlflow_uri, clusters=cluster, env=env)
+        service = ServingService(tracking_uri=settings.mlflow_uri, clusters=cluster, env=env,
+                                 server_id=deployment_id(settings.db_url))
         request.app.state.serving = service
     return service
 
@@ -199,6 +200,16 @@ async def _watch_sweeps(app, ctx: ServerContext, interval_s: float) -> None:
             await run_in_threadpool(service.promote_finished_sweeps, ctx.db)
         except Exception as exc:  # never let the watcher die
             log.warning("sweep promotion watcher: %s", exc)
+
+
+def start_promotion_recovery(app, ctx: ServerContext):
+    """Background thread: promotions a previous run of this server left unfinished are rolled back
+    (or finished, when their decision was taken) and closed. Returns the thread, or None."""
+    if not ctx.settings.mlflow_uri:
+        return None
+    from types import SimpleNamespace
+
+    return get_serving(SimpleNamespace(app=app), ctx).start_recovery()
 
 
 def start_sweep_promotions(app, ctx: ServerContext, *, interval_s: float = 5.0):
