@@ -61,7 +61,8 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
 
     app = FastAPI(title="Trainyard", version=__version__, lifespan=lifespan,
                   description="Train deep-learning models on Ray clusters: jobs, clusters, status. "
-                              "Every route but /healthz needs `Authorization: Bearer <admin token>`.")
+                              "Every route needs `Authorization: Bearer <admin token>` except /healthz and this "
+                              "reference (/docs, /redoc, /openapi.json), which describe the API and hold no data.")
     app.state.ctx = ctx
     install_error_handlers(app)
     for router in ROUTERS:
