@@ -1,7 +1,11 @@
 """ASHA vs random search on the cnn family: same search space, same seeds, same num_trials.
 
     python benchmarks/sweep_efficiency.py [--seeds 0,1,2] [--trials 27] [--epochs 9]
+                                          [--strategies stop,promote]
                                           [--target-gap 1.0 | --target 0.97] [--boards FILE]
+
+Per seed it runs random search, then ASHA once per sweep.asha.strategy given (stop: Ray's
+asynchronous ASHA; promote: promotion-based ASHA, trials wait at rungs), side by side.
 
 Both sweeps run through the platform's run_sweep (1-worker trials, DeepSpeed ZeRO-1, the
 job's real worker loop) and sample the same configurations in the same order (seeded random
@@ -20,10 +24,11 @@ fixes one for all seeds instead.
 
 Steps are counted in the order they are spent: the board's best-so-far line sums, at each
 result, the steps every trial had reported by then; steps_to_target is that sum at the first
-result whose best-so-far reaches the target. One JSON line: per seed and algorithm the steps
-to target, total steps, final best accuracy, wall time; then per-seed ratios
-(asha / random), their median, the ratio of the summed steps, and the largest best gap.
-Targets: ratio <= 0.4, best gap <= 1 point.
+result whose best-so-far reaches the target. One JSON line per seed: per sweep the steps
+to target, total steps, final best accuracy, wall time, and for each ASHA its ratios to
+random; then a summary per strategy: per-seed ratios, their median ("ratio"), mean, the
+ratio of the summed steps, and the largest best gap. Targets: ratio <= 0.4, best gap <= 1
+point.
 """
 from __future__ import annotations
 
