@@ -106,6 +106,22 @@ def test_tune_parts_pick_searcher_and_scheduler():
     assert list(sched._hyperparam_mutations) == ["training"]  # only training.* mutates by default
 
 
+def test_tune_parts_for_promotion_asha_gate_the_searcher():
+    from ray.tune.search.optuna import OptunaSearch
+
+    from trainyard.runner.asha import GatedSearcher, GatedVariants, PromotingASHA
+    from trainyard.runner.sweep import _tune_parts
+
+    promote = {"grace_period": 1, "reduction_factor": 3, "max_t": 9, "strategy": "promote"}
+    _, search, sched = _tune_parts(_plan(scheduler="asha", asha=promote, num_trials=12, max_concurrent_trials=3))
+    assert isinstance(sched, PromotingASHA) and isinstance(search, GatedVariants)
+    assert search._scheduler is sched and search.max_concurrent == 0  # the gate limits, not Tune
+    assert (sched.max_concurrent, sched.num_trials, sched.rungs.rungs) == (3, 12, [1, 3])
+    _, search, sched = _tune_parts(_plan(algorithm="bayesian", scheduler="asha", asha=promote))
+    assert isinstance(search, GatedSearcher) and isinstance(search.searcher, OptunaSearch)
+    assert search._scheduler is sched
+
+
 def test_plan_counts_grid_trials():
     plan = _plan(algorithm="grid", search_space={"training.lr": {"grid": [1e-3, 1e-2]},
                                                  "hyperparameters.channels": {"choice": [8, 16]}}, num_trials=8)
