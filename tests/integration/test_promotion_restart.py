@@ -62,7 +62,10 @@ def test_a_promotion_cut_by_a_server_kill_is_rolled_back_when_the_server_starts_
         assert (last["candidate"], last["champion"]) == (v2, v1)
         assert [e["kind"] for e in events if e["promotion_run_id"] == last["promotion_run_id"]] == \
             ["compared", "canary_started", "rolled_back"]
-        assert registry.client.get_run(last["promotion_run_id"]).info.status == "FINISHED"
+        # the recovery logs the event, then closes the run: wait for the close, not just the event
+        status = lambda: registry.client.get_run(last["promotion_run_id"]).info.status  # noqa: E731
+        wait_for(lambda: status() == "FINISHED", timeout=60, what="the promotion run to be closed")
+        assert status() == "FINISHED"
         history = client.model_history("digits-k")
         assert (history["champion"], history["candidate"]) == (v1, v2)  # retry possible as is
 
