@@ -126,6 +126,13 @@ def test_a_killed_promotion_sweep_resumes_without_rerunning_steps(ray_head, mlfl
     rows = {r["trial"]: r for r in board["rows"]}
     assert len(rows) == 6 and {r["state"] for r in rows.values()} <= {"DONE", "STOPPED"}, board["rows"]
     assert sum(r["state"] == "DONE" for r in rows.values()) >= 2
+    # the rungs came back with the searcher's saved state: every trial is recorded at the rung
+    # once, a trial that waited there when the driver died waited again and was ranked (every
+    # trial that went on was promoted), and every wait ended in a resume or a stop at the end
+    asha = result["asha"]
+    assert asha["recorded"] == [6], asha
+    assert asha["promoted"] == [sum(r["state"] == "DONE" for r in rows.values())], (asha, board["rows"])
+    assert asha["pauses"] == asha["promotions"] + asha["stopped_at_end"], asha
     for trial, curve in board["curves"].items():
         iterations = [c[1] for c in curve]
         # a trial that waited at the rung (or had ended) when the driver died runs no evaluation

@@ -120,6 +120,9 @@ class _FakeTrial:
     def __init__(self, trial_id, status, last_result=None):
         self.trial_id, self.status, self.last_result = trial_id, status, last_result or {}
 
+    def set_status(self, status):
+        self.status = status
+
 
 def _scheduler(**kw):
     from trainyard.runner.asha import PromotingASHA
@@ -204,3 +207,85 @@ def test_gated_variants_state_leaves_the_scheduler_out():
     gen2 = GatedVariants(other, random_state=0)
     gen2.set_state(state)
     assert gen2._scheduler is other
+
+
+def _waiting_sweep():
+    """Three trials at the first rung (t0 promoted and running on, t1 and t2 waiting) and one
+    sampled but not yet reported."""
+    from ray.tune.experiment import Trial
+
+    s = _scheduler()
+    trials = {f"t{i}": _FakeTrial(f"t{i}", Trial.PENDING) for i in range(4)}
+    for trial_id, v in (("t1", 0.2), ("t2", 0.1), ("t0", 0.9)):
+        s.on_trial_add(None, trials[trial_id])
+        trials[trial_id].status = Trial.RUNNING
+        if s.on_trial_result(None, trials[trial_id], {"training_iteration": 1, "accuracy": v}) == "PAUSE":
+            trials[trial_id].status = Trial.PAUSED
+    s.on_trial_add(None, trials["t3"])
+    return s, trials
+
+
+def test_a_resumed_sweep_gets_its_rungs_back_and_waiting_trials_wait_again():
+    from ray.tune.experiment import Trial
+
+    s, _ = _waiting_sweep()
+    assert s.paused_by_us == {"t1", "t2"} and s.rungs.promoted[0] == {"t0"}
+    snap = s.snapshot()
+    import json
+
+    snap = json.loads(json.dumps(snap))  # plain data: it is saved with the searcher's state
+
+    # the resumed driver: a fresh scheduler, the snapshot loaded, then Tune re-adds every
+    # unfinished trial as PENDING with its last result
+    r = _scheduler()
+    r.load(snap)
+    restored = {"t0": _FakeTrial("t0", Trial.PENDING, {"training_iteration": 2, "accuracy": 0.95}),
+                "t1": _FakeTrial("t1", Trial.PENDING, {"training_iteration": 1, "accuracy": 0.2}),
+                "t2": _FakeTrial("t2", Trial.PENDING, {"training_iteration": 1, "accuracy": 0.1}),
+                "t3": _FakeTrial("t3", Trial.PENDING)}
+    for t in restored.values():
+        r.on_trial_add(None, t)
+    assert {k: t.status for k, t in restored.items()} == {
+        "t0": Trial.PENDING, "t1": Trial.PAUSED, "t2": Trial.PAUSED, "t3": Trial.PENDING}
+    # the rung values are the ones recorded at the rung, not the trials' last results
+    assert r.rungs.recorded[0] == {"t1": 0.2, "t2": 0.1, "t0": 0.9}
+    assert r.rungs.promoted[0] == {"t0"} and r.started == 4 and r.pauses == s.pauses
+    assert r.stats() == s.stats()
+    # t1 is promoted once three more trials rank below it: it is ranked at its rung again
+    for i, v in enumerate((0.05, 0.05, 0.05)):
+        t = _FakeTrial(f"n{i}", Trial.PENDING)
+        r.on_trial_add(None, t)
+        r.on_trial_result(None, t, {"training_iteration": 1, "accuracy": v})
+        t.status = Trial.PAUSED
+    restored["t0"].status, restored["t3"].status = Trial.RUNNING, Trial.TERMINATED
+    assert r.choose_trial_to_run(None) is restored["t1"]
+
+
+def test_a_snapshot_of_other_rungs_is_ignored_and_the_rungs_are_rebuilt():
+    from ray.tune.experiment import Trial
+
+    s, _ = _waiting_sweep()
+    snap = s.snapshot()
+    snap["rungs"] = [2, 6]  # the spec's asha settings changed between the runs
+    r = _scheduler()
+    r.load(snap)
+    t1 = _FakeTrial("t1", Trial.PENDING, {"training_iteration": 1, "accuracy": 0.2})
+    r.on_trial_add(None, t1)
+    assert r.rungs.recorded[0] == {"t1": 0.2} and t1.status == Trial.PENDING and r.started == 1
+
+
+def test_gated_searchers_save_the_rungs_and_keep_the_live_scheduler():
+    from ray.tune.search.optuna import OptunaSearch
+
+    from trainyard.runner.asha import GatedSearcher, GatedVariants
+
+    s, _ = _waiting_sweep()
+    for make in (lambda sch: GatedVariants(sch, random_state=0),
+                 lambda sch: GatedSearcher(OptunaSearch(metric="accuracy", mode="max"), sch)):
+        state = make(s).get_state()
+        assert "_scheduler" not in state and state["_trainyard_asha"]["waiting"] == ["t1", "t2"]
+        live = _scheduler()
+        gen = make(live)
+        gen.set_state(state)
+        assert gen._scheduler is live and live.paused_by_us == {"t1", "t2"}
+        assert live.rungs.recorded[0] == s.rungs.recorded[0]

@@ -14,6 +14,13 @@ The rung logic is trainyard.sweeps.rungs.PromotionRungs; this module wires it in
   would deadlock here; the sweep passes None to Tune and the limit to this scheduler.
 - The end: once the searcher has handed out num_trials configs and nothing runs, the paused
   trials that were never promoted are stopped (their rung results are their last).
+- Resume: Tune does not save schedulers, but it saves the searcher's state with every
+  experiment checkpoint, in the same snapshot as the trials'. The gated searchers carry the
+  scheduler's rungs (every value recorded at every rung, the promotions, the waiting trials,
+  the counters) in that state, and a resumed sweep loads them back: a trial that was waiting
+  at a rung comes back waiting (PAUSED) and is ranked there again, not sent on. A sweep saved
+  without that state (an older one) falls back to rebuilding the rungs from each trial's last
+  result.
 """
 from __future__ import annotations
 
@@ -41,7 +48,7 @@ class PromotingASHA(TrialScheduler):
         self.max_concurrent, self.num_trials = max_concurrent, num_trials
         self.rungs = PromotionRungs(grace=grace_period, reduction_factor=reduction_factor, max_t=max_t, mode=mode)
         self.trials: dict[str, Trial] = {}
-        self.started = 0  # trials the searcher handed out (counted in on_trial_add)
+        self.seen: set[str] = set()  # trials the searcher handed out (counted in on_trial_add)
         self.paused_by_us: set[str] = set()
         self.pauses = 0  # times a trial waited at a rung
         self.promotions = 0  # times a waiting trial was resumed
@@ -52,11 +59,47 @@ class PromotingASHA(TrialScheduler):
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True  # ours come from the sweep spec
 
+    @property
+    def started(self) -> int:
+        return len(self.seen)
+
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
-        if trial.trial_id not in self.trials:
-            self.started += 1
+        trial_id = trial.trial_id
+        if trial_id not in self.seen:
+            self.seen.add(trial_id)
             self._rebuild(trial)
-        self.trials[trial.trial_id] = trial
+        elif trial_id in self.paused_by_us and trial.status == Trial.PENDING:
+            # a resumed sweep: it was waiting at a rung when the state was saved, and waits
+            # again (Tune re-queues every unfinished trial as PENDING and files it under the
+            # status it has once this hook returns)
+            trial.set_status(Trial.PAUSED)
+        self.trials[trial_id] = trial
+
+    # ------------------------------------------------------------------ saved with the searcher
+
+    def snapshot(self) -> dict:
+        """The rung state, in plain data, for the searcher's saved state."""
+        return {"version": 1, "rungs": list(self.rungs.rungs),
+                "recorded": [dict(r) for r in self.rungs.recorded],
+                "promoted": [sorted(p) for p in self.rungs.promoted],
+                "waiting": sorted(self.paused_by_us), "seen": sorted(self.seen),
+                "pauses": self.pauses, "promotions": self.promotions, "stopped_at_end": self.stopped_at_end}
+
+    def load(self, snap: dict | None) -> None:
+        """Take back a snapshot() saved by the sweep being resumed (before Tune re-adds its trials).
+        One taken with other rungs (the spec's asha settings changed) is ignored: the rungs are
+        rebuilt from the trials' last results instead."""
+        if not snap or snap.get("version") != 1 or list(snap.get("rungs", [])) != list(self.rungs.rungs):
+            if snap:
+                log.warning("promotion ASHA: the saved rung state does not match this sweep's rungs; "
+                            "rebuilding them from the trials' last results")
+            return
+        self.rungs.recorded = [dict(r) for r in snap["recorded"]]
+        self.rungs.promoted = [set(p) for p in snap["promoted"]]
+        self.paused_by_us = set(snap["waiting"])
+        self.seen = set(snap["seen"])
+        self.pauses, self.promotions = int(snap["pauses"]), int(snap["promotions"])
+        self.stopped_at_end = int(snap["stopped_at_end"])
 
     def _rebuild(self, trial: Trial) -> None:
         """A trial restored with a resumed sweep (Tune does not save schedulers): record it at
@@ -149,6 +192,18 @@ class PromotingASHA(TrialScheduler):
         return state
 
 
+_STATE_KEY = "_trainyard_asha"
+
+
+def _state_with_rungs(state, scheduler: PromotingASHA):
+    """A gated searcher's saved state: without the scheduler object (the restored Tuner runs
+    its own), with the scheduler's rungs as plain data."""
+    if state:
+        state.pop("_scheduler", None)
+        state[_STATE_KEY] = scheduler.snapshot()
+    return state
+
+
 class GatedVariants(BasicVariantGenerator):
     """Random/grid configs, handed out only while the scheduler lets a new trial in."""
 
@@ -161,18 +216,17 @@ class GatedVariants(BasicVariantGenerator):
             return None
         return super().next_trial()
 
-    # Tune saves the searcher's state with the experiment; the scheduler is not part of it
+    # Tune saves the searcher's state with the experiment; the scheduler's rungs ride along
     # (a resumed sweep's searcher keeps the scheduler the restored Tuner runs with)
     def get_state(self):
-        state = super().get_state()
-        if state:
-            state.pop("_scheduler", None)
-        return state
+        return _state_with_rungs(super().get_state(), self._scheduler)
 
     def set_state(self, state):
         scheduler = self._scheduler
+        snap = state.pop(_STATE_KEY, None)
         super().set_state(state)
         self._scheduler = scheduler
+        scheduler.load(snap)
 
 
 class GatedSearcher(ConcurrencyLimiter):
@@ -186,3 +240,15 @@ class GatedSearcher(ConcurrencyLimiter):
         if not self._scheduler.allow_new_trial():
             return None
         return super().suggest(trial_id)
+
+    # ConcurrencyLimiter saves its whole __dict__ (a stale copy of the scheduler among it) and
+    # restores it over the live one: keep the live one, and carry the rungs as in GatedVariants
+    def get_state(self):
+        return _state_with_rungs(super().get_state(), self._scheduler)
+
+    def set_state(self, state):
+        scheduler = self._scheduler
+        snap = state.pop(_STATE_KEY, None)
+        super().set_state(state)
+        self._scheduler = scheduler
+        scheduler.load(snap)

@@ -721,6 +721,9 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
                                    resume_errored=True, storage_filesystem=target.filesystem)
         # the restored run config lost our callbacks (they are not pickled with it)
         tuner._local_tuner.get_run_config().callbacks = callbacks  # noqa: SLF001
+        # the scheduler the restored Tuner runs (promotion ASHA: its rungs come back with the
+        # searcher's saved state), for the result's stats
+        scheduler = getattr(getattr(tuner._local_tuner, "_tune_config", None), "scheduler", None)  # noqa: SLF001
         restored = True
     else:
         _seed_everything(spec.sweep.seed)
@@ -763,7 +766,7 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
         "restores": progress.restores, "pbt_clones": progress.clones, "trial_executor": executor,
         "mlflow_run_id": tracking.get("parent_run_id"), "mlflow_experiment_id": tracking.get("experiment_id"),
     }
-    if scheduler is not None and hasattr(scheduler, "stats"):
+    if scheduler is not None and callable(getattr(scheduler, "stats", None)):
         result["asha"] = scheduler.stats()  # promotion ASHA: pauses, resumes, rung sizes
     if tracking:
         result.update(_finish_mlflow(spec, plan, tracking, board, register=register))
