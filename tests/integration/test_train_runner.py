@@ -197,3 +197,32 @@ def test_a_bad_spec_exits_2_with_an_error_line(tmp_path):
                            "--spec-file", str(spec)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stdout.startswith("TRAINYARD_ERROR ") and "did you mean 'cnn'" in proc.stdout
+
+
+def test_a_resumed_run_goes_on_exactly_as_an_uninterrupted_one(ray_head, mlflow_env, storage):
+    """Dropout draws from each rank's torch generator: a run resumed from its step-4 checkpoint
+    logs the same losses at steps 5-8, to the last bit, as the same job run straight through
+    (the checkpoint holds each rank's random generators as well as the DeepSpeed state)."""
+    from mlflow.tracking import MlflowClient
+
+    from trainyard.runner.train import run_job
+
+    def spec(max_steps: int):
+        s = _spec("rt-exact", zero=1, max_steps=max_steps, every=4, storage=storage)
+        return s.model_copy(update={"hyperparameters": {**s.hyperparameters, "dropout": 0.5}})
+
+    client = MlflowClient(mlflow_env)
+
+    def losses(run_id: str) -> dict[int, float]:
+        return {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
+
+    straight = run_job(spec(8), _job_id("straight"), emit=lambda line: None)
+    job_id = _job_id("resumed")
+    first = run_job(spec(4), job_id, emit=lambda line: None)
+    second = run_job(spec(8), job_id, emit=lambda line: None)
+    assert second["mlflow_run_id"] == first["mlflow_run_id"]
+    assert client.get_run(second["mlflow_run_id"]).data.tags["trainyard.resumed_from_step"] == "4"
+    a, b = losses(straight["mlflow_run_id"]), losses(second["mlflow_run_id"])
+    assert set(range(1, 9)) <= set(a) and set(range(1, 9)) <= set(b)
+    assert [b[s] for s in range(1, 9)] == [a[s] for s in range(1, 9)], (a, b)
+    assert second["metrics"]["accuracy"] == straight["metrics"]["accuracy"]

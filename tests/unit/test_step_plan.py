@@ -68,3 +68,24 @@ def test_a_worker_spec_error_is_found_inside_rays_wrapping():
         assert spec_error_in(outer) is shipped
     assert spec_error_in(WorkerGroupError({0: RuntimeError("oom")})) is None
     assert spec_error_in(None) is None
+
+
+def test_the_random_generators_round_trip_through_a_saved_state(tmp_path):
+    """What a checkpoint saves per rank brings torch, NumPy and Python back to the same draws."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from trainyard.runner.train import _rng_state, _set_rng_state
+
+    torch.manual_seed(1)
+    np.random.seed(1)
+    random.seed(1)
+    torch.save(_rng_state(), tmp_path / "rng.pt")
+    first = (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random())
+    torch.manual_seed(2)
+    np.random.seed(2)
+    random.seed(2)
+    _set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=False))
+    assert (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random()) == first

@@ -186,13 +186,47 @@ def _cpu_state(module) -> dict:
             for k, v in module.state_dict().items()}
 
 
+RNG_FILE = "rng-rank{rank}.pt"
+
+
+def _rng_state() -> dict:
+    """This process's random generators: torch (CPU and every CUDA device), NumPy, Python."""
+    import random
+
+    import numpy as np
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _save_checkpoint(engines, state: dict, *, rank: int):
-    """DeepSpeed checkpoint of every engine into a fresh local dir (every rank saves its shards)."""
+    """DeepSpeed checkpoint of every engine into a fresh local dir (every rank saves its shards),
+    with the rank's random generators: a run resumed from it draws the same dropout masks and
+    noise as the run that saved it would have (a paused sweep trial goes on exactly as if it
+    had never stopped)."""
+    import torch
     from ray.train import Checkpoint
 
     tmp = tempfile.mkdtemp(prefix=f"ty-ckpt-r{rank}-")
     for name, engine in engines.items():
         engine.save_checkpoint(os.path.join(tmp, name), tag=CKPT_TAG, save_latest=False)
+    torch.save(_rng_state(), os.path.join(tmp, RNG_FILE.format(rank=rank)))
     if rank == 0:
         with open(os.path.join(tmp, STATE_FILE), "w") as fh:
             json.dump(state, fh)
@@ -207,7 +241,12 @@ def _state_step(checkpoint) -> int:
         return -1
 
 
-def _load_checkpoint(engines, checkpoint) -> dict:
+def _load_checkpoint(engines, checkpoint, *, rank: int = 0, world_size: int = 1) -> dict:
+    """Load every engine's DeepSpeed checkpoint, and the rank's random generators when the
+    checkpoint has them and was saved by as many workers (a checkpoint from before they were
+    saved, or from another world size, leaves the generators as seeded)."""
+    import torch
+
     with checkpoint.as_directory() as path:
         with open(os.path.join(path, STATE_FILE)) as fh:
             state = json.load(fh)
@@ -217,6 +256,10 @@ def _load_checkpoint(engines, checkpoint) -> dict:
                                                   load_lr_scheduler_states=False)
             if load_path is None:
                 raise RuntimeError(f"DeepSpeed found no checkpoint for module {name!r} in {path}")
+        rng_path = os.path.join(path, RNG_FILE.format(rank=rank))
+        if os.path.exists(rng_path) and int(state.get("world_size", world_size)) == world_size:
+            _set_rng_state(torch.load(rng_path, weights_only=False))
+            state["rng_restored"] = True
     return state
 
 
@@ -433,7 +476,7 @@ def train_loop_per_worker(config: dict) -> None:
         # restores (PBT exploit, retry, resumed sweep) hands its ray.train.Checkpoint here
         checkpoint = config["resume_from"]
     if checkpoint is not None:
-        saved = _load_checkpoint(engines, checkpoint)
+        saved = _load_checkpoint(engines, checkpoint, rank=rank, world_size=world)
         state.micro_step = int(saved["micro_step"])
         state.resumed_from = getattr(checkpoint, "path", None)
         # the spec's optimizer settings win over the checkpoint's: a PBT sweep trial resumes
