@@ -89,3 +89,32 @@ def test_the_random_generators_round_trip_through_a_saved_state(tmp_path):
     random.seed(2)
     _set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=False))
     assert (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random()) == first
+
+
+def test_batches_leave_the_global_generator_alone():
+    """An epoch's batches (TensorDataset slices or a DataLoader over other datasets) take no draw
+    from torch's global generator, which dropout and noise use: a run resumed mid-epoch draws
+    the same as the uninterrupted run."""
+    import torch
+    from torch.utils.data import Dataset, TensorDataset
+    from torch.utils.data.distributed import DistributedSampler
+
+    from trainyard.runner.train import _Batches
+
+    class Items(Dataset):
+        def __len__(self):
+            return 20
+
+        def __getitem__(self, i):
+            return torch.tensor([float(i)])
+
+    for ds in (TensorDataset(torch.arange(20.0).unsqueeze(1)), Items()):
+        batches = _Batches(ds, DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=3), 4)
+        torch.manual_seed(0)
+        before = torch.get_rng_state()
+        full = [b[0].flatten().tolist() if isinstance(b, (tuple, list)) else b.flatten().tolist()
+                for b in batches.epoch(1)]
+        assert torch.equal(torch.get_rng_state(), before), type(ds).__name__
+        tail = [b[0].flatten().tolist() if isinstance(b, (tuple, list)) else b.flatten().tolist()
+                for b in batches.epoch(1, start=2)]
+        assert tail == full[2:]  # the same order from batch 2 on

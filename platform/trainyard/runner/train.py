@@ -115,7 +115,12 @@ class _Batches:
         from torch.utils.data import DataLoader
 
         chosen = indices[start * bs:self.steps_per_epoch * bs]
-        yield from DataLoader(self.dataset, batch_size=bs, sampler=chosen, drop_last=False)
+        # a loader draws its base seed from its generator: a private one leaves the global
+        # generator (dropout, noise) to the model, so a run resumed mid-epoch draws as the
+        # uninterrupted run did
+        seed = (int(getattr(self.sampler, "seed", 0)) * 100_003 + epoch) % (2**63)
+        yield from DataLoader(self.dataset, batch_size=bs, sampler=chosen, drop_last=False,
+                              generator=torch.Generator().manual_seed(seed))
 
 
 def plan_steps(training, *, steps_per_epoch: int, gas: int = 1, examples: int | None = None,

@@ -192,11 +192,9 @@ async def _watch_sweeps(app, ctx: ServerContext, interval_s: float) -> None:
         if not ctx.settings.mlflow_uri:
             continue
         try:
-            service = app.state.serving if getattr(app.state, "serving", None) else None
-            if service is None:
-                from types import SimpleNamespace
+            from types import SimpleNamespace
 
-                service = get_serving(SimpleNamespace(app=app), ctx)
+            service = get_serving(SimpleNamespace(app=app), ctx)  # cached on app.state
             await run_in_threadpool(service.promote_finished_sweeps, ctx.db)
         except Exception as exc:  # never let the watcher die
             log.warning("sweep promotion watcher: %s", exc)
