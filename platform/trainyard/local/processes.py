@@ -149,8 +149,12 @@ def start_ray_head(*, temp_dir: str | Path, token: str, num_cpus: int | None = N
         cmd += ["--resources", json.dumps(resources)]
     if autoscaling_config:
         cmd += ["--autoscaling-config", str(autoscaling_config)]
-    proc_env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    proc_env.pop("RAY_ADDRESS", None)
+    # every process of this cluster (the raylet's workers inherit its environment) finds this
+    # cluster by RAY_ADDRESS: where several Ray clusters run on one machine, Ray's State API
+    # refuses to guess ("Found multiple active Ray instances"), and Train's placement-group
+    # cleaner, which asks it, would leak the placement groups of every trial Tune stops
+    proc_env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+                "RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}
     if autoscaling_config:
         proc_env["RAY_FAKE_CLUSTER"] = "1"
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
