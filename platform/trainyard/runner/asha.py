@@ -192,19 +192,32 @@ class PromotingASHA(TrialScheduler):
         return state
 
 
-_STATE_KEY = "_trainyard_asha"
+class _CarriesRungs:
+    """Tune saves the searcher's state with every experiment checkpoint and restores it over a
+    resumed sweep's searcher. Both gated searchers keep their state's own contents, leave the
+    scheduler object out of it (BasicVariantGenerator and ConcurrencyLimiter save their whole
+    __dict__; restored, that stale copy would replace the live scheduler the restored Tuner
+    runs), and carry the scheduler's rungs in it as plain data."""
+
+    _STATE_KEY = "_trainyard_asha"
+    _scheduler: PromotingASHA
+
+    def get_state(self):
+        state = super().get_state()
+        if state:
+            state.pop("_scheduler", None)
+            state[self._STATE_KEY] = self._scheduler.snapshot()
+        return state
+
+    def set_state(self, state):
+        scheduler = self._scheduler
+        snap = state.pop(self._STATE_KEY, None)
+        super().set_state(state)
+        self._scheduler = scheduler
+        scheduler.load(snap)
 
 
-def _state_with_rungs(state, scheduler: PromotingASHA):
-    """A gated searcher's saved state: without the scheduler object (the restored Tuner runs
-    its own), with the scheduler's rungs as plain data."""
-    if state:
-        state.pop("_scheduler", None)
-        state[_STATE_KEY] = scheduler.snapshot()
-    return state
-
-
-class GatedVariants(BasicVariantGenerator):
+class GatedVariants(_CarriesRungs, BasicVariantGenerator):
     """Random/grid configs, handed out only while the scheduler lets a new trial in."""
 
     def __init__(self, scheduler: PromotingASHA, **kwargs):
@@ -216,20 +229,8 @@ class GatedVariants(BasicVariantGenerator):
             return None
         return super().next_trial()
 
-    # Tune saves the searcher's state with the experiment; the scheduler's rungs ride along
-    # (a resumed sweep's searcher keeps the scheduler the restored Tuner runs with)
-    def get_state(self):
-        return _state_with_rungs(super().get_state(), self._scheduler)
 
-    def set_state(self, state):
-        scheduler = self._scheduler
-        snap = state.pop(_STATE_KEY, None)
-        super().set_state(state)
-        self._scheduler = scheduler
-        scheduler.load(snap)
-
-
-class GatedSearcher(ConcurrencyLimiter):
+class GatedSearcher(_CarriesRungs, ConcurrencyLimiter):
     """A Searcher (Optuna) behind the same gate; no concurrency limit of its own."""
 
     def __init__(self, searcher, scheduler: PromotingASHA):
@@ -240,15 +241,3 @@ class GatedSearcher(ConcurrencyLimiter):
         if not self._scheduler.allow_new_trial():
             return None
         return super().suggest(trial_id)
-
-    # ConcurrencyLimiter saves its whole __dict__ (a stale copy of the scheduler among it) and
-    # restores it over the live one: keep the live one, and carry the rungs as in GatedVariants
-    def get_state(self):
-        return _state_with_rungs(super().get_state(), self._scheduler)
-
-    def set_state(self, state):
-        scheduler = self._scheduler
-        snap = state.pop(_STATE_KEY, None)
-        super().set_state(state)
-        self._scheduler = scheduler
-        scheduler.load(snap)
