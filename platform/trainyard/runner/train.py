@@ -117,10 +117,9 @@ class _Batches:
         chosen = indices[start * bs:self.steps_per_epoch * bs]
         # a loader draws its base seed from its generator: a private one leaves the global
         # generator (dropout, noise) to the model, so a run resumed mid-epoch draws as the
-        # uninterrupted run did
-        seed = (int(getattr(self.sampler, "seed", 0)) * 100_003 + epoch) % (2**63)
-        yield from DataLoader(self.dataset, batch_size=bs, sampler=chosen, drop_last=False,
-                              generator=torch.Generator().manual_seed(seed))
+        # uninterrupted run did (seeded as the sampler seeds its order: seed + epoch)
+        generator = torch.Generator().manual_seed(int(getattr(self.sampler, "seed", 0)) + epoch)
+        yield from DataLoader(self.dataset, batch_size=bs, sampler=chosen, drop_last=False, generator=generator)
 
 
 def plan_steps(training, *, steps_per_epoch: int, gas: int = 1, examples: int | None = None,
@@ -264,7 +263,6 @@ def _load_checkpoint(engines, checkpoint, *, rank: int = 0, world_size: int = 1)
         rng_path = os.path.join(path, RNG_FILE.format(rank=rank))
         if os.path.exists(rng_path) and int(state.get("world_size", world_size)) == world_size:
             _set_rng_state(torch.load(rng_path, weights_only=False))
-            state["rng_restored"] = True
     return state
 
 
