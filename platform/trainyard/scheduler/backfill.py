@@ -1,0 +1,126 @@
+"""Backfill that cannot delay the job at the head of a cluster's line (EASY backfill).
+
+When the head job H cannot start on a cluster, it gets a reservation: the earliest time
+its gang fits, found by returning running jobs' resources in order of their expected ends.
+A later job J may start now on that cluster only if it fits now and either
+- it ends (by its declared max_runtime, or an estimate from its progress rate) before H's
+  reserved start, or
+- H still fits at its reserved start with J's resources held ("fits beside").
+A job with no runtime estimate may only fit beside. If H's start cannot be computed (a
+running job has no expected end), nothing may backfill past H.
+
+Caveat: a running job that does not say which node holds what (`RunningJob.nodes`) frees
+its resources as a node of its own; per-node fitting is then approximate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from trainyard.scheduler.model import RunningJob
+from trainyard.scheduler.policy import QueuedJob, pack
+
+__all__ = ["Reservation", "expected_end", "runtime_estimate", "reserve", "may_backfill", "commit"]
+
+
+def expected_end(job: RunningJob, *, now: float) -> float | None:
+    """When a running job should end: from its progress, else its declared max_runtime."""
+    elapsed = max(0.0, now - job.started_at)
+    if job.progress is not None and job.progress >= 1.0:
+        return now
+    if job.progress_rate is not None and job.progress_rate > 0 and job.progress is not None:
+        return now + (1.0 - job.progress) / job.progress_rate
+    if job.progress is not None and job.progress > 0 and elapsed > 0:
+        return job.started_at + elapsed / job.progress
+    if job.max_runtime is not None:
+        return max(now, job.started_at + job.max_runtime)
+    return None
+
+
+def runtime_estimate(job: QueuedJob) -> float | None:
+    """Seconds a queued job will run: from the progress rate it had (a resumed job), else
+    its declared max_runtime."""
+    if job.progress_rate is not None and job.progress_rate > 0:
+        return (1.0 - (job.progress or 0.0)) / job.progress_rate
+    return job.max_runtime
+
+
+@dataclass
+class Reservation:
+    """The head job's claim on a cluster. `start` None: cannot be computed (no backfill)."""
+
+    job: QueuedJob
+    cluster: str
+    start: float | None
+    nodes_at_start: list[dict[str, float]] | None = None  # free per node at `start`
+    backfilled: list[str] = field(default_factory=list)
+
+
+def _grow(nodes: list[dict[str, float]], freed: Sequence[Mapping[str, float]], width: int) -> None:
+    """Add freed resources: per node index when aligned with the cluster, else as new nodes."""
+    if len(freed) == width:
+        for node, extra in zip(nodes, freed):
+            for key, value in extra.items():
+                node[key] = node.get(key, 0.0) + value
+    else:
+        nodes.extend(dict(f) for f in freed)
+
+
+def reserve(job: QueuedJob, cluster: str, free: Sequence[Mapping[str, float]], running: Iterable[RunningJob],
+            *, now: float) -> Reservation:
+    """The head job's earliest start on `cluster` (free now: `free`; running there: `running`)."""
+    nodes = [dict(n) for n in free]
+    ends = []
+    for r in running:
+        end = expected_end(r, now=now)
+        if end is None:
+            ends.append((float("inf"), r.id, r))
+        else:
+            ends.append((end, r.id, r))
+    ends.sort(key=lambda e: (e[0], e[1]))
+    if pack(job.per_worker, job.workers, nodes) is not None:
+        return Reservation(job, cluster, now, nodes)
+    width = len(free)
+    for end, _, r in ends:
+        if end == float("inf"):
+            break
+        _grow(nodes, r.freed_nodes(), width)
+        if pack(job.per_worker, job.workers, nodes) is not None:
+            return Reservation(job, cluster, end, nodes)
+    return Reservation(job, cluster, None, None)
+
+
+def may_backfill(job: QueuedJob, reservation: Reservation, free: Sequence[Mapping[str, float]], *, now: float
+                 ) -> tuple[list[dict[str, float]] | None, list[dict[str, float]] | None, str]:
+    """Whether `job` may start now on the reservation's cluster without delaying its head job.
+
+    Returns (nodes left after placing `job`, the head's view at its start with `job` held or
+    None when `job` ends before it, "") when it may; (None, None, why not) when it may not.
+    Pure: the caller commits the result with `commit` only if it places the job there."""
+    head = reservation.job
+    if reservation.start is None:
+        return None, None, f"behind job '{head.id}', whose start cannot be estimated yet"
+    left = pack(job.per_worker, job.workers, free)
+    if left is None:
+        return None, None, f"behind job '{head.id}'; the cluster is full"
+    runtime = runtime_estimate(job)
+    if runtime is not None and now + runtime <= reservation.start:
+        return left, None, ""
+    # Held at the head's start: take what the job uses on each node out of that view.
+    at_start = [dict(n) for n in reservation.nodes_at_start or ()]
+    for i, (before, after) in enumerate(zip(free, left)):
+        if i >= len(at_start):
+            break
+        for key, value in before.items():
+            at_start[i][key] = at_start[i].get(key, 0.0) - (value - after.get(key, 0.0))
+    if pack(head.per_worker, head.workers, at_start) is not None:
+        return left, at_start, ""
+    why = "has no runtime estimate" if runtime is None else "would still run then"
+    return None, None, f"behind job '{head.id}' (reserved to start at {reservation.start:.0f}); it {why}"
+
+
+def commit(reservation: Reservation, job_id: str, at_start: list[dict[str, float]] | None) -> None:
+    """Record a backfilled job on the reservation (and what it still holds at the head's start)."""
+    reservation.backfilled.append(job_id)
+    if at_start is not None:
+        reservation.nodes_at_start = at_start

@@ -1,0 +1,232 @@
+"""One scheduling tick over a shared fleet: `plan_tick(queue, ...) -> TickPlan`. Pure.
+
+For each queued job, in weighted-DRF order (fairshare.py; or priority then FIFO when
+`config.fair_share` is off):
+1. pinned to an unknown cluster, or never fits  -> reject (as schedule() does);
+2. its project's budget is spent                -> wait 'budget'  (blocks nobody);
+3. over its project's quota                     -> wait 'quota'   (blocks nobody);
+4. every cluster it may use is unhealthy        -> wait 'cluster_unhealthy'; a job that is
+   not pinned simply goes to a healthy cluster (an unhealthy cluster is drained);
+5. it fits now on some cluster (free, or by backfill past that cluster's head job without
+   delaying it, backfill.py) -> dispatch to the best-scoring cluster (placement.py);
+6. else, on each cluster where it is first in line, it becomes the head: it may preempt
+   (preemption.py) -> wait 'preempting', the victims listed in `TickPlan.preempt`; or it
+   reserves the cluster (its earliest start is its estimated start) -> wait 'capacity';
+7. else it waits behind the head of the cluster's line -> 'behind_job', or 'fair_share'
+   when that head's project is further under its fair share.
+Every waiting job gets a `Pending` (reasons.py) with its positions and, when known, ETA.
+
+The controller reads the store, builds these plain values, calls plan_tick, then applies
+the plan: dispatch, ask victims to checkpoint and stop, and write the reasons in one batch.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from trainyard.scheduler.backfill import Reservation, commit, may_backfill, reserve
+from trainyard.scheduler.budgets import BudgetStatus, budget_reason, budget_statuses
+from trainyard.scheduler.fairshare import FairQueue, dominant_share
+from trainyard.scheduler.model import Project, RunningJob, TickConfig, UsageRecord, add_into, capacity_of, demand_of
+from trainyard.scheduler.placement import Score, rank_clusters
+from trainyard.scheduler.policy import (DISPATCH, REJECT, WAIT, ClusterView, Decision, QueuedJob, never_fits_reason,
+                                        order_queue, pack)
+from trainyard.scheduler.preemption import Preemption, choose_victims
+from trainyard.scheduler.quotas import QuotaLedger
+from trainyard.scheduler.reasons import (BEHIND_JOB, CAPACITY, CLUSTER_UNHEALTHY, FAIR_SHARE, PREEMPTING, Pending,
+                                         Reason)
+
+__all__ = ["Dispatch", "TickPlan", "plan_tick"]
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    job_id: str
+    cluster: str
+    reason: str  # "admitted", or how it was backfilled
+    score: Score | None = None
+
+
+@dataclass
+class TickPlan:
+    """What one tick decided. `order` is the queue's (fair) order, job ids."""
+
+    dispatch: list[Dispatch] = field(default_factory=list)
+    wait: list[Pending] = field(default_factory=list)
+    reject: list[Decision] = field(default_factory=list)
+    preempt: list[Preemption] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+    budgets: dict[str, BudgetStatus] = field(default_factory=dict)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+
+    def pending(self, job_id: str) -> Pending | None:
+        return next((p for p in self.wait if p.job_id == job_id), None)
+
+    def decisions(self) -> list[Decision]:
+        """The plan as schedule()-style decisions, in queue order."""
+        by_id: dict[str, Decision] = {}
+        for d in self.dispatch:
+            by_id[d.job_id] = Decision(d.job_id, DISPATCH, d.cluster, d.reason)
+        for p in self.wait:
+            by_id[p.job_id] = Decision(p.job_id, WAIT, None, p.reason.message)
+        for r in self.reject:
+            by_id[r.job_id] = r
+        return [by_id[i] for i in self.order if i in by_id]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (), clusters: Sequence[ClusterView] = (),
+              projects: Mapping[str, Project] | Iterable[Project] = (), usage: Iterable[UsageRecord] = (),
+              now: float, config: TickConfig | None = None) -> TickPlan:
+    """Plan one tick. `projects` without an entry get weight 1, no quota and no budget."""
+    config = (config or TickConfig()).validate()
+    if not isinstance(projects, Mapping):
+        projects = {p.name: p for p in projects}
+    for project in projects.values():
+        project.validate()
+    running = list(running)
+    by_name = {c.name: c for c in clusters}
+    healthy = [c for c in clusters if c.healthy]
+    capacity = capacity_of((c.nodes_total or c.nodes_free) for c in healthy)
+    held: dict[str, dict[str, float]] = defaultdict(dict)
+    running_on: dict[str, list[RunningJob]] = defaultdict(list)
+    for r in running:
+        add_into(held[r.project], r.demand())
+        running_on[r.cluster].append(r)
+    weights = {name: p.weight for name, p in projects.items()}
+    shares = {name: dominant_share(h, capacity, weights.get(name, 1.0)) for name, h in held.items()}
+    ledger = QuotaLedger({name: p.quota for name, p in projects.items()}, capacity, running)
+    budgets = budget_statuses(projects, usage, now=now, burn_window_s=config.burn_window_s)
+
+    jobs = list(queue)
+    fair = FairQueue(jobs, held=held, capacity=capacity, weights=weights) if config.fair_share else None
+    ordered = fair if fair is not None else order_queue(jobs)
+    plan = TickPlan(budgets=budgets)
+    free = {c.name: [dict(n) for n in c.nodes_free] for c in clusters}
+    reservations: dict[str, Reservation] = plan.reservations
+    taken: set[str] = set()
+    # positions count jobs that stay queued after this tick
+    in_queue = 0
+    in_project: dict[str, int] = defaultdict(int)
+    in_cluster: dict[str, int] = defaultdict(int)
+
+    def wait(job: QueuedJob, reason: Reason, candidates: Sequence[ClusterView], eta: float | None = None) -> None:
+        nonlocal in_queue
+        in_queue += 1
+        in_project[job.project] += 1
+        for c in candidates:
+            in_cluster[c.name] += 1
+        plan.wait.append(Pending(job.id, reason, in_queue, in_project[job.project],
+                                 in_cluster[reason.cluster] if reason.cluster else None, eta))
+
+    for job in ordered:
+        plan.order.append(job.id)
+        if job.cluster is not None and job.cluster not in by_name:
+            known = ", ".join(sorted(by_name)) or "none"
+            plan.reject.append(Decision(job.id, REJECT, None, f"cluster {job.cluster!r} is not registered "
+                                        f"(registered: {known})", "resources.cluster"))
+            continue
+        candidates = [by_name[job.cluster]] if job.cluster else list(clusters)
+        never = never_fits_reason(job, candidates)
+        if never is not None:
+            plan.reject.append(Decision(job.id, REJECT, None, never[1], never[0]))
+            continue
+        demand = demand_of(job.per_worker, job.workers)
+        held_back = budget_reason(budgets.get(job.project), demand) or ledger.check(job.project, demand)
+        if held_back is not None:
+            wait(job, held_back, candidates)
+            continue
+        live = [c for c in candidates if c.healthy]
+        if not live:
+            names = ", ".join(f"'{c.name}'" for c in candidates)
+            pinned = " (the job is pinned by resources.cluster)" if job.cluster else ""
+            wait(job, Reason(CLUSTER_UNHEALTHY, f"cluster {names} is unreachable{pinned}",
+                             cluster=candidates[0].name if len(candidates) == 1 else None), candidates)
+            continue
+
+        options: list[tuple[ClusterView, list, Reservation | None, list | None]] = []
+        full: list[ClusterView] = []
+        blocked_by: tuple[Reservation, str] | None = None
+        for c in live:
+            res = reservations.get(c.name)
+            if res is None:
+                left = pack(job.per_worker, job.workers, free[c.name])
+                if left is None:
+                    full.append(c)
+                else:
+                    options.append((c, left, None, None))
+                continue
+            if not config.backfill:
+                blocked_by = blocked_by or (res, f"behind job '{res.job.id}'")
+                continue
+            left, at_start, why = may_backfill(job, res, free[c.name], now=now)
+            if left is None:
+                blocked_by = blocked_by or (res, why)
+            else:
+                options.append((c, left, res, at_start))
+
+        if options:
+            best = rank_clusters(job, [(c, left) for c, left, _, _ in options], config=config)[0]
+            c, left, res, at_start = next(o for o in options if o[0].name == best.cluster)
+            free[c.name] = left
+            ledger.add(job.project, demand)
+            if fair is not None:
+                fair.admitted(job)
+            if res is None:
+                plan.dispatch.append(Dispatch(job.id, c.name, "admitted", best))
+            else:
+                commit(res, job.id, at_start)
+                how = "ends before" if at_start is None else "fits beside"
+                plan.dispatch.append(Dispatch(job.id, c.name, f"backfilled: {how} job '{res.job.id}', "
+                                              f"reserved to start at {res.start:.0f}", best))
+            continue
+
+        if full:
+            victims: list[Preemption] = []
+            if config.preemption:
+                room = config.max_victims_per_tick - len(plan.preempt)
+                for c in sorted(full, key=lambda c: c.name):
+                    found = choose_victims(job, cluster=c.name, free=free[c.name], running=running_on[c.name],
+                                           now=now, config=config, ledger=ledger, taken=taken)
+                    if found and len(found) <= room:
+                        victims = found
+                        reservations[c.name] = Reservation(job, c.name, None, None)
+                        break
+            if victims:
+                taken.update(v.job_id for v in victims)
+                plan.preempt.extend(victims)
+                ids = tuple(v.job_id for v in victims)
+                wait(job, Reason(PREEMPTING, f"preempting {', '.join(repr(i) for i in ids)} on cluster "
+                                 f"'{victims[0].cluster}' to make room", cluster=victims[0].cluster,
+                                 victims=ids), live)
+                continue
+            best_res: Reservation | None = None
+            for c in full:
+                res = reserve(job, c.name, free[c.name], running_on[c.name], now=now)
+                reservations[c.name] = res
+                if best_res is None or (res.start is not None and (best_res.start is None or res.start < best_res.start)):
+                    best_res = res
+            assert best_res is not None
+            need = job.total()
+            have = sum(n.get("CPU", 0.0) for n in free[best_res.cluster])
+            msg = (f"first in line on cluster '{best_res.cluster}', which has {_fmt(have)} CPUs free; the job "
+                   f"needs {_fmt(need.get('CPU', 0.0))} CPUs across {job.workers} worker(s)")
+            if need.get("GPU"):
+                msg += f" and {_fmt(need['GPU'])} GPUs"
+            wait(job, Reason(CAPACITY, msg, cluster=best_res.cluster), live, best_res.start)
+            continue
+
+        assert blocked_by is not None
+        res, why = blocked_by
+        head = res.job
+        if head.project != job.project and shares.get(head.project, 0.0) < shares.get(job.project, 0.0) - 1e-12:
+            reason = Reason(FAIR_SHARE, f"{why}; project '{head.project}' is further under its fair share than "
+                            f"project '{job.project}'", cluster=res.cluster, blocking_job=head.id)
+        else:
+            reason = Reason(BEHIND_JOB, why or f"behind job '{head.id}'", cluster=res.cluster, blocking_job=head.id)
+        wait(job, reason, live)
+    return plan
