@@ -37,8 +37,9 @@ class FairQueue:
     its demand counts toward its project's share. A job that waits does not raise its
     project's share, so that project's next job comes next (a project under its share keeps
     going ahead). Equal shares go to the project whose next job was submitted first, so that
-    ties do not favour a project by its name. `held`: what each project holds now (accounting space); `weights`: per
-    project, default 1. O(log projects) per job after an O(n log n) sort.
+    ties do not favour a project by its name. `held`: what each project holds now
+    (accounting space); `weights`: per project, default 1. O(log projects) per job after an
+    O(n log n) sort.
     """
 
     def __init__(self, jobs: Iterable[QueuedJob], *, held: Mapping[str, Mapping[str, float]],
@@ -54,12 +55,19 @@ class FairQueue:
             # reversed, so that pop() from the end gives the next job; ties go by id, as in order_queue
             queue.sort(key=lambda j: (-j.priority, j.seq, j.id), reverse=True)
             self.alloc[project] = dict(held.get(project, {}))
-            self._heap.append((self.share(project), queue[-1].seq, project))
+            self._heap.append(self._key(project, queue[-1]))
         heapq.heapify(self._heap)
-        self._last: QueuedJob | None = None
 
     def share(self, project: str) -> float:
         return dominant_share(self.alloc.get(project, {}), self._capacity, self._weights.get(project, 1.0))
+
+    def _key(self, project: str, head: QueuedJob) -> tuple[float, float, str]:
+        # Rank by the share with half of the next job counted (Webster / Sainte-Lague
+        # rounding): counting none of it favours light projects, counting all of it heavy
+        # ones, by about half a job each time a project is picked.
+        alloc = self.alloc.get(project, {})
+        half = {k: alloc.get(k, 0.0) + v / 2 for k, v in demand_of(head.per_worker, head.workers).items()}
+        return (dominant_share({**alloc, **half}, self._capacity, self._weights.get(project, 1.0)), head.seq, project)
 
     def admitted(self, job: QueuedJob) -> None:
         mine = self.alloc.setdefault(job.project, {})
@@ -72,7 +80,7 @@ class FairQueue:
             queue = self._queues[project]
             yield queue.pop()
             if queue:
-                heapq.heappush(self._heap, (self.share(project), queue[-1].seq, project))
+                heapq.heappush(self._heap, self._key(project, queue[-1]))
 
 
 def fair_order(jobs: Iterable[QueuedJob], *, held: Mapping[str, Mapping[str, float]],

@@ -29,8 +29,8 @@ class SimulationResult:
 
 
 def simulate_fair_share(weights: Mapping[str, float], *, hours: float = 24.0, seed: int = 0, nodes: int = 4,
-                        gpus_per_node: int = 4, backlog: int = 20, min_minutes: float = 10.0,
-                        max_minutes: float = 120.0, config: TickConfig | None = None) -> SimulationResult:
+                        gpus_per_node: int = 8, backlog: int = 10, min_minutes: float = 5.0,
+                        max_minutes: float = 60.0, config: TickConfig | None = None) -> SimulationResult:
     rng = random.Random(seed)
     horizon = hours * 3600.0
     node_total = {"CPU": 4.0 * gpus_per_node, "GPU": float(gpus_per_node)}
