@@ -95,7 +95,8 @@ def test_named_accelerator_types_are_counted_as_gpus_of_that_type():
     per_worker = {"CPU": 1.0, "GPU": 2.0, "accelerator_type:A100": 0.001}
     assert demand_of(per_worker, 3)["accelerator_type:A100"] == 6.0
     assert node_accounting({"GPU": 8.0, "accelerator_type:A100": 1.0})["accelerator_type:A100"] == 8.0
-    ledger = QuotaLedger({"a": Quota(nominal={"accelerator_type:A100": 4}, borrowing_limit={"accelerator_type:A100": 0})},
+    a100 = "accelerator_type:A100"
+    ledger = QuotaLedger({"a": Quota(nominal={a100: 4}, borrowing_limit={a100: 0})},
                          {"GPU": 16.0, "accelerator_type:A100": 16.0})
     assert ledger.check("a", demand_of(per_worker, 2)) is None
     assert ledger.check("a", demand_of(per_worker, 3)).resource == "accelerator_type:A100"

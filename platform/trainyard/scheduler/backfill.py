@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 from trainyard.scheduler.model import RunningJob
 from trainyard.scheduler.policy import QueuedJob, pack
 
-__all__ = ["Reservation", "expected_end", "runtime_estimate", "reserve", "may_backfill", "commit"]
+__all__ = ["Reservation", "expected_end", "runtime_estimate", "reserve", "may_backfill", "commit", "grow"]
 
 
 def expected_end(job: RunningJob, *, now: float) -> float | None:
@@ -56,7 +56,7 @@ class Reservation:
     backfilled: list[str] = field(default_factory=list)
 
 
-def _grow(nodes: list[dict[str, float]], freed: Sequence[Mapping[str, float]], width: int) -> None:
+def grow(nodes: list[dict[str, float]], freed: Sequence[Mapping[str, float]], width: int) -> None:
     """Add freed resources: per node index when aligned with the cluster, else as new nodes."""
     if len(freed) == width:
         for node, extra in zip(nodes, freed):
@@ -84,7 +84,7 @@ def reserve(job: QueuedJob, cluster: str, free: Sequence[Mapping[str, float]], r
     for end, _, r in ends:
         if end == float("inf"):
             break
-        _grow(nodes, r.freed_nodes(), width)
+        grow(nodes, r.freed_nodes(), width)
         if pack(job.per_worker, job.workers, nodes) is not None:
             return Reservation(job, cluster, end, nodes)
     return Reservation(job, cluster, None, None)

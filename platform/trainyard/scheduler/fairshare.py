@@ -3,7 +3,9 @@
 A project's dominant share is max over resources of (held / capacity), divided by its
 weight. The queue is ordered by repeatedly taking the next job (priority, then FIFO) of the
 project with the lowest dominant share; an admitted job's demand is added to its project's
-share before the next pick. So a project under its share goes ahead of one above it, and
+share before the next pick. Priority comes first across projects too: fair share decides
+between jobs of the same priority (so an urgent job is never stuck behind a routine one
+of a project under its share, and may preempt). So a project under its share goes ahead of one above it, and
 within a project priority then FIFO is kept.
 
 Cost: one sort per project plus a heap over projects: O(n log n) for n jobs, never
@@ -50,7 +52,7 @@ class FairQueue:
         self._capacity = capacity
         self._weights = weights
         self.alloc: dict[str, dict[str, float]] = {}
-        self._heap: list[tuple[float, float, str]] = []
+        self._heap: list[tuple[int, float, float, str]] = []
         for project, queue in self._queues.items():
             # reversed, so that pop() from the end gives the next job; ties go by id, as in order_queue
             queue.sort(key=lambda j: (-j.priority, j.seq, j.id), reverse=True)
@@ -61,13 +63,14 @@ class FairQueue:
     def share(self, project: str) -> float:
         return dominant_share(self.alloc.get(project, {}), self._capacity, self._weights.get(project, 1.0))
 
-    def _key(self, project: str, head: QueuedJob) -> tuple[float, float, str]:
+    def _key(self, project: str, head: QueuedJob) -> tuple[int, float, float, str]:
         # Rank by the share with half of the next job counted (Webster / Sainte-Lague
         # rounding): counting none of it favours light projects, counting all of it heavy
         # ones, by about half a job each time a project is picked.
         alloc = self.alloc.get(project, {})
         half = {k: alloc.get(k, 0.0) + v / 2 for k, v in demand_of(head.per_worker, head.workers).items()}
-        return (dominant_share({**alloc, **half}, self._capacity, self._weights.get(project, 1.0)), head.seq, project)
+        share = dominant_share({**alloc, **half}, self._capacity, self._weights.get(project, 1.0))
+        return (-head.priority, share, head.seq, project)
 
     def admitted(self, job: QueuedJob) -> None:
         mine = self.alloc.setdefault(job.project, {})
@@ -76,7 +79,7 @@ class FairQueue:
 
     def __iter__(self) -> Iterator[QueuedJob]:
         while self._heap:
-            _, _, project = heapq.heappop(self._heap)
+            project = heapq.heappop(self._heap)[-1]
             queue = self._queues[project]
             yield queue.pop()
             if queue:

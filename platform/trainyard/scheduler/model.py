@@ -86,9 +86,9 @@ class Quota:
         _check_amounts(f"projects.{project}.quota.lending_limit", self.lending_limit)
         for key, value in (self.lending_limit or {}).items():
             if value > self.nominal.get(key, 0.0):
-                raise SpecError(f"lending limit {value:g} is above the nominal quota "
-                                f"{self.nominal.get(key, 0.0):g}", field=f"projects.{project}.quota.lending_limit.{key}",
-                                value=value, fix="lend at most the nominal quota")
+                raise SpecError(f"lending limit {value:g} is above the nominal quota {self.nominal.get(key, 0.0):g}",
+                                field=f"projects.{project}.quota.lending_limit.{key}", value=value,
+                                fix="lend at most the nominal quota")
         return self
 
     def dimensions(self) -> set[str]:

@@ -1,8 +1,8 @@
 """Placement across several clusters: a score per cluster the job fits on now.
 
 Each part is in [0, 1] and weighted by TickConfig:
-- fit (w_fit): the share of the cluster's CPUs still free after placing the job (spreads
-  load, like schedule()'s "most free CPU");
+- fit (w_fit): the share of the cluster still free after placing the job, in the scarcest
+  of the resources the job asks for (spreads load, like schedule()'s "most free CPU");
 - accelerator (w_accelerator): 1 when the cluster's accelerators match the job: a GPU job on
   a GPU cluster, or a CPU-only job on a cluster without GPUs (keeps GPU clusters for GPU work);
 - price (w_price): for clusters that declare `prices` (per resource-hour), the cheapest gets
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from trainyard.scheduler.model import TickConfig, demand_of
+from trainyard.scheduler.model import ACCEL_PREFIX, TickConfig, demand_of
 from trainyard.scheduler.policy import ClusterView, QueuedJob
 
 __all__ = ["Score", "rank_clusters", "hourly_cost"]
@@ -48,10 +48,15 @@ def rank_clusters(job: QueuedJob, options: Sequence[tuple[ClusterView, Sequence[
     declared = [v for v in costs.values() if v is not None]
     cheapest = min(declared) if declared else None
     wants_gpu = job.per_worker.get("GPU", 0.0) > 0
+    keys = [k for k, v in job.per_worker.items() if v and not k.startswith(ACCEL_PREFIX)] or ["CPU"]
     scores = []
     for cluster, left in options:
-        total_cpu = sum(n.get("CPU", 0.0) for n in (cluster.nodes_total or cluster.nodes_free)) or 1.0
-        fit = max(0.0, min(1.0, sum(n.get("CPU", 0.0) for n in left) / total_cpu))
+        totals = cluster.nodes_total or cluster.nodes_free
+        fit = 1.0
+        for key in keys:
+            total = sum(n.get(key, 0.0) for n in totals)
+            if total > 0:
+                fit = min(fit, max(0.0, sum(n.get(key, 0.0) for n in left) / total))
         accel = 1.0 if wants_gpu == _has_gpus(cluster) else 0.0
         cost = costs[cluster.name]
         if cost is None:

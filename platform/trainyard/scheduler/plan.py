@@ -25,7 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from trainyard.scheduler.backfill import Reservation, commit, may_backfill, reserve
+from trainyard.scheduler.backfill import Reservation, grow, commit, may_backfill, reserve
 from trainyard.scheduler.budgets import BudgetStatus, budget_reason, budget_statuses
 from trainyard.scheduler.fairshare import FairQueue, dominant_share
 from trainyard.scheduler.model import Project, RunningJob, TickConfig, UsageRecord, add_into, capacity_of, demand_of
@@ -94,6 +94,7 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
     capacity = capacity_of((c.nodes_total or c.nodes_free) for c in healthy)
     held: dict[str, dict[str, float]] = defaultdict(dict)
     running_on: dict[str, list[RunningJob]] = defaultdict(list)
+    running_by_id = {r.id: r for r in running}
     for r in running:
         add_into(held[r.project], r.demand())
         running_on[r.cluster].append(r)
@@ -120,8 +121,9 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
         in_project[job.project] += 1
         for c in candidates:
             in_cluster[c.name] += 1
+        where = reason.cluster or job.cluster
         plan.wait.append(Pending(job.id, reason, in_queue, in_project[job.project],
-                                 in_cluster[reason.cluster] if reason.cluster else None, eta))
+                                 in_cluster[where] if where else None, eta))
 
     for job in ordered:
         plan.order.append(job.id)
@@ -194,7 +196,11 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
                                            now=now, config=config, ledger=ledger, taken=taken)
                     if found and len(found) <= room:
                         victims = found
-                        reservations[c.name] = Reservation(job, c.name, None, None)
+                        # Held from now on: later jobs may still start beside it, never in its way.
+                        at_start = [dict(n) for n in free[c.name]]
+                        for v in found:
+                            grow(at_start, running_by_id[v.job_id].freed_nodes(), len(free[c.name]))
+                        reservations[c.name] = Reservation(job, c.name, now, at_start)
                         break
             if victims:
                 taken.update(v.job_id for v in victims)
@@ -208,7 +214,9 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
             for c in full:
                 res = reserve(job, c.name, free[c.name], running_on[c.name], now=now)
                 reservations[c.name] = res
-                if best_res is None or (res.start is not None and (best_res.start is None or res.start < best_res.start)):
+                earlier = res.start is not None and (best_res is None or best_res.start is None
+                                                     or res.start < best_res.start)
+                if best_res is None or earlier:
                     best_res = res
             assert best_res is not None
             need = job.total()

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from trainyard.scheduler.backfill import _grow
+from trainyard.scheduler.backfill import grow
 from trainyard.scheduler.model import RunningJob, TickConfig, demand_of
 from trainyard.scheduler.policy import QueuedJob, pack
 from trainyard.scheduler.quotas import QuotaLedger
@@ -51,7 +51,7 @@ def _eligible(job: QueuedJob, victim: RunningJob, ledger: QuotaLedger | None, re
 def _fits(job: QueuedJob, free: Sequence[Mapping[str, float]], victims: Iterable[RunningJob]) -> bool:
     nodes = [dict(n) for n in free]
     for v in victims:
-        _grow(nodes, v.freed_nodes(), len(free))
+        grow(nodes, v.freed_nodes(), len(free))
     return pack(job.per_worker, job.workers, nodes) is not None
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from trainyard.scheduler.model import Quota, RunningJob, add_into
+from trainyard.scheduler.model import Quota, RunningJob
 from trainyard.scheduler.reasons import QUOTA, Reason
 
 __all__ = ["QuotaLedger"]
