@@ -110,3 +110,16 @@ def test_backfill_uses_a_resumed_jobs_progress_rate():
              gpu_job("resumed", gpus=2, seq=2, project="p", progress=0.9, progress_rate=1 / 6000)]
     plan = plan_tick(queue, running=run, clusters=[gpu_cluster(free_gpus=[2])], now=NOW)
     assert [d.job_id for d in plan.dispatch] == ["resumed"]
+
+
+def test_without_placement_the_start_is_hopeful_and_beside_is_sure():
+    # r's two 2-CPU workers may free 4 CPUs on one node (hopeful) or 2 on each of two (sure)
+    run = [RunningJob("r", "p", "c", 2, {"CPU": 2.0}, started_at=NOW - 100, max_runtime=200)]
+    free = [{"CPU": 1.0}]
+    res = reserve(cpu_job("head", 4), "c", free, run, now=NOW)
+    assert res.start == NOW + 100
+    assert res.nodes_at_start == [{"CPU": 1.0}, {"CPU": 2.0}, {"CPU": 2.0}]
+    left, _, why = may_backfill(cpu_job("beside", 1), res, free, now=NOW)
+    assert left is None  # not sure to leave the head room
+    left, _, _ = may_backfill(cpu_job("short", 1, max_runtime=50), res, free, now=NOW)
+    assert left is not None

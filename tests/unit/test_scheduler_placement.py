@@ -100,3 +100,12 @@ def test_unknown_pinned_cluster_and_never_fits_are_rejected():
     plan = plan_tick([gpu_job("nope", cluster="nope"), gpu_job("huge", gpus=64)], clusters=[gpu_cluster("a")], now=0.0)
     fields = {d.job_id: d.field for d in plan.reject}
     assert fields == {"nope": "resources.cluster", "huge": "resources.gpus_per_worker"}
+
+
+def test_a_job_that_fits_only_an_unhealthy_cluster_does_not_hold_a_healthy_one():
+    big_down = gpu_cluster("big", gpus=8, healthy=False)
+    small_up = gpu_cluster("small", gpus=2)
+    queue = [gpu_job("wide", gpus=8, seq=1), gpu_job("narrow", gpus=1, seq=2)]
+    plan = plan_tick(queue, clusters=[big_down, small_up], now=0.0, config=TickConfig(fair_share=False))
+    assert plan.pending("wide").reason.code == CLUSTER_UNHEALTHY and plan.pending("wide").reason.cluster == "big"
+    assert [(d.job_id, d.cluster) for d in plan.dispatch] == [("narrow", "small")]

@@ -2,7 +2,7 @@
 import pytest
 
 from trainyard.errors import SpecError
-from trainyard.scheduler import Project, Quota, TickConfig, plan_tick
+from trainyard.scheduler import Project, QueuedJob, Quota, RunningJob, TickConfig, plan_tick
 from trainyard.scheduler.model import capacity_of
 from trainyard.scheduler.preemption import PRIORITY, RECLAIM, choose_victims
 from trainyard.scheduler.quotas import QuotaLedger
@@ -161,3 +161,20 @@ def test_jobs_may_start_beside_a_preempting_job_but_not_in_its_way():
     plan = plan_tick(queue, running=[low], clusters=[c], now=NOW)
     assert [p.job_id for p in plan.preempt] == ["low"]
     assert [d.job_id for d in plan.dispatch] == ["beside"] and "fits beside job 'urgent'" in plan.dispatch[0].reason
+
+
+def test_a_job_reclaims_only_what_its_project_is_guaranteed():
+    run = [running("b1", "b", gpus=4, started_at=0), running("b2", "b", gpus=4, started_at=100)]
+    ledger = _ledger(run)
+    cpu_only = QueuedJob("a-cpu", 1, {"CPU": 40.0}, project="a")  # a's quota guarantees GPUs, not CPUs
+    assert not ledger.within_nominal("a", {"CPU": 40.0})
+    assert victims(cpu_only, run, [0], ledger=ledger) == []
+
+
+def test_without_placement_victims_are_counted_one_worker_per_node():
+    # a 2-worker victim of 2 GPUs each might sit on two nodes: it is not counted on to free 4 on one
+    two_workers = RunningJob("v", "b", "c", 2, {"CPU": 1.0, "GPU": 2.0}, started_at=0)
+    assert two_workers.freed_nodes(merged=False) == [{"CPU": 1.0, "GPU": 2.0}] * 2
+    assert two_workers.freed_nodes() == [{"CPU": 2.0, "GPU": 4.0}]
+    assert victims(gpu_job("urgent", gpus=4, priority=1), [two_workers], [0]) == []
+    assert victims(gpu_job("urgent", gpus=2, workers=2, priority=1), [two_workers], [0]) != []

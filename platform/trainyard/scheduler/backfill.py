@@ -10,7 +10,9 @@ A job with no runtime estimate may only fit beside. If H's start cannot be compu
 running job has no expected end), nothing may backfill past H.
 
 Caveat: a running job that does not say which node holds what (`RunningJob.nodes`) frees
-its resources as a node of its own; per-node fitting is then approximate.
+its resources as extra nodes. The reserved start assumes they come back together (the
+earliest the head could start, so "ends before it" stays safe); "fits beside" assumes they
+come back one worker per node (the least they are sure to give).
 """
 from __future__ import annotations
 
@@ -80,13 +82,17 @@ def reserve(job: QueuedJob, cluster: str, free: Sequence[Mapping[str, float]], r
     ends.sort(key=lambda e: (e[0], e[1]))
     if pack(job.per_worker, job.workers, nodes) is not None:
         return Reservation(job, cluster, now, nodes)
+    # Two views of what ends free: the start comes from the hopeful one (an earlier start
+    # only makes "ends before it" stricter), "fits beside" is checked on the sure one.
     width = len(free)
+    sure = [dict(n) for n in free]
     for end, _, r in ends:
         if end == float("inf"):
             break
-        grow(nodes, r.freed_nodes(), width)
+        grow(nodes, r.freed_nodes(merged=True), width)
+        grow(sure, r.freed_nodes(merged=False), width)
         if pack(job.per_worker, job.workers, nodes) is not None:
-            return Reservation(job, cluster, end, nodes)
+            return Reservation(job, cluster, end, sure)
     return Reservation(job, cluster, None, None)
 
 

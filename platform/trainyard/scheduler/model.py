@@ -137,8 +137,9 @@ class RunningJob:
     """A job that holds resources now.
 
     `nodes`, when known, is what it holds on each node of its cluster, aligned with the
-    cluster's `nodes_free` (index i = node i). Without it, what the job frees is treated as a
-    node of its own: exact for the totals, approximate for per-node fitting.
+    cluster's `nodes_free` (index i = node i). Without it, what the job frees is treated as
+    extra nodes: exact for the totals, approximate per node, and always taken in the safe
+    direction (see backfill.py and preemption.py).
     Its expected end comes from its progress (`progress` done after running since
     `started_at`, or `progress_rate` per second), else from `max_runtime`.
     """
@@ -159,10 +160,14 @@ class RunningJob:
     def demand(self) -> dict[str, float]:
         return demand_of(self.per_worker, self.workers)
 
-    def freed_nodes(self) -> list[dict[str, float]]:
+    def freed_nodes(self, *, merged: bool = True) -> list[dict[str, float]]:
+        """What it gives back per node. Without `nodes`: one node holding all of it
+        (`merged`, the optimistic view) or one node per worker (the pessimistic one)."""
         if self.nodes is not None:
             return [dict(n) for n in self.nodes]
-        return [{k: v * self.workers for k, v in self.per_worker.items()}]
+        if merged:
+            return [{k: v * self.workers for k, v in self.per_worker.items()}]
+        return [dict(self.per_worker) for _ in range(self.workers)]
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from trainyard.scheduler.budgets import BudgetStatus, budget_reason, budget_stat
 from trainyard.scheduler.fairshare import FairQueue, dominant_share
 from trainyard.scheduler.model import Project, RunningJob, TickConfig, UsageRecord, add_into, capacity_of, demand_of
 from trainyard.scheduler.placement import Score, rank_clusters
-from trainyard.scheduler.policy import (DISPATCH, REJECT, WAIT, ClusterView, Decision, QueuedJob, never_fits_reason,
-                                        order_queue, pack)
+from trainyard.scheduler.policy import (DISPATCH, REJECT, WAIT, ClusterView, Decision, QueuedJob, fits,
+                                        never_fits_reason, order_queue, pack)
 from trainyard.scheduler.preemption import Preemption, choose_victims
 from trainyard.scheduler.quotas import QuotaLedger
 from trainyard.scheduler.reasons import (BEHIND_JOB, CAPACITY, CLUSTER_UNHEALTHY, FAIR_SHARE, PREEMPTING, Pending,
@@ -133,8 +133,11 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
                                         f"(registered: {known})", "resources.cluster"))
             continue
         candidates = [by_name[job.cluster]] if job.cluster else list(clusters)
-        never = never_fits_reason(job, candidates)
-        if never is not None:
+        # Only clusters it could ever fit on: a job must not hold a line it can never lead.
+        possible = [c for c in candidates if fits(job, c.capacity_nodes())]
+        if not possible:
+            never = never_fits_reason(job, candidates)
+            assert never is not None
             plan.reject.append(Decision(job.id, REJECT, None, never[1], never[0]))
             continue
         demand = demand_of(job.per_worker, job.workers)
@@ -142,12 +145,12 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
         if held_back is not None:
             wait(job, held_back, candidates)
             continue
-        live = [c for c in candidates if c.healthy]
+        live = [c for c in possible if c.healthy]
         if not live:
-            names = ", ".join(f"'{c.name}'" for c in candidates)
+            names = ", ".join(f"'{c.name}'" for c in possible)
             pinned = " (the job is pinned by resources.cluster)" if job.cluster else ""
             wait(job, Reason(CLUSTER_UNHEALTHY, f"cluster {names} is unreachable{pinned}",
-                             cluster=candidates[0].name if len(candidates) == 1 else None), candidates)
+                             cluster=possible[0].name if len(possible) == 1 else None), possible)
             continue
 
         options: list[tuple[ClusterView, list, Reservation | None, list | None]] = []
@@ -199,7 +202,7 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
                         # Held from now on: later jobs may still start beside it, never in its way.
                         at_start = [dict(n) for n in free[c.name]]
                         for v in found:
-                            grow(at_start, running_by_id[v.job_id].freed_nodes(), len(free[c.name]))
+                            grow(at_start, running_by_id[v.job_id].freed_nodes(merged=False), len(free[c.name]))
                         reservations[c.name] = Reservation(job, c.name, now, at_start)
                         break
             if victims:

@@ -3,8 +3,9 @@
 A running job may be preempted for a blocked job J when it has run at least `min_runtime_s`
 (so jobs cannot thrash), is preemptible, and either
 - it has a lower priority than J ("priority"), or
-- J's project is reclaiming its guaranteed share: with J it stays within its nominal quota,
-  and the victim's project is borrowing beyond its own nominal ("reclaim"); a reclaim stops
+- J's project is reclaiming its guaranteed share: J asks for a resource the project is
+  guaranteed, with J the project stays within its nominal quota, and the victim's project
+  holds more than its own nominal of a resource J asks for ("reclaim"); a reclaim stops
   taking from a project once it would be back within its nominal.
 Among those, the cheapest victims are taken: lower priority first, then the most recently
 started (least work since its start to redo). A single victim that frees enough is preferred;
@@ -38,12 +39,13 @@ class Preemption:
 
 
 def _eligible(job: QueuedJob, victim: RunningJob, ledger: QuotaLedger | None, reclaiming: bool, now: float,
-              config: TickConfig) -> str | None:
+              config: TickConfig, job_keys: set[str]) -> str | None:
     if not victim.preemptible or now - victim.started_at < config.min_runtime_s:
         return None
     if victim.priority < job.priority:
         return PRIORITY
-    if reclaiming and ledger is not None and victim.project != job.project and ledger.is_borrowing(victim.project):
+    if (reclaiming and ledger is not None and victim.project != job.project
+            and ledger.is_borrowing(victim.project, keys=job_keys)):
         return RECLAIM
     return None
 
@@ -51,7 +53,7 @@ def _eligible(job: QueuedJob, victim: RunningJob, ledger: QuotaLedger | None, re
 def _fits(job: QueuedJob, free: Sequence[Mapping[str, float]], victims: Iterable[RunningJob]) -> bool:
     nodes = [dict(n) for n in free]
     for v in victims:
-        grow(nodes, v.freed_nodes(), len(free))
+        grow(nodes, v.freed_nodes(merged=False), len(free))  # never count on more than sure
     return pack(job.per_worker, job.workers, nodes) is not None
 
 
@@ -60,12 +62,13 @@ def choose_victims(job: QueuedJob, *, cluster: str, free: Sequence[Mapping[str, 
                    ledger: QuotaLedger | None = None, taken: frozenset[str] | set[str] = frozenset(),
                    ) -> list[Preemption]:
     """Victims on `cluster` (whose free nodes are `free`) that make `job` fit; [] when none do."""
-    reclaiming = ledger is not None and ledger.within_nominal(job.project, demand_of(job.per_worker, job.workers))
+    demand = demand_of(job.per_worker, job.workers)
+    reclaiming = ledger is not None and ledger.within_nominal(job.project, demand)
     candidates: list[tuple[tuple, RunningJob, str]] = []
     for victim in running:
         if victim.cluster != cluster or victim.id in taken:
             continue
-        kind = _eligible(job, victim, ledger, reclaiming, now, config)
+        kind = _eligible(job, victim, ledger, reclaiming, now, config, set(demand))
         if kind is not None:
             candidates.append(((victim.priority, -victim.started_at, victim.id), victim, kind))
     candidates.sort(key=lambda c: c[0])
@@ -82,7 +85,7 @@ def choose_victims(job: QueuedJob, *, cluster: str, free: Sequence[Mapping[str, 
         if quota is None:
             return False
         used = over.setdefault(victim.project, dict(ledger.used.get(victim.project, {})))
-        return any(used.get(k, 0.0) > quota.nominal.get(k, 0.0) + _EPS for k in quota.dimensions())
+        return any(used.get(k, 0.0) > quota.nominal.get(k, 0.0) + _EPS for k in quota.dimensions() & set(demand))
 
     def take(victim: RunningJob) -> None:
         used = over.setdefault(victim.project, dict(ledger.used.get(victim.project, {})) if ledger else {})

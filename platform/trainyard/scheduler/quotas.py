@@ -64,19 +64,21 @@ class QuotaLedger:
         quota = self.quotas.get(project)
         return None if quota is None else quota.nominal.get(key, 0.0)
 
-    def is_borrowing(self, project: str) -> bool:
+    def is_borrowing(self, project: str, keys: Iterable[str] | None = None) -> bool:
+        """True when the project holds more than its nominal of some resource (of `keys`, if given)."""
         quota = self.quotas.get(project)
         if quota is None:
             return False
         used = self.used.get(project, {})
-        return any(amount > quota.nominal.get(key, 0.0) + _EPS for key, amount in used.items()
-                   if key in quota.dimensions())
+        dims = quota.dimensions() if keys is None else quota.dimensions() & set(keys)
+        return any(used.get(key, 0.0) > quota.nominal.get(key, 0.0) + _EPS for key in dims)
 
     def within_nominal(self, project: str, demand: Mapping[str, float]) -> bool:
-        """True when adding `demand` keeps the project within its guaranteed share on every
-        resource its quota names (so it may reclaim)."""
+        """True when `demand` asks for some resource the project is guaranteed, and adding it
+        keeps the project within its nominal on every resource its quota names (so it may
+        reclaim what others borrowed)."""
         quota = self.quotas.get(project)
-        if quota is None:
+        if quota is None or not any(quota.nominal.get(key, 0.0) > 0 and amount > 0 for key, amount in demand.items()):
             return False
         used = self.used.get(project, {})
         return all(used.get(key, 0.0) + amount <= quota.nominal.get(key, 0.0) + _EPS
@@ -96,7 +98,7 @@ class QuotaLedger:
             nominal = quota.nominal.get(key, 0.0)
             if want <= nominal + _EPS:
                 continue
-            limit = (quota.borrowing_limit or {}).get(key) if quota.borrowing_limit is not None else None
+            limit = (quota.borrowing_limit or {}).get(key)  # None: no limit
             if limit is not None and want > nominal + limit + _EPS:
                 return Reason(QUOTA, f"project '{project}' would hold {_fmt(want)} {key} but its quota allows "
                               f"{_fmt(nominal)} plus {_fmt(limit)} borrowed", resource=key)
