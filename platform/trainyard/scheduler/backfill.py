@@ -96,17 +96,20 @@ def reserve(job: QueuedJob, cluster: str, free: Sequence[Mapping[str, float]], r
     return Reservation(job, cluster, None, None)
 
 
-def may_backfill(job: QueuedJob, reservation: Reservation, free: Sequence[Mapping[str, float]], *, now: float
+def may_backfill(job: QueuedJob, reservation: Reservation, free: Sequence[Mapping[str, float]], *, now: float,
+                 left: list[dict[str, float]] | None = None,
                  ) -> tuple[list[dict[str, float]] | None, list[dict[str, float]] | None, str]:
     """Whether `job` may start now on the reservation's cluster without delaying its head job.
 
     Returns (nodes left after placing `job`, the head's view at its start with `job` held or
     None when `job` ends before it, "") when it may; (None, None, why not) when it may not.
-    Pure: the caller commits the result with `commit` only if it places the job there."""
+    Pure: the caller commits the result with `commit` only if it places the job there.
+    `left`: the job already packed onto `free`, when the caller has done it."""
     head = reservation.job
     if reservation.start is None:
         return None, None, f"behind job '{head.id}', whose start cannot be estimated yet"
-    left = pack(job.per_worker, job.workers, free)
+    if left is None:
+        left = pack(job.per_worker, job.workers, free)
     if left is None:
         return None, None, f"behind job '{head.id}'; the cluster is full"
     runtime = runtime_estimate(job)

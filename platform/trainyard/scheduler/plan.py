@@ -110,6 +110,10 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
     free = {c.name: [dict(n) for n in c.nodes_free] for c in clusters}
     reservations: dict[str, Reservation] = plan.reservations
     taken: set[str] = set()
+    # Free space only shrinks during a tick, so a gang shape that did not fit a cluster
+    # will not fit it later in the tick either: remember it instead of packing again.
+    no_room: set[tuple[str, tuple]] = set()
+    can_ever: dict[tuple[str, tuple], bool] = {}
     # positions count jobs that stay queued after this tick
     in_queue = 0
     in_project: dict[str, int] = defaultdict(int)
@@ -134,7 +138,14 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
             continue
         candidates = [by_name[job.cluster]] if job.cluster else list(clusters)
         # Only clusters it could ever fit on: a job must not hold a line it can never lead.
-        possible = [c for c in candidates if fits(job, c.capacity_nodes())]
+        shape = (job.workers, tuple(sorted(job.per_worker.items())))
+        possible = []
+        for c in candidates:
+            ever = can_ever.get((c.name, shape))
+            if ever is None:
+                ever = can_ever[(c.name, shape)] = fits(job, c.capacity_nodes())
+            if ever:
+                possible.append(c)
         if not possible:
             never = never_fits_reason(job, candidates)
             assert never is not None
@@ -158,17 +169,21 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
         blocked_by: tuple[Reservation, str] | None = None
         for c in live:
             res = reservations.get(c.name)
-            if res is None:
-                left = pack(job.per_worker, job.workers, free[c.name])
-                if left is None:
-                    full.append(c)
-                else:
-                    options.append((c, left, None, None))
-                continue
-            if not config.backfill:
+            if res is not None and not config.backfill:
                 blocked_by = blocked_by or (res, f"behind job '{res.job.id}'")
                 continue
-            left, at_start, why = may_backfill(job, res, free[c.name], now=now)
+            left = None if (c.name, shape) in no_room else pack(job.per_worker, job.workers, free[c.name])
+            if left is None:
+                no_room.add((c.name, shape))
+                if res is None:
+                    full.append(c)
+                else:
+                    blocked_by = blocked_by or (res, f"behind job '{res.job.id}'; the cluster is full")
+                continue
+            if res is None:
+                options.append((c, left, None, None))
+                continue
+            left, at_start, why = may_backfill(job, res, free[c.name], now=now, left=left)
             if left is None:
                 blocked_by = blocked_by or (res, why)
             else:
