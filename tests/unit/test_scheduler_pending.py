@@ -83,3 +83,47 @@ def test_schedule_admit_hook_holds_a_job_without_blocking_the_line():
     decisions = {d.job_id: d for d in schedule(queue, [c], hooks=hooks)}
     assert decisions["held"].action == "wait" and "over its quota" in decisions["held"].reason
     assert decisions["next"].action == "dispatch"
+
+
+def test_forecast_finds_the_first_lasting_slot():
+    from trainyard.scheduler.eta import Forecast
+    f = Forecast([{"GPU": 2.0}], now=0.0)
+    f.release(100.0, {"GPU": 2.0})
+    f.release(None, {"GPU": 8.0})  # no expected end: never counted on
+    assert f.earliest({"GPU": 2.0}, not_before=0.0) == 0.0
+    assert f.earliest({"GPU": 4.0}, not_before=0.0) == 100.0
+    assert f.earliest({"GPU": 5.0}, not_before=0.0) is None
+    f.claim(100.0, 50.0, {"GPU": 4.0})  # someone ahead takes all 4 from 100 to 150
+    assert f.earliest({"GPU": 4.0}, not_before=0.0) == 150.0
+    assert f.earliest({"GPU": 2.0}, not_before=0.0) == 150.0  # 2 free now, but not for good
+    assert f.earliest({"GPU": 1.0}, not_before=200.0) == 200.0
+
+
+def test_jobs_behind_the_head_get_estimates_in_line_order():
+    c = gpu_cluster("c", free_gpus=[0])
+    run = [RunningJob("r1", "x", "c", 1, {"CPU": 1.0, "GPU": 4.0}, started_at=0, max_runtime=NOW + 600),
+           RunningJob("r2", "x", "c", 1, {"CPU": 1.0, "GPU": 4.0}, started_at=0, max_runtime=NOW + 1200)]
+    queue = [gpu_job("head", gpus=4, seq=1, max_runtime=3600), gpu_job("second", gpus=4, seq=2, max_runtime=600),
+             gpu_job("third", gpus=8, seq=3)]
+    config = TickConfig(fair_share=False, backfill=False)
+    plan = plan_tick(queue, running=run, clusters=[c], now=NOW, config=config)
+    starts = {p.job_id: p.estimated_start for p in plan.wait}
+    assert starts == {"head": NOW + 600, "second": NOW + 1200, "third": NOW + 600 + 3600}
+    plan = plan_tick(queue, running=run, clusters=[c], now=NOW,
+                     config=TickConfig(fair_share=False, backfill=False, eta_depth=1))
+    assert {p.job_id: p.estimated_start for p in plan.wait} == {"head": NOW + 600, "second": None, "third": None}
+
+
+def test_no_estimate_behind_a_job_that_has_none():
+    c = gpu_cluster("c", free_gpus=[0])
+    run = [RunningJob("forever", "x", "c", 1, {"CPU": 1.0, "GPU": 8.0}, started_at=0)]
+    plan = plan_tick([gpu_job("head", seq=1), gpu_job("next", seq=2)], running=run, clusters=[c], now=NOW,
+                     config=TickConfig(preemption=False))
+    assert [p.estimated_start for p in plan.wait] == [None, None]
+
+
+def test_a_preempting_job_is_estimated_to_start_once_its_victims_leave():
+    c = gpu_cluster("c", free_gpus=[0])
+    run = [RunningJob("low", "x", "c", 1, {"CPU": 1.0, "GPU": 8.0}, started_at=0)]
+    plan = plan_tick([gpu_job("urgent", priority=5)], running=run, clusters=[c], now=NOW)
+    assert plan.pending("urgent").reason.code == "preempting" and plan.pending("urgent").estimated_start == NOW

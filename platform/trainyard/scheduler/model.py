@@ -190,6 +190,7 @@ class TickConfig:
     min_runtime_s: float = 600.0  # a running job younger than this is never preempted
     max_victims_per_tick: int = 16
     max_preemption_candidates: int = 64  # per blocked job: bounds the victim search
+    eta_depth: int = 32  # per cluster: how many waiting jobs get an estimated start
     burn_window_s: float = DAY  # burn rate is measured over this much recent time
     # placement weights (see placement.py)
     w_fit: float = 1.0
@@ -205,7 +206,7 @@ class TickConfig:
             if not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 raise SpecError(f"must be a finite number >= 0, got {value!r}", field=f"scheduler.{name}",
                                 value=value, fix="give a non-negative number")
-        for name in ("max_victims_per_tick", "max_preemption_candidates"):
+        for name in ("max_victims_per_tick", "max_preemption_candidates", "eta_depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10_000:
                 raise SpecError(f"must be an integer from 0 to 10000, got {value!r}", field=f"scheduler.{name}",

@@ -14,7 +14,9 @@ For each queued job, in weighted-DRF order (fairshare.py; or priority then FIFO 
    reserves the cluster (its earliest start is its estimated start) -> wait 'capacity';
 7. else it waits behind the head of the cluster's line -> 'behind_job', or 'fair_share'
    when that head's project is further under its fair share.
-Every waiting job gets a `Pending` (reasons.py) with its positions and, when known, ETA.
+Every waiting job gets a `Pending` (reasons.py) with its positions; the first
+`config.eta_depth` jobs in each cluster's line also get an estimated start (eta.py) when the
+running jobs ahead of them have expected ends.
 
 The controller reads the store, builds these plain values, calls plan_tick, then applies
 the plan: dispatch, ask victims to checkpoint and stop, and write the reasons in one batch.
@@ -22,10 +24,12 @@ the plan: dispatch, ask victims to checkpoint and stop, and write the reasons in
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
-from trainyard.scheduler.backfill import Reservation, grow, commit, may_backfill, reserve
+from trainyard.scheduler.backfill import (Reservation, commit, expected_end, grow, may_backfill, reserve,
+                                          runtime_estimate)
+from trainyard.scheduler.eta import Forecast, demand_total
 from trainyard.scheduler.budgets import BudgetStatus, budget_reason, budget_statuses
 from trainyard.scheduler.fairshare import FairQueue, dominant_share
 from trainyard.scheduler.model import Project, RunningJob, TickConfig, UsageRecord, add_into, capacity_of, demand_of
@@ -104,6 +108,8 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
     budgets = budget_statuses(projects, usage, now=now, burn_window_s=config.burn_window_s)
 
     jobs = list(queue)
+    jobs_by_id = {j.id: j for j in jobs}
+    dispatched: dict[str, list[QueuedJob]] = defaultdict(list)
     fair = FairQueue(jobs, held=held, capacity=capacity, weights=weights) if config.fair_share else None
     ordered = fair if fair is not None else order_queue(jobs)
     plan = TickPlan(budgets=budgets)
@@ -193,6 +199,7 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
             best = rank_clusters(job, [(c, left) for c, left, _, _ in options], config=config)[0]
             c, left, res, at_start = next(o for o in options if o[0].name == best.cluster)
             free[c.name] = left
+            dispatched[c.name].append(job)
             ledger.add(job.project, demand)
             if fair is not None:
                 fair.admitted(job)
@@ -255,4 +262,46 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
         else:
             reason = Reason(BEHIND_JOB, why or f"behind job '{head.id}'", cluster=res.cluster, blocking_job=head.id)
         wait(job, reason, live)
+
+    if config.eta_depth:
+        _estimate_starts(plan, jobs_by_id, clusters, running_on, free, dispatched, taken, now=now,
+                         depth=config.eta_depth)
     return plan
+
+
+_LINE = (CAPACITY, PREEMPTING, BEHIND_JOB, FAIR_SHARE)
+
+
+def _estimate_starts(plan: TickPlan, jobs: Mapping[str, QueuedJob], clusters: Sequence[ClusterView],
+                     running_on: Mapping[str, list[RunningJob]], free: Mapping[str, list[dict[str, float]]],
+                     dispatched: Mapping[str, list[QueuedJob]], taken: set[str], *, now: float, depth: int) -> None:
+    """Fill in estimated starts for the first `depth` jobs in each cluster's line (eta.py)."""
+    lines: dict[str, list[int]] = defaultdict(list)
+    for i, pending in enumerate(plan.wait):
+        cluster = pending.reason.cluster
+        if pending.reason.code in _LINE and cluster is not None and len(lines[cluster]) < depth:
+            lines[cluster].append(i)
+    for c in clusters:
+        if c.name not in lines:
+            continue
+        forecast = Forecast(free[c.name], now=now)
+        for r in running_on.get(c.name, ()):
+            # preempted jobs checkpoint and leave: count them as gone now
+            forecast.release(now if r.id in taken else expected_end(r, now=now), demand_total(r.per_worker, r.workers))
+        for job in dispatched.get(c.name, ()):
+            runtime = runtime_estimate(job)
+            forecast.release(None if runtime is None else now + runtime, demand_total(job.per_worker, job.workers))
+        last = now
+        for i in lines[c.name]:
+            pending = plan.wait[i]
+            job = jobs[pending.job_id]
+            need = demand_total(job.per_worker, job.workers)
+            start = pending.estimated_start  # the head's per-node reservation, when it has one
+            if start is None:
+                start = forecast.earliest(need, not_before=last)
+            if start is None:
+                break  # everyone behind it waits on it too
+            start = max(start, last)
+            forecast.claim(start, runtime_estimate(job), need)
+            last = start
+            plan.wait[i] = replace(pending, estimated_start=start)

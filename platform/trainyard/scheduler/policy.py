@@ -32,7 +32,8 @@ projects=, usage=, now=, config=) -> TickPlan` (not wired into the controller ye
 - preemption: `preemption.choose_victims` (priority or reclaim, never below min_runtime).
 - backfill: `backfill.reserve` / `may_backfill` (EASY: cannot delay the head job).
 - placement: `placement.rank_clusters` (fit, accelerator, price, locality).
-- why pending: `reasons.Reason` / `Pending` (code, positions, estimated start).
+- why pending: `reasons.Reason` / `Pending` (code, positions, estimated start from
+  `eta.Forecast`).
 - `simulate.simulate_fair_share`: a seeded, Ray-free simulation of projects sharing a cluster.
 """
 from __future__ import annotations
