@@ -127,3 +127,13 @@ def test_a_preempting_job_is_estimated_to_start_once_its_victims_leave():
     run = [RunningJob("low", "x", "c", 1, {"CPU": 1.0, "GPU": 8.0}, started_at=0)]
     plan = plan_tick([gpu_job("urgent", priority=5)], running=run, clusters=[c], now=NOW)
     assert plan.pending("urgent").reason.code == "preempting" and plan.pending("urgent").estimated_start == NOW
+
+
+def test_capacity_reason_names_what_is_short_or_the_fragmentation():
+    c, run = full_cluster()
+    plan = plan_tick([gpu_job("head", gpus=4, workers=2)], running=[run], clusters=[c], now=NOW)
+    assert plan.pending("head").reason.message == "first in line on cluster 'c': the job needs 8 GPUs, 0 free"
+    split = ClusterView("s", nodes_free=[{"CPU": 2.0}, {"CPU": 2.0}], nodes_total=[{"CPU": 4.0}, {"CPU": 4.0}])
+    run = [RunningJob("r", "x", "s", 2, {"CPU": 2.0}, max_runtime=60)]
+    plan = plan_tick([QueuedJob("wide", 1, {"CPU": 3.0})], running=run, clusters=[split], now=NOW)
+    assert "no set of nodes has room for its 1 worker(s) of 3 CPUs each" in plan.pending("wide").reason.message

@@ -32,9 +32,10 @@ from trainyard.scheduler.backfill import (Reservation, commit, expected_end, gro
 from trainyard.scheduler.eta import Forecast, demand_total
 from trainyard.scheduler.budgets import BudgetStatus, budget_reason, budget_statuses
 from trainyard.scheduler.fairshare import FairQueue, dominant_share
-from trainyard.scheduler.model import Project, RunningJob, TickConfig, UsageRecord, add_into, capacity_of, demand_of
+from trainyard.scheduler.model import (ACCEL_PREFIX, Project, RunningJob, TickConfig, UsageRecord, add_into,
+                                      capacity_of, demand_of)
 from trainyard.scheduler.placement import Score, rank_clusters
-from trainyard.scheduler.policy import (DISPATCH, REJECT, WAIT, ClusterView, Decision, QueuedJob, fits,
+from trainyard.scheduler.policy import (DISPATCH, REJECT, WAIT, ClusterView, Decision, QueuedJob, _unit, fits,
                                         never_fits_reason, order_queue, pack)
 from trainyard.scheduler.preemption import Preemption, choose_victims
 from trainyard.scheduler.quotas import QuotaLedger
@@ -81,6 +82,18 @@ class TickPlan:
 
 def _fmt(x: float) -> str:
     return f"{x:g}"
+
+
+def _shortfall(job: QueuedJob, free: Sequence[Mapping[str, float]]) -> str:
+    """What the cluster lacks for the job now, in words."""
+    need = {k: v for k, v in job.total().items() if not k.startswith(ACCEL_PREFIX)}
+    have = {k: sum(n.get(k, 0.0) for n in free) for k in need}
+    short = [k for k in sorted(need) if have[k] + 1e-9 < need[k]]
+    if short:
+        return "; ".join(f"the job needs {_unit(k, need[k])}, {_fmt(have[k])} free" for k in short)
+    return (f"enough is free in total, but no set of nodes has room for its {job.workers} worker(s) of "
+            + ", ".join(_unit(k, v) for k, v in sorted(job.per_worker.items()) if v and not k.startswith(ACCEL_PREFIX))
+            + " each")
 
 
 def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (), clusters: Sequence[ClusterView] = (),
@@ -244,19 +257,15 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
                 if best_res is None or earlier:
                     best_res = res
             assert best_res is not None
-            need = job.total()
-            have = sum(n.get("CPU", 0.0) for n in free[best_res.cluster])
-            msg = (f"first in line on cluster '{best_res.cluster}', which has {_fmt(have)} CPUs free; the job "
-                   f"needs {_fmt(need.get('CPU', 0.0))} CPUs across {job.workers} worker(s)")
-            if need.get("GPU"):
-                msg += f" and {_fmt(need['GPU'])} GPUs"
+            msg = f"first in line on cluster '{best_res.cluster}': {_shortfall(job, free[best_res.cluster])}"
             wait(job, Reason(CAPACITY, msg, cluster=best_res.cluster), live, best_res.start)
             continue
 
         assert blocked_by is not None
         res, why = blocked_by
         head = res.job
-        if head.project != job.project and shares.get(head.project, 0.0) < shares.get(job.project, 0.0) - 1e-12:
+        if (head.project != job.project and head.priority == job.priority
+                and shares.get(head.project, 0.0) < shares.get(job.project, 0.0) - 1e-12):
             reason = Reason(FAIR_SHARE, f"{why}; project '{head.project}' is further under its fair share than "
                             f"project '{job.project}'", cluster=res.cluster, blocking_job=head.id)
         else:
