@@ -123,3 +123,14 @@ def test_without_placement_the_start_is_hopeful_and_beside_is_sure():
     assert left is None  # not sure to leave the head room
     left, _, _ = may_backfill(cpu_job("short", 1, max_runtime=50), res, free, now=NOW)
     assert left is not None
+
+
+def test_estimates_are_capped_by_max_runtime_and_ignore_nonsense():
+    base = dict(id="r", project="p", cluster="c", workers=1, per_worker={"CPU": 1.0}, started_at=0.0)
+    # progress says 1000 s more, but the job is stopped at its max_runtime of 300
+    assert expected_end(RunningJob(**base, max_runtime=300, progress=0.1), now=100) == 300
+    assert expected_end(RunningJob(**base, progress=float("nan"), max_runtime=300), now=100) == 300
+    assert expected_end(RunningJob(**base, progress=0.5, progress_rate=-1.0), now=100) == 200
+    assert runtime_estimate(cpu_job("j", 1, max_runtime=-5)) is None
+    assert runtime_estimate(cpu_job("j", 1, progress=3.0, progress_rate=0.01)) == 0.0
+    assert runtime_estimate(cpu_job("j", 1, max_runtime=60, progress_rate=0.0001)) == 60

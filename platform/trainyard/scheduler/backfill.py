@@ -16,6 +16,7 @@ come back one worker per node (the least they are sure to give).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -25,26 +26,38 @@ from trainyard.scheduler.policy import QueuedJob, pack
 __all__ = ["Reservation", "expected_end", "runtime_estimate", "reserve", "may_backfill", "commit", "grow"]
 
 
+def _finite(x: float | None, *, low: float = 0.0) -> bool:
+    return x is not None and low <= x < math.inf
+
+
 def expected_end(job: RunningJob, *, now: float) -> float | None:
-    """When a running job should end: from its progress, else its declared max_runtime."""
+    """When a running job should end: from its progress, capped by its declared max_runtime
+    (it is stopped then). None when neither is known. Nonsense values are ignored."""
     elapsed = max(0.0, now - job.started_at)
-    if job.progress is not None and job.progress >= 1.0:
-        return now
-    if job.progress_rate is not None and job.progress_rate > 0 and job.progress is not None:
-        return now + (1.0 - job.progress) / job.progress_rate
-    if job.progress is not None and job.progress > 0 and elapsed > 0:
-        return job.started_at + elapsed / job.progress
-    if job.max_runtime is not None:
-        return max(now, job.started_at + job.max_runtime)
-    return None
+    progress = job.progress if _finite(job.progress) else None
+    guess: float | None = None
+    if progress is not None and progress >= 1.0:
+        guess = now
+    elif progress is not None and _finite(job.progress_rate) and job.progress_rate > 0:
+        guess = now + (1.0 - progress) / job.progress_rate
+    elif progress is not None and progress > 0 and elapsed > 0:
+        guess = job.started_at + elapsed / progress
+    if _finite(job.max_runtime):
+        cap = job.started_at + job.max_runtime
+        guess = cap if guess is None else min(guess, cap)
+    return None if guess is None else max(now, guess)
 
 
 def runtime_estimate(job: QueuedJob) -> float | None:
-    """Seconds a queued job will run: from the progress rate it had (a resumed job), else
-    its declared max_runtime."""
-    if job.progress_rate is not None and job.progress_rate > 0:
-        return (1.0 - (job.progress or 0.0)) / job.progress_rate
-    return job.max_runtime
+    """Seconds a queued job will run: from the progress rate it had (a resumed job), capped
+    by its declared max_runtime. None when neither is known. Nonsense values are ignored."""
+    guess: float | None = None
+    if _finite(job.progress_rate) and job.progress_rate > 0:
+        done = min(1.0, job.progress) if _finite(job.progress) else 0.0
+        guess = (1.0 - done) / job.progress_rate
+    if _finite(job.max_runtime):
+        guess = job.max_runtime if guess is None else min(guess, job.max_runtime)
+    return guess
 
 
 @dataclass
