@@ -20,15 +20,17 @@ Rules:
 
 HOOKS -- `schedule()` stays plain priority+FIFO; the multi-project rules are built as pure
 modules next to this one, tied together by `plan.plan_tick(queue, running=, clusters=,
-projects=, usage=, now=, config=) -> TickPlan` (not wired into the controller yet):
+projects=, usage=, now=, config=) -> TickPlan` over the data types of `model.py` (not wired
+into the controller yet):
 - quotas: `quotas.QuotaLedger` (Kueue-style nominal / borrowing / lending limits per
   project); a job over its quota waits with code 'quota' and does not block others.
   `SchedulerHooks.admit(job, cluster) -> str | None` still lets a caller of schedule() hold
   a job back; a held job does not close the cluster to the jobs behind it.
 - budgets: `budgets.budget_statuses` / `budget_reason` (GPU- and CPU-hours over a rolling
   window, from usage records).
-- fair share: `fairshare.FairQueue` / `fair_order` (weighted DRF across projects, priority
-  then FIFO within one). `SchedulerHooks.order(jobs) -> jobs` re-orders schedule()'s queue.
+- fair share: `fairshare.FairQueue` / `fair_order` (priority first; among equal priorities,
+  weighted DRF across projects; FIFO within one). `SchedulerHooks.order(jobs) -> jobs`
+  re-orders schedule()'s queue.
 - preemption: `preemption.choose_victims` (priority or reclaim, never below min_runtime).
 - backfill: `backfill.reserve` / `may_backfill` (EASY: cannot delay the head job).
 - placement: `placement.rank_clusters` (fit, accelerator, price, locality).
