@@ -18,15 +18,25 @@ Rules:
   (what the nodes report, or the autoscaler's limits in `max_nodes`) on any candidate
   cluster is rejected with a message that names the field and the fix.
 
-HOOKS (documented, not built yet) -- each is a pure function over the same data:
-- quotas: `SchedulerHooks.admit(job, cluster, usage_by_project) -> str | None` returns a
-  reason to hold a job back (e.g. project 'x' over its CPU quota). Called after the
-  capacity check; a held job does not block others (it is not the head of the line).
-- fair share: `SchedulerHooks.order(jobs, usage_by_project) -> jobs` re-orders the queue
-  (e.g. by project's dominant share, then priority). Default: priority then FIFO.
-- preemption: `SchedulerHooks.preempt(job, running, cluster) -> list[job_id]` names lower-
-  priority running jobs to stop so that a blocked job fits; the controller would stop
-  them (CANCELLING with reason "preempted") and re-queue them. Default: none.
+HOOKS -- `schedule()` stays plain priority+FIFO; the multi-project rules are built as pure
+modules next to this one, tied together by `plan.plan_tick(queue, running=, clusters=,
+projects=, usage=, now=, config=) -> TickPlan` over the data types of `model.py` (not wired
+into the controller yet):
+- quotas: `quotas.QuotaLedger` (Kueue-style nominal / borrowing / lending limits per
+  project); a job over its quota waits with code 'quota' and does not block others.
+  `SchedulerHooks.admit(job, cluster) -> str | None` still lets a caller of schedule() hold
+  a job back; a held job does not close the cluster to the jobs behind it.
+- budgets: `budgets.budget_statuses` / `budget_reason` (GPU- and CPU-hours over a rolling
+  window, from usage records).
+- fair share: `fairshare.FairQueue` / `fair_order` (priority first; among equal priorities,
+  weighted DRF across projects; FIFO within one). `SchedulerHooks.order(jobs) -> jobs`
+  re-orders schedule()'s queue.
+- preemption: `preemption.choose_victims` (priority or reclaim, never below min_runtime).
+- backfill: `backfill.reserve` / `may_backfill` (EASY: cannot delay the head job).
+- placement: `placement.rank_clusters` (fit, accelerator, price, locality).
+- why pending: `reasons.Reason` / `Pending` (code, positions, estimated start from
+  `eta.Forecast`).
+- `simulate.simulate_fair_share`: a seeded, Ray-free simulation of projects sharing a cluster.
 """
 from __future__ import annotations
 
@@ -60,6 +70,12 @@ class QueuedJob:
     seq: float = 0.0  # FIFO key: submit time or an increasing number
     cluster: str | None = None  # pinned cluster
     project: str = "default"
+    # Used by plan_tick (scheduler/plan.py) only; schedule() ignores them.
+    max_runtime: float | None = None  # seconds, as declared in the spec
+    progress: float | None = None  # 0..1 done before it was preempted/requeued
+    progress_rate: float | None = None  # fraction of the job per second, measured while it ran
+    checkpoint_cluster: str | None = None  # where its checkpoint lives (locality)
+    checkpoint_region: str | None = None
 
     def total(self) -> dict[str, float]:
         return {k: v * self.workers for k, v in self.per_worker.items()}
@@ -73,6 +89,9 @@ class ClusterView:
     # the most the cluster can ever have (autoscaler limits); default: nodes_total
     max_nodes: list[dict[str, float]] | None = None
     healthy: bool = True
+    # Used by plan_tick's placement only: cost per resource-hour (e.g. {"GPU": 2.5}), storage region.
+    prices: Mapping[str, float] | None = None
+    region: str | None = None
 
     def capacity_nodes(self) -> list[dict[str, float]]:
         return self.max_nodes if self.max_nodes is not None else (self.nodes_total or self.nodes_free)
@@ -200,15 +219,18 @@ def schedule(queue: Iterable[QueuedJob], clusters: Sequence[ClusterView], *,
             continue
         best: tuple[float, str, list] | None = None
         reasons = []
+        held_only, admit_held = True, False  # every cluster with room said no through hooks.admit
         for cluster in candidates:
             if not cluster.healthy:
                 reasons.append(f"cluster '{cluster.name}' is unreachable")
                 continue
             if cluster.name in blocked:
                 reasons.append(f"cluster '{cluster.name}' is held for a job ahead in the queue")
+                held_only = False
                 continue
             left = pack(job.per_worker, job.workers, free[cluster.name])
             if left is None:
+                held_only = False
                 have = _fmt(_free_cpu(free[cluster.name]))
                 reasons.append(f"cluster '{cluster.name}' has {have} CPUs free, the job needs "
                                f"{_fmt(job.total().get('CPU', 0.0))} across {job.workers} worker(s)")
@@ -217,6 +239,7 @@ def schedule(queue: Iterable[QueuedJob], clusters: Sequence[ClusterView], *,
                 held = hooks.admit(job, cluster.name)
                 if held:
                     reasons.append(held)
+                    admit_held = True
                     continue
             key = (_free_cpu(left), cluster.name, left)
             if best is None or key[0] > best[0] or (key[0] == best[0] and key[1] < best[1]):
@@ -225,7 +248,8 @@ def schedule(queue: Iterable[QueuedJob], clusters: Sequence[ClusterView], *,
             free[best[1]] = best[2]
             decisions.append(Decision(job.id, DISPATCH, best[1], "admitted"))
         else:
-            blocked.update(c.name for c in candidates)
+            if not (held_only and admit_held):
+                blocked.update(c.name for c in candidates)
             decisions.append(Decision(job.id, WAIT, None, "; ".join(reasons) or "waiting for capacity"))
     return decisions
 
