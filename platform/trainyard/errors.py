@@ -12,6 +12,7 @@ from typing import Any, Iterable
 __all__ = [
     "TrainyardError",
     "SpecError",
+    "SpecTooLargeError",
     "FieldIssue",
     "NotFoundError",
     "ConflictError",
@@ -136,6 +137,20 @@ class SpecError(TrainyardError):
         body = super().to_dict()
         body["issues"] = [issue.to_dict() for issue in self.issues]
         return body
+
+
+class SpecTooLargeError(SpecError):
+    """A spec or payload is over a size or depth limit: the API answers 413."""
+
+    status = 413
+    code = "too_large"
+
+    def __init__(self, message: str, *, limit: int, unit: str, source: str | None = None,
+                 field: str | None = None, fix: str | None = None):
+        self.limit = limit
+        self.unit = unit
+        super().__init__(message, source=source, field=field or "spec",
+                         fix=fix or f"keep it under {limit} {unit}; large data belongs in storage, not in the spec")
 
 
 class NotFoundError(TrainyardError):
