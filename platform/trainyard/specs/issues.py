@@ -28,6 +28,7 @@ _BOUNDS = {
     "string_pattern_mismatch": "must match {pattern}",
 }
 _SECRET_SECTIONS = ("env",)
+_FIELD_PREFIX = re.compile(r"^[A-Za-z_][\w.\[\]-]*: ")
 
 
 def show(value: Any) -> str:
@@ -157,7 +158,7 @@ def _one(err: dict, model: type[BaseModel]) -> FieldIssue:
         return FieldIssue(field, message, None if secret else _echo(value), fix)
     msg = str(err.get("msg", "invalid"))
     msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
-    if etype == "value_error" and ":" in msg.split(" ", 1)[0]:
+    if etype == "value_error" and _FIELD_PREFIX.match(msg):
         # model-level validators already name their field: "deepspeed.offload: ..."
         fname, _, rest = msg.partition(": ")
         return FieldIssue(fname, rest, None if isinstance(value, dict) else _echo(value))

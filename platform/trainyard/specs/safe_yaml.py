@@ -13,6 +13,7 @@ Pure Python on purpose: libyaml's composer recurses in C, where no recursion lim
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -101,11 +102,21 @@ class SpecLoader(yaml.SafeLoader):
         return ".".join(parts) or "spec"
 
 
-# YAML 1.1 timestamps would turn `2024-01-01` into a date, which JSON cannot hold.
+# YAML 1.1 timestamps would turn `2024-01-01` into a date, which JSON cannot hold. Its
+# floats need a dot, so `1e-7` would stay a string; read floats as YAML 1.2 and JSON do.
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_FLOAT_RE = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[0-9][0-9_]*[eE][-+]?[0-9]+)
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
 SpecLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:timestamp", _FLOAT_TAG)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+for _first in "-+0123456789.":
+    SpecLoader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, (_FLOAT_TAG, _FLOAT_RE))
 
 
 def decode_spec_bytes(data: bytes, *, source: str = "spec") -> str:
@@ -147,9 +158,9 @@ def load_document(text: str, *, source: str = "spec") -> Any:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"malformed YAML{_at(getattr(exc, 'problem_mark', None))}: {problem}", source=source,
                         fix="check indentation and quoting") from None
-    except ValueError as exc:  # e.g. an integer of more than 4300 digits
-        raise SpecError(f"malformed YAML: {str(exc).splitlines()[0][:200]}", source=source,
-                        fix="use a smaller number") from None
+    except ValueError:  # Python refuses integers of more than 4300 digits
+        raise SpecError("a number in the spec is too long (more than 4300 digits)", source=source,
+                        field="spec", fix="use a smaller number") from None
     finally:
         loader.dispose()
 
