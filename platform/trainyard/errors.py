@@ -128,6 +128,8 @@ class SpecError(TrainyardError):
 
     def __str__(self) -> str:
         head = f"{self.source}: " if self.source else ""
+        if len(self.issues) == 1 and self.issues[0].field == self.source:
+            head = ""  # "spec: spec: ..." says it twice
         if len(self.issues) == 1:
             return head + str(self.issues[0])
         lines = "\n".join(f"  - {issue}" for issue in self.issues)

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from trainyard.errors import FieldIssue, SpecTooLargeError
 
 __all__ = [
-    "MAX_SPEC_BYTES", "MAX_DEPTH", "MAX_NODES", "MAX_STRING", "MAX_KEY", "MAX_LIST",
+    "MAX_SPEC_BYTES", "MAX_DEPTH", "MAX_NODES", "MAX_KEY", "MAX_LIST",
     "MAX_DESCRIPTION", "MAX_ENV_VARS", "MAX_ENV_KEY", "MAX_ENV_VALUE", "MAX_FREEFORM_DEPTH",
     "MAX_FREEFORM_KEYS", "MAX_FREEFORM_BYTES", "MAX_NAME", "MAX_TEXT", "MAX_URL", "MAX_WORKERS",
     "MAX_SEED", "MAX_INT", "MIN_RESOURCE", "check_document", "freeform_issues", "kind_of",
@@ -26,7 +26,6 @@ __all__ = [
 MAX_SPEC_BYTES = 256 * 1024  # a spec is a page of YAML; the API answers 413 above this
 MAX_DEPTH = 32  # nesting of the whole document (a sweep's search space is 5 deep)
 MAX_NODES = 20_000  # values of every kind in one document
-MAX_STRING = 64 * 1024  # any one string
 MAX_KEY = 256  # any one mapping key
 MAX_LIST = 4096  # items of any one list
 MAX_DESCRIPTION = 8192
@@ -113,11 +112,11 @@ def check_document(data: Any, *, source: str | None = None) -> list[FieldIssue]:
             for index, item in enumerate(value):
                 stack.append((_path(path, index), item, depth + 1))
         elif isinstance(value, str):
-            if len(value) > MAX_STRING:
-                issues.append(FieldIssue(path, f"is {len(value)} characters long, at most {MAX_STRING}", None,
-                                         "keep large data out of the spec (read it from storage)"))
-                continue
+            # each field caps its own strings; what all of them add up to is capped here
             size += len(value) + 2
+            if "\x00" in value:
+                # PostgreSQL text cannot hold NUL, and no environment or path can
+                issues.append(FieldIssue(path, "must not contain NUL characters", None, "remove the \\0"))
         elif isinstance(value, bool) or value is None:
             size += 4
         elif isinstance(value, int):

@@ -30,6 +30,8 @@ __all__ = [
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 ENV_KEY_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# a family name, or an absolute module path and attribute: no relative imports, no paths
+WORKLOAD_RE = re.compile(r"^(?:[a-z0-9][a-z0-9_-]{0,62}|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:(?:[A-Za-z_]\w*)?)$")
 
 
 class _Model(BaseModel):
@@ -208,6 +210,15 @@ class JobSpec(_Model):
         description="Local folder shipped to the cluster with the job (your own workload code).")
     env: dict[str, str] = Field(default_factory=dict, max_length=L.MAX_ENV_VARS,
                                 description="Extra environment variables for the workers.")
+
+    @field_validator("workload")
+    @classmethod
+    def _workload_syntax(cls, value: str) -> str:
+        # The one syntax check of the reference; which names resolve is validate_workload_fields'.
+        if not WORKLOAD_RE.match(value):
+            raise ValueError(f"workload: must be a family name (cnn, rnn, ...) or 'package.module:ATTRIBUTE', "
+                             f"got {value[:80]!r}")
+        return value
 
     @field_validator("hyperparameters", "data")
     @classmethod

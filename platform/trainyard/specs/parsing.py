@@ -22,7 +22,7 @@ from trainyard.specs import limits
 from trainyard.specs.issues import spec_issues_from_validation
 from trainyard.specs.models import EndpointSpec, JobSpec, PromotionPolicy, SweepSpec
 from trainyard.specs.safe_yaml import decode_spec_bytes, load_document
-from trainyard.specs.workload_fields import validate_workload_fields
+from trainyard.specs.workload_fields import hyperparameter_issues, validate_workload_fields
 from trainyard.sweeps.validate import sweep_issues
 
 __all__ = ["load_yaml", "read_spec_file", "load_spec_file", "parse_job_spec", "parse_sweep_spec",
@@ -34,10 +34,10 @@ def load_yaml(text: str, *, source: str = "spec") -> dict[str, Any]:
     (aliases, duplicate keys) or too large or deep (SpecTooLargeError)."""
     data = load_document(text, source=source)
     if data is None:
-        raise SpecError("the spec is empty", source=source, fix="see examples/cnn.yaml")
+        raise SpecError("the spec is empty", source=source, field="spec", fix="see examples/cnn.yaml")
     if not isinstance(data, dict):
         raise SpecError(f"the spec must be a mapping of keys, got {limits.kind_of(data)}",
-                        source=source, fix="see examples/cnn.yaml")
+                        source=source, field="spec", fix="see examples/cnn.yaml")
     return data
 
 
@@ -64,7 +64,7 @@ def _as_mapping(spec: Any, source: str | None) -> tuple[dict, str]:
     if isinstance(spec, str):
         return load_yaml(spec, source=source or "spec"), source or "spec"
     if not isinstance(spec, Mapping):
-        raise SpecError(f"the spec must be a mapping, got {limits.kind_of(spec)}", source=source)
+        raise SpecError(f"the spec must be a mapping, got {limits.kind_of(spec)}", source=source, field="spec")
     return dict(spec), source or "spec"
 
 
@@ -89,13 +89,14 @@ def _parse_model(model: type[BaseModel], spec: Any, source: str | None,
 def parse_job_spec(spec: str | Path | Mapping[str, Any], *, source: str | None = None,
                    check_workload: bool = True) -> JobSpec:
     """Validate a job spec given as YAML text, a path, or a mapping."""
-    return _parse_model(JobSpec, spec, source, *([validate_workload_fields] if check_workload else []))
+    checks = [validate_workload_fields, hyperparameter_issues] if check_workload else []
+    return _parse_model(JobSpec, spec, source, *checks)
 
 
 def parse_sweep_spec(spec: str | Path | Mapping[str, Any], *, source: str | None = None,
                      check_workload: bool = True) -> SweepSpec:
     """Validate a sweep spec (YAML text, path or mapping), search space included."""
-    checks = [validate_workload_fields, sweep_issues] if check_workload else []
+    checks = [validate_workload_fields, hyperparameter_issues, sweep_issues] if check_workload else []
     return _parse_model(SweepSpec, spec, source, *checks)
 
 

@@ -138,31 +138,33 @@ def load_document(text: str, *, source: str = "spec") -> Any:
     if len(text) > limits.MAX_SPEC_BYTES or len(text.encode("utf-8", "surrogatepass")) > limits.MAX_SPEC_BYTES:
         raise SpecTooLargeError(f"the spec is more than {limits.MAX_SPEC_BYTES} bytes", source=source,
                                 limit=limits.MAX_SPEC_BYTES, unit="bytes")
-    loader = SpecLoader(text)
+    loader = None
     try:
+        loader = SpecLoader(text)  # the reader checks the characters here already
         return loader.get_single_data()
     except _TooDeep as exc:
         raise SpecTooLargeError(f"the spec is nested more than {limits.MAX_DEPTH} levels deep",
                                 source=source, field=exc.path.split(".")[0], limit=limits.MAX_DEPTH,
                                 unit="levels") from None
     except _Refused as exc:
-        raise SpecError(f"{exc.problem}{_at(exc.problem_mark)}", source=source, field=exc.field,
+        raise SpecError(f"{exc.problem}{_at(exc.problem_mark)}", source=source, field=exc.field or "spec",
                         fix=exc.fix) from None
     except (ComposerError, ConstructorError) as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         if "expected a single document" in str(exc):
             problem = "a spec is one YAML document; found a second one (---)"
         raise SpecError(f"malformed YAML{_at(getattr(exc, 'problem_mark', None))}: {problem}", source=source,
-                        fix="check indentation and quoting") from None
+                        field="spec", fix="check indentation and quoting") from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"malformed YAML{_at(getattr(exc, 'problem_mark', None))}: {problem}", source=source,
-                        fix="check indentation and quoting") from None
+                        field="spec", fix="check indentation and quoting") from None
     except ValueError:  # Python refuses integers of more than 4300 digits
         raise SpecError("a number in the spec is too long (more than 4300 digits)", source=source,
                         field="spec", fix="use a smaller number") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _at(mark) -> str:
