@@ -43,3 +43,16 @@ def test_server_only_case_is_valid_on_its_own(case):
     """These pass local validation: only the server knows its clusters and storage roots."""
     parse = parse_sweep_spec if case.kind == "sweep" else parse_job_spec
     parse(load_yaml(decode_spec_bytes(case.data)))
+
+
+@pytest.mark.parametrize("case_id", ["013-not-utf8", "014-utf16-with-bom", "008-deep-nesting-20000",
+                                     "001-alias-billion-laughs", "051-seed-5000-digits", "012-description-one-megabyte"])
+def test_cli_dry_run_exits_2_without_a_traceback(case_id, tmp_path, capsys):
+    from trainyard.cli.main import main
+
+    case = next(c for c in CASES if c.id == case_id)
+    path = tmp_path / case.file
+    path.write_bytes(case.data)
+    assert main(["jobs", "submit", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert case.field in err and "Traceback" not in err
