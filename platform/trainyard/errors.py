@@ -147,12 +147,13 @@ class SpecTooLargeError(SpecError):
     status = 413
     code = "too_large"
 
-    def __init__(self, message: str, *, limit: int, unit: str, source: str | None = None,
-                 field: str | None = None, fix: str | None = None):
+    def __init__(self, message: "str | list[FieldIssue]", *, limit: int | None = None, unit: str = "bytes",
+                 source: str | None = None, field: str | None = None, fix: str | None = None):
         self.limit = limit
         self.unit = unit
-        super().__init__(message, source=source, field=field or "spec",
-                         fix=fix or f"keep it under {limit} {unit}; large data belongs in storage, not in the spec")
+        if fix is None and limit is not None:
+            fix = f"keep it under {limit} {unit}; large data belongs in storage, not in the spec"
+        super().__init__(message, source=source, field=field or "spec", fix=fix)
 
 
 class NotFoundError(TrainyardError):
