@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from trainyard.errors import FieldIssue, SpecError
 
-__all__ = ["validate_workload_fields"]
+__all__ = ["validate_workload_fields", "hyperparameter_issues"]
 
 
 def validate_workload_fields(spec) -> list[FieldIssue]:
