@@ -21,9 +21,10 @@ from trainyard.errors import FieldIssue, SpecError, did_you_mean
 from trainyard.sweeps import space as sp
 
 __all__ = ["sweep_issues", "resolved_space", "resolved_metric", "num_trials", "pbt_mutable_keys",
-           "DEFAULT_NUM_TRIALS"]
+           "DEFAULT_NUM_TRIALS", "MAX_SPACE_VALUES"]
 
 DEFAULT_NUM_TRIALS = 8
+MAX_SPACE_VALUES = 2048  # choice/grid values of all dimensions together
 
 
 def resolved_space(spec, workload) -> dict[str, Any] | None:
@@ -111,7 +112,14 @@ def sweep_issues(spec, workload=None) -> list[FieldIssue]:
     else:
         dims, problems = sp.parse_space(raw)
         issues.extend(problems)
-        issues.extend(_job_field_issues(spec, dims, workload))
+        listed = sum(len(sp.candidate_values(d)) for d in dims)
+        if listed > MAX_SPACE_VALUES:
+            # each listed value is validated against the job spec: bound that work
+            issues.append(FieldIssue(sp.FIELD, f"lists {listed} values in all, at most {MAX_SPACE_VALUES}", None,
+                                     "use ranges (uniform, loguniform, randint) for wide dimensions"))
+            dims = []
+        else:
+            issues.extend(_job_field_issues(spec, dims, workload))
 
     metric, mode = resolved_metric(spec, workload)
     if workload is not None:
