@@ -71,6 +71,9 @@ class Settings:
     ray_dashboard_url: str = ""
     ray_token_file: str = ""
     storage: str = ""  # default checkpoint storage, file:// or s3://
+    # Where a spec's checkpoint.storage may point (file:///path or s3://bucket/prefix), besides
+    # `storage` itself, which is always allowed. TRAINYARD_STORAGE_ROOTS, comma-separated.
+    storage_roots: list[str] = field(default_factory=list)
     s3_endpoint_url: str | None = None
     s3_key: str | None = field(default=None, repr=False)
     s3_secret: str | None = field(default=None, repr=False)
@@ -88,11 +91,17 @@ class Settings:
             ray_dashboard_url=env.get("TRAINYARD_RAY_DASHBOARD_URL", ""),
             ray_token_file=env.get("TRAINYARD_RAY_TOKEN_FILE") or str(h / "ray.token"),
             storage=env.get("TRAINYARD_STORAGE") or f"file://{h / 'storage'}",
+            storage_roots=[r.strip() for r in env.get("TRAINYARD_STORAGE_ROOTS", "").split(",") if r.strip()],
             s3_endpoint_url=env.get("TRAINYARD_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3"),
             s3_key=env.get("AWS_ACCESS_KEY_ID"),
             s3_secret=env.get("AWS_SECRET_ACCESS_KEY"),
             poll_interval_s=float(env.get("TRAINYARD_POLL_INTERVAL_S", "1.0")),
         )
+
+    def allowed_storage_roots(self) -> list[str]:
+        """The storage roots a spec may write under: the default storage, then the configured ones."""
+        roots = [self.storage] if self.storage else []
+        return roots + [r for r in self.storage_roots if r not in roots]
 
     def public(self) -> dict:
         """Settings safe to show: no secrets."""

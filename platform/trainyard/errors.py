@@ -12,6 +12,7 @@ from typing import Any, Iterable
 __all__ = [
     "TrainyardError",
     "SpecError",
+    "SpecTooLargeError",
     "FieldIssue",
     "NotFoundError",
     "ConflictError",
@@ -127,6 +128,8 @@ class SpecError(TrainyardError):
 
     def __str__(self) -> str:
         head = f"{self.source}: " if self.source else ""
+        if len(self.issues) == 1 and self.issues[0].field == self.source:
+            head = ""  # "spec: spec: ..." says it twice
         if len(self.issues) == 1:
             return head + str(self.issues[0])
         lines = "\n".join(f"  - {issue}" for issue in self.issues)
@@ -136,6 +139,21 @@ class SpecError(TrainyardError):
         body = super().to_dict()
         body["issues"] = [issue.to_dict() for issue in self.issues]
         return body
+
+
+class SpecTooLargeError(SpecError):
+    """A spec or payload is over a size or depth limit: the API answers 413."""
+
+    status = 413
+    code = "too_large"
+
+    def __init__(self, message: "str | list[FieldIssue]", *, limit: int | None = None, unit: str = "bytes",
+                 source: str | None = None, field: str | None = None, fix: str | None = None):
+        self.limit = limit
+        self.unit = unit
+        if fix is None and limit is not None:
+            fix = f"keep it under {limit} {unit}; large data belongs in storage, not in the spec"
+        super().__init__(message, source=source, field=field or "spec", fix=fix)
 
 
 class NotFoundError(TrainyardError):

@@ -146,17 +146,12 @@ class Client:
 
         A working_dir (the argument, or the spec's, relative to the spec file) is zipped and
         uploaded with the request."""
-        from trainyard.specs import load_yaml
+        from trainyard.specs import load_yaml, read_spec_file
 
         base = Path.cwd()
         if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and spec.endswith((".yaml", ".yml"))):
             path = Path(spec)
-            try:
-                text = path.read_text()
-            except OSError as exc:
-                raise E.SpecError(f"cannot read {str(path)!r}: {exc.strerror}", field="spec", value=str(path),
-                                  fix="check the path") from None
-            data: dict = load_yaml(text, source=str(path))
+            data: dict = load_yaml(read_spec_file(path), source=str(path))
             base = path.parent
         elif isinstance(spec, str):
             data = load_yaml(spec)

@@ -99,6 +99,9 @@ class Workload:
     # JSON Schemas of the predictor's request and response, for the serving OpenAPI page.
     request_schema: Mapping[str, Any] = field(default_factory=dict)
     response_schema: Mapping[str, Any] = field(default_factory=dict)
+    # JSON Schema of `hyperparameters`: static data, so the server checks a spec against it
+    # without running family code. A property's "description" is the fix shown when it fails.
+    hparams_schema: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.mode not in ("max", "min"):

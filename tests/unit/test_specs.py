@@ -77,9 +77,14 @@ def test_zero_stage_out_of_range(stage):
     assert "0, 1, 2, 3 or 'auto'" in str(err)
 
 
-@pytest.mark.parametrize("stage,expected", [(0, 0), (3, 3), ("'2'", 2), ("auto", "auto")])
+@pytest.mark.parametrize("stage,expected", [(0, 0), (3, 3), ("auto", "auto")])
 def test_zero_stage_accepted(stage, expected):
     assert parse_job_spec(MIN + f"deepspeed: {{zero_stage: {stage}}}\n").deepspeed.zero_stage == expected
+
+
+def test_quoted_zero_stage_is_not_read_as_a_number():
+    err = _err(MIN + "deepspeed: {zero_stage: '2'}\n")
+    assert err.issues[0].field == "deepspeed.zero_stage" and "write 2 without quotes" in str(err)
 
 
 def test_storage_scheme_is_checked():

@@ -182,6 +182,9 @@ WORKLOAD = Workload(
     mode="max",
     metrics=("accuracy", "eval_loss", "loss"),
     default_hparams={**DEFAULTS, "task": "classify"},
+    hparams_schema={"properties": {
+        "task": {"const": "classify", "description": "use workload: rnn-forecast for task: forecast"},
+        "cell": {"enum": ["lstm", "gru"], "description": "use cell: lstm or cell: gru"}}},
     search_space={
         "training.lr": {"loguniform": [1e-3, 2e-2]},
         "hyperparameters.cell": {"choice": ["lstm", "gru"]},
@@ -204,6 +207,9 @@ FORECAST = dataclasses.replace(
     mode="min",
     metrics=("mase", "naive_mase", "mae", "eval_loss", "loss"),
     default_hparams={**DEFAULTS, "task": "forecast"},
+    hparams_schema={"properties": {
+        "task": {"const": "forecast", "description": "use workload: rnn for task: classify"},
+        "cell": {"enum": ["lstm", "gru"], "description": "use cell: lstm or cell: gru"}}},
     search_space={
         "training.lr": {"loguniform": [1e-3, 2e-2]},
         "hyperparameters.cell": {"choice": ["lstm", "gru"]},

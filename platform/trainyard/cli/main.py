@@ -335,14 +335,13 @@ def cmd_version(args) -> int:
 
 def _load_spec(path_arg: str):
     """Validate locally: (raw mapping, JobSpec, working_dir path or None)."""
-    from trainyard.specs import load_yaml, parse_job_spec
+    from trainyard.specs import load_yaml, parse_job_spec, read_spec_file
 
     path = Path(path_arg).expanduser()
     if not path.is_file():
         raise SpecError(f"no such file: {path_arg}", field="SPEC", value=path_arg,
                         fix="give the path of a job spec YAML file, e.g. examples/cnn.yaml")
-    text = path.read_text()
-    raw = load_yaml(text, source=str(path))
+    raw = load_yaml(read_spec_file(path), source=str(path))
     job = parse_job_spec(raw, source=str(path))
     working_dir = None
     if job.working_dir:

@@ -79,13 +79,13 @@ def _ui():
 
 
 def _load(path_arg: str):
-    from trainyard.specs import load_yaml, parse_sweep_spec
+    from trainyard.specs import load_yaml, parse_sweep_spec, read_spec_file
 
     path = Path(path_arg).expanduser()
     if not path.is_file():
         raise SpecError(f"no such file: {path_arg}", field="SPEC", value=path_arg,
                         fix="give the path of a sweep spec YAML file, e.g. examples/sweep-cnn.yaml")
-    raw = load_yaml(path.read_text(), source=str(path))
+    raw = load_yaml(read_spec_file(path), source=str(path))
     spec = parse_sweep_spec(raw, source=str(path))
     working_dir = None
     if spec.working_dir:

@@ -109,6 +109,10 @@ class JobService:
         return data
 
     def _check_storage(self, job: JobSpec) -> None:
+        if job.checkpoint.storage is not None:
+            from trainyard.specs.storage import confine_storage
+
+            confine_storage(job.checkpoint.storage, roots=self.settings.allowed_storage_roots())
         spec = job.model_dump(mode="json")
         storage = runtime.storage_for(spec, self.settings)
         if not storage.startswith("s3://"):

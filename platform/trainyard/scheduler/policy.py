@@ -40,6 +40,7 @@ into the controller yet):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -132,17 +133,26 @@ def _fits_bundle(node: Mapping[str, float], bundle: Mapping[str, float]) -> bool
 def pack(bundle: Mapping[str, float], count: int, nodes: Sequence[Mapping[str, float]]
          ) -> list[dict[str, float]] | None:
     """Place `count` copies of `bundle` on `nodes` (first fit). Returns the nodes' remaining
-    resources, or None when not all fit (gang: all or nothing)."""
+    resources, or None when not all fit (gang: all or nothing).
+
+    Identical bundles fill first-fit node by node, so each node takes as many as fit at
+    once: the cost is O(nodes x keys) whatever `count` is (a request for a million
+    workers costs no more to answer than one for two)."""
     left = [dict(n) for n in nodes]
-    for _ in range(count):
-        for node in left:
-            if _fits_bundle(node, bundle):
-                for k, v in bundle.items():
-                    node[k] = node.get(k, 0.0) - v
-                break
-        else:
-            return None
-    return left
+    need = [(k, float(v)) for k, v in bundle.items() if v > 0]
+    remaining = count
+    for node in left:
+        if remaining <= 0:
+            break
+        room = min((math.floor((node.get(k, 0.0) + _EPS) / v) for k, v in need), default=remaining)
+        take = max(0, min(remaining, room))
+        # a float floor can overshoot by one where the one-by-one check would stop
+        while take and not _fits_bundle(node, {k: v * take for k, v in need}):
+            take -= 1
+        for k, v in need:
+            node[k] = node.get(k, 0.0) - v * take
+        remaining -= take
+    return left if remaining <= 0 else None
 
 
 def fits(job: QueuedJob, nodes: Sequence[Mapping[str, float]]) -> bool:

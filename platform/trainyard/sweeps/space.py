@@ -209,14 +209,21 @@ def _clean(value: Any) -> Any:
     return value
 
 
+# The integer fields of the job spec that a search space may set (a unit test keeps this in
+# step with trainyard.specs.models).
+INTEGER_FIELDS = frozenset({
+    "workers", "epochs", "max_steps", "batch_size", "seed", "warmup_steps", "eval_every_steps", "log_every_steps",
+    "zero_stage", "gradient_accumulation_steps", "every_steps", "keep", "max_failures", "priority",
+})
+
+
 def apply_params(job: Mapping[str, Any], params: Mapping[str, Any]) -> dict:
     """The job mapping with a trial's values set at their dotted keys (nested or flat params)."""
     out = copy.deepcopy(dict(job))
     flat = flatten(params) if any(isinstance(v, Mapping) for v in params.values()) else dict(params)
     for key, value in flat.items():
         value = _clean(value)
-        if key.endswith(("batch_size", "epochs", "max_steps", "zero_stage", "workers")) and isinstance(value, float) \
-                and value.is_integer():
-            value = int(value)  # quniform yields floats; these fields are integers
+        if key.rsplit(".", 1)[-1] in INTEGER_FIELDS and isinstance(value, float) and value.is_integer():
+            value = int(value)  # quniform yields floats; these fields are (strict) integers
         _set(out, tuple(key.split(".")), value)
     return out

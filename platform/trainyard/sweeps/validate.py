@@ -21,9 +21,10 @@ from trainyard.errors import FieldIssue, SpecError, did_you_mean
 from trainyard.sweeps import space as sp
 
 __all__ = ["sweep_issues", "resolved_space", "resolved_metric", "num_trials", "pbt_mutable_keys",
-           "DEFAULT_NUM_TRIALS"]
+           "DEFAULT_NUM_TRIALS", "MAX_SPACE_VALUES"]
 
 DEFAULT_NUM_TRIALS = 8
+MAX_SPACE_VALUES = 2048  # choice/grid values of all dimensions together
 
 
 def resolved_space(spec, workload) -> dict[str, Any] | None:
@@ -56,14 +57,14 @@ def pbt_mutable_keys(spec, dims: list[sp.Dimension]) -> list[str]:
 
 
 def _job_field_issues(spec, dims: list[sp.Dimension], workload) -> list[FieldIssue]:
-    """Each key must exist in the job spec, and each candidate value must be valid there."""
-    from pydantic import ValidationError
+    """Each key must exist in the job spec, and each candidate value must be valid there.
 
-    from trainyard.specs import DeepSpeedSpec, JobSpec, TrainingSpec, spec_issues_from_validation
-
+    The models come from the parsed spec itself (its job, its sections), so this module
+    needs nothing from trainyard.specs: specs' parsing calls down into it, never the reverse."""
     issues: list[FieldIssue] = []
-    models = {"training": TrainingSpec, "deepspeed": DeepSpeedSpec}
-    base = spec.job_spec().model_dump()
+    job = spec.job_spec()
+    models = {"training": type(job.training), "deepspeed": type(job.deepspeed)}
+    base = job.model_dump()
     for dim in dims:
         section, _, name = dim.key.partition(".")
         field = f"{sp.FIELD}.{dim.key}"
@@ -81,11 +82,9 @@ def _job_field_issues(spec, dims: list[sp.Dimension], workload) -> list[FieldIss
                                          dim.key, f"{workload.name} hyperparameters: {', '.join(known)}"))
                 continue
         for value in sp.candidate_values(dim):
-            try:
-                JobSpec.model_validate(sp.apply_params(base, {dim.key: value}))
-            except ValidationError as exc:
-                first = spec_issues_from_validation(exc, JobSpec)[0]
-                issues.append(FieldIssue(field, f"value {value!r} is not valid for the job: {first}", value,
+            problems = type(job).issues_for(sp.apply_params(base, {dim.key: value}))
+            if problems:
+                issues.append(FieldIssue(field, f"value {value!r} is not valid for the job: {problems[0]}", value,
                                          "narrow the range or change the values"))
                 break
     return issues
@@ -113,7 +112,14 @@ def sweep_issues(spec, workload=None) -> list[FieldIssue]:
     else:
         dims, problems = sp.parse_space(raw)
         issues.extend(problems)
-        issues.extend(_job_field_issues(spec, dims, workload))
+        listed = sum(len(sp.candidate_values(d)) for d in dims)
+        if listed > MAX_SPACE_VALUES:
+            # each listed value is validated against the job spec: bound that work
+            issues.append(FieldIssue(sp.FIELD, f"lists {listed} values in all, at most {MAX_SPACE_VALUES}", None,
+                                     "use ranges (uniform, loguniform, randint) for wide dimensions"))
+            dims = []
+        else:
+            issues.extend(_job_field_issues(spec, dims, workload))
 
     metric, mode = resolved_metric(spec, workload)
     if workload is not None:
