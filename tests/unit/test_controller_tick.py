@@ -134,3 +134,17 @@ def test_a_write_from_another_process_is_found_by_the_periodic_resync(server, tm
     ctrl.tick()
     assert "elsewhere-000001" in ctrl.queue.pending
     assert client.get("/v1/jobs/elsewhere-000001").json()["message"].startswith("waiting:")
+
+
+def test_the_controllers_own_notes_do_not_wake_the_mirror(server):
+    client, ctx, fakes = server
+    submit(client, resources={"workers": 2})
+    ctrl = ctx.controller
+    ctrl.tick()
+    submit(client, name="waits")
+    ctrl.tick()  # plans, writes one note
+    assert ctrl.notes_written == 1
+    scans = ctrl.queue.scans
+    ctrl.tick()
+    assert ctrl.queue.scans == scans  # the note's commit was quiet
+

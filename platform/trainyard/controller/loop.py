@@ -431,9 +431,9 @@ class Controller:
             entry = self.queue.pending.get(job_id)
             if entry is None:
                 continue
-            where = (p.position_in_queue, p.position_in_project, p.position_in_cluster, p.estimated_start)
+            spot = (p.position_in_queue, p.position_in_project, p.position_in_cluster, p.estimated_start)
             if entry.written is not None and entry.written[0] == p.reason:
-                if not positions_due or entry.written[1] == where:
+                if not positions_due or entry.written[1] == spot:
                     continue  # nothing new to say (or only positions, and they are not due)
             message = (message or f"waiting: {p.reason.message}")[:_MESSAGE_LIMIT]
             record = views.pending_record(p) if p.position_in_queue else {
@@ -442,11 +442,11 @@ class Controller:
             old = entry.pending or {}
             if message == entry.message and old.get("reason") == record["reason"] and (not positions_due
                                                                                         or old == record):
-                entry.written = (p.reason, where)  # the store already says this (read at start)
+                entry.written = (p.reason, spot)  # the store already says this (read at start)
                 continue
             rows.append({"b_id": job_id, "b_version": entry.version, "b_message": message,
                          "b_result": {views.PENDING_KEY: record}, "free": entry.result_free,
-                         "written": (p.reason, where)})
+                         "written": (p.reason, spot)})
         if positions_due:
             self._positions_at = now
         if not rows:
