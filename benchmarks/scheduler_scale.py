@@ -22,6 +22,11 @@ and for the baseline, main's controller as of this change (re-run here, same que
 and for the pure policy on the same jobs in memory: plan_tick_s, schedule_s.
 The baseline's burst tick is skipped above --baseline-burst-max (minutes at 50k).
 
+Idle server: the CPU (cores) a real `python -m trainyard.api` uses over 20 s with
+--idle-queued jobs queued and nothing happening, for this tree and for main's server
+(--baseline-repo, run on a copy of the store; its notes are written beforehand, so it is
+measured in its steady state). --smoke measures this tree only, at 1,000 jobs.
+
 Prints one JSON line; ratios are baseline / platform (higher is better). Timings depend on
 the machine's load (reported). Without --smoke it takes /tmp/trainyard-measure.lock.
 """
@@ -262,6 +267,67 @@ def measure(n: int, *, url: str | None, folder: Path, baseline_burst: bool, reps
     return out
 
 
+def _server_cpu(db_url: str, folder: Path, *, repo: Path, window_s: float, settle_s: float) -> float:
+    """Cores a real server (`python -m trainyard.api` from `repo`) uses on this store while
+    nothing happens: no submission, no cluster change (the dashboards do not answer)."""
+    import http.client
+    import socket
+    import subprocess
+
+    import psutil
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    home = folder / f"home-{port}"
+    home.mkdir()
+    env = dict(os.environ, TRAINYARD_HOME=str(home), TRAINYARD_DB_URL=db_url, TRAINYARD_RAY_DASHBOARD_URL="",
+               PYTHONDONTWRITEBYTECODE="1",
+               PYTHONPATH=os.pathsep.join([str(repo / "platform"), str(repo)]))
+    with open(home / "server.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "trainyard.api", "--port", str(port), "--log-level", "warning"],
+                                env=env, stdout=log, stderr=log, cwd=str(repo))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(settle_s)  # the first ticks read the queue
+        ps = psutil.Process(proc.pid)
+        before = sum(ps.cpu_times()[:2])
+        time.sleep(window_s)
+        return (sum(ps.cpu_times()[:2]) - before) / window_s
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def idle_cpu(n: int, *, folder: Path, window_s: float, settle_s: float, baseline_repo: Path | None) -> dict:
+    """Server CPU while idle with `n` queued: this tree's server, and main's on a copy of the store."""
+    rng = random.Random(n)
+    rows = _job_rows(n, start=0, rng=rng, base=datetime.now(timezone.utc) - timedelta(hours=1))
+    out: dict = {"queued": n, "window_s": window_s}
+    for who, repo in (("platform", REPO), ("baseline", baseline_repo)):
+        if repo is None:
+            out[who] = None
+            continue
+        db = _fresh_store(None, folder, f"idle-{who}-{n}")
+        _burst(db, rows)
+        with db.session() as s:  # the dashboards do not answer: point them at a closed port
+            for row in clusters_repo.list_clusters(s):
+                row.dashboard_url = "http://127.0.0.1:9"
+        if who == "baseline":
+            _prime_baseline_notes(db, {c: False for c in CLUSTERS})
+        db.dispose()
+        out[who] = {"cores": round(_server_cpu(db.url, folder, repo=repo, window_s=window_s, settle_s=settle_s), 3)}
+    return out
+
+
 @contextmanager
 def _measure_lock(smoke: bool):
     if smoke:
@@ -283,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-burst-max", type=int, default=10000,
                         help="skip the baseline's burst tick above this many jobs (one transaction per job)")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--idle-queued", type=int, default=10000,
+                        help="queued jobs for the idle-server CPU measurement (0: skip it)")
+    parser.add_argument("--baseline-repo", default="/work/main",
+                        help="a checkout of main whose server is the idle-CPU baseline ('' to skip)")
     args = parser.parse_args(argv)
     sizes = [1000] if args.smoke else [int(x) for x in args.sizes.split(",")]
     reps = 3 if args.smoke else args.reps
@@ -292,6 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     with _measure_lock(args.smoke), tempfile.TemporaryDirectory(prefix="ty-scale-") as tmp:
         out["sizes"] = [measure(n, url=args.db_url, folder=Path(tmp), baseline_burst=n <= args.baseline_burst_max,
                                 reps=reps) for n in sizes]
+        idle_n = 1000 if args.smoke else args.idle_queued
+        if idle_n:
+            base_repo = Path(args.baseline_repo) if args.baseline_repo and not args.db_url else None
+            if base_repo is not None and not (base_repo / "platform" / "trainyard").is_dir():
+                base_repo = None
+            out["idle_server"] = idle_cpu(idle_n, folder=Path(tmp), window_s=3.0 if args.smoke else 20.0,
+                                          settle_s=2.0 if args.smoke else 8.0, baseline_repo=None if args.smoke
+                                          else base_repo)
     out["load_avg_end"] = [round(x, 1) for x in os.getloadavg()]
     at10k = next((s for s in out["sizes"] if s["queued"] == 10000), None)
     if at10k:
