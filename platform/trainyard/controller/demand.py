@@ -1,19 +1,20 @@
 """The controller's demand step: once per tick, tell autoscaling clusters what the queue needs.
 
-Reads the store (pending and active jobs, clusters), asks the scheduler for the same pass
-the dispatch step made, and hands the result to trainyard.clusters.demand (which decides
-what changed and sends it as a tiny Ray job). See that module for the rules.
+The controller hands it the queue, the decisions and the clusters its dispatch step already
+read and planned (`plan_from`: no second read of the store), and the result goes to
+trainyard.clusters.demand (which decides what changed and sends it as a tiny Ray job). See
+that module for the rules.
 """
 from __future__ import annotations
 
 import logging
 import os
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from trainyard.clusters.demand import ClusterDemand, DemandSender, plan_demand
 from trainyard.controller import views
-from trainyard.scheduler import schedule
+from trainyard.scheduler import ClusterView, Decision, QueuedJob, schedule
 from trainyard.store import Database
 from trainyard.store import clusters as clusters_repo
 from trainyard.store import jobs as jobs_repo
@@ -42,26 +43,24 @@ class DemandStep:
         # RUNNING job in our request that long, for drivers that never ask Ray themselves.
         self.running_grace_s = float(os.environ.get("TRAINYARD_DEMAND_RUNNING_GRACE_S", "0"))
 
+    def fresh(self, phase: str, started_at: datetime | None, *, now: datetime) -> bool:
+        """Whether an active job's needs are ours to request (Ray does not know them yet)."""
+        if phase in (st.DISPATCHING, st.SUBMITTED):
+            return True
+        if phase != st.RUNNING:
+            return False
+        if started_at is not None and started_at.tzinfo is None:
+            started_at = started_at.replace(tzinfo=timezone.utc)
+        return started_at is None or (now - started_at).total_seconds() < self.running_grace_s
+
     def plan(self) -> dict[str, ClusterDemand]:
+        """Read the store and plan (for callers without a controller tick at hand)."""
         with self.db.session() as s:
             pending = jobs_repo.pending_jobs(s)
             queue = [views.queued_job(j.id, j.spec, priority=j.priority, seq=j.created_at.timestamp(),
                                       project=j.project) for j in pending]
             active_rows = jobs_repo.active_jobs(s)
-            now = datetime.now(timezone.utc)
-            active: dict[str, list] = {}
-            running: dict[str, list] = {}
-            for job in active_rows:
-                if not job.cluster:
-                    continue
-                started = job.started_at
-                if started is not None and started.tzinfo is None:
-                    started = started.replace(tzinfo=timezone.utc)
-                fresh = job.phase in (st.DISPATCHING, st.SUBMITTED) or (
-                    job.phase == st.RUNNING and (started is None
-                                                 or (now - started).total_seconds() < self.running_grace_s))
-                (active if fresh else running).setdefault(job.cluster, []).append(
-                    views.queued_job(job.id, job.spec))
+            active = [(j.phase, j.cluster, j.started_at, views.queued_job(j.id, j.spec)) for j in active_rows]
             reserved = views.reserved_by_cluster(active_rows)
             rows = clusters_repo.list_clusters(s)
             live = {r.name: [dict(n.get("total") or {}) for n in (r.last_resources or {}).get("nodes") or []]
@@ -70,14 +69,32 @@ class DemandStep:
                                                             reserved=reserved.get(r.name)) for r in rows)
                              if v is not None]
         decisions = schedule(queue, cluster_views) if queue else []
+        return self.plan_from(queue, decisions, cluster_views, active=active, live_nodes=live)
+
+    def plan_from(self, queue: Sequence[QueuedJob], decisions: Sequence[Decision],
+                  cluster_views: Sequence[ClusterView], *,
+                  active: Iterable[tuple[str, str | None, datetime | None, QueuedJob]],
+                  live_nodes: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, ClusterDemand]:
+        """Plan from what the controller's tick already read and decided (no store read).
+
+        active: (phase, cluster, started_at, job) of every job that may hold resources."""
+        if not any(v.max_nodes is not None for v in cluster_views):
+            return {}  # no autoscaling cluster: nothing to ask for (and no pass over the queue)
+        now = datetime.now(timezone.utc)
+        fresh: dict[str, list] = {}
+        running: dict[str, list] = {}
+        for phase, cluster, started_at, job in active:
+            if cluster:
+                (fresh if self.fresh(phase, started_at, now=now) else running).setdefault(cluster, []).append(job)
         # an unreachable cluster cannot be sent anything: leave its request as it is
         reachable = [v for v in cluster_views if v.healthy]
-        return plan_demand(queue, decisions, reachable, active=active, live_nodes=live, running=running)
+        return plan_demand(queue, decisions, reachable, active=fresh, live_nodes=live_nodes, running=running)
 
-    def tick(self) -> list[dict]:
+    def tick(self, demands: dict[str, ClusterDemand] | None = None) -> list[dict]:
+        """Send what changed. `demands`: planned by the controller's tick; None: read the store."""
         if not self.enabled:
             return []
-        self.last = self.plan()
+        self.last = self.plan() if demands is None else demands
         return self.sender.update(self.last)
 
     def snapshot(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from trainyard.clusters.registry import ClusterRegistry
 from trainyard.config import Settings, home
 from trainyard.controller import runtime, views
+from trainyard.controller.group_commit import GroupCommitter
 from trainyard.errors import CapacityError, ClusterError, ConflictError, FieldIssue, SpecError, did_you_mean
 from trainyard.scheduler import never_fits_reason
 from trainyard.specs import JobSpec, parse_job_spec
@@ -45,6 +46,8 @@ class JobService:
         self.db = db
         self.registry = registry
         self.settings = settings
+        # concurrent submissions share one commit (and its fsync): group_commit.py
+        self.commits = GroupCommitter(db)
         # submission_id -> (monotonic time, progress): many pollers, one log fetch a second
         self._progress_cache: dict[str, tuple[float, dict | None]] = {}
 
@@ -76,13 +79,17 @@ class JobService:
                 tmp.write_bytes(package)
                 tmp.replace(target)
         data = job.model_dump(mode="json")
-        with self.db.session() as s:
+
+        def write(s) -> dict[str, Any]:
             row = jobs_repo.create_job(s, spec=data, name=job.name, project=job.project,
                                        priority=job.priority, kind=kind, package=digest,
                                        reason="submitted; waiting for the scheduler")
             row.message = "queued"
             s.flush()
             return views.job_dict(row, mlflow_uri=self.settings.mlflow_uri, detail=True)
+
+        # acknowledged after the commit that holds it; concurrent submissions share that commit
+        return self.commits.run(write)
 
     def _check_package(self, job: JobSpec, b64: str | None) -> bytes | None:
         if b64 is None:

@@ -1,15 +1,20 @@
 """Turning store rows into scheduler data and API dictionaries. Pure."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from trainyard.scheduler import ClusterView, QueuedJob, subtract_reserved, worker_bundle
+from trainyard.scheduler import ClusterView, Pending, QueuedJob, subtract_reserved, worker_bundle
 from trainyard.store import state as st
 from trainyard.store.models import ClusterRow, JobRow
 
 __all__ = ["queued_job", "cluster_view", "job_dict", "cluster_dict", "iso", "reserved_by_cluster",
-           "redacted_spec"]
+           "redacted_spec", "pending_of", "pending_record", "PENDING_KEY"]
+
+# A queued job has no result yet, so the why-pending record lives in the result column under
+# this key until the job is dispatched (the controller clears it then). job_dict shows it as
+# "pending", never as "result".
+PENDING_KEY = "pending"
 
 
 def iso(value: datetime | None) -> str | None:
@@ -28,13 +33,33 @@ def queued_job(job_id: str, spec: dict[str, Any], *, priority: int = 0, seq: flo
                      priority=priority, seq=seq, cluster=res.get("cluster"), project=project)
 
 
-def reserved_by_cluster(active: Iterable[JobRow]) -> dict[str, dict[str, float]]:
+def pending_of(result: Any) -> dict[str, Any] | None:
+    """The why-pending record in a result column value, when that is all it holds."""
+    if isinstance(result, dict) and len(result) == 1 and isinstance(result.get(PENDING_KEY), dict):
+        return result[PENDING_KEY]
+    return None
+
+
+def pending_record(pending: Pending) -> dict[str, Any]:
+    """A scheduler `Pending` as stored and shown: reason (code, sentence, ...), positions
+    (1-based) in the whole queue, the project's and the cluster's, estimated start (ISO or None)."""
+    start = pending.estimated_start
+    return {"reason": pending.reason.to_dict(), "position_in_queue": pending.position_in_queue,
+            "position_in_project": pending.position_in_project, "position_in_cluster": pending.position_in_cluster,
+            "estimated_start": iso(datetime.fromtimestamp(start, tz=timezone.utc)) if start is not None else None}
+
+
+def reserved_by_cluster(active: Iterable[JobRow | tuple[str | None, QueuedJob]]) -> dict[str, dict[str, float]]:
+    """What our own active jobs hold, per cluster: rows, or (cluster, QueuedJob) pairs."""
     out: dict[str, dict[str, float]] = {}
     for job in active:
-        if not job.cluster:
+        if isinstance(job, tuple):
+            cluster, total = job[0], job[1].total()
+        else:
+            cluster, total = job.cluster, (queued_job(job.id, job.spec).total() if job.cluster else {})
+        if not cluster:
             continue
-        total = queued_job(job.id, job.spec).total()
-        acc = out.setdefault(job.cluster, {})
+        acc = out.setdefault(cluster, {})
         for key, value in total.items():
             acc[key] = acc.get(key, 0.0) + value
     return out
@@ -87,6 +112,9 @@ def job_dict(job: JobRow, *, mlflow_uri: str = "", detail: bool = False,
         end = job.ended_at or datetime.now(job.started_at.tzinfo)
         duration = round((end - job.started_at).total_seconds(), 1)
     result = job.result or None
+    pending = pending_of(result)
+    if pending is not None:
+        result = None
     body: dict[str, Any] = {
         "id": job.id,
         "kind": job.kind,
@@ -110,6 +138,8 @@ def job_dict(job: JobRow, *, mlflow_uri: str = "", detail: bool = False,
         "mlflow_experiment_id": job.mlflow_experiment_id,
         "mlflow_url": _mlflow_url(mlflow_uri, job.mlflow_experiment_id, job.mlflow_run_id),
         "cancel_requested": bool(job.cancel_requested),
+        # why it waits (reason code + sentence, positions, estimated start); None once it left the queue
+        "pending": pending if job.phase == st.PENDING else None,
     }
     if detail:
         body["progress"] = progress

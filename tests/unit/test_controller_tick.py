@@ -1,0 +1,150 @@
+"""The incremental controller tick: the queue held in memory, only what changed read, reasons
+written in one batch, no work when nothing changed. Real SQLite store and API; the Ray
+dashboard is the fake of test_api.py."""
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+
+from test_api import TOKEN, FakeRay, spec  # noqa: E402  (tests/unit is on sys.path under pytest)
+from trainyard.api.app import create_app
+from trainyard.config import Settings
+from trainyard.store import Database
+from trainyard.store import jobs as jobs_repo
+
+
+@pytest.fixture()
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINYARD_HOME", str(tmp_path / "home"))
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(TOKEN + "\n")
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'ty.db'}", admin_token_file=str(token_file),
+                        mlflow_uri="http://mlflow.example:5000", ray_dashboard_url="http://ray.example:8265",
+                        ray_token_file=str(tmp_path / "ray.token"), storage=f"file://{tmp_path / 'storage'}",
+                        extra={"packages_dir": str(tmp_path / "packages")})
+    fakes: dict[str, FakeRay] = {}
+
+    def factory(name, url, token):
+        return fakes.setdefault(name, FakeRay(name, url, token))
+
+    app = create_app(settings, client_factory=factory, run_controller=False)
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        ctx = app.state.ctx
+        ctx.controller.refresh_clusters()
+        yield client, ctx, fakes
+
+
+def submit(client, **over):
+    resp = client.post("/v1/jobs", json={"spec": spec(**over)})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def count_statements(db):
+    seen = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *a: seen.append(statement))
+    return seen
+
+
+def test_waiting_reasons_are_structured_written_once_and_an_idle_tick_reads_nothing(server):
+    client, ctx, fakes = server
+    big = submit(client, resources={"workers": 2}, project="a")  # the whole 2-CPU cluster
+    ctrl = ctx.controller
+    ctrl.tick()
+    queued = [submit(client, name=f"q{i}", project="a" if i < 2 else "b") for i in range(3)]
+    ctrl.tick()
+    assert [s["metadata"]["trainyard_job_id"] for s in fakes["local"].submissions] == [big["id"]]
+    assert ctrl.notes_written == 3
+    # fair share across projects: project a holds the cluster, so b's job goes first
+    got = client.get(f"/v1/jobs/{queued[2]['id']}").json()
+    assert got["message"].startswith("waiting: first in line on cluster 'local'")
+    assert got["pending"]["reason"]["code"] == "capacity" and got["pending"]["position_in_queue"] == 1
+    assert got["result"] is None and got["metrics"] is None
+    second = client.get(f"/v1/jobs/{queued[0]['id']}").json()["pending"]
+    assert second["position_in_project"] == 1 and second["position_in_queue"] == 2
+    assert second["reason"]["blocking_job"] == queued[2]["id"]
+    listed = {j["id"]: j for j in client.get("/v1/jobs").json()["jobs"]}
+    assert listed[queued[1]["id"]]["pending"]["position_in_project"] == 2
+    assert listed[big["id"]]["pending"] is None
+
+    ctrl.tick()  # the dispatch above committed: the mirror looks once more, finds its own write
+    plans, scans, notes = ctrl.plans, ctrl.queue.scans, ctrl.notes_written
+    statements = count_statements(ctx.db)
+    for _ in range(3):
+        ctrl.tick()
+    assert (ctrl.plans, ctrl.queue.scans, ctrl.notes_written) == (plans, scans, notes)
+    # what is left per idle tick: reconciling the running job and reading the clusters table;
+    # the queue is not read (the only jobs query is reconcile's, over the 4 active phases)
+    assert statements and all(q.startswith("SELECT") for q in statements)
+    assert all("FROM jobs" not in q or "jobs.phase IN (?, ?, ?, ?)" in q for q in statements)
+
+
+def test_a_new_submission_is_the_only_row_read_and_the_only_note_written(server):
+    client, ctx, fakes = server
+    submit(client, resources={"workers": 2})
+    for i in range(4):
+        submit(client, name=f"q{i}")
+    ctrl = ctx.controller
+    ctrl.tick()
+    ctrl.tick()
+    read, notes = ctrl.queue.rows_read, ctrl.notes_written
+    late = submit(client, name="late")
+    ctrl.tick()
+    assert ctrl.queue.rows_read == read + 1 and ctrl.notes_written == notes + 1
+    assert client.get(f"/v1/jobs/{late['id']}").json()["pending"]["position_in_queue"] == 5
+
+
+def test_cancel_leaves_the_queue_and_dispatch_clears_the_pending_record(server):
+    client, ctx, fakes = server
+    first = submit(client, resources={"workers": 2})
+    second = submit(client, name="second")
+    third = submit(client, name="third")
+    ctrl = ctx.controller
+    ctrl.tick()
+    assert client.post(f"/v1/jobs/{second['id']}/cancel").json()["state"] == "CANCELLED"
+    ctrl.tick()
+    assert second["id"] not in ctrl.queue.pending
+    ray = fakes["local"]
+    ray.set(ray.submissions[0]["submission_id"], "SUCCEEDED")
+    ctrl.tick()
+    got = client.get(f"/v1/jobs/{third['id']}").json()
+    assert [s["metadata"]["trainyard_job_id"] for s in ray.submissions] == [first["id"], third["id"]]
+    assert got["phase"] == "SUBMITTED" and got["pending"] is None and got["result"] is None
+    with ctx.db.session() as s:
+        assert jobs_repo.get_job(s, third["id"]).result is None
+
+
+def test_a_write_from_another_process_is_found_by_the_periodic_resync(server, tmp_path):
+    client, ctx, fakes = server
+    submit(client, resources={"workers": 2})
+    ctrl = ctx.controller
+    ctrl.tick()
+    ctrl.tick()
+    other = Database(ctx.db.url)  # another engine: no hook of ours sees its commits
+    with other.session() as s:
+        jobs_repo.create_job(s, spec=spec(name="elsewhere"), name="elsewhere", project="default", priority=0,
+                             job_id="elsewhere-000001")
+    other.dispose()
+    ctrl.tick()
+    assert "elsewhere-000001" not in ctrl.queue.pending
+    ctrl.queue.resync_interval_s = 0.0
+    ctrl.tick()
+    assert "elsewhere-000001" in ctrl.queue.pending
+    assert client.get("/v1/jobs/elsewhere-000001").json()["message"].startswith("waiting:")
+
+
+def test_the_controllers_own_notes_do_not_wake_the_mirror(server):
+    client, ctx, fakes = server
+    submit(client, resources={"workers": 2})
+    ctrl = ctx.controller
+    ctrl.tick()
+    submit(client, name="waits")
+    ctrl.tick()  # plans, writes one note
+    assert ctrl.notes_written == 1
+    scans = ctrl.queue.scans
+    ctrl.tick()
+    assert ctrl.queue.scans == scans  # the note's commit was quiet
+
