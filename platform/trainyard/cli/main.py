@@ -8,33 +8,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from trainyard import __version__
+from trainyard.cli import context
+from trainyard.cli.context import EXIT_CODES_HELP, fmt, ui
 from trainyard.errors import (
     EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, SpecError, TrainyardError,
 )
 
 __all__ = ["main", "build_parser", "follow_job", "print_outcome", "job_metrics"]
-
-EXIT_CODES_HELP = textwrap.dedent("""\
-    exit codes:
-      0  ok              1  the job failed or was cancelled
-      2  bad input       3  not found
-      4  unreachable     5  not authorised
-      6  conflict (a port is taken, a state change is not allowed)
-""")
-
-
-def _fmt(description: str, examples: str = "") -> dict:
-    epilog = ""
-    if examples:
-        epilog = "examples:\n" + textwrap.indent(textwrap.dedent(examples).strip("\n"), "  ") + "\n"
-    return {"description": textwrap.dedent(description).strip(),
-            "epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}
-
 
 # ----------------------------------------------------------------------------- parser
 
@@ -42,7 +26,7 @@ def _fmt(description: str, examples: str = "") -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trainyard",
-        **_fmt("""
+        **fmt("""
             Train deep-learning models on Ray clusters: Ray Train + DeepSpeed jobs,
             tracked in MLflow. Start a local stack with `trainyard up`, then submit jobs.
             Trainyard keeps its state in $TRAINYARD_HOME (default ~/.trainyard); the
@@ -61,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     nouns.required = True
 
     # -- stack
-    p = nouns.add_parser("up", help="start the local stack (Ray head, MLflow, Trainyard server)", **_fmt("""
+    p = nouns.add_parser("up", help="start the local stack (Ray head, MLflow, Trainyard server)", **fmt("""
         Start the local stack under $TRAINYARD_HOME: a Ray head (dashboard and Jobs API,
         token auth on), an MLflow tracking server (SQLite + local artifacts) and the
         Trainyard server. Idempotent: what already runs is left alone, what died is restarted.
@@ -83,24 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the components as JSON")
     p.set_defaults(func=cmd_up)
 
-    p = nouns.add_parser("down", help="stop the local stack", **_fmt("""
+    p = nouns.add_parser("down", help="stop the local stack", **fmt("""
         Stop exactly what `trainyard up` started under $TRAINYARD_HOME. Idempotent.
         Data (jobs, MLflow runs, checkpoints) stays in $TRAINYARD_HOME.
         """, "trainyard down"))
     p.set_defaults(func=cmd_down)
 
-    p = nouns.add_parser("status", help="show what the local stack runs, and where", **_fmt("""
+    p = nouns.add_parser("status", help="show what the local stack runs, and where", **fmt("""
         One row per component: address, PID and whether it answers its health check.
         Exits 0 when every component is healthy, 4 otherwise.
         """, "trainyard status\ntrainyard status --json"))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
 
-    p = nouns.add_parser("version", help="print the version", **_fmt("Print Trainyard's version.", "trainyard version"))
+    p = nouns.add_parser("version", help="print the version", **fmt("Print Trainyard's version.", "trainyard version"))
     p.set_defaults(func=cmd_version)
 
     # -- jobs
-    jobs = nouns.add_parser("jobs", help="submit, list, follow and cancel training jobs", **_fmt("""
+    jobs = nouns.add_parser("jobs", help="submit, list, follow and cancel training jobs", **fmt("""
         Training jobs: one spec (YAML) trained by Ray Train + DeepSpeed on a cluster.
         """, """
         trainyard jobs submit examples/cnn.yaml --wait
@@ -110,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = jobs.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
 
-    p = verbs.add_parser("submit", help="validate a job spec and submit it", **_fmt("""
+    p = verbs.add_parser("submit", help="validate a job spec and submit it", **fmt("""
         Validate SPEC locally (errors name the field, the value and the fix; exit 2),
         then submit it. When the spec has `working_dir`, that folder (relative to the spec
         file) is zipped and shipped with the job. With --wait, follow the job with a
@@ -127,20 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=cmd_jobs_submit)
 
-    p = verbs.add_parser("list", help="list jobs", **_fmt("List jobs, newest first.", """
+    p = verbs.add_parser("list", help="list jobs", **fmt("List jobs, newest first.", """
         trainyard jobs list
         trainyard jobs list --json
         """))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_list)
 
-    p = verbs.add_parser("show", help="show one job", **_fmt(
+    p = verbs.add_parser("show", help="show one job", **fmt(
         "Show a job: state, cluster, progress, metrics, MLflow run.", "trainyard jobs show JOB_ID"))
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_show)
 
-    p = verbs.add_parser("logs", help="print a job's logs", **_fmt(
+    p = verbs.add_parser("logs", help="print a job's logs", **fmt(
         "Print the job driver's logs. With -f, keep printing until the job ends.", """
         trainyard jobs logs JOB_ID
         trainyard jobs logs JOB_ID -f
@@ -149,14 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
     p.set_defaults(func=cmd_jobs_logs)
 
-    p = verbs.add_parser("cancel", help="cancel a job", **_fmt(
+    p = verbs.add_parser("cancel", help="cancel a job", **fmt(
         "Cancel a queued or running job. Cancelling a finished job is a conflict (exit 6).",
         "trainyard jobs cancel JOB_ID"))
     p.add_argument("job_id", metavar="JOB_ID")
     p.set_defaults(func=cmd_jobs_cancel)
 
     # -- clusters
-    clusters = nouns.add_parser("clusters", help="register the Ray clusters jobs run on", **_fmt("""
+    clusters = nouns.add_parser("clusters", help="register the Ray clusters jobs run on", **fmt("""
         The Ray clusters the server dispatches to. The local stack registers its own.
         """, """
         trainyard clusters list
@@ -165,10 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         """))
     cverbs = clusters.add_subparsers(dest="verb", metavar="VERB")
     cverbs.required = True
-    p = cverbs.add_parser("list", help="list clusters", **_fmt("List registered clusters.", "trainyard clusters list"))
+    p = cverbs.add_parser("list", help="list clusters", **fmt("List registered clusters.", "trainyard clusters list"))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_clusters_list)
-    p = cverbs.add_parser("add", help="register a cluster", **_fmt("""
+    p = cverbs.add_parser("add", help="register a cluster", **fmt("""
         Register a Ray cluster by its dashboard address (Jobs API). The token file's
         content is sent to the server once and never printed.
         """, "trainyard clusters add gpu-pool --address http://10.0.0.5:8265 --token-file ray.token"))
@@ -183,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-resources", metavar="JSON",
                         help='the most it may grow to, one object per node: \'{"nodes": [{"CPU": 8, "GPU": 1}]}\'')
     p.set_defaults(func=cmd_clusters_add)
-    p = cverbs.add_parser("remove", help="unregister a cluster", **_fmt(
+    p = cverbs.add_parser("remove", help="unregister a cluster", **fmt(
         "Unregister a cluster. Jobs already on it keep running.", "trainyard clusters remove gpu-pool"))
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_clusters_remove)
@@ -191,29 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     # -- sweeps (their commands live in trainyard.cli.sweeps)
     from trainyard.cli import sweeps as sweeps_cli
 
-    sweeps_cli.add_parser(nouns, _fmt)
+    sweeps_cli.add_parser(nouns)
 
     # -- endpoints and models (trainyard.cli.endpoints)
     from trainyard.cli import endpoints as endpoints_cli
 
-    endpoints_cli.add_parser(nouns, _fmt)
+    endpoints_cli.add_parser(nouns)
     return parser
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _ui():
-    from trainyard.cli import _ui as ui
-
-    return ui
-
-
 def _client(args):
-    """The SDK client; tests replace this function."""
-    from trainyard.sdk import Client
-
-    return Client(url=args.server) if getattr(args, "server", None) else Client()
+    """The SDK client; tests replace this function, and every command's client comes from it."""
+    return context.sdk_client(args)
 
 
 def _mlflow_url(client) -> str | None:
@@ -227,7 +203,6 @@ def _mlflow_url(client) -> str | None:
         info = client.status()
     except TrainyardError:
         return None
-    ui = _ui()
     return ui.job_field(info, "server.mlflow_uri", "mlflow_uri")
 
 
@@ -237,7 +212,6 @@ def _mlflow_url(client) -> str | None:
 def cmd_up(args) -> int:
     from trainyard.local import stack
 
-    ui = _ui()
     console = ui.stderr()
     lines: list[str] = []
 
@@ -292,7 +266,6 @@ def _label(name: str) -> str:
 def cmd_down(args) -> int:
     from trainyard.local import stack
 
-    ui = _ui()
     console = ui.stderr()
     if console.is_terminal:
         with console.status("stopping the local stack...") as spinner:
@@ -310,7 +283,6 @@ def cmd_status(args) -> int:
     from trainyard import config
     from trainyard.local import stack
 
-    ui = _ui()
     comps = stack.status()
     healthy = all(c.healthy for c in comps)
     if args.json:
@@ -326,7 +298,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_version(args) -> int:
-    _ui().stdout().print(f"trainyard {__version__}")
+    ui.stdout().print(f"trainyard {__version__}")
     return EXIT_OK
 
 
@@ -355,13 +327,12 @@ def _load_spec(path_arg: str):
 
 
 def cmd_jobs_submit(args) -> int:
-    ui = _ui()
     raw, job, working_dir = _load_spec(args.spec)
     if args.dry_run:
         ui.stdout().print(f"{args.spec}: valid job spec '{job.name}' (workload {job.workload}, "
                           f"{job.resources.workers} worker(s))")
         return EXIT_OK
-    client = _client(args)
+    client = context.client(args)
     submitted = client.submit_job(raw, working_dir=str(working_dir) if working_dir else None)
     job_id = _job_id(submitted)
     if args.json and not args.wait:
@@ -380,19 +351,17 @@ def cmd_jobs_submit(args) -> int:
 
 
 def _job_id(job: Any) -> str:
-    ui = _ui()
     if isinstance(job, str):
         return job
     return str(ui.job_field(job, "id", "job_id"))
 
 
 def _state(job: Any) -> str:
-    return str(_ui().job_field(job, "state", "status", "phase", default="UNKNOWN"))
+    return str(ui.job_field(job, "state", "status", "phase", default="UNKNOWN"))
 
 
 def follow_job(client, job_id: str, name: str = "") -> dict:
     """Show a progress bar until the job ends; return the final job (used by the demo too)."""
-    ui = _ui()
     with ui.JobFollower(job_id, name) as follower:
         final = client.wait_job(job_id, on_progress=follower.update)
         if not isinstance(final, dict):
@@ -403,20 +372,19 @@ def follow_job(client, job_id: str, name: str = "") -> dict:
 
 def job_metrics(job: Any) -> dict:
     """The job's final metrics (from the runner's TRAINYARD_RESULT)."""
-    return _result(job).get("metrics") or _ui().job_field(job, "metrics") or {}
+    return _result(job).get("metrics") or ui.job_field(job, "metrics") or {}
 
 
 def _follow(client, job_id: str, name: str, *, as_json: bool = False) -> int:
     final = follow_job(client, job_id, name)
     if as_json:
-        _ui().print_json(final)
+        ui.print_json(final)
     else:
         print_outcome(client, final)
     return EXIT_OK if _state(final) == "SUCCEEDED" else EXIT_FAILED
 
 
 def _result(job: Any) -> dict:
-    ui = _ui()
     res = ui.job_field(job, "result")
     return res if isinstance(res, dict) else {}
 
@@ -424,7 +392,6 @@ def _result(job: Any) -> dict:
 def _run_url(client, job: Any) -> str | None:
     from trainyard.local.stack import mlflow_run_url
 
-    ui = _ui()
     direct = ui.job_field(job, "mlflow_url", "mlflow_run_url", "result.mlflow_run_url")
     if direct:
         return direct
@@ -436,7 +403,6 @@ def _run_url(client, job: Any) -> str | None:
 
 
 def print_outcome(client, job: Any) -> None:
-    ui = _ui()
     out = ui.stdout()
     state = _state(job)
     metrics = job_metrics(job)
@@ -458,8 +424,7 @@ def print_outcome(client, job: Any) -> None:
 
 
 def cmd_jobs_list(args) -> int:
-    ui = _ui()
-    jobs = _as_list(_client(args).list_jobs())
+    jobs = _as_list(context.client(args).list_jobs())
     if args.json:
         ui.print_json(jobs)
         return EXIT_OK
@@ -489,8 +454,7 @@ def _as_list(value: Any) -> list:
 
 
 def cmd_jobs_show(args) -> int:
-    ui = _ui()
-    client = _client(args)
+    client = context.client(args)
     job = client.get_job(args.job_id)
     if args.json:
         ui.print_json(job)
@@ -522,7 +486,6 @@ def _log_chunk(chunk: Any, offset: int) -> tuple[str, int]:
         return str(chunk[0] or ""), int(chunk[1])
     if isinstance(chunk, str):
         return chunk, offset + len(chunk)
-    ui = _ui()
     text = ui.job_field(chunk, "text", "logs", "content", default="")
     new = ui.job_field(chunk, "next_offset", "offset", default=offset + len(text))
     return str(text), int(new)
@@ -531,8 +494,7 @@ def _log_chunk(chunk: Any, offset: int) -> tuple[str, int]:
 def cmd_jobs_logs(args) -> int:
     import time
 
-    ui = _ui()
-    client = _client(args)
+    client = context.client(args)
     offset = 0
     while True:
         text, offset = _log_chunk(client.job_logs(args.job_id, offset), offset)
@@ -551,8 +513,7 @@ def cmd_jobs_logs(args) -> int:
 
 
 def cmd_jobs_cancel(args) -> int:
-    ui = _ui()
-    job = _client(args).cancel_job(args.job_id)
+    job = context.client(args).cancel_job(args.job_id)
     state = _state(job) if job is not None and not isinstance(job, bool) else "CANCELLED"
     ui.stdout().print(f"Job {args.job_id}: {state}")
     return EXIT_OK
@@ -562,8 +523,7 @@ def cmd_jobs_cancel(args) -> int:
 
 
 def cmd_clusters_list(args) -> int:
-    ui = _ui()
-    items = _as_list(_client(args).list_clusters())
+    items = _as_list(context.client(args).list_clusters())
     if args.json:
         ui.print_json(items)
         return EXIT_OK
@@ -591,7 +551,6 @@ def _resources(value: Any) -> str:
 
 
 def cmd_clusters_add(args) -> int:
-    ui = _ui()
     token = None
     if args.token_file:
         path = Path(args.token_file).expanduser()
@@ -609,14 +568,13 @@ def cmd_clusters_add(args) -> int:
     max_resources = max_resources_from_args(config=getattr(args, "config", None),
                                             max_resources=getattr(args, "max_resources", None))
     extra = {"max_resources": max_resources} if max_resources else {}
-    _client(args).add_cluster(args.name, address=args.address, token=token, **extra)
+    context.client(args).add_cluster(args.name, address=args.address, token=token, **extra)
     ui.stdout().print(f"Cluster {args.name} registered at {args.address}.")
     return EXIT_OK
 
 
 def cmd_clusters_remove(args) -> int:
-    ui = _ui()
-    _client(args).remove_cluster(args.name)
+    context.client(args).remove_cluster(args.name)
     ui.stdout().print(f"Cluster {args.name} removed.")
     return EXIT_OK
 
@@ -627,18 +585,20 @@ def cmd_clusters_remove(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # looked up now, so that a test's replacement of `_client` reaches every noun module
+    context.use_client_factory(args, _client)
     func: Callable[[Any], int] = args.func
     try:
         return int(func(args) or 0)
     except TrainyardError as exc:
-        _ui().stderr().print(f"[red]error:[/] {_escape(str(exc))}", highlight=False)
+        ui.stderr().print(f"[red]error:[/] {_escape(str(exc))}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
-        _ui().stderr().print("interrupted")
+        ui.stderr().print("interrupted")
         return 130
     except ImportError as exc:
         # a component of this install that another part of Trainyard did not ship yet
-        _ui().stderr().print(f"[red]error:[/] {_escape(str(exc))} (reinstall Trainyard: `make venv`)")
+        ui.stderr().print(f"[red]error:[/] {_escape(str(exc))} (reinstall Trainyard: `make venv`)")
         return EXIT_UNREACHABLE
 
 
