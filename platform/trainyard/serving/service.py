@@ -12,13 +12,13 @@ and makes their endpoints safe (`start_recovery`, serving/recovery.py).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
+from trainyard.config import Settings
 from trainyard.errors import NotFoundError, SpecError
 from trainyard.serving.client import DEFAULT_HTTP_PORT, ServeClient
 from trainyard.serving.endpoints import EndpointManager
@@ -44,7 +44,7 @@ def deployment_id(db_url: str) -> str:
 
 
 def serve_port() -> int:
-    return int(os.environ.get("TRAINYARD_SERVE_PORT") or DEFAULT_HTTP_PORT)
+    return Settings.from_env().serve_port or DEFAULT_HTTP_PORT
 
 
 class ServingService:
@@ -86,9 +86,10 @@ class ServingService:
             cached = self._managers.get(name)
             if cached and cached[0] == key:
                 return cached[1]
-            host = os.environ.get("TRAINYARD_SERVE_HOST") or urlparse(url).hostname or "127.0.0.1"
-            serve = ServeClient(url, token=token, http_host=host, http_port=serve_port(), name=name,
-                                http_bind_host=os.environ.get("TRAINYARD_SERVE_BIND_HOST") or host)
+            env = Settings.from_env()
+            host = env.serve_host or urlparse(url).hostname or "127.0.0.1"
+            serve = ServeClient(url, token=token, http_host=host, http_port=env.serve_port or DEFAULT_HTTP_PORT,
+                                name=name, http_bind_host=env.serve_bind_host or host)
             manager = EndpointManager(serve, self.registry() if self.tracking_uri else None,
                                       tracking_uri=self.tracking_uri, env=self.env)
             if cached:
