@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     s3_key: SecretStr | None = Field(None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "s3_key"))
     s3_secret: SecretStr | None = Field(
         None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "s3_secret"))
+    # MLflow basic auth, in the standard MLflow variables
+    mlflow_username: str | None = Field(
+        None, validation_alias=AliasChoices("MLFLOW_TRACKING_USERNAME", "mlflow_username"))
+    mlflow_password: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("MLFLOW_TRACKING_PASSWORD", "mlflow_password"))
     poll_interval_s: float = Field(1.0, gt=0, le=3600)
     # what the driver command is (a stand-in runner in tests); {job_id} is replaced
     runner_entrypoint: str | None = None
@@ -128,9 +133,13 @@ class Settings(BaseSettings):
     def public(self) -> dict:
         """Settings safe to show: no secrets."""
         data = self.model_dump()
-        for key in ("s3_key", "s3_secret"):
+        for key in _SECRET_SETTINGS:
             data[key] = "***" if getattr(self, key) else None
         return data
+
+    def secret_values(self) -> list[str]:
+        """The secrets these settings hold, revealed: for redaction, never for display."""
+        return [v.get_secret_value() for v in (getattr(self, k) for k in _SECRET_SETTINGS) if v is not None]
 
 
 class _FromEnvironment(Settings):
@@ -147,7 +156,8 @@ class _FromEnvironment(Settings):
         return (init_settings, env_settings)
 
 
-_SECRET_FIELDS = {"s3_key", "s3_secret", "aws_access_key_id", "aws_secret_access_key"}
+_SECRET_SETTINGS = ("s3_key", "s3_secret", "mlflow_password")
+_SECRET_FIELDS = {*_SECRET_SETTINGS, "aws_access_key_id", "aws_secret_access_key", "mlflow_tracking_password"}
 
 
 def _env_error(exc: ValidationError) -> Exception:

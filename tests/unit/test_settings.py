@@ -25,6 +25,7 @@ def test_from_env_reads_the_documented_variables(monkeypatch, tmp_path):
     shown = repr(s) + str(s.public()) + s.model_dump_json()
     assert "visible-nowhere" not in shown
     assert s.public()["s3_key"] == "***"
+    assert sorted(s.secret_values()) == ["AKIA-visible-nowhere", "s3cret-visible-nowhere"]
 
 
 def test_bad_variable_names_the_variable_and_keeps_secrets_out(monkeypatch):

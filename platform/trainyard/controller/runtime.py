@@ -79,7 +79,7 @@ def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *,
 
 def secret_values(spec: dict[str, Any], settings: Settings) -> list[str]:
     """Values that must never appear in a message, a log line or an API response."""
-    values = [_revealed(settings.s3_key), _revealed(settings.s3_secret)]
+    values = settings.secret_values()
     for key, value in (spec.get("env") or {}).items():
         if any(h in str(key).upper() for h in _SECRET_HINTS):
             values.append(str(value))
