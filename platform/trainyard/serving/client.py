@@ -1,7 +1,8 @@
 """Ray Serve over the dashboard REST API, and the endpoints' own HTTP routes.
 
 Plain httpx, no `import ray`: the control plane uses this. The dashboard needs the
-cluster's bearer token; Serve's HTTP port needs none.
+cluster's bearer token (trainyard.clusters.dashboard handles it, and its errors); Serve's
+HTTP port needs none.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Mapping
 
 import httpx
 
+from trainyard.clusters.dashboard import DashboardClient
 from trainyard.errors import ClusterError, FieldIssue, NotFoundError, SpecError, TrainyardError
 
 __all__ = ["ServeClient", "DEFAULT_HTTP_PORT", "raise_for_endpoint"]
@@ -18,29 +20,29 @@ DEFAULT_HTTP_PORT = 8000
 _APPS = "/api/serve/applications/"
 
 
-class ServeClient:
-    """One cluster's Serve: declarative config (dashboard) + HTTP requests (proxy)."""
+class ServeClient(DashboardClient):
+    """One cluster's Serve: declarative config (dashboard, via DashboardClient) + HTTP requests (proxy)."""
 
     def __init__(self, dashboard_url: str, *, token: str | None = None, http_host: str = "127.0.0.1",
                  http_port: int = DEFAULT_HTTP_PORT, http_bind_host: str | None = None,
-                 name: str = "default", timeout: float = 30.0):
-        self.name = name
-        self.dashboard_url = dashboard_url.rstrip("/")
+                 name: str = "default", timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
+        super().__init__(name, dashboard_url, token, timeout=timeout, transport=transport)
         self.http_host, self.http_port = http_host, int(http_port)
         # where the proxy listens on the cluster (0.0.0.0 in a real cluster) vs where we reach it
         self.http_bind_host = http_bind_host or http_host
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._token = token
-        self._dash = httpx.Client(base_url=self.dashboard_url, headers=headers, timeout=timeout)
         self._http = httpx.Client(base_url=self.serve_url, timeout=timeout,
                                   limits=httpx.Limits(max_keepalive_connections=32))
+
+    @property
+    def dashboard_url(self) -> str:
+        return self.url
 
     @property
     def serve_url(self) -> str:
         return f"http://{self.http_host}:{self.http_port}"
 
     def close(self) -> None:
-        self._dash.close()
+        super().close()
         self._http.close()
 
     def __enter__(self):
@@ -50,27 +52,9 @@ class ServeClient:
         self.close()
 
     # ------------------------------------------------------------------ dashboard
-    def _dashboard(self, method: str, path: str, **kwargs) -> httpx.Response:
-        try:
-            resp = self._dash.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ClusterError(f"cluster '{self.name}' dashboard at {self.dashboard_url} is unreachable "
-                               f"({type(exc).__name__})", fix="check that the cluster runs and its address") from None
-        if resp.status_code in (401, 403):
-            raise ClusterError(f"cluster '{self.name}' refused the Serve API request (HTTP {resp.status_code}): "
-                               "the token is missing or wrong", fix="re-register the cluster with its token")
-        if resp.status_code >= 400:
-            text = resp.text.strip()
-            if self._token:
-                text = text.replace(self._token, "***")
-            lines = [ln for ln in text.splitlines() if ln.strip()]
-            raise ClusterError(f"cluster '{self.name}' Serve API {method} {path} failed "
-                               f"(HTTP {resp.status_code}): {(lines[-1] if lines else '')[:500]}")
-        return resp
-
     def details(self) -> dict:
         """GET /api/serve/applications/: every app with status, config and replicas."""
-        return self._dashboard("GET", _APPS).json()
+        return self._request("GET", _APPS).json()
 
     def applications(self) -> dict[str, dict]:
         return dict(self.details().get("applications") or {})
@@ -86,11 +70,11 @@ class ServeClient:
         return {"applications": apps}
 
     def put_config(self, config: Mapping) -> None:
-        self._dashboard("PUT", _APPS, json=dict(config))
+        self._request("PUT", _APPS, json=dict(config))
 
     def shutdown(self) -> None:
         """Remove every application and stop Serve on the cluster."""
-        self._dashboard("DELETE", _APPS)
+        self._request("DELETE", _APPS)
 
     def wait_app(self, name: str, *, generation: int | None = None, timeout: float = 180.0,
                  gone: bool = False, poll: float = 0.1) -> dict | None:
