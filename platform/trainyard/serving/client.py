@@ -6,10 +6,10 @@ HTTP port needs none.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping
 
 import httpx
+import tenacity
 
 from trainyard.clusters.dashboard import DashboardClient
 from trainyard.errors import ClusterError, FieldIssue, NotFoundError, SpecError, TrainyardError
@@ -18,6 +18,7 @@ __all__ = ["ServeClient", "DEFAULT_HTTP_PORT", "raise_for_endpoint"]
 
 DEFAULT_HTTP_PORT = 8000
 _APPS = "/api/serve/applications/"
+_PENDING = object()  # a wait's "not yet"
 
 
 class ServeClient(DashboardClient):
@@ -79,9 +80,10 @@ class ServeClient(DashboardClient):
     def wait_app(self, name: str, *, generation: int | None = None, timeout: float = 180.0,
                  gone: bool = False, poll: float = 0.1) -> dict | None:
         """Wait until app `name` is RUNNING with every deployment HEALTHY (at `generation`), or gone."""
-        deadline = time.monotonic() + timeout
         last = "no answer"
-        while time.monotonic() < deadline:
+
+        def check() -> Any:
+            nonlocal last
             app = self.applications().get(name)
             if gone:
                 if app is None:
@@ -100,7 +102,14 @@ class ServeClient(DashboardClient):
                     return app
                 last = f"status {status}, deployments " + ", ".join(
                     f"{k}={v.get('status')}" for k, v in deps.items())
-            time.sleep(poll)
+            return _PENDING
+
+        # a refusal or DEPLOY_FAILED ends the wait at once; only "not there yet" polls again
+        result = tenacity.Retrying(stop=tenacity.stop_after_delay(timeout), wait=tenacity.wait_fixed(poll),
+                                   retry=tenacity.retry_if_result(lambda r: r is _PENDING),
+                                   retry_error_callback=lambda _state: _PENDING)(check)
+        if result is not _PENDING:
+            return result
         raise ClusterError(f"endpoint {name!r} on cluster '{self.name}' was not "
                            f"{'removed' if gone else 'running'} after {timeout:.0f}s ({last})",
                            fix="see `trainyard endpoints show` and the Serve logs")

@@ -18,6 +18,8 @@ import uuid
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
+import tenacity
+
 from trainyard.config import Settings
 from trainyard.errors import NotFoundError, SpecError
 from trainyard.serving.client import DEFAULT_HTTP_PORT, ServeClient
@@ -189,18 +191,22 @@ class ServingService:
             return None
         self._recovered.clear()
 
+        def attempt() -> list[dict]:
+            try:
+                items = self.recover_promotions()
+            except Exception as exc:  # MLflow not up yet
+                log.warning("promotion recovery: %s", exc)
+                items = [{"error": str(exc)}]
+            self.recoveries.extend(i for i in items if "error" not in i)
+            return items
+
         def run():
             try:
-                for attempt in range(attempts):
-                    try:
-                        items = self.recover_promotions()
-                    except Exception as exc:  # MLflow not up yet
-                        log.warning("promotion recovery: %s", exc)
-                        items = [{"error": str(exc)}]
-                    self.recoveries.extend(i for i in items if "error" not in i)
-                    if not any("error" in i for i in items) or attempt == attempts - 1:
-                        return
-                    time.sleep(delay_s)
+                # records that failed (Serve or MLflow still starting) are tried again; after the
+                # last attempt they stay RUNNING, for the next start
+                tenacity.Retrying(stop=tenacity.stop_after_attempt(attempts), wait=tenacity.wait_fixed(delay_s),
+                                  retry=tenacity.retry_if_result(lambda items: any("error" in i for i in items)),
+                                  retry_error_callback=lambda _state: None)(attempt)
             finally:
                 self._recovered.set()
 
