@@ -4,7 +4,6 @@ Registered by cli.main.build_parser through `add_parser(nouns)`.
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -83,11 +82,12 @@ def _load(path_arg: str):
     return raw, spec, working_dir
 
 
-def _board_text(sweep: dict, limit: int | None = None) -> str:
-    from trainyard.sweeps.leaderboard import format_table
+def _print_board(out, sweep: dict, limit: int | None = None) -> None:
+    from trainyard.sweeps.leaderboard import board_table
 
-    board = sweep.get("leaderboard") or {}
-    return format_table(board, limit=limit)
+    table = board_table(sweep.get("leaderboard") or {}, limit=limit)
+    # a terminal gets a table that fits it; a pipe or a log gets every column at full width
+    out.print(table, width=None if out.is_terminal else 10_000)
 
 
 def cmd_submit(args) -> int:
@@ -160,7 +160,7 @@ def print_sweep(client, sweep: dict, limit: int | None = None) -> None:
     if url:
         out.print(f"MLflow run: {url}", highlight=False)
     if sweep.get("leaderboard"):
-        sys.stdout.write(_board_text(sweep, limit) + "\n")
+        _print_board(out, sweep, limit)
     elif state not in TERMINAL:
         out.print("no trial has reported yet")
     if state in ("FAILED", "CANCELLED") and sweep.get("message"):
