@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 
 from trainyard import __version__
 from trainyard.cli import context
-from trainyard.cli.context import EXIT_CODES_HELP, fmt, ui
+from trainyard.cli.context import EXIT_CODES_HELP, ui
+from trainyard.cli.context import fmt as _fmt
 from trainyard.errors import (
     EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, SpecError, TrainyardError,
 )
@@ -26,7 +27,7 @@ __all__ = ["main", "build_parser", "follow_job", "print_outcome", "job_metrics"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trainyard",
-        **fmt("""
+        **_fmt("""
             Train deep-learning models on Ray clusters: Ray Train + DeepSpeed jobs,
             tracked in MLflow. Start a local stack with `trainyard up`, then submit jobs.
             Trainyard keeps its state in $TRAINYARD_HOME (default ~/.trainyard); the
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     nouns.required = True
 
     # -- stack
-    p = nouns.add_parser("up", help="start the local stack (Ray head, MLflow, Trainyard server)", **fmt("""
+    p = nouns.add_parser("up", help="start the local stack (Ray head, MLflow, Trainyard server)", **_fmt("""
         Start the local stack under $TRAINYARD_HOME: a Ray head (dashboard and Jobs API,
         token auth on), an MLflow tracking server (SQLite + local artifacts) and the
         Trainyard server. Idempotent: what already runs is left alone, what died is restarted.
@@ -67,24 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the components as JSON")
     p.set_defaults(func=cmd_up)
 
-    p = nouns.add_parser("down", help="stop the local stack", **fmt("""
+    p = nouns.add_parser("down", help="stop the local stack", **_fmt("""
         Stop exactly what `trainyard up` started under $TRAINYARD_HOME. Idempotent.
         Data (jobs, MLflow runs, checkpoints) stays in $TRAINYARD_HOME.
         """, "trainyard down"))
     p.set_defaults(func=cmd_down)
 
-    p = nouns.add_parser("status", help="show what the local stack runs, and where", **fmt("""
+    p = nouns.add_parser("status", help="show what the local stack runs, and where", **_fmt("""
         One row per component: address, PID and whether it answers its health check.
         Exits 0 when every component is healthy, 4 otherwise.
         """, "trainyard status\ntrainyard status --json"))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
 
-    p = nouns.add_parser("version", help="print the version", **fmt("Print Trainyard's version.", "trainyard version"))
+    p = nouns.add_parser("version", help="print the version", **_fmt("Print Trainyard's version.", "trainyard version"))
     p.set_defaults(func=cmd_version)
 
     # -- jobs
-    jobs = nouns.add_parser("jobs", help="submit, list, follow and cancel training jobs", **fmt("""
+    jobs = nouns.add_parser("jobs", help="submit, list, follow and cancel training jobs", **_fmt("""
         Training jobs: one spec (YAML) trained by Ray Train + DeepSpeed on a cluster.
         """, """
         trainyard jobs submit examples/cnn.yaml --wait
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = jobs.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
 
-    p = verbs.add_parser("submit", help="validate a job spec and submit it", **fmt("""
+    p = verbs.add_parser("submit", help="validate a job spec and submit it", **_fmt("""
         Validate SPEC locally (errors name the field, the value and the fix; exit 2),
         then submit it. When the spec has `working_dir`, that folder (relative to the spec
         file) is zipped and shipped with the job. With --wait, follow the job with a
@@ -111,20 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=cmd_jobs_submit)
 
-    p = verbs.add_parser("list", help="list jobs", **fmt("List jobs, newest first.", """
+    p = verbs.add_parser("list", help="list jobs", **_fmt("List jobs, newest first.", """
         trainyard jobs list
         trainyard jobs list --json
         """))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_list)
 
-    p = verbs.add_parser("show", help="show one job", **fmt(
+    p = verbs.add_parser("show", help="show one job", **_fmt(
         "Show a job: state, cluster, progress, metrics, MLflow run.", "trainyard jobs show JOB_ID"))
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_show)
 
-    p = verbs.add_parser("logs", help="print a job's logs", **fmt(
+    p = verbs.add_parser("logs", help="print a job's logs", **_fmt(
         "Print the job driver's logs. With -f, keep printing until the job ends.", """
         trainyard jobs logs JOB_ID
         trainyard jobs logs JOB_ID -f
@@ -133,14 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
     p.set_defaults(func=cmd_jobs_logs)
 
-    p = verbs.add_parser("cancel", help="cancel a job", **fmt(
+    p = verbs.add_parser("cancel", help="cancel a job", **_fmt(
         "Cancel a queued or running job. Cancelling a finished job is a conflict (exit 6).",
         "trainyard jobs cancel JOB_ID"))
     p.add_argument("job_id", metavar="JOB_ID")
     p.set_defaults(func=cmd_jobs_cancel)
 
     # -- clusters
-    clusters = nouns.add_parser("clusters", help="register the Ray clusters jobs run on", **fmt("""
+    clusters = nouns.add_parser("clusters", help="register the Ray clusters jobs run on", **_fmt("""
         The Ray clusters the server dispatches to. The local stack registers its own.
         """, """
         trainyard clusters list
@@ -149,10 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         """))
     cverbs = clusters.add_subparsers(dest="verb", metavar="VERB")
     cverbs.required = True
-    p = cverbs.add_parser("list", help="list clusters", **fmt("List registered clusters.", "trainyard clusters list"))
+    p = cverbs.add_parser("list", help="list clusters", **_fmt("List registered clusters.", "trainyard clusters list"))
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_clusters_list)
-    p = cverbs.add_parser("add", help="register a cluster", **fmt("""
+    p = cverbs.add_parser("add", help="register a cluster", **_fmt("""
         Register a Ray cluster by its dashboard address (Jobs API). The token file's
         content is sent to the server once and never printed.
         """, "trainyard clusters add gpu-pool --address http://10.0.0.5:8265 --token-file ray.token"))
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-resources", metavar="JSON",
                         help='the most it may grow to, one object per node: \'{"nodes": [{"CPU": 8, "GPU": 1}]}\'')
     p.set_defaults(func=cmd_clusters_add)
-    p = cverbs.add_parser("remove", help="unregister a cluster", **fmt(
+    p = cverbs.add_parser("remove", help="unregister a cluster", **_fmt(
         "Unregister a cluster. Jobs already on it keep running.", "trainyard clusters remove gpu-pool"))
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_clusters_remove)
