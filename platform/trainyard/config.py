@@ -19,8 +19,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["home", "read_secret", "ensure_secret", "Settings", "stack_file", "read_stack"]
 
@@ -60,43 +63,83 @@ def read_stack() -> dict:
         return {}
 
 
-@dataclass
-class Settings:
-    """The server's configuration. `from_env()` reads TRAINYARD_* variables."""
+class Settings(BaseSettings):
+    """The server's configuration.
+
+    `Settings.from_env()` reads the TRAINYARD_* variables (and the standard MLFLOW_TRACKING_URI,
+    AWS_* ones) and fills what is unset from the Trainyard home. `Settings(...)` takes exactly
+    what it is given, and the environment plays no part, so a server built in a test or
+    embedded in a program is not steered by whatever its process happens to have exported.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TRAINYARD_", populate_by_name=True,
+                                      validate_assignment=True, extra="forbid")
 
     db_url: str = ""
     admin_token_file: str = ""
-    mlflow_uri: str = ""
+    mlflow_uri: str = Field("", validation_alias=AliasChoices("TRAINYARD_MLFLOW_URI", "MLFLOW_TRACKING_URI"))
     # The default cluster: the Ray dashboard (Jobs/Serve REST API) and its token file.
     ray_dashboard_url: str = ""
     ray_token_file: str = ""
+    ray_autoscaling_config: str | None = None  # its autoscaler YAML, when it autoscales
     storage: str = ""  # default checkpoint storage, file:// or s3://
     # Where a spec's checkpoint.storage may point (file:///path or s3://bucket/prefix), besides
     # `storage` itself, which is always allowed. TRAINYARD_STORAGE_ROOTS, comma-separated.
-    storage_roots: list[str] = field(default_factory=list)
-    s3_endpoint_url: str | None = None
-    s3_key: str | None = field(default=None, repr=False)
-    s3_secret: str | None = field(default=None, repr=False)
-    poll_interval_s: float = 1.0
-    extra: dict = field(default_factory=dict)
+    storage_roots: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices("TRAINYARD_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"))
+    s3_key: SecretStr | None = Field(None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "s3_key"))
+    s3_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "s3_secret"))
+    # MLflow basic auth, in the standard MLflow variables
+    mlflow_username: str | None = Field(
+        None, validation_alias=AliasChoices("MLFLOW_TRACKING_USERNAME", "mlflow_username"))
+    mlflow_password: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("MLFLOW_TRACKING_PASSWORD", "mlflow_password"))
+    poll_interval_s: float = Field(1.0, gt=0, le=3600)
+    # what the driver command is (a stand-in runner in tests); {job_id} is replaced
+    runner_entrypoint: str | None = None
+    # the Python that demand requests run with on the cluster
+    cluster_python: str = "python"
+    # off: leave scaling to Ray's own demand
+    autoscaler_demand: bool = True
+    demand_running_grace_s: float = Field(0.0, ge=0)
+    # Ray Serve's HTTP proxy: the port, the host clients reach it on, the host it binds
+    serve_port: int | None = Field(None, ge=1, le=65535)
+    serve_host: str | None = None
+    serve_bind_host: str | None = None
+    extra: dict = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
     @classmethod
     def from_env(cls) -> "Settings":
+        """The settings of this process: TRAINYARD_* variables, then the home's defaults."""
+        try:
+            read = _FromEnvironment(extra={})
+        except ValidationError as exc:
+            raise _env_error(exc) from None
+        values = {name: getattr(read, name) for name in cls.model_fields}
         h = home()
-        env = os.environ
-        return cls(
-            db_url=env.get("TRAINYARD_DB_URL") or f"sqlite:///{h / 'trainyard.db'}",
-            admin_token_file=env.get("TRAINYARD_ADMIN_TOKEN_FILE") or str(h / "admin.token"),
-            mlflow_uri=env.get("TRAINYARD_MLFLOW_URI") or env.get("MLFLOW_TRACKING_URI", ""),
-            ray_dashboard_url=env.get("TRAINYARD_RAY_DASHBOARD_URL", ""),
-            ray_token_file=env.get("TRAINYARD_RAY_TOKEN_FILE") or str(h / "ray.token"),
-            storage=env.get("TRAINYARD_STORAGE") or f"file://{h / 'storage'}",
-            storage_roots=[r.strip() for r in env.get("TRAINYARD_STORAGE_ROOTS", "").split(",") if r.strip()],
-            s3_endpoint_url=env.get("TRAINYARD_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3"),
-            s3_key=env.get("AWS_ACCESS_KEY_ID"),
-            s3_secret=env.get("AWS_SECRET_ACCESS_KEY"),
-            poll_interval_s=float(env.get("TRAINYARD_POLL_INTERVAL_S", "1.0")),
-        )
+        # an empty variable means "the default", as it always has
+        defaults = {"db_url": f"sqlite:///{h / 'trainyard.db'}", "admin_token_file": str(h / "admin.token"),
+                    "ray_token_file": str(h / "ray.token"), "storage": f"file://{h / 'storage'}"}
+        for name, default in defaults.items():
+            values[name] = values[name] or default
+        return cls(**values)
+
+    @field_validator("storage_roots", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # one variable, several roots: the same spelling as PATH-like variables, not JSON
+        if isinstance(value, str):
+            return [root.strip() for root in value.split(",") if root.strip()]
+        return value
 
     def allowed_storage_roots(self) -> list[str]:
         """The storage roots a spec may write under: the default storage, then the configured ones."""
@@ -105,7 +148,41 @@ class Settings:
 
     def public(self) -> dict:
         """Settings safe to show: no secrets."""
-        data = asdict(self)
-        for key in ("s3_key", "s3_secret"):
-            data[key] = "***" if data[key] else None
+        data = self.model_dump()
+        for key in _SECRET_SETTINGS:
+            data[key] = "***" if getattr(self, key) else None
         return data
+
+    def secret_values(self) -> list[str]:
+        """The secrets these settings hold, revealed: for redaction, never for display."""
+        return [v.get_secret_value() for v in (getattr(self, k) for k in _SECRET_SETTINGS) if v is not None]
+
+
+class _FromEnvironment(Settings):
+    """Settings whose unset fields come from the environment (see Settings.from_env)."""
+
+    # an empty variable counts as unset (`TRAINYARD_MLFLOW_URI=` falls back to MLFLOW_TRACKING_URI)
+    model_config = SettingsConfigDict(env_ignore_empty=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+_SECRET_SETTINGS = ("s3_key", "s3_secret", "mlflow_password")
+_SECRET_FIELDS = {*_SECRET_SETTINGS, "aws_access_key_id", "aws_secret_access_key", "mlflow_tracking_password"}
+
+
+def _env_error(exc: ValidationError) -> Exception:
+    from trainyard.errors import TrainyardError
+
+    err = exc.errors()[0]
+    name = str(err["loc"][0]) if err.get("loc") else ""
+    var = name.upper() if name.upper().startswith(("TRAINYARD_", "AWS_", "MLFLOW_")) else f"TRAINYARD_{name.upper()}"
+    secret = name.lower() in _SECRET_FIELDS
+    value: Any = None if secret else err.get("input")
+    return TrainyardError(f"{err['msg'].lower()}, got {'***' if secret else repr(value)}", field=var,
+                          fix=f"set {var} to a valid value or unset it")

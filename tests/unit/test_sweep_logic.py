@@ -130,3 +130,11 @@ def test_plan_counts_grid_trials():
                  num_trials=6)
     assert (plan.num_trials, plan.samples) == (6, 3)
     assert plan.base_job["tracking"]["register_model"] is False and "sweep" not in plan.base_job
+
+
+def test_table_is_plain_text_and_never_reads_names_as_markup():
+    board = {"metric": "accuracy", "rows": [{"rank": 1, "trial": "[bold]t1[/]", "params": {"training.lr": 0.003},
+                                            "metric": 0.91, "best": 0.93, "state": "DONE", "iterations": 6}]}
+    text = lb.format_table(board)
+    assert "[bold]t1[/]" in text and "\x1b[" not in text
+    assert all(line == line.rstrip() for line in text.splitlines())

@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+from trainyard.cli import context
+from trainyard.cli.context import fmt, ui
 from trainyard.errors import EXIT_FAILED, EXIT_OK, SpecError
 
 __all__ = ["add_parser"]
 
 
-def add_parser(nouns, fmt) -> None:
+def add_parser(nouns) -> None:
     eps = nouns.add_parser("endpoints", help="serve registered models on Ray Serve", **fmt("""
         An endpoint serves one registered model: every live version behind one route,
         /v1/endpoints/NAME/predict, with traffic split by weight (canaries). See docs/serving.md.
@@ -111,18 +113,6 @@ def add_parser(nouns, fmt) -> None:
     p.set_defaults(func=cmd_history)
 
 
-def _client(args):
-    from trainyard.cli import main as m
-
-    return m._client(args)
-
-
-def _ui():
-    from trainyard.cli import _ui as ui
-
-    return ui
-
-
 def _yaml_file(path_arg: str | None, flag: str):
     if path_arg is None:
         return None
@@ -144,20 +134,19 @@ def cmd_deploy(args) -> int:
         parse_endpoint_spec(spec, source=args.spec)  # fail here, exit 2, before calling the server
     elif not args.model:
         raise SpecError("give MODEL or --spec FILE", field="MODEL", fix="trainyard endpoints deploy cnn-digits")
-    out = _client(args).deploy_endpoint(args.model, version=args.version, alias=args.alias, spec=spec,
+    out = context.client(args).deploy_endpoint(args.model, version=args.version, alias=args.alias, spec=spec,
                                         cluster=args.cluster)
     if args.json:
-        _ui().print_json(out)
+        ui.print_json(out)
     else:
         verb = "Deployed" if out.get("created") else "Moved"
-        _ui().stdout().print(f"{verb} endpoint [bold]{out['name']}[/]: {out['model']} version {out['version']}\n"
+        ui.stdout().print(f"{verb} endpoint [bold]{out['name']}[/]: {out['model']} version {out['version']}\n"
                              f"  POST {out['url']}", highlight=False)
     return EXIT_OK
 
 
 def cmd_list(args) -> int:
-    ui = _ui()
-    eps = _client(args).list_endpoints(cluster=args.cluster)
+    eps = context.client(args).list_endpoints(cluster=args.cluster)
     if args.json:
         ui.print_json(eps)
         return EXIT_OK
@@ -176,8 +165,7 @@ def _ms(value) -> str:
 
 
 def cmd_show(args) -> int:
-    ui = _ui()
-    ep = _client(args).get_endpoint(args.name, cluster=args.cluster)
+    ep = context.client(args).get_endpoint(args.name, cluster=args.cluster)
     if args.json:
         ui.print_json(ep)
         return EXIT_OK
@@ -211,13 +199,13 @@ def cmd_predict(args) -> int:
     except json.JSONDecodeError as exc:
         raise SpecError(f"not valid JSON: {exc.msg} at line {exc.lineno}", field="--data", value=args.data,
                         fix="send a JSON object, e.g. {\"inputs\": [...]}") from None
-    _ui().print_json(_client(args).predict(args.name, payload, cluster=args.cluster))
+    ui.print_json(context.client(args).predict(args.name, payload, cluster=args.cluster))
     return EXIT_OK
 
 
 def cmd_delete(args) -> int:
-    _client(args).delete_endpoint(args.name, cluster=args.cluster)
-    _ui().stdout().print(f"Deleted endpoint {args.name}.")
+    context.client(args).delete_endpoint(args.name, cluster=args.cluster)
+    ui.stdout().print(f"Deleted endpoint {args.name}.")
     return EXIT_OK
 
 
@@ -229,17 +217,17 @@ def cmd_promote(args) -> int:
         policy = policy["promote"]  # a whole sweep spec: take its promote: block
     parse_promotion_policy(policy, source=args.policy or "policy")
     endpoint = _yaml_file(args.endpoint_spec, "--endpoint-spec")
-    record = _client(args).promote_model(args.model, candidate=args.candidate, policy=policy, endpoint=endpoint,
+    record = context.client(args).promote_model(args.model, candidate=args.candidate, policy=policy, endpoint=endpoint,
                                          cluster=args.cluster, wait=not args.no_wait)
     if args.json:
-        _ui().print_json(record)
+        ui.print_json(record)
     else:
         for event in record.get("events") or []:
             print_event(event)
         if args.no_wait:
-            _ui().stdout().print(f"Promotion {record['id']} started; follow it: trainyard models history {args.model}")
+            ui.stdout().print(f"Promotion {record['id']} started; follow it: trainyard models history {args.model}")
         elif record.get("error"):
-            _ui().stdout().print(f"[red]failed:[/] {record['error'].get('message')}")
+            ui.stdout().print(f"[red]failed:[/] {record['error'].get('message')}")
     return EXIT_OK if args.no_wait or record.get("state") == "promoted" else EXIT_FAILED
 
 
@@ -248,18 +236,17 @@ def print_event(e: dict) -> None:
     colour = {"promoted": "green", "rolled_back": "red", "failed": "red", "rejected": "yellow"}.get(e["kind"], "")
     kind = f"[{colour}]{e['kind']}[/]" if colour else e["kind"]
     champion = f"champion v{e['champion']}" if e.get("champion") is not None else "no champion"
-    _ui().stdout().print(f"{when}  v{e.get('candidate')} ({champion})  {kind}: {e['reason']}", highlight=False)
+    ui.stdout().print(f"{when}  v{e.get('candidate')} ({champion})  {kind}: {e['reason']}", highlight=False)
     ev = e.get("evidence") or {}
     for side in ("canary", "champion"):
         s = ev.get(side)
         if isinstance(s, dict):
-            _ui().stdout().print(f"      {side}: {s.get('requests')} requests, {s.get('errors')} errors, "
+            ui.stdout().print(f"      {side}: {s.get('requests')} requests, {s.get('errors')} errors, "
                                  f"p50 {_ms(s.get('p50_ms'))} ms, p99 {_ms(s.get('p99_ms'))} ms", highlight=False)
 
 
 def cmd_history(args) -> int:
-    ui = _ui()
-    hist = _client(args).model_history(args.model)
+    hist = context.client(args).model_history(args.model)
     if args.json:
         ui.print_json(hist)
         return EXIT_OK

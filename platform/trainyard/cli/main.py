@@ -8,33 +8,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from trainyard import __version__
+from trainyard.cli import context
+from trainyard.cli.context import EXIT_CODES_HELP, ui
+from trainyard.cli.context import fmt as _fmt
 from trainyard.errors import (
     EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, SpecError, TrainyardError,
 )
 
 __all__ = ["main", "build_parser", "follow_job", "print_outcome", "job_metrics"]
-
-EXIT_CODES_HELP = textwrap.dedent("""\
-    exit codes:
-      0  ok              1  the job failed or was cancelled
-      2  bad input       3  not found
-      4  unreachable     5  not authorised
-      6  conflict (a port is taken, a state change is not allowed)
-""")
-
-
-def _fmt(description: str, examples: str = "") -> dict:
-    epilog = ""
-    if examples:
-        epilog = "examples:\n" + textwrap.indent(textwrap.dedent(examples).strip("\n"), "  ") + "\n"
-    return {"description": textwrap.dedent(description).strip(),
-            "epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}
-
 
 # ----------------------------------------------------------------------------- parser
 
@@ -191,29 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     # -- sweeps (their commands live in trainyard.cli.sweeps)
     from trainyard.cli import sweeps as sweeps_cli
 
-    sweeps_cli.add_parser(nouns, _fmt)
+    sweeps_cli.add_parser(nouns)
 
     # -- endpoints and models (trainyard.cli.endpoints)
     from trainyard.cli import endpoints as endpoints_cli
 
-    endpoints_cli.add_parser(nouns, _fmt)
+    endpoints_cli.add_parser(nouns)
     return parser
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _ui():
-    from trainyard.cli import _ui as ui
-
-    return ui
-
-
 def _client(args):
-    """The SDK client; tests replace this function."""
-    from trainyard.sdk import Client
-
-    return Client(url=args.server) if getattr(args, "server", None) else Client()
+    """The SDK client; tests replace this function, and every command's client comes from it."""
+    return context.sdk_client(args)
 
 
 def _mlflow_url(client) -> str | None:
@@ -227,7 +204,6 @@ def _mlflow_url(client) -> str | None:
         info = client.status()
     except TrainyardError:
         return None
-    ui = _ui()
     return ui.job_field(info, "server.mlflow_uri", "mlflow_uri")
 
 
@@ -237,7 +213,6 @@ def _mlflow_url(client) -> str | None:
 def cmd_up(args) -> int:
     from trainyard.local import stack
 
-    ui = _ui()
     console = ui.stderr()
     lines: list[str] = []
 
@@ -292,7 +267,6 @@ def _label(name: str) -> str:
 def cmd_down(args) -> int:
     from trainyard.local import stack
 
-    ui = _ui()
     console = ui.stderr()
     if console.is_terminal:
         with console.status("stopping the local stack...") as spinner:
@@ -310,7 +284,6 @@ def cmd_status(args) -> int:
     from trainyard import config
     from trainyard.local import stack
 
-    ui = _ui()
     comps = stack.status()
     healthy = all(c.healthy for c in comps)
     if args.json:
@@ -326,7 +299,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_version(args) -> int:
-    _ui().stdout().print(f"trainyard {__version__}")
+    ui.stdout().print(f"trainyard {__version__}")
     return EXIT_OK
 
 
@@ -354,13 +327,12 @@ def _load_spec(path_arg: str):
 
 
 def cmd_jobs_submit(args) -> int:
-    ui = _ui()
     raw, job, working_dir = _load_spec(args.spec)
     if args.dry_run:
         ui.stdout().print(f"{args.spec}: valid job spec '{job.name}' (workload {job.workload}, "
                           f"{job.resources.workers} worker(s))")
         return EXIT_OK
-    client = _client(args)
+    client = context.client(args)
     submitted = client.submit_job(raw, working_dir=str(working_dir) if working_dir else None)
     job_id = _job_id(submitted)
     if args.json and not args.wait:
@@ -379,19 +351,17 @@ def cmd_jobs_submit(args) -> int:
 
 
 def _job_id(job: Any) -> str:
-    ui = _ui()
     if isinstance(job, str):
         return job
     return str(ui.job_field(job, "id", "job_id"))
 
 
 def _state(job: Any) -> str:
-    return str(_ui().job_field(job, "state", "status", "phase", default="UNKNOWN"))
+    return str(ui.job_field(job, "state", "status", "phase", default="UNKNOWN"))
 
 
 def follow_job(client, job_id: str, name: str = "") -> dict:
     """Show a progress bar until the job ends; return the final job (used by the demo too)."""
-    ui = _ui()
     with ui.JobFollower(job_id, name) as follower:
         final = client.wait_job(job_id, on_progress=follower.update)
         if not isinstance(final, dict):
@@ -402,20 +372,19 @@ def follow_job(client, job_id: str, name: str = "") -> dict:
 
 def job_metrics(job: Any) -> dict:
     """The job's final metrics (from the runner's TRAINYARD_RESULT)."""
-    return _result(job).get("metrics") or _ui().job_field(job, "metrics") or {}
+    return _result(job).get("metrics") or ui.job_field(job, "metrics") or {}
 
 
 def _follow(client, job_id: str, name: str, *, as_json: bool = False) -> int:
     final = follow_job(client, job_id, name)
     if as_json:
-        _ui().print_json(final)
+        ui.print_json(final)
     else:
         print_outcome(client, final)
     return EXIT_OK if _state(final) == "SUCCEEDED" else EXIT_FAILED
 
 
 def _result(job: Any) -> dict:
-    ui = _ui()
     res = ui.job_field(job, "result")
     return res if isinstance(res, dict) else {}
 
@@ -423,7 +392,6 @@ def _result(job: Any) -> dict:
 def _run_url(client, job: Any) -> str | None:
     from trainyard.local.stack import mlflow_run_url
 
-    ui = _ui()
     direct = ui.job_field(job, "mlflow_url", "mlflow_run_url", "result.mlflow_run_url")
     if direct:
         return direct
@@ -435,7 +403,6 @@ def _run_url(client, job: Any) -> str | None:
 
 
 def print_outcome(client, job: Any) -> None:
-    ui = _ui()
     out = ui.stdout()
     state = _state(job)
     metrics = job_metrics(job)
@@ -457,8 +424,7 @@ def print_outcome(client, job: Any) -> None:
 
 
 def cmd_jobs_list(args) -> int:
-    ui = _ui()
-    jobs = _as_list(_client(args).list_jobs())
+    jobs = _as_list(context.client(args).list_jobs())
     if args.json:
         ui.print_json(jobs)
         return EXIT_OK
@@ -488,8 +454,7 @@ def _as_list(value: Any) -> list:
 
 
 def cmd_jobs_show(args) -> int:
-    ui = _ui()
-    client = _client(args)
+    client = context.client(args)
     job = client.get_job(args.job_id)
     if args.json:
         ui.print_json(job)
@@ -521,7 +486,6 @@ def _log_chunk(chunk: Any, offset: int) -> tuple[str, int]:
         return str(chunk[0] or ""), int(chunk[1])
     if isinstance(chunk, str):
         return chunk, offset + len(chunk)
-    ui = _ui()
     text = ui.job_field(chunk, "text", "logs", "content", default="")
     new = ui.job_field(chunk, "next_offset", "offset", default=offset + len(text))
     return str(text), int(new)
@@ -530,8 +494,7 @@ def _log_chunk(chunk: Any, offset: int) -> tuple[str, int]:
 def cmd_jobs_logs(args) -> int:
     import time
 
-    ui = _ui()
-    client = _client(args)
+    client = context.client(args)
     offset = 0
     while True:
         text, offset = _log_chunk(client.job_logs(args.job_id, offset), offset)
@@ -550,8 +513,7 @@ def cmd_jobs_logs(args) -> int:
 
 
 def cmd_jobs_cancel(args) -> int:
-    ui = _ui()
-    job = _client(args).cancel_job(args.job_id)
+    job = context.client(args).cancel_job(args.job_id)
     state = _state(job) if job is not None and not isinstance(job, bool) else "CANCELLED"
     ui.stdout().print(f"Job {args.job_id}: {state}")
     return EXIT_OK
@@ -561,8 +523,7 @@ def cmd_jobs_cancel(args) -> int:
 
 
 def cmd_clusters_list(args) -> int:
-    ui = _ui()
-    items = _as_list(_client(args).list_clusters())
+    items = _as_list(context.client(args).list_clusters())
     if args.json:
         ui.print_json(items)
         return EXIT_OK
@@ -590,7 +551,6 @@ def _resources(value: Any) -> str:
 
 
 def cmd_clusters_add(args) -> int:
-    ui = _ui()
     token = None
     if args.token_file:
         path = Path(args.token_file).expanduser()
@@ -608,14 +568,13 @@ def cmd_clusters_add(args) -> int:
     max_resources = max_resources_from_args(config=getattr(args, "config", None),
                                             max_resources=getattr(args, "max_resources", None))
     extra = {"max_resources": max_resources} if max_resources else {}
-    _client(args).add_cluster(args.name, address=args.address, token=token, **extra)
+    context.client(args).add_cluster(args.name, address=args.address, token=token, **extra)
     ui.stdout().print(f"Cluster {args.name} registered at {args.address}.")
     return EXIT_OK
 
 
 def cmd_clusters_remove(args) -> int:
-    ui = _ui()
-    _client(args).remove_cluster(args.name)
+    context.client(args).remove_cluster(args.name)
     ui.stdout().print(f"Cluster {args.name} removed.")
     return EXIT_OK
 
@@ -626,18 +585,20 @@ def cmd_clusters_remove(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # looked up now, so that a test's replacement of `_client` reaches every noun module
+    context.use_client_factory(args, _client)
     func: Callable[[Any], int] = args.func
     try:
         return int(func(args) or 0)
     except TrainyardError as exc:
-        _ui().stderr().print(f"[red]error:[/] {_escape(str(exc))}", highlight=False)
+        ui.stderr().print(f"[red]error:[/] {_escape(str(exc))}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
-        _ui().stderr().print("interrupted")
+        ui.stderr().print("interrupted")
         return 130
     except ImportError as exc:
         # a component of this install that another part of Trainyard did not ship yet
-        _ui().stderr().print(f"[red]error:[/] {_escape(str(exc))} (reinstall Trainyard: `make venv`)")
+        ui.stderr().print(f"[red]error:[/] {_escape(str(exc))} (reinstall Trainyard: `make venv`)")
         return EXIT_UNREACHABLE
 
 

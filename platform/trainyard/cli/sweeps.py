@@ -1,14 +1,15 @@
 """`trainyard sweeps submit|list|show|cancel`: hyperparameter sweeps, thin over the SDK.
 
-Registered by cli.main.build_parser through `add_parser(nouns, fmt)`.
+Registered by cli.main.build_parser through `add_parser(nouns)`.
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from trainyard.cli import context
+from trainyard.cli.context import fmt, ui
 from trainyard.errors import EXIT_FAILED, EXIT_OK, SpecError
 
 __all__ = ["add_parser"]
@@ -16,7 +17,7 @@ __all__ = ["add_parser"]
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
-def add_parser(nouns, fmt) -> None:
+def add_parser(nouns) -> None:
     sweeps = nouns.add_parser("sweeps", help="hyperparameter sweeps: many trials of one job spec", **fmt("""
         A sweep runs one job spec as many trials (Ray Tune over Ray Train + DeepSpeed), each
         with values from the spec's `sweep.search_space`, and registers the best trial's model
@@ -66,18 +67,6 @@ def add_parser(nouns, fmt) -> None:
     p.set_defaults(func=cmd_cancel)
 
 
-def _main():
-    from trainyard.cli import main as m
-
-    return m
-
-
-def _ui():
-    from trainyard.cli import _ui as ui
-
-    return ui
-
-
 def _load(path_arg: str):
     from trainyard.specs import load_yaml, parse_sweep_spec, read_spec_file
 
@@ -93,15 +82,15 @@ def _load(path_arg: str):
     return raw, spec, working_dir
 
 
-def _board_text(sweep: dict, limit: int | None = None) -> str:
-    from trainyard.sweeps.leaderboard import format_table
+def _print_board(out, sweep: dict, limit: int | None = None) -> None:
+    from trainyard.sweeps.leaderboard import board_table
 
-    board = sweep.get("leaderboard") or {}
-    return format_table(board, limit=limit)
+    table = board_table(sweep.get("leaderboard") or {}, limit=limit)
+    # a terminal gets a table that fits it; a pipe or a log gets every column at full width
+    out.print(table, width=None if out.is_terminal else 10_000)
 
 
 def cmd_submit(args) -> int:
-    ui = _ui()
     raw, spec, working_dir = _load(args.spec)
     if args.dry_run:
         from trainyard.runner.sweep import plan_sweep
@@ -112,7 +101,7 @@ def cmd_submit(args) -> int:
                           f"{spec.sweep.algorithm}/{spec.sweep.scheduler}, {plan.metric} {plan.mode})",
                           highlight=False)
         return EXIT_OK
-    client = _main()._client(args)
+    client = context.client(args)
     sweep = client.submit_sweep(raw, working_dir=str(working_dir) if working_dir else None)
     if args.json and not args.wait:
         ui.print_json(sweep)
@@ -149,7 +138,6 @@ def follow_sweep(client, sweep_id: str) -> dict:
 
 
 def print_sweep(client, sweep: dict, limit: int | None = None) -> None:
-    ui = _ui()
     out = ui.stdout()
     state = sweep.get("state")
     spec_sweep = sweep.get("sweep") or {}
@@ -172,7 +160,7 @@ def print_sweep(client, sweep: dict, limit: int | None = None) -> None:
     if url:
         out.print(f"MLflow run: {url}", highlight=False)
     if sweep.get("leaderboard"):
-        sys.stdout.write(_board_text(sweep, limit) + "\n")
+        _print_board(out, sweep, limit)
     elif state not in TERMINAL:
         out.print("no trial has reported yet")
     if state in ("FAILED", "CANCELLED") and sweep.get("message"):
@@ -180,8 +168,7 @@ def print_sweep(client, sweep: dict, limit: int | None = None) -> None:
 
 
 def cmd_list(args) -> int:
-    ui = _ui()
-    sweeps = _main()._client(args).list_sweeps()
+    sweeps = context.client(args).list_sweeps()
     if args.json:
         ui.print_json(sweeps)
         return EXIT_OK
@@ -199,8 +186,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    ui = _ui()
-    client = _main()._client(args)
+    client = context.client(args)
     sweep = client.get_sweep(args.sweep_id)
     if args.json:
         ui.print_json(sweep)
@@ -219,6 +205,6 @@ def cmd_show(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    sweep = _main()._client(args).cancel_sweep(args.sweep_id)
-    _ui().stdout().print(f"Sweep {args.sweep_id}: {sweep.get('state')}")
+    sweep = context.client(args).cancel_sweep(args.sweep_id)
+    ui.stdout().print(f"Sweep {args.sweep_id}: {sweep.get('state')}")
     return EXIT_OK

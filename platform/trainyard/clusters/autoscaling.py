@@ -11,7 +11,6 @@ Other clusters pass `max_resources` when they are registered.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -52,7 +51,8 @@ def max_nodes_from_config(config: Mapping[str, Any] | str | Path) -> list[dict[s
 
 def default_autoscaling_config(settings: Settings) -> str | None:
     """The autoscaler config of the default cluster, when it autoscales."""
-    explicit = settings.extra.get("ray_autoscaling_config") or os.environ.get("TRAINYARD_RAY_AUTOSCALING_CONFIG")
+    explicit = (settings.extra.get("ray_autoscaling_config") or settings.ray_autoscaling_config
+                or Settings.from_env().ray_autoscaling_config)
     if explicit:
         return explicit
     ray = read_stack().get("ray") or {}

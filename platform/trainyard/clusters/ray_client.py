@@ -1,17 +1,15 @@
 """A Ray cluster over its dashboard REST API (Jobs, packages, node resources).
 
-Plain httpx, no `import ray` (seconds to import). Token auth: `Authorization: Bearer`.
-Error messages name the cluster and its address, never the token or any secret that was
-sent along (runtime_env values are redacted from Ray's answers).
+Plain httpx over trainyard.clusters.dashboard, which owns the token, the errors and the
+redaction of what was sent along (runtime_env values) from Ray's answers.
 """
 from __future__ import annotations
 
 import hashlib
 from typing import Any, Iterable
 
-import httpx
-
-from trainyard.errors import ClusterError, ConflictError
+from trainyard.clusters.dashboard import DashboardClient, DashboardRejected
+from trainyard.errors import ClusterError
 
 __all__ = ["RayClusterClient", "package_name_for", "IGNORED_RESOURCES", "SubmitRejected"]
 
@@ -19,8 +17,8 @@ __all__ = ["RayClusterClient", "package_name_for", "IGNORED_RESOURCES", "SubmitR
 IGNORED_RESOURCES = ("memory", "objectStoreMemory", "object_store_memory")
 
 
-class SubmitRejected(ClusterError):
-    """Ray answered and refused the submission (a 4xx/5xx with a reason, not a network error)."""
+# a submission Ray answered and refused (not a network error): the controller fails the job
+SubmitRejected = DashboardRejected
 
 
 def package_name_for(data: bytes) -> str:
@@ -32,51 +30,8 @@ def _keep(key: str) -> bool:
     return not key.startswith("node:") and key not in IGNORED_RESOURCES
 
 
-class RayClusterClient:
-    def __init__(self, name: str, dashboard_url: str, token: str | None, *, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None):
-        self.name = name
-        self.url = dashboard_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                  transport=transport)
-        self._secrets: list[str] = [token] if token else []
-
-    def close(self) -> None:
-        self._http.close()
-
-    # ------------------------------------------------------------------ plumbing
-    def _redact(self, text: str, extra: Iterable[str] = ()) -> str:
-        for secret in [*self._secrets, *extra]:
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
-
-    def _request(self, method: str, path: str, *, ok_404: bool = False,
-                 secrets: Iterable[str] = (), **kwargs) -> httpx.Response:
-        try:
-            resp = self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException:
-            raise ClusterError(f"cluster '{self.name}' at {self.url} did not answer in time",
-                               fix="check that it runs (`trainyard status`) and is not overloaded") from None
-        except httpx.TransportError as exc:
-            raise ClusterError(f"cluster '{self.name}' at {self.url} is unreachable ({type(exc).__name__})",
-                               fix="check that it runs (`trainyard status`) and that its address is right") from None
-        if resp.status_code in (401, 403):
-            what = "no token" if resp.status_code == 401 else "a token it does not accept"
-            raise ClusterError(f"cluster '{self.name}' at {self.url} refused the request: we sent {what} "
-                               f"(HTTP {resp.status_code})",
-                               fix="re-register the cluster with its current token (`trainyard clusters add`)")
-        if resp.status_code == 404 and ok_404:
-            return resp
-        if resp.status_code >= 400:
-            detail = self._redact(resp.text.strip(), secrets)
-            # Ray answers with a traceback; its last line says why
-            lines = [ln for ln in detail.splitlines() if ln.strip() and ln.strip() != "."]
-            reason = lines[-1] if lines else f"HTTP {resp.status_code}"
-            raise SubmitRejected(f"cluster '{self.name}' refused {method} {path}: {reason[:500]}",
-                                 value=resp.status_code)
-        return resp
+class RayClusterClient(DashboardClient):
+    """Jobs, packages and node resources of one cluster (auth, errors: DashboardClient)."""
 
     # ------------------------------------------------------------------ jobs
     def submit(self, *, submission_id: str, entrypoint: str, runtime_env: dict | None = None,

@@ -8,11 +8,11 @@ that module for the rules.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from trainyard.clusters.demand import ClusterDemand, DemandSender, plan_demand
+from trainyard.config import Settings
 from trainyard.controller import views
 from trainyard.scheduler import ClusterView, Decision, QueuedJob, schedule
 from trainyard.store import Database
@@ -30,18 +30,19 @@ class DemandStep:
                  python: str | None = None):
         self.db = db
         self.health = health  # the controller's own dict: reachable clusters
-        python = python or os.environ.get("TRAINYARD_CLUSTER_PYTHON") or "python"
+        env = Settings.from_env()
+        python = python or env.cluster_python
         self.sender = DemandSender(client_for, python=python, log=log.info)
         self.last: dict[str, ClusterDemand] = {}
         # off switch (TRAINYARD_AUTOSCALER_DEMAND=off): leave scaling to Ray's own demand
-        self.enabled = os.environ.get("TRAINYARD_AUTOSCALER_DEMAND", "on").lower() not in ("off", "0", "false", "no")
+        self.enabled = env.autoscaler_demand
         # A job's trainer registers its own request with Ray (AutoscalingCoordinator) once it
         # starts, so a RUNNING job leaves our request: counting it in both made the merged
         # request twice its size and launched a second node for nothing (measured with the cnn
         # runner). The gap between the driver starting and the trainer asking is harmless
         # where nodes idle for minutes before removal (cloud: 10). A grace period keeps a
         # RUNNING job in our request that long, for drivers that never ask Ray themselves.
-        self.running_grace_s = float(os.environ.get("TRAINYARD_DEMAND_RUNNING_GRACE_S", "0"))
+        self.running_grace_s = env.demand_running_grace_s
 
     def fresh(self, phase: str, started_at: datetime | None, *, now: datetime) -> bool:
         """Whether an active job's needs are ours to request (Ray does not know them yet)."""

@@ -10,8 +10,9 @@ The contract with the runner (trainyard.runner):
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
+
+from pydantic import SecretStr
 
 from trainyard.config import Settings
 
@@ -25,11 +26,17 @@ _SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PRIVATE", "CREDEN
 
 def entrypoint_for(job_id: str, settings: Settings, *, kind: str = "job") -> str:
     """The runner command. Overridable (settings.extra['runner_entrypoint'] or
-    $TRAINYARD_RUNNER_ENTRYPOINT) so the control plane can be tested with a stand-in."""
-    template = (settings.extra.get("runner_entrypoint") or os.environ.get("TRAINYARD_RUNNER_ENTRYPOINT")
+    settings.runner_entrypoint, from $TRAINYARD_RUNNER_ENTRYPOINT) so the control plane can be
+    tested with a stand-in."""
+    template = (settings.extra.get("runner_entrypoint") or settings.runner_entrypoint
                 or (SWEEP_ENTRYPOINT if kind == "sweep" else DEFAULT_ENTRYPOINT))
     # replace, not format: a stand-in `python -c` script is full of braces
     return template.replace("{job_id}", job_id)
+
+
+def _revealed(secret: SecretStr | None) -> str | None:
+    # only where the value leaves for the job's own environment, or to be redacted
+    return secret.get_secret_value() if secret is not None else None
 
 
 def storage_for(spec: dict[str, Any], settings: Settings) -> str:
@@ -42,8 +49,8 @@ def s3_settings_for(spec: dict[str, Any], settings: Settings) -> dict[str, str |
     return {
         "endpoint_url": (spec.get("checkpoint") or {}).get("endpoint_url") or settings.s3_endpoint_url
         or env.get("TRAINYARD_S3_ENDPOINT_URL"),
-        "key": settings.s3_key or env.get("AWS_ACCESS_KEY_ID"),
-        "secret": settings.s3_secret or env.get("AWS_SECRET_ACCESS_KEY"),
+        "key": _revealed(settings.s3_key) or env.get("AWS_ACCESS_KEY_ID"),
+        "secret": _revealed(settings.s3_secret) or env.get("AWS_SECRET_ACCESS_KEY"),
     }
 
 
@@ -72,7 +79,7 @@ def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *,
 
 def secret_values(spec: dict[str, Any], settings: Settings) -> list[str]:
     """Values that must never appear in a message, a log line or an API response."""
-    values = [settings.s3_key, settings.s3_secret]
+    values = settings.secret_values()
     for key, value in (spec.get("env") or {}).items():
         if any(h in str(key).upper() for h in _SECRET_HINTS):
             values.append(str(value))

@@ -1,46 +1,49 @@
 """Ray Serve over the dashboard REST API, and the endpoints' own HTTP routes.
 
 Plain httpx, no `import ray`: the control plane uses this. The dashboard needs the
-cluster's bearer token; Serve's HTTP port needs none.
+cluster's bearer token (trainyard.clusters.dashboard handles it, and its errors); Serve's
+HTTP port needs none.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping
 
 import httpx
+import tenacity
 
+from trainyard.clusters.dashboard import DashboardClient
 from trainyard.errors import ClusterError, FieldIssue, NotFoundError, SpecError, TrainyardError
 
 __all__ = ["ServeClient", "DEFAULT_HTTP_PORT", "raise_for_endpoint"]
 
 DEFAULT_HTTP_PORT = 8000
 _APPS = "/api/serve/applications/"
+_PENDING = object()  # a wait's "not yet"
 
 
-class ServeClient:
-    """One cluster's Serve: declarative config (dashboard) + HTTP requests (proxy)."""
+class ServeClient(DashboardClient):
+    """One cluster's Serve: declarative config (dashboard, via DashboardClient) + HTTP requests (proxy)."""
 
     def __init__(self, dashboard_url: str, *, token: str | None = None, http_host: str = "127.0.0.1",
                  http_port: int = DEFAULT_HTTP_PORT, http_bind_host: str | None = None,
-                 name: str = "default", timeout: float = 30.0):
-        self.name = name
-        self.dashboard_url = dashboard_url.rstrip("/")
+                 name: str = "default", timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
+        super().__init__(name, dashboard_url, token, timeout=timeout, transport=transport)
         self.http_host, self.http_port = http_host, int(http_port)
         # where the proxy listens on the cluster (0.0.0.0 in a real cluster) vs where we reach it
         self.http_bind_host = http_bind_host or http_host
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._token = token
-        self._dash = httpx.Client(base_url=self.dashboard_url, headers=headers, timeout=timeout)
         self._http = httpx.Client(base_url=self.serve_url, timeout=timeout,
                                   limits=httpx.Limits(max_keepalive_connections=32))
+
+    @property
+    def dashboard_url(self) -> str:
+        return self.url
 
     @property
     def serve_url(self) -> str:
         return f"http://{self.http_host}:{self.http_port}"
 
     def close(self) -> None:
-        self._dash.close()
+        super().close()
         self._http.close()
 
     def __enter__(self):
@@ -50,27 +53,9 @@ class ServeClient:
         self.close()
 
     # ------------------------------------------------------------------ dashboard
-    def _dashboard(self, method: str, path: str, **kwargs) -> httpx.Response:
-        try:
-            resp = self._dash.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ClusterError(f"cluster '{self.name}' dashboard at {self.dashboard_url} is unreachable "
-                               f"({type(exc).__name__})", fix="check that the cluster runs and its address") from None
-        if resp.status_code in (401, 403):
-            raise ClusterError(f"cluster '{self.name}' refused the Serve API request (HTTP {resp.status_code}): "
-                               "the token is missing or wrong", fix="re-register the cluster with its token")
-        if resp.status_code >= 400:
-            text = resp.text.strip()
-            if self._token:
-                text = text.replace(self._token, "***")
-            lines = [ln for ln in text.splitlines() if ln.strip()]
-            raise ClusterError(f"cluster '{self.name}' Serve API {method} {path} failed "
-                               f"(HTTP {resp.status_code}): {(lines[-1] if lines else '')[:500]}")
-        return resp
-
     def details(self) -> dict:
         """GET /api/serve/applications/: every app with status, config and replicas."""
-        return self._dashboard("GET", _APPS).json()
+        return self._request("GET", _APPS).json()
 
     def applications(self) -> dict[str, dict]:
         return dict(self.details().get("applications") or {})
@@ -86,18 +71,19 @@ class ServeClient:
         return {"applications": apps}
 
     def put_config(self, config: Mapping) -> None:
-        self._dashboard("PUT", _APPS, json=dict(config))
+        self._request("PUT", _APPS, json=dict(config))
 
     def shutdown(self) -> None:
         """Remove every application and stop Serve on the cluster."""
-        self._dashboard("DELETE", _APPS)
+        self._request("DELETE", _APPS)
 
     def wait_app(self, name: str, *, generation: int | None = None, timeout: float = 180.0,
                  gone: bool = False, poll: float = 0.1) -> dict | None:
         """Wait until app `name` is RUNNING with every deployment HEALTHY (at `generation`), or gone."""
-        deadline = time.monotonic() + timeout
         last = "no answer"
-        while time.monotonic() < deadline:
+
+        def check() -> Any:
+            nonlocal last
             app = self.applications().get(name)
             if gone:
                 if app is None:
@@ -116,7 +102,14 @@ class ServeClient:
                     return app
                 last = f"status {status}, deployments " + ", ".join(
                     f"{k}={v.get('status')}" for k, v in deps.items())
-            time.sleep(poll)
+            return _PENDING
+
+        # a refusal or DEPLOY_FAILED ends the wait at once; only "not there yet" polls again
+        result = tenacity.Retrying(stop=tenacity.stop_after_delay(timeout), wait=tenacity.wait_fixed(poll),
+                                   retry=tenacity.retry_if_result(lambda r: r is _PENDING),
+                                   retry_error_callback=lambda _state: _PENDING)(check)
+        if result is not _PENDING:
+            return result
         raise ClusterError(f"endpoint {name!r} on cluster '{self.name}' was not "
                            f"{'removed' if gone else 'running'} after {timeout:.0f}s ({last})",
                            fix="see `trainyard endpoints show` and the Serve logs")

@@ -16,10 +16,11 @@ flight that was routed under an older split; delete the apps of the versions tha
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+import tenacity
 
 from trainyard.errors import ClusterError, ConflictError, NotFoundError, SpecError
 from trainyard.serving.client import ServeClient, raise_for_endpoint
@@ -246,17 +247,17 @@ class EndpointManager:
                         "removing the old versions anyway", name, generation, timeout)
 
     def _poll_replicas(self, name: str, ok, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def all_ok() -> bool:
             ids = self._router_replicas(name)
             try:
                 reported = self.stats(name).get("replicas") or {}
-            except Exception:
+            except Exception:  # a replica mid-restart: ask again
                 reported = {}
-            if ids and all(i in reported and ok(reported[i]) for i in ids):
-                return True
-            time.sleep(0.1)
-        return False
+            return bool(ids) and all(i in reported and ok(reported[i]) for i in ids)
+
+        return tenacity.Retrying(stop=tenacity.stop_after_delay(timeout), wait=tenacity.wait_fixed(0.1),
+                                 retry=tenacity.retry_if_result(lambda done: not done),
+                                 retry_error_callback=lambda _state: False)(all_ok)
 
     def deploy(self, spec: EndpointSpec | Mapping | str | Path | None = None, *, model: str | None = None,
                version: str | None = None, alias: str | None = None, wait: bool = True) -> dict:

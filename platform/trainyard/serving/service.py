@@ -12,13 +12,15 @@ and makes their endpoints safe (`start_recovery`, serving/recovery.py).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
+import tenacity
+
+from trainyard.config import Settings
 from trainyard.errors import NotFoundError, SpecError
 from trainyard.serving.client import DEFAULT_HTTP_PORT, ServeClient
 from trainyard.serving.endpoints import EndpointManager
@@ -44,7 +46,7 @@ def deployment_id(db_url: str) -> str:
 
 
 def serve_port() -> int:
-    return int(os.environ.get("TRAINYARD_SERVE_PORT") or DEFAULT_HTTP_PORT)
+    return Settings.from_env().serve_port or DEFAULT_HTTP_PORT
 
 
 class ServingService:
@@ -86,9 +88,10 @@ class ServingService:
             cached = self._managers.get(name)
             if cached and cached[0] == key:
                 return cached[1]
-            host = os.environ.get("TRAINYARD_SERVE_HOST") or urlparse(url).hostname or "127.0.0.1"
-            serve = ServeClient(url, token=token, http_host=host, http_port=serve_port(), name=name,
-                                http_bind_host=os.environ.get("TRAINYARD_SERVE_BIND_HOST") or host)
+            env = Settings.from_env()
+            host = env.serve_host or urlparse(url).hostname or "127.0.0.1"
+            serve = ServeClient(url, token=token, http_host=host, http_port=env.serve_port or DEFAULT_HTTP_PORT,
+                                name=name, http_bind_host=env.serve_bind_host or host)
             manager = EndpointManager(serve, self.registry() if self.tracking_uri else None,
                                       tracking_uri=self.tracking_uri, env=self.env)
             if cached:
@@ -188,18 +191,22 @@ class ServingService:
             return None
         self._recovered.clear()
 
+        def attempt() -> list[dict]:
+            try:
+                items = self.recover_promotions()
+            except Exception as exc:  # MLflow not up yet
+                log.warning("promotion recovery: %s", exc)
+                items = [{"error": str(exc)}]
+            self.recoveries.extend(i for i in items if "error" not in i)
+            return items
+
         def run():
             try:
-                for attempt in range(attempts):
-                    try:
-                        items = self.recover_promotions()
-                    except Exception as exc:  # MLflow not up yet
-                        log.warning("promotion recovery: %s", exc)
-                        items = [{"error": str(exc)}]
-                    self.recoveries.extend(i for i in items if "error" not in i)
-                    if not any("error" in i for i in items) or attempt == attempts - 1:
-                        return
-                    time.sleep(delay_s)
+                # records that failed (Serve or MLflow still starting) are tried again; after the
+                # last attempt they stay RUNNING, for the next start
+                tenacity.Retrying(stop=tenacity.stop_after_attempt(attempts), wait=tenacity.wait_fixed(delay_s),
+                                  retry=tenacity.retry_if_result(lambda items: any("error" in i for i in items)),
+                                  retry_error_callback=lambda _state: None)(attempt)
             finally:
                 self._recovered.set()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-__all__ = ["build_board", "format_table", "steps_to_target", "better", "STATES"]
+__all__ = ["build_board", "board_table", "format_table", "steps_to_target", "better", "STATES"]
 
 STATES = ("PENDING", "RUNNING", "DONE", "STOPPED", "ERROR")
 
@@ -113,8 +113,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_table(board: Mapping[str, Any], *, limit: int | None = None) -> str:
-    """The leaderboard as a fixed-width text table, best first."""
+_STATE_STYLES = {"DONE": "green", "RUNNING": "yellow", "PENDING": "dim", "STOPPED": "dim", "ERROR": "red"}
+
+
+def board_table(board: Mapping[str, Any], *, limit: int | None = None):
+    """The leaderboard as a rich Table, best first: rank, trial, each parameter, the metric's
+    last and best values, state, iterations. Cells are Text, so a trial name or a parameter
+    value is never read as markup."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     rows = list(board.get("rows") or [])[: limit or None]
     metric = board.get("metric", "metric")
     keys: list[str] = []
@@ -122,17 +131,27 @@ def format_table(board: Mapping[str, Any], *, limit: int | None = None) -> str:
         for key in row.get("params", {}):
             if key not in keys:
                 keys.append(key)
-    header = ["#", "trial"] + keys + [metric, "best", "state", "iters"]
-    table = [header]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
+                  caption=None if rows else "(no trials yet)", caption_justify="left")
+    for name in ["#", "trial", *keys, metric, "best", "state", "iters"]:
+        table.add_column(name, no_wrap=True)
     for row in rows:
-        table.append([str(row.get("rank", "")), row["trial"]]
-                     + [_fmt(row.get("params", {}).get(k, "")) for k in keys]
-                     + [_fmt(row.get("metric")) if row.get("metric") is not None else "-",
-                        _fmt(row.get("best")) if row.get("best") is not None else "-",
-                        row.get("state", ""), str(row.get("iterations", 0))])
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    if not rows:
-        lines.append("(no trials yet)")
-    return "\n".join(lines)
+        state = str(row.get("state", ""))
+        table.add_row(Text(str(row.get("rank", ""))), Text(str(row["trial"])),
+                      *[Text(_fmt(row.get("params", {}).get(k, ""))) for k in keys],
+                      Text(_fmt(row.get("metric")) if row.get("metric") is not None else "-"),
+                      Text(_fmt(row.get("best")) if row.get("best") is not None else "-"),
+                      Text(state, style=_STATE_STYLES.get(state, "")), Text(str(row.get("iterations", 0))))
+    return table
+
+
+def format_table(board: Mapping[str, Any], *, limit: int | None = None) -> str:
+    """The leaderboard as plain text (no colour, its natural width), e.g. for a file."""
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=10_000, color_system=None, force_terminal=False, highlight=False,
+            emoji=False).print(board_table(board, limit=limit))
+    return "\n".join(line.rstrip() for line in buf.getvalue().rstrip("\n").splitlines())
