@@ -208,3 +208,15 @@ def test_allocation_dataclass_is_accepted():
     cost = job_cost([Allocation(start=T0, end=T0 + H, workers=1, gpus_per_worker=1, node_type="gpu-1x-a10g-spot")],
                     submitted_at=T0, finished_at=T0 + H, prices=PRICES)
     assert isinstance(cost, JobCost) and cost.cost == pytest.approx(0.40)
+
+
+def test_prices_must_be_node_prices_and_warnings_stay_bounded():
+    with pytest.raises(SpecError) as info:
+        job_cost([alloc(0, 10)], submitted_at=T0, finished_at=T0 + 10, prices={"gpu-8x-a100": 32.77})
+    assert info.value.field == "prices"
+    skewed = [alloc(i * 10, i * 10 + 10, steps=1, step_seconds=11) for i in range(30)]
+    cost = job_cost(skewed, submitted_at=T0, finished_at=T0 + 300)
+    assert len(cost.warnings) == 21 and cost.warnings[-1] == "... and 12 more warnings"  # 30 clipped, no FLOPs, no accelerator
+    with pytest.raises(SpecError, match="startup plus step"):
+        job_cost([alloc(0, 100, steps=1, step_seconds=90, startup_seconds=90)],
+                 submitted_at=T0, finished_at=T0 + 100)

@@ -250,13 +250,11 @@ def _allocation(raw: Any, where: str, issues: list[FieldIssue]) -> Allocation | 
         issues.append(FieldIssue(f"{where}.cpus_per_worker", "a worker holds no CPU and no GPU", 0,
                                  "record what each worker asked Ray for"))
     limit = held * (1 + _SKEW_FRACTION) + _SKEW_SECONDS
-    for name in ("step_seconds", "startup_seconds"):
-        if held >= 0 and getattr(alloc, name) > limit:
-            issues.append(FieldIssue(f"{where}.{name}", f"is longer than the allocation held ({held:.3f} s)",
-                                     getattr(alloc, name), "step and allocation times must come from the same run"))
-    if held >= 0 and alloc.step_seconds + alloc.startup_seconds > limit and alloc.step_seconds <= limit \
-            and alloc.startup_seconds <= limit:
-        issues.append(FieldIssue(f"{where}.startup_seconds", "startup plus step time exceed the allocation "
+    if held >= 0 and alloc.step_seconds > limit:
+        issues.append(FieldIssue(f"{where}.step_seconds", f"is longer than the allocation held ({held:.3f} s)",
+                                 alloc.step_seconds, "step and allocation times must come from the same run"))
+    elif held >= 0 and alloc.step_seconds + alloc.startup_seconds > limit:
+        issues.append(FieldIssue(f"{where}.startup_seconds", f"startup plus step time exceed the allocation "
                                  f"held ({held:.3f} s)", alloc.startup_seconds))
     return alloc
 
@@ -281,6 +279,10 @@ def job_cost(allocations: Sequence[Mapping[str, Any] | Allocation], *, submitted
     if len(allocations) > MAX_ALLOCATIONS:
         raise SpecError(f"at most {MAX_ALLOCATIONS} allocations per job", field="allocations",
                         value=len(allocations), fix="merge consecutive allocations of the same size")
+    if prices is not None and (not isinstance(prices, Mapping)
+                               or not all(isinstance(p, NodePrice) for p in prices.values())):
+        raise SpecError("must map node type names to NodePrice (trainyard.costs.prices.node_prices)",
+                        field="prices", value=type(prices).__name__)
     submitted = _time(submitted_at, "submitted_at", issues)
     finished = _time(finished_at, "finished_at", issues)
     allocs = [_allocation(a, f"allocations[{i}]", issues) for i, a in enumerate(allocations)]
@@ -420,8 +422,15 @@ def job_cost(allocations: Sequence[Mapping[str, Any] | Allocation], *, submitted
         useful_device_seconds=useful_dev,
         submitted_at=submitted,
         finished_at=finished,
-        warnings=tuple(warnings),
+        warnings=_capped(warnings),
     )
+
+
+def _capped(warnings: list[str], limit: int = 20) -> tuple[str, ...]:
+    # one clipped clock per allocation must not grow a record without bound
+    if len(warnings) <= limit:
+        return tuple(warnings)
+    return (*warnings[:limit], f"... and {len(warnings) - limit} more warnings")
 
 
 def sweep_cost(trials: Iterable[JobCost]) -> JobCost:
@@ -442,7 +451,7 @@ def sweep_cost(trials: Iterable[JobCost]) -> JobCost:
             raise SpecError("must be a JobCost (from job_cost)", field=f"trials[{i}]", value=type(t).__name__)
     if not items:
         raise SpecError("a sweep with no trials has no cost record", field="trials", value=[])
-    warnings = [f"trials[{i}] {w}" for i, t in enumerate(items) for w in t.warnings][:50]
+    warnings = [f"trials[{i}] {w}" for i, t in enumerate(items) for w in t.warnings]
     unpriced = sum(1 for t in items if t.cost is None)
     if unpriced:
         warnings.append(f"cost: {unpriced} of {len(items)} trials have no money figure; the sweep has none")
@@ -494,5 +503,5 @@ def sweep_cost(trials: Iterable[JobCost]) -> JobCost:
         submitted_at=submitted,
         finished_at=finished,
         trials=sum(t.trials for t in items),
-        warnings=tuple(warnings),
+        warnings=_capped(warnings),
     )
