@@ -220,3 +220,10 @@ def test_prices_must_be_node_prices_and_warnings_stay_bounded():
     with pytest.raises(SpecError, match="startup plus step"):
         job_cost([alloc(0, 100, steps=1, step_seconds=90, startup_seconds=90)],
                  submitted_at=T0, finished_at=T0 + 100)
+
+
+def test_a_job_cancelled_in_the_queue_held_nothing():
+    cost = job_cost([], submitted_at=T0, finished_at=T0 + 42, prices=PRICES)
+    assert (cost.queued_seconds, cost.running_seconds, cost.held_seconds) == (42, 0, 0)
+    assert cost.gpu_hours == cost.cpu_hours == cost.cost == 0
+    assert cost.busy_fraction is cost.goodput is cost.mfu is None

@@ -65,3 +65,11 @@ def test_a_model_without_a_tensor_output_asks_for_a_step_fn():
 
     with pytest.raises(TypeError, match="step_fn"):
         count_step_flops(Words(), torch.randn(2))
+
+
+def test_a_model_on_the_meta_device_is_counted_without_memory():
+    # how a runner can count a model too large to run twice: build it on "meta"
+    with torch.device("meta"):
+        model, x = mlp(), torch.randn(B, IN)
+    forward = 2 * B * IN * HID + 2 * B * HID * OUT
+    assert count_step_flops(model, x) == forward + 2 * B * IN * HID + 2 * (2 * B * HID * OUT)

@@ -39,7 +39,8 @@ def count_step_flops(model: Any, example_batch: Any, *, step_fn: Callable[[Any, 
     the workload's); by default the model is called on the batch (a dict as keywords, a tuple as
     arguments) and the sum of its output (or its `.loss`) is backpropagated. The gradients the
     count leaves behind are put back as they were, so counting before training changes nothing.
-    No optimizer step is taken. Multiply by the number of data-parallel workers for the global
+    No optimizer step is taken. A model built under `torch.device("meta")` (with a meta batch)
+    is counted the same, without memory or compute. Multiply by the number of data-parallel workers for the global
     figure that trainyard.costs.job_cost takes as `flops_per_step` (times the gradient
     accumulation steps, when one optimizer step runs several micro-batches).
     """
