@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
+from operator import attrgetter
 from typing import Iterable, Iterator, Mapping
 
 from trainyard.scheduler.policy import QueuedJob
 
 __all__ = ["FairQueue", "dominant_share", "fair_order"]
+
+_rank = attrgetter("rank")  # (-priority, seq, id), kept on the job
 
 
 def dominant_share(held: Mapping[str, float], capacity: Mapping[str, float], weight: float = 1.0) -> float:
@@ -57,7 +60,7 @@ class FairQueue:
         self._heap: list[tuple[int, float, float, str]] = []
         for project, queue in self._queues.items():
             # reversed, so that pop() from the end gives the next job; ties go by id, as in order_queue
-            queue.sort(key=lambda j: (-j.priority, j.seq, j.id), reverse=True)
+            queue.sort(key=_rank, reverse=True)
             self.alloc[project] = dict(held.get(project, {}))
             self._heap.append(self._key(project, queue[-1]))
         heapq.heapify(self._heap)

@@ -121,7 +121,6 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
     budgets = budget_statuses(projects, usage, now=now, burn_window_s=config.burn_window_s)
 
     jobs = list(queue)
-    jobs_by_id = {j.id: j for j in jobs}
     dispatched: dict[str, list[QueuedJob]] = defaultdict(list)
     fair = FairQueue(jobs, held=held, capacity=capacity, weights=weights) if config.fair_share else None
     ordered = fair if fair is not None else order_queue(jobs)
@@ -140,10 +139,13 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
     # what blocks it for the rest of the tick, and the reason per (project, priority).
     settled: dict[tuple, tuple[Reservation, str]] = {}
     settled_reasons: dict[tuple, Reason] = {}
+    # projects a budget or a quota may hold back (the others never are)
+    limited = set(budgets) | {name for name, p in projects.items() if p.quota is not None}
     # positions count jobs that stay queued after this tick
     in_queue = 0
     in_project: dict[str, int] = defaultdict(int)
     in_cluster: dict[str, int] = defaultdict(int)
+    waiting: list[QueuedJob] = []  # the job of each plan.wait entry
 
     def wait(job: QueuedJob, reason: Reason, candidates: Sequence[ClusterView], eta: float | None = None) -> None:
         nonlocal in_queue
@@ -152,6 +154,7 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
         for c in candidates:
             in_cluster[c.name] += 1
         where = reason.cluster or job.cluster
+        waiting.append(job)
         plan.wait.append(Pending(job.id, reason, in_queue, in_project[job.project],
                                  in_cluster[where] if where else None, eta))
 
@@ -191,10 +194,11 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
             plan.reject.append(never if never.job_id == job.id else replace(never, job_id=job.id))
             continue
         demand = job.demand
-        held_back = budget_reason(budgets.get(job.project), demand) or ledger.check(job.project, demand)
-        if held_back is not None:
-            wait(job, held_back, candidates)
-            continue
+        if job.project in limited:
+            held_back = budget_reason(budgets.get(job.project), demand) or ledger.check(job.project, demand)
+            if held_back is not None:
+                wait(job, held_back, candidates)
+                continue
         if not live:
             names = ", ".join(f"'{c.name}'" for c in possible)
             pinned = " (the job is pinned by resources.cluster)" if job.cluster else ""
@@ -207,7 +211,14 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
             reason = settled_reasons.get(rkey)
             if reason is None:
                 reason = settled_reasons[rkey] = blocked_reason(job, *stuck)
-            wait(job, reason, live)
+            # wait(job, reason, live), inline: this is most of a long queue
+            in_queue += 1
+            mine = in_project[job.project] = in_project[job.project] + 1
+            for c in live:
+                in_cluster[c.name] += 1
+            where = reason.cluster or job.cluster
+            waiting.append(job)
+            plan.wait.append(Pending(job.id, reason, in_queue, mine, in_cluster[where] if where else None, None))
             continue
 
         options: list[tuple[ClusterView, list, Reservation | None, list | None]] = []
@@ -294,7 +305,7 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
         wait(job, blocked_reason(job, *blocked_by), live)
 
     if config.eta_depth:
-        _estimate_starts(plan, jobs_by_id, clusters, running_on, free, dispatched, taken, now=now,
+        _estimate_starts(plan, waiting, clusters, running_on, free, dispatched, taken, now=now,
                          depth=config.eta_depth)
     return plan
 
@@ -302,15 +313,22 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
 _LINE = (CAPACITY, PREEMPTING, BEHIND_JOB, FAIR_SHARE)
 
 
-def _estimate_starts(plan: TickPlan, jobs: Mapping[str, QueuedJob], clusters: Sequence[ClusterView],
+def _estimate_starts(plan: TickPlan, waiting: Sequence[QueuedJob], clusters: Sequence[ClusterView],
                      running_on: Mapping[str, list[RunningJob]], free: Mapping[str, list[dict[str, float]]],
                      dispatched: Mapping[str, list[QueuedJob]], taken: set[str], *, now: float, depth: int) -> None:
     """Fill in estimated starts for the first `depth` jobs in each cluster's line (eta.py)."""
     lines: dict[str, list[int]] = defaultdict(list)
+    names = {c.name for c in clusters}
+    filled = 0  # lines that have `depth` jobs: once all have, the rest of the queue is not looked at
     for i, pending in enumerate(plan.wait):
         cluster = pending.reason.cluster
         if pending.reason.code in _LINE and cluster is not None and len(lines[cluster]) < depth:
-            lines[cluster].append(i)
+            line = lines[cluster]
+            line.append(i)
+            if len(line) == depth and cluster in names:
+                filled += 1
+                if filled == len(names):
+                    break
     for c in clusters:
         if c.name not in lines:
             continue
@@ -324,7 +342,7 @@ def _estimate_starts(plan: TickPlan, jobs: Mapping[str, QueuedJob], clusters: Se
         last = now
         for i in lines[c.name]:
             pending = plan.wait[i]
-            job = jobs[pending.job_id]
+            job = waiting[i]
             need = demand_total(job.per_worker, job.workers)
             start = pending.estimated_start  # the head's per-node reservation, when it has one
             if start is None:

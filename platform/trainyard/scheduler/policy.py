@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import attrgetter
 from typing import Callable, Iterable, Mapping, Sequence
 
 from trainyard.scheduler.model import demand_of
@@ -88,6 +89,11 @@ class QueuedJob:
     # __dict__, which a frozen dataclass allows; equality and repr ignore it). The
     # controller keeps its QueuedJobs between ticks, so a tick at 10,000 queued jobs does
     # not rebuild them. `per_worker` is never changed after a job is made.
+    @cached_property
+    def rank(self) -> tuple[int, float, str]:
+        """The queue order: priority (higher first), then FIFO, ties by id."""
+        return (-self.priority, self.seq, self.id)
+
     @cached_property
     def shape(self) -> tuple[int, tuple[tuple[str, float], ...]]:
         """The gang's shape, hashable: jobs of one shape pack and fit alike."""
@@ -140,8 +146,11 @@ class SchedulerHooks:
     admit: Callable[[QueuedJob, str], str | None] | None = None
 
 
+_rank = attrgetter("rank")
+
+
 def order_queue(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
-    return sorted(jobs, key=lambda j: (-j.priority, j.seq, j.id))
+    return sorted(jobs, key=_rank)
 
 
 def _fits_bundle(node: Mapping[str, float], bundle: Mapping[str, float]) -> bool:
