@@ -9,7 +9,9 @@ of a project under its share, and may preempt). So a project under its share goe
 within a project priority then FIFO is kept.
 
 Cost: one sort per project plus a heap over projects: O(n log n) for n jobs, never
-quadratic in the queue.
+quadratic in the queue. A pick that does not change its project's allocation (the job
+waits) ranks the project's next job from a per-shape memo, so a long queue of a few shapes
+costs a dictionary lookup per job, not a dominant-share computation.
 """
 from __future__ import annotations
 
