@@ -158,8 +158,8 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
         plan.wait.append(Pending(job.id, reason, in_queue, in_project[job.project],
                                  in_cluster[where] if where else None, eta))
 
-    def route(job: QueuedJob) -> tuple[list[ClusterView], list[ClusterView], list[ClusterView],
-                                                   Decision | None]:
+    def route(job: QueuedJob) -> tuple[list[ClusterView], list[ClusterView], list[ClusterView], Decision | None]:
+        """(candidates, the ones it could ever fit on, the healthy ones among those, or why never)."""
         if job.cluster is not None and job.cluster not in by_name:
             known = ", ".join(sorted(by_name)) or "none"
             never = Decision(job.id, REJECT, None, f"cluster {job.cluster!r} is not registered "
