@@ -148,3 +148,61 @@ def test_the_controllers_own_notes_do_not_wake_the_mirror(server):
     ctrl.tick()
     assert ctrl.queue.scans == scans  # the note's commit was quiet
 
+
+
+def test_the_mirror_scans_only_the_rows_a_write_named_and_everything_otherwise(tmp_path):
+    from sqlalchemy import delete, update
+
+    from trainyard.controller.queue import QueueMirror
+    from trainyard.store import state as st
+    from trainyard.store.models import JobRow
+
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    db.upgrade()
+    mirror = QueueMirror(db, resync_interval_s=1e9)
+    scans: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda conn, cur, sql, *a: scans.append(sql) if sql.startswith("SELECT jobs.id, jobs.version") else None)
+
+    def create(job_id):
+        with db.session() as s:
+            jobs_repo.create_job(s, spec=spec(name=job_id), name=job_id, project="default", priority=0, job_id=job_id)
+
+    def step(write) -> str:
+        """Apply a write, sync, and check the mirror against a fresh read of everything."""
+        write()
+        scans.clear()
+        mirror.sync()
+        how = "targeted" if scans and all("jobs.id IN" in q for q in scans) else "everything"
+        fresh = QueueMirror(db)
+        fresh.sync()
+        assert {i: q.version for i, q in mirror.pending.items()} == {i: q.version for i, q in fresh.pending.items()}
+        assert {i: (a.version, a.phase) for i, a in mirror.active.items()} == \
+            {i: (a.version, a.phase) for i, a in fresh.active.items()}
+        return how
+
+    def sql(statement):
+        with db.session() as s:
+            s.execute(statement)
+
+    assert step(lambda: [create(f"job-{i}") for i in range(4)]) == "everything"  # the first sync
+    assert step(lambda: create("job-new")) == "targeted" and "job-new" in mirror.pending
+
+    def dispatch():
+        with db.session() as s:
+            jobs_repo.transition(s, jobs_repo.find_job(s, "job-0"), st.DISPATCHING, reason="t", cluster="c",
+                                 attempt=1, submission_id="s-0")
+    assert step(dispatch) == "targeted" and "job-0" in mirror.active
+    assert step(lambda: sql(update(JobRow).where(JobRow.id.in_(["job-1", "job-2"]))
+                            .values(phase=st.CANCELLED, version=JobRow.version + 1))) == "targeted"
+    assert step(lambda: sql(update(JobRow).where(JobRow.id == "job-3", JobRow.phase == st.PENDING)
+                            .values(version=JobRow.version + 1))) == "targeted"
+    assert step(lambda: sql(delete(JobRow).where(JobRow.id == "job-0"))) == "targeted"
+    assert "job-0" not in mirror.active and "job-1" not in mirror.pending
+    # a write whose rows cannot be told (here: by phase) scans everything
+    assert step(lambda: sql(update(JobRow).where(JobRow.phase == st.PENDING)
+                            .values(version=JobRow.version + 1))) == "everything"
+    assert step(mirror.mark_dirty) == "everything"
+    scans.clear()
+    assert mirror.sync() is False and scans == []  # nothing written: nothing read
+    db.dispose()

@@ -9,6 +9,11 @@ it: 1.6 s a tick at 9,400 queued. The mirror reads only what changed:
 The scan itself runs only when a session of this process committed a write to the jobs
 table since the last scan (an engine hook, `_WriteWatch`), or every `resync_interval_s`
 for writers in other processes. An idle server with a long queue reads nothing.
+When the hook could tell which rows each of those writes touched (an INSERT's ids, an
+UPDATE or DELETE by `jobs.id = ` or `jobs.id IN`: what the ORM and the store emit), only
+those rows are scanned: a submission costs a read of one (id, version, phase), not of the
+whole queue. Any other write to the table, a burst of more than `_TARGETED_MAX` rows, the
+periodic resync and `mark_dirty()` scan everything.
 
 The controller's own "waiting" notes do not bump `version` (see loop.py), and are written
 with `QUIET` so that they do not wake the mirror either.
@@ -22,6 +27,8 @@ from datetime import datetime
 from typing import Any, Callable
 
 from sqlalchemy import event, select
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BindParameter
 
 from trainyard.controller import views
 from trainyard.scheduler import QueuedJob
@@ -36,6 +43,53 @@ QUIET = "trainyard_mirror_quiet"
 _TRACKED = sorted({st.PENDING} | st.ACTIVE)
 _CHUNK = 500  # ids per IN (...) query
 _WRITES = ("INSERT INTO jobs ", "UPDATE jobs ", "DELETE FROM jobs ")
+_TARGETED_MAX = 2000  # more rows written than this: one scan of everything is cheaper
+_ID = JobRow.__table__.c.id
+
+
+def _written_ids(statement: str, context) -> set[str] | None:
+    """The ids of the rows a write to `jobs` touched, from the compiled statement and its
+    parameters; None when they cannot be told (then the whole queue is scanned)."""
+    compiled = getattr(context, "compiled", None)
+    stmt = getattr(compiled, "statement", None)
+    params = getattr(context, "compiled_parameters", None)
+    if stmt is None or not params:
+        return None
+    try:
+        if statement.startswith("INSERT"):
+            ids = {p["id"] for p in params}
+        else:
+            bind = _id_bind(getattr(stmt, "whereclause", None))
+            key = None if bind is None else compiled.bind_names.get(bind)
+            if key is None:
+                return None
+            ids = set()
+            for p in params:
+                if key in p:
+                    value = p[key]
+                    ids.update(value if isinstance(value, (list, tuple)) else (value,))
+                else:  # an IN list, expanded into key_1, key_2, ...
+                    n = 1
+                    while f"{key}_{n}" in p:
+                        ids.add(p[f"{key}_{n}"])
+                        n += 1
+    except (KeyError, TypeError):
+        return None
+    return ids if ids and all(isinstance(i, str) for i in ids) else None
+
+
+def _id_bind(where) -> BindParameter | None:
+    """The bind parameter in `jobs.id = :key` or `jobs.id IN (:key)`, when `where` is
+    that or an AND with that among its terms (then no other row can match)."""
+    if where is None:
+        return None
+    terms = list(where.clauses) if getattr(where, "operator", None) is operators.and_ else [where]
+    for term in terms:
+        left, right, op = getattr(term, "left", None), getattr(term, "right", None), getattr(term, "operator", None)
+        if (left is not None and left.compare(_ID) and op in (operators.eq, operators.in_op)
+                and isinstance(right, BindParameter)):
+            return right
+    return None
 
 
 @dataclass
@@ -60,25 +114,31 @@ class Active:
 
 
 class _WriteWatch:
-    """Calls `on_write` after a transaction that wrote the jobs table commits (or ends).
+    """Calls `on_write(ids)` after a transaction that wrote the jobs table commits (or ends);
+    `ids`: the rows it wrote, or None when some write's rows could not be told.
 
     A statement that writes `jobs` marks its connection; the mark is read when the
     connection goes back to the pool, which is after the commit, so whoever reacts sees the
     committed rows. A rollback also ends up here: a spurious wake-up costs one scan.
     """
 
-    def __init__(self, db: Database, on_write: Callable[[], None]):
+    def __init__(self, db: Database, on_write: Callable[[set[str] | None], None]):
         self.on_write = on_write
         event.listen(db.engine, "after_cursor_execute", self._mark)
         event.listen(db.engine.pool, "checkin", self._checkin)
 
     def _mark(self, conn, cursor, statement, parameters, context, executemany) -> None:
         if statement.startswith(_WRITES) and not (context is not None and context.execution_options.get(QUIET)):
-            conn.info["trainyard_jobs_written"] = True
+            info = conn.info
+            known = info.get("trainyard_jobs_written", set())
+            if known is not None:
+                ids = _written_ids(statement, context)
+                known = None if ids is None or len(known) + len(ids) > _TARGETED_MAX else known | ids
+            info["trainyard_jobs_written"] = known
 
     def _checkin(self, dbapi_connection, record) -> None:
-        if record is not None and record.info.pop("trainyard_jobs_written", False):
-            self.on_write()
+        if record is not None and "trainyard_jobs_written" in record.info:
+            self.on_write(record.info.pop("trainyard_jobs_written"))
 
 
 class QueueMirror:
@@ -95,27 +155,47 @@ class QueueMirror:
         self.rows_read = 0
         self._dirty = True  # nothing read yet
         self._last_scan = float("-inf")
+        # what changed since the last scan: these ids only, unless `_dirty` (everything)
+        self._written: set[str] = set()
+        self._marks = threading.Lock()
         self._lock = threading.Lock()
-        self._watch = _WriteWatch(db, self.mark_dirty)
+        self._watch = _WriteWatch(db, self._on_write)
 
     def mark_dirty(self) -> None:
+        """Scan everything at the next sync."""
         self._dirty = True
+
+    def _on_write(self, ids: set[str] | None) -> None:
+        if ids is None:
+            self._dirty = True
+            return
+        with self._marks:
+            self._written |= ids
 
     def sync(self, *, force: bool = False) -> bool:
         """Bring the mirror up to date; True when anything in it changed."""
         now = self.clock()
-        if not (force or self._dirty or now - self._last_scan >= self.resync_interval_s):
+        everything = force or self._dirty or now - self._last_scan >= self.resync_interval_s
+        if not (everything or self._written):
             return False
         with self._lock:
-            # cleared before reading: a commit that lands during the scan marks it again
-            self._dirty = False
-            self._last_scan = now
+            # taken before reading: a commit that lands during the scan marks it again
+            with self._marks:
+                written, self._written = self._written, set()
+            if everything:
+                self._dirty = False
+                self._last_scan = now
             self.scans += 1
             with self.db.session() as s:
                 # Core rows, not ORM: a third of the cost at 10,000 rows
                 conn = s.connection()
-                seen = conn.execute(select(JobRow.id, JobRow.version, JobRow.phase)
-                                    .where(JobRow.phase.in_(_TRACKED))).all()
+                query = select(JobRow.id, JobRow.version, JobRow.phase).where(JobRow.phase.in_(_TRACKED))
+                if everything:
+                    seen = conn.execute(query).all()
+                else:
+                    ordered = sorted(written)
+                    seen = [row for i in range(0, len(ordered), _CHUNK)
+                            for row in conn.execute(query.where(JobRow.id.in_(ordered[i:i + _CHUNK])))]
                 stale: list[str] = []
                 ids: set[str] = set()
                 for job_id, version, phase in seen:
@@ -123,9 +203,12 @@ class QueueMirror:
                     have = self.pending.get(job_id) if phase == st.PENDING else self.active.get(job_id)
                     if have is None or have.version != version or (phase != st.PENDING and have.phase != phase):
                         stale.append(job_id)
-                gone = [i for i in self.pending if i not in ids] + [i for i in self.active if i not in ids]
+                if everything:
+                    gone = [i for i in self.pending if i not in ids] + [i for i in self.active if i not in ids]
+                else:  # written, and no longer PENDING or active
+                    gone = [i for i in written if i not in ids and (i in self.pending or i in self.active)]
                 if stale:
-                    self._load(conn, stale, whole=len(stale) > len(seen) // 2)
+                    self._load(conn, stale, whole=everything and len(stale) > len(seen) // 2)
             for job_id in gone:
                 self.pending.pop(job_id, None)
                 self.active.pop(job_id, None)

@@ -33,7 +33,7 @@ from trainyard.scheduler.eta import Forecast, demand_total
 from trainyard.scheduler.budgets import BudgetStatus, budget_reason, budget_statuses
 from trainyard.scheduler.fairshare import FairQueue, dominant_share
 from trainyard.scheduler.model import (ACCEL_PREFIX, Project, RunningJob, TickConfig, UsageRecord, add_into,
-                                      capacity_of, demand_of)
+                                      capacity_of)
 from trainyard.scheduler.placement import Score, rank_clusters
 from trainyard.scheduler.policy import (DISPATCH, REJECT, WAIT, ClusterView, Decision, QueuedJob, _unit, fits,
                                         never_fits_reason, order_queue, pack)
@@ -121,7 +121,6 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
     budgets = budget_statuses(projects, usage, now=now, burn_window_s=config.burn_window_s)
 
     jobs = list(queue)
-    jobs_by_id = {j.id: j for j in jobs}
     dispatched: dict[str, list[QueuedJob]] = defaultdict(list)
     fair = FairQueue(jobs, held=held, capacity=capacity, weights=weights) if config.fair_share else None
     ordered = fair if fair is not None else order_queue(jobs)
@@ -131,12 +130,22 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
     taken: set[str] = set()
     # Free space only shrinks during a tick, so a gang shape that did not fit a cluster
     # will not fit it later in the tick either: remember it instead of packing again.
-    no_room: set[tuple[str, tuple]] = set()
-    can_ever: dict[tuple[str, tuple], bool] = {}
+    no_room: dict[str, set[tuple]] = {c.name: set() for c in clusters}
+    # Most of a long queue is many jobs of a few shapes, waiting behind the same heads.
+    # Per (pinned cluster, shape), once for the tick: where it may go at all ...
+    routes: dict[tuple, tuple[list[ClusterView], list[ClusterView], list[ClusterView], Decision | None]] = {}
+    # ... and, once every cluster it may use is held by a head job it cannot backfill
+    # beside (a reservation is never taken back within a tick, and free space only shrinks),
+    # what blocks it for the rest of the tick, and the reason per (project, priority).
+    settled: dict[tuple, tuple[Reservation, str]] = {}
+    settled_reasons: dict[tuple, Reason] = {}
+    # projects a budget or a quota may hold back (the others never are)
+    limited = set(budgets) | {name for name, p in projects.items() if p.quota is not None}
     # positions count jobs that stay queued after this tick
     in_queue = 0
     in_project: dict[str, int] = defaultdict(int)
     in_cluster: dict[str, int] = defaultdict(int)
+    waiting: list[QueuedJob] = []  # the job of each plan.wait entry
 
     def wait(job: QueuedJob, reason: Reason, candidates: Sequence[ClusterView], eta: float | None = None) -> None:
         nonlocal in_queue
@@ -145,42 +154,71 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
         for c in candidates:
             in_cluster[c.name] += 1
         where = reason.cluster or job.cluster
+        waiting.append(job)
         plan.wait.append(Pending(job.id, reason, in_queue, in_project[job.project],
                                  in_cluster[where] if where else None, eta))
 
-    for job in ordered:
-        plan.order.append(job.id)
+    def route(job: QueuedJob) -> tuple[list[ClusterView], list[ClusterView], list[ClusterView], Decision | None]:
+        """(candidates, the ones it could ever fit on, the healthy ones among those, or why never)."""
         if job.cluster is not None and job.cluster not in by_name:
             known = ", ".join(sorted(by_name)) or "none"
-            plan.reject.append(Decision(job.id, REJECT, None, f"cluster {job.cluster!r} is not registered "
-                                        f"(registered: {known})", "resources.cluster"))
-            continue
+            never = Decision(job.id, REJECT, None, f"cluster {job.cluster!r} is not registered "
+                             f"(registered: {known})", "resources.cluster")
+            return [], [], [], never
         candidates = [by_name[job.cluster]] if job.cluster else list(clusters)
         # Only clusters it could ever fit on: a job must not hold a line it can never lead.
-        shape = (job.workers, tuple(sorted(job.per_worker.items())))
-        possible = []
-        for c in candidates:
-            ever = can_ever.get((c.name, shape))
-            if ever is None:
-                ever = can_ever[(c.name, shape)] = fits(job, c.capacity_nodes())
-            if ever:
-                possible.append(c)
+        possible = [c for c in candidates if fits(job, c.capacity_nodes())]
         if not possible:
-            never = never_fits_reason(job, candidates)
-            assert never is not None
-            plan.reject.append(Decision(job.id, REJECT, None, never[1], never[0]))
+            found = never_fits_reason(job, candidates)
+            assert found is not None
+            return candidates, [], [], Decision(job.id, REJECT, None, found[1], found[0])
+        return candidates, possible, [c for c in possible if c.healthy], None
+
+    def blocked_reason(job: QueuedJob, res: Reservation, why: str) -> Reason:
+        head = res.job
+        if (head.project != job.project and head.priority == job.priority
+                and shares.get(head.project, 0.0) < shares.get(job.project, 0.0) - 1e-12):
+            return Reason(FAIR_SHARE, f"{why}; project '{head.project}' is further under its fair share than "
+                          f"project '{job.project}'", cluster=res.cluster, blocking_job=head.id)
+        return Reason(BEHIND_JOB, why or f"behind job '{head.id}'", cluster=res.cluster, blocking_job=head.id)
+
+    for job in ordered:
+        plan.order.append(job.id)
+        shape = job.shape
+        key = (job.cluster, shape)
+        where = routes.get(key)
+        if where is None:
+            where = routes[key] = route(job)
+        candidates, possible, live, never = where
+        if never is not None:
+            plan.reject.append(never if never.job_id == job.id else replace(never, job_id=job.id))
             continue
-        demand = demand_of(job.per_worker, job.workers)
-        held_back = budget_reason(budgets.get(job.project), demand) or ledger.check(job.project, demand)
-        if held_back is not None:
-            wait(job, held_back, candidates)
-            continue
-        live = [c for c in possible if c.healthy]
+        demand = job.demand
+        if job.project in limited:
+            held_back = budget_reason(budgets.get(job.project), demand) or ledger.check(job.project, demand)
+            if held_back is not None:
+                wait(job, held_back, candidates)
+                continue
         if not live:
             names = ", ".join(f"'{c.name}'" for c in possible)
             pinned = " (the job is pinned by resources.cluster)" if job.cluster else ""
             wait(job, Reason(CLUSTER_UNHEALTHY, f"cluster {names} is unreachable{pinned}",
                              cluster=possible[0].name if len(possible) == 1 else None), possible)
+            continue
+        stuck = settled.get(key)
+        if stuck is not None:
+            rkey = (key, job.project, job.priority)
+            reason = settled_reasons.get(rkey)
+            if reason is None:
+                reason = settled_reasons[rkey] = blocked_reason(job, *stuck)
+            # wait(job, reason, live), inline: this is most of a long queue
+            in_queue += 1
+            mine = in_project[job.project] = in_project[job.project] + 1
+            for c in live:
+                in_cluster[c.name] += 1
+            where = reason.cluster or job.cluster
+            waiting.append(job)
+            plan.wait.append(Pending(job.id, reason, in_queue, mine, in_cluster[where] if where else None, None))
             continue
 
         options: list[tuple[ClusterView, list, Reservation | None, list | None]] = []
@@ -191,9 +229,9 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
             if res is not None and not config.backfill:
                 blocked_by = blocked_by or (res, f"behind job '{res.job.id}'")
                 continue
-            left = None if (c.name, shape) in no_room else pack(job.per_worker, job.workers, free[c.name])
+            left = None if shape in no_room[c.name] else pack(job.per_worker, job.workers, free[c.name])
             if left is None:
-                no_room.add((c.name, shape))
+                no_room[c.name].add(shape)
                 if res is None:
                     full.append(c)
                 else:
@@ -262,18 +300,12 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
             continue
 
         assert blocked_by is not None
-        res, why = blocked_by
-        head = res.job
-        if (head.project != job.project and head.priority == job.priority
-                and shares.get(head.project, 0.0) < shares.get(job.project, 0.0) - 1e-12):
-            reason = Reason(FAIR_SHARE, f"{why}; project '{head.project}' is further under its fair share than "
-                            f"project '{job.project}'", cluster=res.cluster, blocking_job=head.id)
-        else:
-            reason = Reason(BEHIND_JOB, why or f"behind job '{head.id}'", cluster=res.cluster, blocking_job=head.id)
-        wait(job, reason, live)
+        if all(c.name in reservations and (not config.backfill or shape in no_room[c.name]) for c in live):
+            settled[key] = blocked_by  # see `settled` above: it stays so for this tick
+        wait(job, blocked_reason(job, *blocked_by), live)
 
     if config.eta_depth:
-        _estimate_starts(plan, jobs_by_id, clusters, running_on, free, dispatched, taken, now=now,
+        _estimate_starts(plan, waiting, clusters, running_on, free, dispatched, taken, now=now,
                          depth=config.eta_depth)
     return plan
 
@@ -281,15 +313,22 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
 _LINE = (CAPACITY, PREEMPTING, BEHIND_JOB, FAIR_SHARE)
 
 
-def _estimate_starts(plan: TickPlan, jobs: Mapping[str, QueuedJob], clusters: Sequence[ClusterView],
+def _estimate_starts(plan: TickPlan, waiting: Sequence[QueuedJob], clusters: Sequence[ClusterView],
                      running_on: Mapping[str, list[RunningJob]], free: Mapping[str, list[dict[str, float]]],
                      dispatched: Mapping[str, list[QueuedJob]], taken: set[str], *, now: float, depth: int) -> None:
     """Fill in estimated starts for the first `depth` jobs in each cluster's line (eta.py)."""
     lines: dict[str, list[int]] = defaultdict(list)
+    names = {c.name for c in clusters}
+    filled = 0  # lines that have `depth` jobs: once all have, the rest of the queue is not looked at
     for i, pending in enumerate(plan.wait):
         cluster = pending.reason.cluster
         if pending.reason.code in _LINE and cluster is not None and len(lines[cluster]) < depth:
-            lines[cluster].append(i)
+            line = lines[cluster]
+            line.append(i)
+            if len(line) == depth and cluster in names:
+                filled += 1
+                if filled == len(names):
+                    break
     for c in clusters:
         if c.name not in lines:
             continue
@@ -303,7 +342,7 @@ def _estimate_starts(plan: TickPlan, jobs: Mapping[str, QueuedJob], clusters: Se
         last = now
         for i in lines[c.name]:
             pending = plan.wait[i]
-            job = jobs[pending.job_id]
+            job = waiting[i]
             need = demand_total(job.per_worker, job.workers)
             start = pending.estimated_start  # the head's per-node reservation, when it has one
             if start is None:

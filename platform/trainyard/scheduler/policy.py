@@ -42,7 +42,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
+from operator import attrgetter
 from typing import Callable, Iterable, Mapping, Sequence
+
+from trainyard.scheduler.model import demand_of
 
 __all__ = [
     "QueuedJob", "ClusterView", "Decision", "SchedulerHooks", "DISPATCH", "WAIT", "REJECT",
@@ -80,6 +84,26 @@ class QueuedJob:
 
     def total(self) -> dict[str, float]:
         return {k: v * self.workers for k, v in self.per_worker.items()}
+
+    # Derived once per job object and kept on it (a cached_property writes the instance's
+    # __dict__, which a frozen dataclass allows; equality and repr ignore it). The
+    # controller keeps its QueuedJobs between ticks, so a tick at 10,000 queued jobs does
+    # not rebuild them. `per_worker` is never changed after a job is made.
+    @cached_property
+    def rank(self) -> tuple[int, float, str]:
+        """The queue order: priority (higher first), then FIFO, ties by id."""
+        return (-self.priority, self.seq, self.id)
+
+    @cached_property
+    def shape(self) -> tuple[int, tuple[tuple[str, float], ...]]:
+        """The gang's shape, hashable: jobs of one shape pack and fit alike."""
+        return (self.workers, tuple(sorted(self.per_worker.items())))
+
+    @cached_property
+    def demand(self) -> Mapping[str, float]:
+        """model.demand_of(per_worker, workers): what the gang holds in accounting space.
+        Shared: read it, never change it."""
+        return demand_of(self.per_worker, self.workers)
 
 
 @dataclass
@@ -122,8 +146,11 @@ class SchedulerHooks:
     admit: Callable[[QueuedJob, str], str | None] | None = None
 
 
+_rank = attrgetter("rank")
+
+
 def order_queue(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
-    return sorted(jobs, key=lambda j: (-j.priority, j.seq, j.id))
+    return sorted(jobs, key=_rank)
 
 
 def _fits_bundle(node: Mapping[str, float], bundle: Mapping[str, float]) -> bool:
