@@ -327,15 +327,15 @@ def _as_mapping(spec: str | Path | Mapping[str, Any], source: str | None) -> tup
     return dict(spec), source or "spec"
 
 
-def validate_workload_fields(spec: JobSpec) -> list[FieldIssue]:
-    """Checks that need the workload definition (still torch-free)."""
-    from trainyard.workload import resolve_workload
+def validate_workload_fields(spec: JobSpec, workload_meta: Any = None) -> list[FieldIssue]:
+    """Checks that need what is known of the workload, imported from nowhere: a registered
+    family's static metadata, or `workload_meta` that the client read on the user's machine
+    (trainyard.families). A `module:attribute` without metadata is checked for syntax only;
+    the runner imports and checks it when the job starts."""
+    from trainyard.families import meta_for
 
-    if spec.working_dir is not None and ":" in spec.workload:
-        # user code that only exists inside the working_dir: the runner checks it
-        return []
     try:
-        resolve_workload(spec.workload)
+        meta_for(spec.workload, supplied=workload_meta)
     except SpecError as exc:
         return exc.issues
     return []
@@ -359,9 +359,14 @@ def _parse_model(model: type[BaseModel], spec: str | Path | Mapping[str, Any], s
 
 
 def parse_job_spec(spec: str | Path | Mapping[str, Any], *, source: str | None = None,
-                   check_workload: bool = True) -> JobSpec:
-    """Validate a job spec given as YAML text, a path, or a mapping."""
-    return _parse_model(JobSpec, spec, source, *([validate_workload_fields] if check_workload else []))
+                   check_workload: bool = True, workload_meta: Any = None) -> JobSpec:
+    """Validate a job spec given as YAML text, a path, or a mapping.
+
+    `workload_meta`: what the client read of a user's own family (trainyard.families)."""
+    def workload_issues(job: JobSpec) -> list[FieldIssue]:
+        return validate_workload_fields(job, workload_meta)
+
+    return _parse_model(JobSpec, spec, source, *([workload_issues] if check_workload else []))
 
 
 # --------------------------------------------------------------------------- endpoints & promotion
@@ -590,14 +595,20 @@ class SweepSpec(JobSpec):
 
 
 def parse_sweep_spec(spec: str | Path | Mapping[str, Any], *, source: str | None = None,
-                     check_workload: bool = True) -> SweepSpec:
-    """Validate a sweep spec (YAML text, path or mapping), search space included."""
+                     check_workload: bool = True, workload_meta: Any = None) -> SweepSpec:
+    """Validate a sweep spec (YAML text, path or mapping), search space included.
+
+    `workload_meta`: what the client read of a user's own family (trainyard.families)."""
+    def workload_issues(sweep: SweepSpec) -> list[FieldIssue]:
+        return validate_workload_fields(sweep, workload_meta)
+
     def search_space_issues(sweep: SweepSpec) -> list[FieldIssue]:
+        from trainyard.families import meta_for
         from trainyard.sweeps.validate import sweep_issues
 
-        return sweep_issues(sweep)
+        return sweep_issues(sweep, meta_for(sweep.workload, supplied=workload_meta))
 
-    checks = [validate_workload_fields, search_space_issues] if check_workload else []
+    checks = [workload_issues, search_space_issues] if check_workload else []
     return _parse_model(SweepSpec, spec, source, *checks)
 
 

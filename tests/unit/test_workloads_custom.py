@@ -13,8 +13,7 @@ from trainyard.errors import SpecError  # noqa: E402
 from trainyard.specs import parse_job_spec  # noqa: E402
 from trainyard.workload import StepContext, resolve_workload, supervised_step  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_engine import engines_for  # noqa: E402
+from trainyard.testing import engines_for  # noqa: E402
 
 FOLDER = Path(__file__).resolve().parents[2] / "examples" / "custom_workload"
 

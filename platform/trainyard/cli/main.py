@@ -333,6 +333,14 @@ def cmd_version(args) -> int:
 # ----------------------------------------------------------------------------- jobs
 
 
+def _local_workload_meta(raw: dict, path: Path) -> dict | None:
+    """Your own workload's metadata, read here (the server imports no user code)."""
+    from trainyard.sdk import workload_meta_of
+
+    folder = raw.get("working_dir")
+    return workload_meta_of(raw, working_dir=path.parent / folder if isinstance(folder, str) and folder else None)
+
+
 def _load_spec(path_arg: str):
     """Validate locally: (raw mapping, JobSpec, working_dir path or None)."""
     from trainyard.specs import load_yaml, parse_job_spec
@@ -343,7 +351,7 @@ def _load_spec(path_arg: str):
                         fix="give the path of a job spec YAML file, e.g. examples/cnn.yaml")
     text = path.read_text()
     raw = load_yaml(text, source=str(path))
-    job = parse_job_spec(raw, source=str(path))
+    job = parse_job_spec(raw, source=str(path), workload_meta=_local_workload_meta(raw, path))
     working_dir = None
     if job.working_dir:
         working_dir = (path.parent / Path(job.working_dir).expanduser()).resolve()

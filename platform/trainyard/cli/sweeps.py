@@ -86,7 +86,11 @@ def _load(path_arg: str):
         raise SpecError(f"no such file: {path_arg}", field="SPEC", value=path_arg,
                         fix="give the path of a sweep spec YAML file, e.g. examples/sweep-cnn.yaml")
     raw = load_yaml(path.read_text(), source=str(path))
-    spec = parse_sweep_spec(raw, source=str(path))
+    from trainyard.sdk import workload_meta_of
+
+    folder = raw.get("working_dir")  # your own workload's metadata, read here: the server imports no user code
+    meta = workload_meta_of(raw, working_dir=path.parent / folder if isinstance(folder, str) and folder else None)
+    spec = parse_sweep_spec(raw, source=str(path), workload_meta=meta)
     working_dir = None
     if spec.working_dir:
         working_dir = (path.parent / Path(spec.working_dir).expanduser()).resolve()

@@ -402,7 +402,7 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
                 sport = _pick_port("server", port, _port_of(rec), flag="--port")
                 url = f"http://127.0.0.1:{sport}"
                 proc = start_process(
-                    "server", [sys.executable, "-m", "trainyard.api", "--host", "127.0.0.1",
+                    "server", [sys.executable, "-P", "-m", "trainyard.api", "--host", "127.0.0.1",
                                "--port", str(sport)],
                     url=url, health_url=f"{url}/healthz", log_file=home / "logs" / "server.log",
                     env=env, timeout=timeout)
