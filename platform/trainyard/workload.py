@@ -195,9 +195,9 @@ def local_meta(ref: str, *, paths: Iterable[str | Path] = ()) -> dict | None:
     metadata as JSON-able data, to send with the spec (`workload_meta`).
 
     None for a registered family with static metadata (the server knows it), for a
-    malformed reference (the server names the error), and when the module is not importable
-    here (the runner checks it on the cluster). `paths` (the job's working_dir) go first
-    on sys.path during the import. Raises SpecError when the module imports but is broken."""
+    malformed reference (the server names the error), and when the module does not give a
+    Workload here (the runner checks it on the cluster, and fails the job naming the field).
+    `paths` (the job's working_dir) go first on sys.path during the import."""
     from trainyard.families import REF_RE, registered, static_meta
 
     if not isinstance(ref, str) or (ref in registered() and static_meta(ref) is not None):
@@ -213,10 +213,10 @@ def local_meta(ref: str, *, paths: Iterable[str | Path] = ()) -> dict | None:
             return None
         try:
             workload = resolve_workload(ref)
-        except SpecError as exc:
-            if isinstance(exc.__cause__, ImportError):
-                return None  # only importable on the cluster: the runner checks it there
-            raise
+        except SpecError:
+            # not importable here, or not (yet) a Workload here: the code that counts is the
+            # cluster's, so the runner checks it when the job starts and names the field
+            return None
         return workload.meta().to_dict()
     finally:
         sys.path[:] = saved
