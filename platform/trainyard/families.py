@@ -20,6 +20,7 @@ import functools
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ from trainyard.errors import SpecError, did_you_mean
 
 __all__ = ["GROUP", "META_FILE", "REF_RE", "WorkloadMeta", "registered", "static_meta", "check_reference",
            "parse_meta", "meta_for", "MAX_META_BYTES"]
+
+log = logging.getLogger("trainyard.families")
 
 GROUP = "trainyard.workloads"
 META_FILE = "meta.json"
@@ -144,7 +147,11 @@ def static_meta(name: str) -> WorkloadMeta | None:
     entry = table.get(name) if isinstance(table, dict) else None
     if entry is None:
         return None
-    return parse_meta(entry, field=str(path))
+    try:
+        return parse_meta(entry, field=str(path))
+    except SpecError as exc:  # a plugin's broken file: treat the family as one without metadata
+        log.warning("ignoring the metadata of workload %r: %s", name, exc)
+        return None
 
 
 # --------------------------------------------------------------------------- references
@@ -203,8 +210,8 @@ def parse_meta(data: Any, *, field: str = "workload_meta") -> WorkloadMeta:
         raise _bad(field, f"must be a mapping, got {type(data).__name__}")
     try:
         size = len(json.dumps(data, allow_nan=False))
-    except (TypeError, ValueError):
-        raise _bad(field, "must be plain JSON (no NaN or infinity)") from None
+    except (TypeError, ValueError, RecursionError):
+        raise _bad(field, "must be plain JSON (no NaN or infinity, not nested without end)") from None
     if size > MAX_META_BYTES:
         raise _bad(field, f"is {size} bytes of JSON, more than {MAX_META_BYTES}",
                    fix="trim the default search space or the schemas")

@@ -118,6 +118,18 @@ def test_an_installed_distribution_adds_a_family_the_server_knows_without_import
     assert wl.name == "ty-plugin" and plugin_dist.exists()
 
 
+def test_a_plugins_broken_metadata_counts_as_none(plugin_dist, tmp_path):
+    folder = Path(sys.path[0]) / "ty_plugin_pkg"
+    (folder / "meta.json").write_text(json.dumps({"ty-plugin": {**META, "mode": "sideways"}}))
+    families.static_meta.cache_clear()
+    assert families.static_meta("ty-plugin") is None
+    with pytest.raises(SpecError) as err:  # nothing known: the sweep must say what to search
+        parse_sweep_spec(_sweep("ty-plugin"))
+    assert err.value.field == "sweep.search_space"
+    assert parse_sweep_spec(_sweep("ty-plugin"), workload_meta=META).workload == "ty-plugin"
+    assert "ty_plugin_pkg" not in sys.modules
+
+
 def test_the_platform_never_imports_a_family():
     offenders = []
     for path in (REPO / "platform" / "trainyard").rglob("*.py"):
