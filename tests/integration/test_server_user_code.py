@@ -9,7 +9,6 @@ once, naming the `workload` field, where the module cannot be imported.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import httpx
