@@ -1,19 +1,8 @@
-"""Built-in model families.
+"""Built-in model families, one folder each, all with the same shape.
 
-One explicit table: family name -> "module:attribute" of its Workload. Listing the
-families imports nothing (no torch); `trainyard.workload.resolve_workload` imports one.
+They register like any other family: as `trainyard.workloads` entry points in Trainyard's
+pyproject.toml (name -> "module:ATTRIBUTE" of a Workload). Each folder's meta.json holds
+what the control plane may know of its workloads (trainyard.families.WorkloadMeta), so the
+server never imports a family; tests/unit/test_workloads.py keeps it equal to the code.
 A family's workload.py imports torch only inside its functions.
 """
-
-REGISTRY: dict[str, str] = {
-    "cnn": "workloads.cnn.workload:WORKLOAD",
-    "rnn": "workloads.rnn.workload:WORKLOAD",
-    # the rnn family's forecasting task: same models and code, its own primary metric (MASE, min)
-    "rnn-forecast": "workloads.rnn.workload:FORECAST",
-    "autoencoder": "workloads.autoencoder.workload:WORKLOAD",
-    "gan": "workloads.gan.workload:WORKLOAD",
-    "diffusion": "workloads.diffusion.workload:WORKLOAD",
-    "transformer": "workloads.transformer.workload:WORKLOAD",
-}
-
-__all__ = ["REGISTRY"]

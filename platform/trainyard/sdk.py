@@ -24,7 +24,7 @@ import httpx
 from trainyard import errors as E
 from trainyard.config import home, read_secret, read_stack
 
-__all__ = ["Client", "zip_folder", "error_from_response"]
+__all__ = ["Client", "zip_folder", "error_from_response", "workload_meta_of"]
 
 _SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", "node_modules", ".tox"}
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -60,6 +60,19 @@ def zip_folder(folder: str | Path) -> bytes:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 zf.writestr(info, path.read_bytes())  # fixed dates: the same folder, the same hash
     return buf.getvalue()
+
+
+def workload_meta_of(spec: Mapping[str, Any], *, working_dir: str | Path | None = None) -> dict | None:
+    """The metadata of the spec's own workload, read here on the user's machine (it imports
+    the module, with `working_dir` first on the path), for the server, which imports no user
+    code. None for registered families with metadata, and when the module is not importable
+    here (the runner checks it when the job starts)."""
+    from trainyard.workload import local_meta
+
+    ref = spec.get("workload") if isinstance(spec, Mapping) else None
+    if not isinstance(ref, str):
+        return None
+    return local_meta(ref, paths=[working_dir] if working_dir else ())
 
 
 def error_from_response(resp: httpx.Response) -> E.TrainyardError:
@@ -161,6 +174,7 @@ class Client:
             raise E.SpecError(f"must be a path, YAML text or a mapping, got {type(spec).__name__}", field="spec")
         folder = working_dir or data.get("working_dir")
         body: dict[str, Any] = {"spec": data}
+        folder_path = None
         if folder:
             folder_path = Path(folder).expanduser()
             if not folder_path.is_absolute():
@@ -168,6 +182,9 @@ class Client:
             if working_dir is not None and not data.get("working_dir"):
                 data["working_dir"] = str(working_dir)
             body["working_dir_zip_b64"] = base64.b64encode(zip_folder(folder_path)).decode()
+        meta = workload_meta_of(data, working_dir=folder_path)
+        if meta is not None:
+            body["workload_meta"] = meta
         return self._json("POST", _path, json=body)
 
     def list_jobs(self, *, state: str | None = None, project: str | None = None, kind: str | None = None,

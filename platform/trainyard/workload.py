@@ -5,9 +5,14 @@ import torch: the server reads `name`, `metrics`, `metric`, `mode`, `search_spac
 `default_hparams` to validate specs, and it never imports torch. Families therefore
 import torch and their model/data modules *inside* the functions they hand over.
 
-Built-in families live in `workloads/<name>/workload.py` and are listed in
-`workloads.REGISTRY`. A user's own family is any importable `module:attribute` (or a
-folder shipped as the job's working_dir), and gets nothing the built-ins don't.
+Families register as entry points of the group `trainyard.workloads` (name ->
+"module:ATTRIBUTE"); the built-ins (`workloads/<name>/workload.py`) register the same way in
+Trainyard's pyproject.toml, so an installed package adds a family without editing Trainyard.
+A user's own family may also be any importable `module:attribute` (or a folder shipped as
+the job's working_dir), and gets nothing the built-ins don't. The control plane never
+imports a family: it reads `WorkloadMeta` (trainyard.families), a registered family's
+meta.json or what the client sent; `Workload.meta()` is that data, and a test keeps each
+built-in's meta.json equal to it.
 
 Call signatures (all keyword arguments after the first, all run inside Ray Train
 workers on every rank unless said otherwise):
@@ -36,16 +41,23 @@ workers on every rank unless said otherwise):
     artifacts(models, dataset, ctx, out_dir) -> list[str]      (optional; rank 0 only)
         Writes images (sample grids, reconstructions) under out_dir and returns paths,
         logged to the MLflow run.
+
+    batch: BatchAdapter                                         (optional; Serve replicas)
+        How requests stack into one predictor call (serve.batch). See BatchAdapter.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
-from trainyard.errors import SpecError, did_you_mean
+from trainyard.errors import SpecError
 
-__all__ = ["Workload", "StepContext", "supervised_step", "resolve_workload", "known_workloads"]
+__all__ = ["Workload", "StepContext", "BatchAdapter", "supervised_step", "resolve_workload",
+           "known_workloads", "local_meta"]
 
 
 @dataclass
@@ -80,6 +92,21 @@ def supervised_step(engines, batch, ctx: StepContext) -> dict[str, float]:
     return {"loss": float(loss.detach().float().item())}
 
 
+class BatchAdapter:
+    """How one family's requests stack into one forward pass (serve.batch).
+
+    `items(payload, hparams)` validates one request into an array of N items (a SpecError
+    here is that request's own 422), or returns None when the request cannot be stacked
+    (it asks for a PNG grid, or for samples): it then runs alone. `merge(arrays, hparams)`
+    is the one payload for the stacked items; the family's predictor answers lists per
+    item, which trainyard.serving.batching cuts back per request. `max_items` bounds one
+    merged payload (the family's own limit on items per request).
+    """
+
+    def __init__(self, items: Callable, merge: Callable, max_items: int = 1 << 30):
+        self.items, self.merge, self.max_items = items, merge, max_items
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
@@ -102,6 +129,18 @@ class Workload:
     # JSON Schema of `hyperparameters`: static data, so the server checks a spec against it
     # without running family code. A property's "description" is the fix shown when it fails.
     hparams_schema: Mapping[str, Any] = field(default_factory=dict)
+    # request batching for Serve replicas; None: every request runs alone
+    batch: BatchAdapter | None = None
+
+    def meta(self):
+        """The family's metadata (trainyard.families.WorkloadMeta): what the server may know."""
+        from trainyard.families import WorkloadMeta
+
+        return WorkloadMeta(name=self.name, metric=self.metric, mode=self.mode, metrics=tuple(self.metrics),
+                            search_space=dict(self.search_space), default_hparams=dict(self.default_hparams),
+                            description=self.description, request_schema=dict(self.request_schema),
+                            response_schema=dict(self.response_schema), batches=self.batch is not None,
+                            hparams_schema=dict(self.hparams_schema))
 
     def __post_init__(self):
         if self.mode not in ("max", "min"):
@@ -111,29 +150,22 @@ class Workload:
 
 
 def known_workloads() -> dict[str, str]:
-    """Built-in family name -> import path. Imports no torch."""
-    from workloads import REGISTRY
+    """Registered family name -> "module:ATTRIBUTE" (entry points). Imports no family."""
+    from trainyard.families import registered
 
-    return dict(REGISTRY)
+    return dict(registered())
 
 
 def resolve_workload(ref: str, *, field_name: str = "workload") -> Workload:
-    """Turn a family name or a `module:attribute` reference into a Workload.
+    """Import a family (registered name or `module:attribute`) and return its Workload.
 
-    Raises SpecError naming `field_name` when the name is unknown or the import fails.
-    """
-    registry = known_workloads()
-    if ref in registry:
-        path = registry[ref]
-    elif ":" in ref:
-        path = ref
-    else:
-        known = ", ".join(sorted(registry))
-        raise SpecError(
-            f"workload {ref!r} is not known;{did_you_mean(ref, registry) or ''} Known: {known}",
-            field=field_name, value=ref,
-            fix="use a built-in family name, or 'package.module:ATTRIBUTE' for your own",
-        )
+    Runs user code: only the runner, a Serve replica, or a client on the user's machine
+    calls this, never the control plane. Raises SpecError naming `field_name` when the name
+    is unknown, the reference malformed, or the import fails."""
+    from trainyard.families import check_reference
+
+    ref = check_reference(ref, field_name=field_name)
+    path = known_workloads().get(ref, ref)
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -141,6 +173,11 @@ def resolve_workload(ref: str, *, field_name: str = "workload") -> Workload:
         raise SpecError(
             f"cannot import module {module_name!r} ({exc})", field=field_name, value=ref,
             fix="make it importable (installed, or inside the job's working_dir)",
+        ) from exc
+    except Exception as exc:  # the module's own top-level code failed
+        raise SpecError(
+            f"importing module {module_name!r} failed: {type(exc).__name__}: {str(exc)[:300]}",
+            field=field_name, value=ref, fix="fix the error in your workload module",
         ) from exc
     try:
         workload = getattr(module, attr or "WORKLOAD")
@@ -155,3 +192,35 @@ def resolve_workload(ref: str, *, field_name: str = "workload") -> Workload:
             field=field_name, value=ref, fix="export a trainyard.workload.Workload",
         )
     return workload
+
+
+def local_meta(ref: str, *, paths: Iterable[str | Path] = ()) -> dict | None:
+    """Client side: import the user's own family on the user's machine and return its
+    metadata as JSON-able data, to send with the spec (`workload_meta`).
+
+    None for a registered family with static metadata (the server knows it), for a
+    malformed reference (the server names the error), and when the module does not give a
+    Workload here (the runner checks it on the cluster, and fails the job naming the field).
+    `paths` (the job's working_dir) go first on sys.path during the import."""
+    from trainyard.families import REF_RE, registered, static_meta
+
+    if not isinstance(ref, str) or (ref in registered() and static_meta(ref) is not None):
+        return None
+    if ref not in registered() and not REF_RE.match(ref):
+        return None
+    module_name = registered().get(ref, ref).partition(":")[0]
+    extra = [str(Path(p).expanduser().resolve()) for p in paths]
+    saved = list(sys.path)
+    sys.path[:0] = extra
+    try:
+        if importlib.util.find_spec(module_name.split(".")[0]) is None:
+            return None
+        try:
+            workload = resolve_workload(ref)
+        except SpecError:
+            # not importable here, or not (yet) a Workload here: the code that counts is the
+            # cluster's, so the runner checks it when the job starts and names the field
+            return None
+        return workload.meta().to_dict()
+    finally:
+        sys.path[:] = saved

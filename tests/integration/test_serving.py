@@ -1,6 +1,7 @@
 """Endpoints on a real local Ray cluster: real Serve over HTTP, real MLflow registry."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -23,9 +24,11 @@ def serving(ray_head, mlflow_server):
 
     serve = ServeClient(ray_head.dashboard_url, token=ray_head.token, http_port=free_port())
     registry = Registry(mlflow_server)
-    # the test-only families (serving_support) must import inside the replicas too
+    # the test-only families (serving_support) must import inside the replicas too, next to
+    # the code under test (the replicas' env replaces PYTHONPATH, so keep this process's)
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
     manager = EndpointManager(serve, registry, tracking_uri=mlflow_server,
-                              env={"PYTHONPATH": str(HERE), "TRAINYARD_SERVE_TORCH_THREADS": "1"})
+                              env={"PYTHONPATH": path, "TRAINYARD_SERVE_TORCH_THREADS": "1"})
     try:
         yield manager
     finally:

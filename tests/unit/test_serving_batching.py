@@ -7,9 +7,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from trainyard.errors import SpecError  # noqa: E402
-from trainyard.serving.batching import BATCH_ADAPTERS, chunks, predict_batch  # noqa: E402
-from trainyard.serving.config import BATCHABLE_FAMILIES  # noqa: E402
-from trainyard.workload import resolve_workload  # noqa: E402
+from trainyard.families import registered, static_meta  # noqa: E402
+from trainyard.serving.batching import adapter_of, chunks, predict_batch  # noqa: E402
+from trainyard.serving.config import family_batches  # noqa: E402
+from trainyard.specs import parse_endpoint_spec  # noqa: E402
+from trainyard.workload import BatchAdapter, Workload, resolve_workload  # noqa: E402
 
 
 class Loaded:
@@ -22,7 +24,7 @@ class Loaded:
         self.models = self.workload.build_models(self.hparams)
         for m in self.models.values():
             m.eval()
-        self.adapter = BATCH_ADAPTERS[self.workload.name]
+        self.adapter = adapter_of(self.workload)
 
     def predict(self, payload):
         return self.workload.predictor(self.models, payload, self.hparams)
@@ -82,7 +84,42 @@ def test_batched_and_unbatched_predictions_agree(family, hparams, payloads):
 
 
 def test_every_family_that_batches_by_default_has_an_adapter():
-    assert BATCHABLE_FAMILIES <= set(BATCH_ADAPTERS)
+    spec = parse_endpoint_spec({"model": "m"})
+    batching = {name for name in registered() if family_batches(name, spec)}
+    assert batching == {"cnn", "rnn", "rnn-forecast", "autoencoder"}
+    for name in registered():  # the static metadata the server reads says what the code does
+        assert static_meta(name).batches == (resolve_workload(name).batch is not None), name
+
+
+def test_a_users_own_family_batches_through_the_contract_alone():
+    """No table keyed by family name: any Workload with a `batch` adapter is batched."""
+    import numpy as np
+
+    def predictor(models, payload, hparams):
+        return {"doubled": (np.asarray(payload["inputs"]) * hparams["k"]).tolist()}
+
+    calls = []
+
+    def merge(arrays, hparams):
+        calls.append(len(arrays))
+        return {"inputs": np.concatenate(arrays)}
+
+    own = Workload(name="doubler", build_models=dict, build_datasets=tuple, evaluate=dict, predictor=predictor,
+                   metric="m", mode="max", metrics=("m",),
+                   batch=BatchAdapter(lambda p, h: np.asarray(p["inputs"]), merge, max_items=3))
+
+    class Own:
+        workload, hparams, models = own, {"k": 2}, {}
+        adapter = adapter_of(own)
+
+        def predict(self, payload):
+            return own.predictor(self.models, payload, self.hparams)
+
+    one = Own()
+    payloads = [{"inputs": [1, 2]}, {"inputs": [3]}, {"inputs": [4, 5]}]
+    got = predict_batch([(one, one.adapter.items(p, one.hparams)) for p in payloads])
+    assert got == [{"doubled": [2, 4]}, {"doubled": [6]}, {"doubled": [8, 10]}]
+    assert calls == [2, 1]  # chunks of at most max_items=3 items: [2 + 1], [2]
 
 
 def test_two_versions_in_one_batch_are_not_mixed():

@@ -15,8 +15,7 @@ torch = pytest.importorskip("torch")
 from trainyard.errors import SpecError  # noqa: E402
 from trainyard.workload import StepContext, resolve_workload  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_engine import FakeEngine, engines_for  # noqa: E402
+from trainyard.testing import FakeEngine, engines_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ("cnn", "rnn", "autoencoder", "gan", "diffusion", "transformer")
@@ -76,13 +75,15 @@ def _losses(wl, h, models, batch, steps, lr, key="loss"):
 
 
 def test_registry_lists_all_families_without_torch():
-    code = ("import sys, workloads, trainyard.workload as w;"
-            "from workloads import REGISTRY;"
+    code = ("import sys, trainyard.workload as w;"
+            "from trainyard.families import registered, static_meta;"
+            "names = sorted(registered());"
+            "metas = [static_meta(n).metric for n in names];"
+            "fams = sorted(m for m in sys.modules if m.startswith('workloads'));"
             "wl = w.resolve_workload('gan');"
-            "names = sorted(REGISTRY);"
             "[w.resolve_workload(n) for n in names];"
             "import json; print(json.dumps({'names': names, 'torch': 'torch' in sys.modules,"
-            " 'metric': wl.metric}))")
+            " 'metric': wl.metric, 'imported_before_resolve': fams}))")
     env_path = f"{REPO / 'platform'}:{REPO}"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"}, timeout=120)
@@ -91,6 +92,7 @@ def test_registry_lists_all_families_without_torch():
     assert set(FAMILIES) <= set(info["names"])
     assert info["torch"] is False
     assert info["metric"] == "fid"
+    assert info["imported_before_resolve"] == []  # listing and metadata import no family
 
 
 @pytest.mark.parametrize("name", FAMILIES + ("rnn-forecast",))

@@ -2,6 +2,7 @@
 from its folder, trainable with the default supervised step and its own loss_fn."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -13,8 +14,7 @@ from trainyard.errors import SpecError  # noqa: E402
 from trainyard.specs import parse_job_spec  # noqa: E402
 from trainyard.workload import StepContext, resolve_workload, supervised_step  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_engine import engines_for  # noqa: E402
+from trainyard.testing import engines_for  # noqa: E402
 
 FOLDER = Path(__file__).resolve().parents[2] / "examples" / "custom_workload"
 
@@ -49,3 +49,19 @@ def test_diabetes_trains_evaluates_and_predicts(on_path):
     with pytest.raises(SpecError) as exc:
         wl.predictor(models, {"inputs": [[1, 2, 3]]}, h)
     assert exc.value.field == "inputs"
+
+
+def test_the_authors_helpers_check_a_family_and_write_its_metadata(on_path, tmp_path):
+    import json
+
+    from trainyard.families import parse_meta
+    from trainyard.testing import check_workload, write_meta
+
+    wl = resolve_workload("diabetes:WORKLOAD")
+    metrics = check_workload(wl, hparams={"hidden": 8}, steps=2, payload={"inputs": [[0.0] * 10]})
+    assert "r2" in metrics
+    table = json.loads(write_meta([wl], tmp_path).read_text())
+    assert parse_meta(table["diabetes"]) == wl.meta()
+    broken = dataclasses.replace(wl, evaluate=lambda models, dataset, ctx: {"mse": 1.0})
+    with pytest.raises(AssertionError, match="must report 'r2'"):
+        check_workload(broken, hparams={"hidden": 8}, steps=1)

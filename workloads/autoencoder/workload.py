@@ -7,7 +7,7 @@ of decoded prior samples (workloads.common.fid).
 from __future__ import annotations
 
 from trainyard.errors import SpecError
-from trainyard.workload import Workload
+from trainyard.workload import BatchAdapter, Workload
 
 DEFAULTS = {"latent": 8, "hidden": 256, "beta": 1.0, "eval_samples": 500}
 EVAL_SEED = 1234
@@ -130,6 +130,22 @@ def predictor(models, payload, hparams):
 
 from workloads.common.images import IMAGES_SCHEMA, PNG_SCHEMA  # noqa: E402  (numpy only)
 
+
+def _batch_items(payload, hparams):
+    from workloads.common.images import check_keys, images_from_payload
+
+    check_keys(payload, ("inputs", "scale", "n", "seed", "png"))
+    if "inputs" not in payload or "n" in payload or payload.get("png"):
+        return None  # sampling, a PNG grid of this request's images, or an error: alone
+    return images_from_payload(payload)
+
+
+def _batch_merge(arrays, hparams):
+    from workloads.common.images import scaled_images_merge
+
+    return scaled_images_merge(arrays, hparams)
+
+
 WORKLOAD = Workload(
     name="autoencoder",
     description="Variational autoencoder on sklearn's 8x8 digits (reconstruction and sampling)",
@@ -138,6 +154,7 @@ WORKLOAD = Workload(
     train_step=train_step,
     evaluate=evaluate,
     predictor=predictor,
+    batch=BatchAdapter(_batch_items, _batch_merge, max_items=256),
     artifacts=artifacts,
     metric="elbo",
     mode="max",

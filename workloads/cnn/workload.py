@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from trainyard.errors import SpecError
-from trainyard.workload import Workload
+from trainyard.workload import BatchAdapter, Workload
 
 DEFAULTS = {"channels": 32, "hidden": 128, "dropout": 0.1}
 
@@ -69,6 +69,16 @@ def predictor(models, payload, hparams):
     return {"classes": probs.argmax(1).tolist(), "probabilities": probs.round(decimals=5).tolist()}
 
 
+def _batch_items(payload, hparams):
+    return _images_from_payload(payload)  # (n, 1, 8, 8), already scaled; SpecError when malformed
+
+
+def _batch_merge(arrays, hparams):
+    from workloads.common.images import scaled_images_merge
+
+    return scaled_images_merge(arrays, hparams)
+
+
 WORKLOAD = Workload(
     name="cnn",
     description="ConvNet digit classifier on sklearn's 8x8 digits",
@@ -76,6 +86,7 @@ WORKLOAD = Workload(
     build_datasets=build_datasets,
     evaluate=evaluate,
     predictor=predictor,
+    batch=BatchAdapter(_batch_items, _batch_merge),
     metric="accuracy",
     mode="max",
     metrics=("accuracy", "eval_loss", "loss"),

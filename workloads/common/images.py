@@ -138,3 +138,8 @@ def images_response(images: np.ndarray, *, key: str, png: bool, decimals: int = 
 IMAGES_SCHEMA = {"type": "array", "description": "Images (N, 8, 8), pixel values in [0, 1]",
                  "items": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}
 PNG_SCHEMA = {"type": "string", "description": "base64 PNG grid of the images (when png: true)"}
+
+
+def scaled_images_merge(arrays, hparams) -> dict:
+    """A batch adapter's merge for images already divided by their own request's scale."""
+    return {"inputs": np.concatenate(arrays, axis=0).reshape(-1, 8, 8), "scale": 1.0}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from trainyard.errors import SpecError
-from trainyard.workload import Workload
+from trainyard.workload import BatchAdapter, Workload
 
 DEFAULTS = {"task": "classify", "cell": "lstm", "hidden": 64, "layers": 1, "dropout": 0.0,
             "window": 64, "horizon": 16}
@@ -152,6 +152,35 @@ def _make_predictor(task_default: str):
     return predictor
 
 
+def _make_batch(task_default: str) -> BatchAdapter:
+    """Requests stack into one forward pass: images (classify) or windows (forecast)."""
+
+    def items(payload, hparams):
+        from workloads.common.images import check_keys, images_from_payload
+
+        h = _hparams(hparams, task_default=task_default)
+        if h["task"] == "classify":
+            check_keys(payload, ("inputs", "scale"))
+            return images_from_payload(payload)  # (n, 1, 8, 8) in [0, 1]
+        check_keys(payload, ("inputs",))
+        window = int(h["window"])
+        arr = _series_from_payload(payload, window)
+        if arr.shape[1] < window:
+            return None  # the family's own message (422) comes from running it alone
+        return arr[:, -window:]  # the predictor reads only the last `window` values
+
+    def merge(arrays, hparams):
+        import numpy as np
+
+        from workloads.common.images import scaled_images_merge
+
+        if _hparams(hparams, task_default=task_default)["task"] == "classify":
+            return scaled_images_merge(arrays, hparams)
+        return {"inputs": np.concatenate(arrays, axis=0)}
+
+    return BatchAdapter(items, merge, max_items=256)
+
+
 _NAMES = {"classify": "rnn", "forecast": "rnn-forecast"}
 _METRIC = {"classify": "accuracy", "forecast": "mase"}
 
@@ -178,6 +207,7 @@ WORKLOAD = Workload(
     train_step=_c_step,
     evaluate=_c_eval,
     predictor=_make_predictor("classify"),
+    batch=_make_batch("classify"),
     metric="accuracy",
     mode="max",
     metrics=("accuracy", "eval_loss", "loss"),
@@ -203,6 +233,7 @@ FORECAST = dataclasses.replace(
     train_step=_f_step,
     evaluate=_f_eval,
     predictor=_make_predictor("forecast"),
+    batch=_make_batch("forecast"),
     metric="mase",
     mode="min",
     metrics=("mase", "naive_mase", "mae", "eval_loss", "loss"),

@@ -3,9 +3,27 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
+from pathlib import Path
+
+
+def drop_launch_dir(path: list[str] | None = None) -> list[str]:
+    """Take the launch folder (cwd, or '') off the import path, in place.
+
+    `python -m` puts the cwd first on sys.path, so any .py file where the server was
+    started could be imported by name. The server imports no user code; this keeps a slip
+    from turning into it. The folder stays only when Trainyard itself is loaded from it
+    (a source checkout run as `cd platform && python -m trainyard.api`)."""
+    path = sys.path if path is None else path
+    cwd = os.path.realpath(os.getcwd())
+    own = os.path.realpath(str(Path(__file__).resolve().parent.parent.parent))
+    path[:] = [p for p in path if not ((p == "" or os.path.realpath(p) == cwd) and cwd != own)]
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
+    drop_launch_dir()
     parser = argparse.ArgumentParser(prog="python -m trainyard.api", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8400)

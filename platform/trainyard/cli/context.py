@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from pathlib import Path
 from typing import Any, Callable
 
 from trainyard.cli import _ui as ui
@@ -48,3 +49,13 @@ def client(args: argparse.Namespace) -> Any:
     """The client a command talks to: the invocation's factory, else the SDK's."""
     factory = getattr(args, "client_factory", None) or sdk_client
     return factory(args)
+
+
+def local_workload_meta(raw: dict, path: Path) -> dict | None:
+    """Your own workload's metadata, read here on your machine: the server imports no user code.
+
+    `raw` is the spec mapping read from `path`; a `working_dir` is taken relative to it."""
+    from trainyard.sdk import workload_meta_of
+
+    folder = raw.get("working_dir")
+    return workload_meta_of(raw, working_dir=path.parent / folder if isinstance(folder, str) and folder else None)

@@ -315,7 +315,7 @@ def _load_spec(path_arg: str):
         raise SpecError(f"no such file: {path_arg}", field="SPEC", value=path_arg,
                         fix="give the path of a job spec YAML file, e.g. examples/cnn.yaml")
     raw = load_yaml(read_spec_file(path), source=str(path))
-    job = parse_job_spec(raw, source=str(path))
+    job = parse_job_spec(raw, source=str(path), workload_meta=context.local_workload_meta(raw, path))
     working_dir = None
     if job.working_dir:
         working_dir = (path.parent / Path(job.working_dir).expanduser()).resolve()

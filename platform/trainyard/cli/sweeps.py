@@ -75,7 +75,7 @@ def _load(path_arg: str):
         raise SpecError(f"no such file: {path_arg}", field="SPEC", value=path_arg,
                         fix="give the path of a sweep spec YAML file, e.g. examples/sweep-cnn.yaml")
     raw = load_yaml(read_spec_file(path), source=str(path))
-    spec = parse_sweep_spec(raw, source=str(path))
+    spec = parse_sweep_spec(raw, source=str(path), workload_meta=context.local_workload_meta(raw, path))
     working_dir = None
     if spec.working_dir:
         working_dir = (path.parent / Path(spec.working_dir).expanduser()).resolve()

@@ -53,21 +53,23 @@ class JobService:
 
     # ------------------------------------------------------------------ submit
     def validate(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
-                 kind: str = "job") -> tuple[JobSpec, bytes | None]:
+                 kind: str = "job", workload_meta: Any = None) -> tuple[JobSpec, bytes | None]:
+        # workload_meta: what the client read of a user's own family; the server imports none
         if kind == "sweep":  # a SweepSpec is a JobSpec plus `sweep:`/`promote:` (trainyard.sweeps)
             from trainyard.specs import parse_sweep_spec
 
-            job = parse_sweep_spec(spec, source="spec")
+            job = parse_sweep_spec(spec, source="spec", workload_meta=workload_meta)
         else:
-            job = parse_job_spec(spec, source="spec")
+            job = parse_job_spec(spec, source="spec", workload_meta=workload_meta)
         package = self._check_package(job, working_dir_zip_b64)
         self._check_storage(job)
         self._check_capacity(job)
         return job, package
 
     def submit(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
-               kind: str = "job") -> dict[str, Any]:
-        job, package = self.validate(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind)
+               kind: str = "job", workload_meta: Any = None) -> dict[str, Any]:
+        job, package = self.validate(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind,
+                                     workload_meta=workload_meta)
         digest = None
         if package is not None:
             digest = hashlib.sha1(package).hexdigest()

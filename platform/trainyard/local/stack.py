@@ -258,6 +258,11 @@ def _python_env() -> dict[str, str]:
             "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
 
 
+def server_command(port: int) -> list[str]:
+    """The server's command line. -P: the folder `trainyard up` ran in is not on its import path."""
+    return [sys.executable, "-P", "-m", "trainyard.api", "--host", "127.0.0.1", "--port", str(port)]
+
+
 def _require_server_module() -> None:
     if importlib.util.find_spec("trainyard.api") is None:
         raise StackError("the Trainyard server (trainyard.api) is not installed in this environment",
@@ -402,8 +407,7 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
                 sport = _pick_port("server", port, _port_of(rec), flag="--port")
                 url = f"http://127.0.0.1:{sport}"
                 proc = start_process(
-                    "server", [sys.executable, "-m", "trainyard.api", "--host", "127.0.0.1",
-                               "--port", str(sport)],
+                    "server", server_command(sport),
                     url=url, health_url=f"{url}/healthz", log_file=home / "logs" / "server.log",
                     env=env, timeout=timeout)
                 state["server"] = {**proc.to_dict(), "port": sport, "env": env}

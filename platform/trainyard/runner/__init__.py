@@ -8,3 +8,14 @@ Modules:
 
 Importing this package imports no torch; `train` does, when imported.
 """
+
+
+def checked_spec(parse, spec, *, source: str | None = None):
+    """Parse a spec and import its workload at once, here in the driver: the server imports
+    no user code, so this is where `workload: pkg.mod:ATTR` is first checked. Raises
+    SpecError naming `workload` before anything starts."""
+    from trainyard.workload import resolve_workload
+
+    parsed = parse(spec, source=source, check_workload=False)
+    workload = resolve_workload(parsed.workload)
+    return parse(spec, source=source, workload_meta=workload.meta())

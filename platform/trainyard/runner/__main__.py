@@ -17,17 +17,18 @@ from trainyard.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SpecError, Trainy
 
 
 def _load_spec(args):
+    from trainyard.runner import checked_spec
     from trainyard.specs import parse_job_spec
 
     if args.spec_file:
         from pathlib import Path
 
-        return parse_job_spec(Path(args.spec_file))
+        return checked_spec(parse_job_spec, Path(args.spec_file))
     text = os.environ.get("TRAINYARD_SPEC")
     if not text:
         raise SpecError("no job spec given", field="TRAINYARD_SPEC",
                         fix="set $TRAINYARD_SPEC to the JobSpec JSON, or pass --spec-file PATH")
-    return parse_job_spec(text, source="TRAINYARD_SPEC")
+    return checked_spec(parse_job_spec, text, source="TRAINYARD_SPEC")
 
 
 def _error(kind: str, message: str) -> None:

@@ -943,6 +943,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m trainyard.runner sweep --sweep-id ID [--spec-file F] [--storage URI]`."""
     from trainyard.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SpecError, TrainyardError
     from trainyard.runner.protocol import ERROR, RESULT, format_line
+    from trainyard.runner import checked_spec
     from trainyard.specs import parse_sweep_spec
 
     parser = argparse.ArgumentParser(prog="python -m trainyard.runner sweep")
@@ -960,13 +961,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.spec_file:
             from pathlib import Path
 
-            spec = parse_sweep_spec(Path(args.spec_file))
+            spec = checked_spec(parse_sweep_spec, Path(args.spec_file))
         else:
             text = os.environ.get("TRAINYARD_SPEC")
             if not text:
                 raise SpecError("no sweep spec given", field="TRAINYARD_SPEC",
                                 fix="set $TRAINYARD_SPEC to the SweepSpec JSON, or pass --spec-file PATH")
-            spec = parse_sweep_spec(text, source="TRAINYARD_SPEC")
+            spec = checked_spec(parse_sweep_spec, text, source="TRAINYARD_SPEC")
     except TrainyardError as exc:
         error(exc.code, str(exc))
         return exc.exit_code or EXIT_USAGE

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from trainyard.errors import SpecError, TrainyardError
-from trainyard.serving.batching import BATCH_ADAPTERS, predict_batch
+from trainyard.serving.batching import adapter_of, predict_batch
 from trainyard.serving.stats import VersionStats, merge
 from trainyard.serving.traffic import Traffic, WeightedPicker
 
@@ -65,7 +65,7 @@ class LoadedVersion:
 
         self.uri, self.version = uri, version
         self.workload, self.models, self.hparams = load_trainyard_model(uri)
-        self.adapter = BATCH_ADAPTERS.get(self.workload.name)
+        self.adapter = adapter_of(self.workload)
 
     def predict(self, payload: Any) -> dict:
         return self.workload.predictor(self.models, payload, self.hparams)

@@ -1,98 +1,23 @@
-"""Request batching: how a family's requests stack into one forward pass.
+"""Request batching: stacked requests run as one predictor call.
 
-Pure (numpy and the families' own payload parsers; no ray): the Serve replicas call
-`predict_batch` from their serve.batch method, and unit tests call it directly to check
-that batched and unbatched predictions agree.
+How a family's requests stack is the family's own `Workload.batch` adapter (the contract's
+BatchAdapter); this module only groups, chunks and splits. Pure (no ray): the Serve
+replicas call `predict_batch` from their serve.batch method, and unit tests call it
+directly to check that batched and unbatched predictions agree.
 """
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BatchAdapter", "BATCH_ADAPTERS", "predict_batch", "split_response", "chunks"]
+from trainyard.workload import BatchAdapter
+
+__all__ = ["BatchAdapter", "adapter_of", "predict_batch", "split_response", "chunks"]
 
 
-class BatchAdapter:
-    """How one family's requests stack into one forward pass (serve.batch).
+def adapter_of(workload) -> BatchAdapter | None:
+    """The family's batch adapter, or None when its requests run one by one."""
+    return getattr(workload, "batch", None)
 
-    `items(payload, hparams)` validates one request into an array of N items (a SpecError
-    here is that request's own 422), or returns None when the request cannot be stacked
-    (it asks for a PNG grid, or for samples): it then runs alone. `merge(arrays, hparams)`
-    is the one payload for the stacked items; the family answers lists per item, which
-    `split_response` cuts back per request. `max_items` bounds one merged payload (the family's
-    own limit on items per request).
-    """
-
-    def __init__(self, items, merge, max_items: int = 1 << 30):
-        self.items, self.merge, self.max_items = items, merge, max_items
-
-
-def _concat(arrays):
-    import numpy as np
-
-    return np.concatenate(arrays, axis=0)
-
-
-def _cnn_items(payload: Any, hparams: dict):
-    from workloads.cnn.workload import _images_from_payload
-
-    return _images_from_payload(payload)  # (n, 1, 8, 8), already scaled; SpecError when malformed
-
-
-def _scaled_images_merge(arrays, hparams: dict) -> dict:
-    # the items are already divided by their own request's scale
-    return {"inputs": _concat(arrays).reshape(-1, 8, 8), "scale": 1.0}
-
-
-def _rnn_task(hparams: dict, default: str) -> str:
-    from workloads.rnn.workload import _hparams
-
-    return _hparams(hparams, task_default=default)["task"]
-
-
-def _rnn_items(default_task: str):
-    def items(payload: Any, hparams: dict):
-        from workloads.common.images import check_keys, images_from_payload
-
-        if _rnn_task(hparams, default_task) == "classify":
-            check_keys(payload, ("inputs", "scale"))
-            return images_from_payload(payload)  # (n, 1, 8, 8) in [0, 1]
-        from workloads.rnn.workload import _hparams, _series_from_payload
-
-        check_keys(payload, ("inputs",))
-        window = int(_hparams(hparams, task_default=default_task)["window"])
-        arr = _series_from_payload(payload, window)
-        if arr.shape[1] < window:
-            return None  # the family's own message (422) comes from running it alone
-        return arr[:, -window:]  # the predictor reads only the last `window` values
-
-    return items
-
-
-def _rnn_merge(default_task: str):
-    def merge(arrays, hparams: dict) -> dict:
-        if _rnn_task(hparams, default_task) == "classify":
-            return _scaled_images_merge(arrays, hparams)
-        return {"inputs": _concat(arrays)}
-
-    return merge
-
-
-def _autoencoder_items(payload: Any, hparams: dict):
-    from workloads.common.images import check_keys, images_from_payload
-
-    check_keys(payload, ("inputs", "scale", "n", "seed", "png"))
-    if "inputs" not in payload or "n" in payload or payload.get("png"):
-        return None  # sampling, a PNG grid of this request's images, or an error: alone
-    return images_from_payload(payload)
-
-
-# family (Workload.name) -> how its requests stack. Requests of different versions never mix.
-BATCH_ADAPTERS: dict[str, BatchAdapter] = {
-    "cnn": BatchAdapter(_cnn_items, _scaled_images_merge),
-    "rnn": BatchAdapter(_rnn_items("classify"), _rnn_merge("classify"), max_items=256),
-    "rnn-forecast": BatchAdapter(_rnn_items("forecast"), _rnn_merge("forecast"), max_items=256),
-    "autoencoder": BatchAdapter(_autoencoder_items, _scaled_images_merge, max_items=256),
-}
 
 
 def split_response(result: dict, counts: list[int]) -> list[dict]:

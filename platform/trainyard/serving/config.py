@@ -33,10 +33,6 @@ APP_IMPORT_PATH = "trainyard.serving.app:build_app"
 VERSION_IMPORT_PATH = "trainyard.serving.app:build_version_app"
 VERSION_DEPLOYMENT = "Version"
 ROUTE_ROOT = "/v1/endpoints"
-# Families whose predictor takes {"inputs": [item, ...]} and answers lists per item, so that
-# several requests can be stacked into one forward pass (serve.batch). The adapters are in
-# batching.py (BATCH_ADAPTERS); requests an adapter cannot stack (a PNG grid, sampling) run alone.
-BATCHABLE_FAMILIES = frozenset({"cnn", "rnn", "rnn-forecast", "autoencoder"})
 
 
 def route_prefix(name: str) -> str:
@@ -57,9 +53,14 @@ def model_uri(model: str, version: str) -> str:
 
 
 def family_batches(family: str | None, spec: EndpointSpec) -> bool:
+    """Batching is on by default for families with a batch adapter (their metadata says
+    `batches`); requests an adapter cannot stack (a PNG grid, sampling) still run alone."""
     if spec.batching.enabled is not None:
         return spec.batching.enabled
-    return (family or "") in BATCHABLE_FAMILIES
+    from trainyard.families import registered, static_meta
+
+    meta = static_meta(family) if family in registered() else None
+    return bool(meta is not None and meta.batches)
 
 
 def _autoscaling(spec: EndpointSpec) -> dict:

@@ -10,15 +10,13 @@ _ERROR = {"type": "object", "properties": {"error": {"type": "string"}, "message
 
 
 def family_schemas(family: str | None) -> tuple[dict, dict]:
-    if not family:
-        return {"type": "object"}, {"type": "object"}
-    try:
-        from trainyard.workload import resolve_workload
+    """From the family's static metadata: the control plane imports no family."""
+    from trainyard.families import registered, static_meta
 
-        workload = resolve_workload(family)
-    except Exception:
+    meta = static_meta(family) if family and family in registered() else None
+    if meta is None:
         return {"type": "object"}, {"type": "object"}
-    return dict(workload.request_schema or {"type": "object"}), dict(workload.response_schema or {"type": "object"})
+    return dict(meta.request_schema or {"type": "object"}), dict(meta.response_schema or {"type": "object"})
 
 
 def endpoint_openapi(name: str, family: str | None) -> dict:

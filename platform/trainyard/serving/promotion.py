@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from trainyard.errors import TrainyardError
 from trainyard.serving.endpoints import EndpointManager, EndpointState
 from trainyard.serving.policy import Event, State, compare_metric, evaluate_gates, transition
 from trainyard.serving.registry import CANDIDATE, CHAMPION, Registry
@@ -52,15 +51,11 @@ class PromotionResult:
 
 
 def _family_defaults(family: str | None) -> tuple[str | None, str | None]:
-    if not family:
-        return None, None
-    try:
-        from trainyard.workload import resolve_workload
+    """From the family's static metadata: the control plane imports no family."""
+    from trainyard.families import registered, static_meta
 
-        workload = resolve_workload(family)
-        return workload.metric, workload.mode
-    except TrainyardError:
-        return None, None
+    meta = static_meta(family) if family and family in registered() else None
+    return (meta.metric, meta.mode) if meta is not None else (None, None)
 
 
 def _stats_of(stats: Mapping) -> dict[str, VersionStats]:

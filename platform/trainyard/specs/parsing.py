@@ -86,17 +86,33 @@ def _parse_model(model: type[BaseModel], spec: Any, source: str | None,
     return parsed
 
 
+def _workload_checks(workload_meta: Any) -> list:
+    """The checks that need what is known of the workload (`workload_meta`: what the client
+    read of a user's own family, see trainyard.families)."""
+    return [lambda spec: validate_workload_fields(spec, workload_meta),
+            lambda spec: hyperparameter_issues(spec, workload_meta)]
+
+
 def parse_job_spec(spec: str | Path | Mapping[str, Any], *, source: str | None = None,
-                   check_workload: bool = True) -> JobSpec:
+                   check_workload: bool = True, workload_meta: Any = None) -> JobSpec:
     """Validate a job spec given as YAML text, a path, or a mapping."""
-    checks = [validate_workload_fields, hyperparameter_issues] if check_workload else []
+    checks = _workload_checks(workload_meta) if check_workload else []
     return _parse_model(JobSpec, spec, source, *checks)
 
 
 def parse_sweep_spec(spec: str | Path | Mapping[str, Any], *, source: str | None = None,
-                     check_workload: bool = True) -> SweepSpec:
+                     check_workload: bool = True, workload_meta: Any = None) -> SweepSpec:
     """Validate a sweep spec (YAML text, path or mapping), search space included."""
-    checks = [validate_workload_fields, hyperparameter_issues, sweep_issues] if check_workload else []
+    def search_space_issues(sweep: SweepSpec) -> list[FieldIssue]:
+        from trainyard.families import meta_for
+
+        try:
+            meta = meta_for(sweep.workload, supplied=workload_meta)
+        except SpecError:
+            return []  # validate_workload_fields reports it
+        return sweep_issues(sweep, meta)
+
+    checks = [*_workload_checks(workload_meta), search_space_issues] if check_workload else []
     return _parse_model(SweepSpec, spec, source, *checks)
 
 

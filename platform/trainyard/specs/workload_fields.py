@@ -1,36 +1,37 @@
 """The checks of a spec that need its workload's metadata (still torch-free)."""
 from __future__ import annotations
 
+from typing import Any
+
 from trainyard.errors import FieldIssue, SpecError
 
 __all__ = ["validate_workload_fields", "hyperparameter_issues"]
 
 
-def validate_workload_fields(spec) -> list[FieldIssue]:
-    """Checks that need the workload definition (still torch-free)."""
-    from trainyard.workload import resolve_workload
+def validate_workload_fields(spec, workload_meta: Any = None) -> list[FieldIssue]:
+    """Checks that need what is known of the workload, imported from nowhere: a registered
+    family's static metadata, or `workload_meta` that the client read on the user's machine
+    (trainyard.families). A `module:attribute` without metadata is checked for syntax only;
+    the runner imports and checks it when the job starts."""
+    from trainyard.families import meta_for
 
-    if spec.working_dir is not None and ":" in spec.workload:
-        # user code that only exists inside the working_dir: the runner checks it
-        return []
     try:
-        resolve_workload(spec.workload)
+        meta_for(spec.workload, supplied=workload_meta)
     except SpecError as exc:
         return exc.issues
     return []
 
 
-def hyperparameter_issues(spec) -> list[FieldIssue]:
-    """`hyperparameters` against the family's static `hparams_schema` (built-in families: their
-    metadata is part of the installed Trainyard; a user's family is checked by the runner)."""
-    from trainyard.workload import known_workloads, resolve_workload
+def hyperparameter_issues(spec, workload_meta: Any = None) -> list[FieldIssue]:
+    """`hyperparameters` against the family's static `hparams_schema`, from its metadata (a
+    registered family's meta.json, or what the client sent): no family code runs here."""
+    from trainyard.families import meta_for
 
-    if spec.workload not in known_workloads():
-        return []
     try:
-        schema = dict(resolve_workload(spec.workload).hparams_schema or {})
+        meta = meta_for(spec.workload, supplied=workload_meta)
     except SpecError:
         return []  # validate_workload_fields reports it
+    schema = dict(meta.hparams_schema or {}) if meta is not None else {}
     if not schema:
         return []
     import jsonschema

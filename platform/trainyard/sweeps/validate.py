@@ -91,23 +91,26 @@ def _job_field_issues(spec, dims: list[sp.Dimension], workload) -> list[FieldIss
 
 
 def sweep_issues(spec, workload=None) -> list[FieldIssue]:
-    """Every problem with a parsed SweepSpec (empty when it is fine)."""
+    """Every problem with a parsed SweepSpec (empty when it is fine).
+
+    `workload`: the Workload (runner) or its WorkloadMeta (control plane); when None, the
+    registered family's static metadata, if any. Without either, what needs the family
+    (default space, metrics) is left to the driver, which re-checks with the real Workload."""
     if workload is None:
-        from trainyard.workload import resolve_workload
+        from trainyard.families import meta_for
 
         try:
-            workload = resolve_workload(spec.workload)
+            workload = meta_for(spec.workload)
         except SpecError as exc:
-            if spec.working_dir is not None and ":" in spec.workload:
-                workload = None  # user code shipped with the job: the driver re-checks on the cluster
-            else:
-                return exc.issues
+            return exc.issues
     sw = spec.sweep
     issues: list[FieldIssue] = []
     raw = resolved_space(spec, workload)
     if raw is None or (not raw and sw.search_space is None):
-        issues.append(FieldIssue(sp.FIELD, f"is empty: workload {spec.workload!r} has no default search space",
-                                 None, "give sweep.search_space"))
+        why = (f"workload {spec.workload!r} has no default search space" if workload is not None else
+               f"the server does not know workload {spec.workload!r}'s default search space (the client "
+               "sent no metadata: the module is not importable where the spec was submitted)")
+        issues.append(FieldIssue(sp.FIELD, f"is empty: {why}", None, "give sweep.search_space"))
         dims: list[sp.Dimension] = []
     else:
         dims, problems = sp.parse_space(raw)

@@ -48,30 +48,26 @@ def get_serving(request: Request, ctx: ServerContext = Depends(get_ctx)):
     return service
 
 
-def _family_request_schemas() -> dict:
-    """oneOf over the built-in families' request schemas, for this app's OpenAPI page."""
-    try:
-        from trainyard.workload import known_workloads, resolve_workload
+def _family_schemas(which: str) -> dict:
+    """oneOf over the registered families' request (or response) schemas, from their static
+    metadata (the server imports no family), for this app's OpenAPI page."""
+    from trainyard.families import registered, static_meta
 
-        schemas = []
-        for name in sorted(known_workloads()):
-            workload = resolve_workload(name)
-            if workload.request_schema:
-                schemas.append({**workload.request_schema, "title": f"{name} request"})
-        return {"oneOf": schemas} if schemas else {"type": "object"}
-    except Exception:
-        return {"type": "object"}
+    schemas = []
+    for name in sorted(registered()):
+        meta = static_meta(name)
+        schema = getattr(meta, f"{which}_schema", None) if meta is not None else None
+        if schema:
+            schemas.append({**schema, "title": f"{name} {which}"})
+    return {"oneOf": schemas} if schemas else {"type": "object"}
+
+
+def _family_request_schemas() -> dict:
+    return _family_schemas("request")
 
 
 def _family_response_schemas() -> dict:
-    try:
-        from trainyard.workload import known_workloads, resolve_workload
-
-        schemas = [{**resolve_workload(n).response_schema, "title": f"{n} response"}
-                   for n in sorted(known_workloads()) if resolve_workload(n).response_schema]
-        return {"oneOf": schemas} if schemas else {"type": "object"}
-    except Exception:
-        return {"type": "object"}
+    return _family_schemas("response")
 
 
 class DeployRequest(BaseModel):

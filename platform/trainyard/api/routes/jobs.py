@@ -23,6 +23,10 @@ class SubmitJobRequest(BaseModel):
     spec: Union[dict[str, Any], str] = Field(..., description="The job spec: a mapping, or YAML text.")
     working_dir_zip_b64: Optional[str] = Field(
         None, description="The spec's working_dir folder, zipped (files at the zip's root), base64.")
+    workload_meta: Optional[dict[str, Any]] = Field(
+        None, description="Metadata of the spec's own workload (name, metric, mode, metrics, search_space, "
+                          "default_hparams, ...), read by the client on the user's machine; the server "
+                          "imports no user code. Ignored for registered families that ship metadata.")
 
 
 def _phases(state: str | None) -> list[str] | None:
@@ -43,7 +47,8 @@ def _phases(state: str | None) -> list[str] | None:
 
 @router.post("", status_code=201, summary="Submit a job")
 def submit_job(body: SubmitJobRequest, ctx: ServerContext = Depends(get_ctx)) -> dict:
-    return ctx.jobs.submit(body.spec, working_dir_zip_b64=body.working_dir_zip_b64)
+    return ctx.jobs.submit(body.spec, working_dir_zip_b64=body.working_dir_zip_b64,
+                          workload_meta=body.workload_meta)
 
 
 @router.get("", summary="List jobs, newest first")

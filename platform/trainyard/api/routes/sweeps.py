@@ -27,6 +27,10 @@ class SubmitSweepRequest(BaseModel):
     spec: Union[dict[str, Any], str] = Field(..., description="The sweep spec: a mapping, or YAML text.")
     working_dir_zip_b64: Optional[str] = Field(
         None, description="The spec's working_dir folder, zipped (files at the zip's root), base64.")
+    workload_meta: Optional[dict[str, Any]] = Field(
+        None, description="Metadata of the spec's own workload (name, metric, mode, metrics, search_space, "
+                          "default_hparams, ...), read by the client on the user's machine; the server "
+                          "imports no user code. Ignored for registered families that ship metadata.")
 
 
 def sweep_view(job: dict) -> dict:
@@ -59,7 +63,8 @@ def _describe(ctx: ServerContext, sweep_id: str) -> dict:
 
 @router.post("", status_code=201, summary="Submit a sweep")
 def submit_sweep(body: SubmitSweepRequest, ctx: ServerContext = Depends(get_ctx)) -> dict:
-    return sweep_view(ctx.jobs.submit(body.spec, working_dir_zip_b64=body.working_dir_zip_b64, kind="sweep"))
+    return sweep_view(ctx.jobs.submit(body.spec, working_dir_zip_b64=body.working_dir_zip_b64, kind="sweep",
+                                      workload_meta=body.workload_meta))
 
 
 @router.get("", summary="List sweeps, newest first")

@@ -1,9 +1,12 @@
 """A plain-torch stand-in for a DeepSpeed engine, for unit tests of workloads' train steps.
 
 It offers what a train_step may use: calling it (forward), backward(loss), step(), and
-`.module`. Pure logic: no DeepSpeed, no distributed backend.
+`.module`. Pure logic: no DeepSpeed, no distributed backend. torch is imported only when
+an engine is made.
 """
 from __future__ import annotations
+
+__all__ = ["FakeEngine", "engines_for"]
 
 
 class FakeEngine:
@@ -42,4 +45,5 @@ class FakeEngine:
 
 
 def engines_for(models, *, lr: float = 1e-3) -> dict[str, FakeEngine]:
+    """One FakeEngine per module, as the runner makes one DeepSpeed engine per module."""
     return {name: FakeEngine(module, lr=lr) for name, module in models.items()}
