@@ -104,7 +104,7 @@ def cmd_submit(args) -> int:
     ui = _ui()
     raw, spec, working_dir = _load(args.spec)
     if args.dry_run:
-        from trainyard.runner.sweep import plan_sweep
+        from trainyard.sweeps.plan import plan_sweep
 
         plan = plan_sweep(spec, sweep_id="dry-run")
         ui.stdout().print(f"{args.spec}: valid sweep spec '{spec.name}' (workload {spec.workload}, "
