@@ -1,8 +1,13 @@
 """Endpoints on a real local Ray cluster: real Serve over HTTP, real MLflow registry."""
 from __future__ import annotations
 
+import json
+import math
 import os
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -96,6 +101,50 @@ def test_deploy_and_predict_matches_the_model(serving, mlflow_server):
     assert "digits-a" not in {e["name"] for e in serving.list()}
     with pytest.raises(NotFoundError):
         serving.delete("digits-a")
+
+
+def test_a_custom_workload_trained_from_its_folder_serves_where_that_folder_is_not(serving, mlflow_server,
+                                                                                   test_root, monkeypatch):
+    """examples/custom_workload trains (its folder on the workers' path only, as a job's
+    working_dir puts it) and its registered model carries its code: the Serve replicas, whose
+    import path holds tests/integration but not the example folder, load and serve it."""
+    from trainyard.protocol import find_result
+
+    example = HERE.parents[1] / "examples" / "custom_workload"
+    assert str(example) not in serving.env.get("PYTHONPATH", "")  # the replicas' import path
+    # the folder on the driver's and the workers' import path only, as a job's working_dir puts it
+    path = ":".join(p for p in (str(example), os.environ.get("PYTHONPATH")) if p)
+    spec = {
+        "name": "diabetes-served", "workload": "diabetes:WORKLOAD",
+        "resources": {"workers": 1, "cpus_per_worker": 1}, "deepspeed": {"zero_stage": 0},
+        "training": {"max_steps": 4, "batch_size": 16, "eval_every_steps": 4, "log_every_steps": 4},
+        "checkpoint": {"every_steps": 4, "storage": f"file://{test_root / 'custom-served'}"},
+        "tracking": {"experiment": "serving-tests", "model_name": "diabetes-served"},
+        "env": {"PYTHONPATH": path},
+    }
+    spec_file = test_root / "diabetes-served.json"
+    spec_file.write_text(json.dumps(spec))
+    proc = subprocess.run([sys.executable, "-m", "trainyard.runner", "job", "--job-id", f"diabetes-{uuid.uuid4().hex[:6]}",
+                           "--spec-file", str(spec_file)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": path, "MLFLOW_TRACKING_URI": mlflow_server})
+    result = find_result(proc.stdout)
+    assert proc.returncode == 0 and result, proc.stdout[-3000:] + proc.stderr[-3000:]
+    version = result["model_version"]
+    assert version, result
+    import mlflow.artifacts
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # models:/ resolves through the registry here
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/diabetes-served/{version}",
+                                                     dst_path=str(test_root / f"diabetes-{version}")))
+    assert sorted(p.name for p in (local / "code").iterdir()) == ["diabetes.py"]  # the code it carries
+
+    info = serving.deploy(_spec("diabetes-served"), version=version)
+    rows = [[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, -0.0, 0.02, -0.02]] * 2
+    got = httpx.post(info["url"], json={"inputs": rows}, timeout=60)
+    assert got.status_code == 200, got.text
+    predictions = got.json()["predictions"]
+    assert len(predictions) == 2 and predictions[0] == predictions[1] and math.isfinite(predictions[0])
+    serving.delete("diabetes-served")
 
 
 def _wait_for(condition, *, timeout: float, what: str, poll: float = 0.5):

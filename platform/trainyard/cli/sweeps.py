@@ -93,7 +93,7 @@ def _print_board(out, sweep: dict, limit: int | None = None) -> None:
 def cmd_submit(args) -> int:
     raw, spec, working_dir = _load(args.spec)
     if args.dry_run:
-        from trainyard.runner.sweep import plan_sweep
+        from trainyard.sweeps.plan import plan_sweep
 
         plan = plan_sweep(spec, sweep_id="dry-run")
         ui.stdout().print(f"{args.spec}: valid sweep spec '{spec.name}' (workload {spec.workload}, "

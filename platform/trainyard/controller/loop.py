@@ -264,7 +264,7 @@ class Controller:
 
     def _finish(self, job_id: str, phase: str, ray_phase: str, info: dict, client, submission_id: str,
                 *, cancelling: bool = False) -> None:
-        from trainyard.runner.protocol import ERROR, parse_line
+        from trainyard.protocol import ERROR, RESULT, parse_line
 
         try:
             text = client.logs(submission_id) or ""
@@ -274,7 +274,7 @@ class Controller:
         error_payload = None
         for line in text.splitlines():
             parsed = parse_line(line)
-            if parsed and parsed[0] == "TRAINYARD_RESULT":
+            if parsed and parsed[0] == RESULT:
                 result = parsed[1]
             elif parsed and parsed[0] == ERROR:
                 error_payload = parsed[1]

@@ -176,7 +176,7 @@ class JobService:
                               progress=progress, events=events)
 
     def _progress(self, cluster: str, submission_id: str, *, ttl_s: float = 1.0) -> dict | None:
-        from trainyard.runner.protocol import last_progress
+        from trainyard.protocol import last_progress
 
         now = time.monotonic()
         cached = self._progress_cache.get(submission_id)

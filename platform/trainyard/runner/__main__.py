@@ -1,11 +1,11 @@
 """`python -m trainyard.runner job --job-id ID` : the Ray job entrypoint the server submits.
 
 The JobSpec comes as JSON (or YAML) in $TRAINYARD_SPEC, or from --spec-file PATH.
-stdout protocol (see trainyard.runner.protocol): TRAINYARD_PROGRESS lines while training,
+stdout protocol (see trainyard.protocol): TRAINYARD_PROGRESS lines while training,
 one TRAINYARD_RESULT line at the end; exit 0. On failure one TRAINYARD_ERROR line, a
 message on stderr, and a non-zero exit code (2: the spec is wrong, 1: training failed).
 
-`python -m trainyard.runner sweep ...` is handed to trainyard.runner.sweep.main(argv).
+`python -m trainyard.runner sweep ...` is handed to trainyard.runner.sweep_driver.main(argv).
 """
 from __future__ import annotations
 
@@ -32,14 +32,14 @@ def _load_spec(args):
 
 
 def _error(kind: str, message: str) -> None:
-    from trainyard.runner.protocol import ERROR, format_line
+    from trainyard.protocol import ERROR, format_line
 
     print(format_line(ERROR, {"error": kind, "message": message}), flush=True)
     print(f"trainyard runner: {message}", file=sys.stderr, flush=True)
 
 
 def job_main(args) -> int:
-    from trainyard.runner.protocol import RESULT, format_line
+    from trainyard.protocol import RESULT, format_line
 
     try:
         spec = _load_spec(args)
@@ -47,7 +47,7 @@ def job_main(args) -> int:
         _error(exc.code, str(exc))
         return exc.exit_code or EXIT_USAGE
     try:
-        from trainyard.runner.train import run_job
+        from trainyard.runner.job import run_job
 
         result = run_job(spec, args.job_id, storage=args.storage)
     except TrainyardError as exc:
@@ -78,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="the job's id: names its checkpoints and MLflow run (default $TRAINYARD_JOB_ID)")
     job.add_argument("--spec-file", help="read the JobSpec from this YAML/JSON file instead of $TRAINYARD_SPEC")
     job.add_argument("--storage", help="checkpoint storage URI (default: spec, then $TRAINYARD_STORAGE)")
-    sub.add_parser("sweep", help="run a sweep (trainyard.runner.sweep)", add_help=False)
+    sub.add_parser("sweep", help="run a sweep (trainyard.runner.sweep_driver)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "sweep":
         try:
-            from trainyard.runner import sweep
+            from trainyard.runner import sweep_driver as sweep
         except ImportError as exc:
             _error("not_available", f"sweeps are not available in this build ({exc})")
             return EXIT_USAGE

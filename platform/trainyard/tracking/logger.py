@@ -1,15 +1,16 @@
-"""RunLogger: what rank 0 uses to log to the job's MLflow run.
+"""RunLogger: rank 0's logging into the job's MLflow run; tracking trouble never stops training.
 
-Metrics are queued and sent by a daemon thread in `log_batch` calls of at most 1000,
-so the training loop never waits on the tracking server (one log_metric call is ~12 ms,
-a 1000-metric batch ~0.15 s). Tracking trouble is logged as a warning and never stops
-training: the model is worth more than its curves.
+Metrics go through MLflow's asynchronous logging (`log_batch(..., synchronous=False)`): the
+training loop never waits on the tracking server (one log_metric call is ~12 ms, a
+1000-metric batch ~0.15 s), and MLflow's logging thread merges what is queued into
+`log_batch` calls of at most 1000 metrics. Every failure, raised at once or found when a
+flush waits on the pending operations, is logged as a warning and swallowed: the model is
+worth more than its curves.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import logging
-import queue
-import threading
 import time
 from typing import Any, Mapping
 
@@ -35,18 +36,14 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class RunLogger:
-    def __init__(self, *, run_id: str, tracking_uri: str | None = None, flush_interval_s: float = 2.0):
+    def __init__(self, *, run_id: str, tracking_uri: str | None = None, flush_timeout_s: float = 30.0):
         from mlflow.tracking import MlflowClient
 
         self.run_id = run_id
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._flush_interval = flush_interval_s
-        self._closed = threading.Event()
-        self._idle = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="trainyard-mlflow", daemon=True)
-        self._thread.start()
+        self._flush_timeout = flush_timeout_s
+        self._pending: list = []  # RunOperations of metrics not yet known to be sent
 
     # -- params, tags, artifacts: rare, synchronous
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -77,56 +74,54 @@ class RunLogger:
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         self._safe(self.client.log_artifact, self.run_id, path, artifact_path)
 
-    # -- metrics: frequent, queued
+    # -- metrics: frequent, asynchronous
     def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
-        ts = int(time.time() * 1000)
-        for key, value in metrics.items():
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                continue
-            self._queue.put((str(key), value, ts, int(step)))
-
-    def flush(self, timeout: float = 30.0) -> None:
-        """Wait until everything queued so far has been sent."""
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait(timeout)
-
-    def close(self, timeout: float = 30.0) -> None:
-        self.flush(timeout)
-        self._closed.set()
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
         from mlflow.entities import Metric
 
-        pending: list = []
-        last = time.monotonic()
-        while True:
+        ts = int(time.time() * 1000)
+        items = []
+        for key, value in metrics.items():
             try:
-                item = self._queue.get(timeout=self._flush_interval)
-            except queue.Empty:
-                item = ...
-            if item is None:
-                self._send(pending)
-                return
-            if isinstance(item, threading.Event):
-                self._send(pending)
-                pending = []
-                item.set()
+                items.append(Metric(str(key), float(value), ts, int(step)))
+            except (TypeError, ValueError):
                 continue
-            if item is not ...:
-                pending.append(Metric(*item))
-            if len(pending) >= MAX_BATCH or (pending and time.monotonic() - last >= self._flush_interval):
-                self._send(pending)
-                pending = []
-                last = time.monotonic()
+        for i in range(0, len(items), MAX_BATCH):
+            ops = self._safe(self.client.log_batch, self.run_id, metrics=items[i:i + MAX_BATCH], synchronous=False)
+            if ops is not None:
+                self._pending.append(ops)
+        if len(self._pending) > MAX_BATCH:
+            self._settle(timeout=0)
 
-    def _send(self, metrics: list) -> None:
-        for i in range(0, len(metrics), MAX_BATCH):
-            self._safe(self.client.log_batch, self.run_id, metrics=metrics[i:i + MAX_BATCH])
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait (at most `timeout`, default flush_timeout_s) until every metric logged so far
+        has been sent; what failed is logged. A tracking server that does not answer delays a
+        flush by the timeout, never more."""
+        self._settle(timeout=self._flush_timeout if timeout is None else timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.flush(timeout)
+
+    def _settle(self, *, timeout: float) -> None:
+        """Drop the pending operations that are done (warning about failures); with a timeout,
+        first wait that long for the rest."""
+        futures = [f for ops in self._pending for f in getattr(ops, "_operation_futures", None) or []]
+        if timeout and futures:
+            concurrent.futures.wait(futures, timeout=timeout)
+        still = []
+        for ops in self._pending:
+            op_futures = getattr(ops, "_operation_futures", None)
+            if op_futures is None:  # another MLflow: only its own wait() is known to work
+                self._safe(ops.wait)
+                continue
+            if not all(f.done() for f in op_futures):
+                still.append(ops)
+                continue
+            for future in op_futures:
+                if future.exception() is not None:
+                    log.warning("MLflow call log_batch failed: %s", future.exception())
+        if timeout and still:
+            log.warning("MLflow: %d metric batch(es) still unsent after %.0f s", len(still), timeout)
+        self._pending = still
 
     @staticmethod
     def _safe(fn, *args, **kwargs):

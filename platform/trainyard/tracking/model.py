@@ -7,10 +7,16 @@ and whose python_model is `TrainyardModel`. `predict(payload_dict)` rebuilds not
 call: load_context builds the modules once, then every request goes to
 `workload.predictor(models, payload, hparams)`: JSON in, JSON out.
 
+A user's own family (`module:attribute`, or a module shipped in a job's working_dir) travels
+with the model: its top-level module or package goes into the model's `code/` folder
+(MLflow's `code_paths`), which MLflow puts on the import path when it loads the model. So
+the model loads and serves in a process that never saw the job's folder.
+
 Serving uses `load_trainyard_model(uri) -> (workload, models, hparams)`.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -18,7 +24,8 @@ from typing import Any
 
 import mlflow.pyfunc
 
-__all__ = ["TrainyardModel", "log_trainyard_model", "load_trainyard_model", "model_pip_requirements"]
+__all__ = ["TrainyardModel", "log_trainyard_model", "load_trainyard_model", "model_pip_requirements",
+           "workload_code_paths"]
 
 META_FILE = "trainyard.json"
 
@@ -68,6 +75,31 @@ def model_pip_requirements() -> list[str]:
     return reqs
 
 
+def workload_code_paths(ref: str) -> list[str]:
+    """What a model of workload `ref` must carry to import it where it is loaded: the file of
+    a top-level module, or the folder of a top-level package, that `module:attribute` names.
+    Built-in families (and anything under trainyard or workloads) ship with Trainyard: none."""
+    from trainyard.workload import known_workloads
+
+    if ref in known_workloads() or ":" not in ref:
+        return []
+    top = ref.partition(":")[0].split(".")[0]
+    if not top or top in ("trainyard", "workloads"):
+        return []
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:  # a package: its folder (a namespace package: the first)
+        folders = [p for p in spec.submodule_search_locations if os.path.isdir(p)]
+        return folders[:1]
+    if spec.origin and spec.origin.endswith(".py") and os.path.isfile(spec.origin):
+        return [spec.origin]
+    return []  # a compiled or frozen module: it must be installed where the model loads
+
+
 def log_trainyard_model(state_dicts: dict[str, dict], *, workload: str, hparams: dict,
                         run_id: str, tracking_uri: str | None = None,
                         registered_model_name: str | None = None,
@@ -95,6 +127,7 @@ def log_trainyard_model(state_dicts: dict[str, dict], *, workload: str, hparams:
                 name=name, python_model=TrainyardModel(),
                 artifacts={"weights": weights, "meta": meta_path},
                 pip_requirements=model_pip_requirements(),
+                code_paths=workload_code_paths(workload) or None,
                 registered_model_name=registered_model_name,
                 input_example=None,
                 metadata={"trainyard_workload": workload},

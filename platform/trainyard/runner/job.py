@@ -1,0 +1,189 @@
+"""The job driver: one MLflow run, one TorchTrainer, progress lines while it fits, the result payload."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from trainyard.runner.reports import take_available
+
+__all__ = ["run_job", "build_trainer", "JobResult", "spec_error_in"]
+
+
+def build_trainer(spec, *, job_id: str, storage: str | None = None, mlflow_run: dict | None = None,
+                  progress_queue=None, callbacks: list | None = None, extra_config: dict | None = None):
+    """The job's TorchTrainer: checkpoints under <storage>/<project>/<job_id>.
+
+    storage: file:///abs or s3://bucket/prefix; default spec.checkpoint.storage, then
+    $TRAINYARD_STORAGE, then the Trainyard home's storage/ folder. S3 credentials and
+    endpoint come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and
+    TRAINYARD_S3_ENDPOINT_URL (or spec.checkpoint.endpoint_url).
+    A trainer with the same job_id and storage resumes from the job's latest checkpoint.
+    """
+    from trainyard.runner.launch import make_trainer
+    from trainyard.runner.storage import resolve_storage
+
+    target = resolve_storage(storage or spec.checkpoint.storage, project=spec.project,
+                             endpoint_url=spec.checkpoint.endpoint_url)
+    loop_config = {"spec": spec.model_dump(mode="json"), "job_id": job_id, "mlflow": mlflow_run,
+                   "progress_queue": progress_queue, **(extra_config or {})}
+    return make_trainer(spec, name=job_id, target=target, loop_config=loop_config,
+                        num_to_keep=spec.checkpoint.keep, callbacks=callbacks)
+
+
+@dataclass
+class JobResult:
+    metrics: dict
+    mlflow_run_id: str | None
+    mlflow_experiment_id: str | None
+    model_name: str | None
+    model_version: str | None
+    checkpoint: str | None
+    extra: dict = field(default_factory=dict)
+
+    def to_protocol(self) -> dict:
+        return {"metrics": self.metrics, "mlflow_run_id": self.mlflow_run_id,
+                "mlflow_experiment_id": self.mlflow_experiment_id, "model_name": self.model_name,
+                "model_version": self.model_version, "checkpoint": self.checkpoint}
+
+
+class _ProgressPrinter:
+    """Driver thread: prints TRAINYARD_PROGRESS lines from what rank 0 queues, every item once,
+    in order. It polls (take_available, else a short sleep) rather than blocking in a get."""
+
+    def __init__(self, queue, emit: Callable[[str], None], *, poll_s: float = 0.2):
+        self.queue, self.emit, self.poll_s = queue, emit, poll_s
+        self.final: dict | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one drain at a time: lines keep the queue's order
+        self._thread = threading.Thread(target=self._run, name="trainyard-progress", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._drain():
+                self._stop.wait(self.poll_s)
+
+    def _drain(self) -> int:
+        """Emit what the queue holds now; return how many items it took."""
+        from trainyard.protocol import PROGRESS, format_line
+
+        with self._lock:
+            try:
+                items = take_available(self.queue)
+            except Exception:  # the queue actor is gone at shutdown
+                return 0
+            for item in items:
+                if item.get("kind") == "final":
+                    self.final = item
+                    continue
+                self.emit(format_line(PROGRESS, {k: item[k] for k in ("step", "total_steps", "epoch", "metrics")}))
+            return len(items)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for _ in range(1000):  # what arrived since the thread's last look (bounded: a
+            if not self._drain():  # producer still running must not keep us here)
+                break
+
+
+def spec_error_in(exc: BaseException | None):
+    """The SpecError a worker raised (plan_steps refusing the warm-up, say), found inside Ray
+    Train's WorkerGroupError (worker_failures) or an exception's causes; None if there is none.
+    A job that fails on its spec then ends as a spec error (exit 2) with that error's message."""
+    from trainyard.errors import SpecError
+
+    todo, seen = [exc], set()
+    while todo:
+        err = todo.pop(0)
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, SpecError):
+            return err
+        failures = getattr(err, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo.extend(failures[rank] for rank in sorted(failures))
+        todo.extend([getattr(err, "_base_exc", None), err.__cause__, err.__context__])
+    return None
+
+
+def _emit(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str | None = None,
+            emit: Callable[[str], None] = _emit, log_model: bool = True) -> dict:
+    """Train `spec` as job `job_id` on the connected Ray cluster (ray.init is done here if
+    needed) and return the TRAINYARD_RESULT payload. Raises on failure (after marking the
+    MLflow run FAILED)."""
+    import ray
+    from ray.util.queue import Queue
+
+    from trainyard.tracking import tracking_uri as _uri
+    from trainyard.tracking.runs import end_job_run, run_tags, start_job_run
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True)
+    uri = _uri(tracking_uri)
+    run = start_job_run(job_id=job_id, run_name=spec.name, experiment=spec.tracking.experiment,
+                        uri=uri, tags={"trainyard.project": spec.project,
+                                       "trainyard.workload": spec.workload})
+    queue = Queue(actor_options={"num_cpus": 0})
+    printer = _ProgressPrinter(queue, emit)
+    trainer = build_trainer(spec, job_id=job_id, storage=storage, mlflow_run=run.to_config(),
+                            progress_queue=queue, extra_config={"log_model": log_model})
+    try:
+        result = trainer.fit()
+    except BaseException as exc:
+        printer.stop()
+        try:
+            end_job_run(run, status="FAILED")
+        except Exception:
+            pass
+        spec_error = spec_error_in(exc)
+        if spec_error is not None:  # e.g. plan_steps: the spec is wrong, not the training
+            raise spec_error from exc
+        raise
+    finally:
+        printer.stop()
+        try:
+            ray.kill(queue.actor)
+        except Exception:
+            pass
+    tags = {}
+    try:
+        tags = run_tags(run)
+    except Exception:
+        pass
+    out = _job_result(run, dict((printer.final or {}).get("metrics") or {}), dict(result.metrics or {}), tags,
+                      result.checkpoint)
+    end_job_run(run, status="FINISHED")
+    payload = out.to_protocol()
+    if out.extra.get("model_error"):
+        payload["model_error"] = out.extra["model_error"]
+    return payload
+
+
+def _job_result(run, final_metrics: dict, reported: dict, tags: dict, checkpoint) -> JobResult:
+    """The result from rank 0's final progress item, else Train's last checkpointed report,
+    else the run's tags (model name and version)."""
+    model_version = final_metrics.pop("trainyard_model_version", None) or reported.get(
+        "trainyard_model_version") or tags.get("trainyard.model_version")
+    model_name = final_metrics.pop("trainyard_model_name", None) or reported.get(
+        "trainyard_model_name") or tags.get("trainyard.model_name")
+    model_error = final_metrics.pop("trainyard_model_error", None) or reported.get("trainyard_model_error")
+    for key in list(final_metrics):
+        if key.startswith("trainyard_"):
+            final_metrics.pop(key)
+    if not final_metrics:
+        final_metrics = {k: v for k, v in reported.items()
+                         if not k.startswith("trainyard_") and k not in ("step", "epoch", "total_steps")}
+    where = None
+    if checkpoint is not None:
+        path = checkpoint.path
+        where = f"file://{path}" if path.startswith("/") else f"s3://{path.lstrip('/')}"
+    return JobResult(metrics=final_metrics, mlflow_run_id=run.run_id, mlflow_experiment_id=run.experiment_id,
+                     model_name=model_name, model_version=str(model_version) if model_version is not None else None,
+                     checkpoint=where, extra={"model_error": model_error} if model_error else {})

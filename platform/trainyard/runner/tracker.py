@@ -1,0 +1,58 @@
+"""Rank 0's outlets from the loop: the MLflow run (RunLogger) and the driver's progress queue."""
+from __future__ import annotations
+
+__all__ = ["Tracker"]
+
+
+class Tracker:
+    """On rank 0, logs to the job's MLflow run and queues progress for the driver; elsewhere
+    (or without a run, or without a queue) the matching calls do nothing."""
+
+    def __init__(self, *, rank: int, tracking: dict | None, queue, total_steps: int):
+        self.rank, self.tracking, self.queue, self.total_steps = rank, tracking or None, queue, total_steps
+        self.logger = None
+        if rank == 0 and self.tracking and self.tracking.get("run_id"):
+            from trainyard.tracking.logger import RunLogger
+
+            self.logger = RunLogger(run_id=self.tracking["run_id"], tracking_uri=self.tracking.get("tracking_uri"))
+
+    @property
+    def has_run(self) -> bool:
+        return bool(self.tracking and self.tracking.get("run_id"))
+
+    def start(self, *, spec, hparams: dict, plan, world: int, resumed_from: str | None,
+              resumed_step: int) -> None:
+        """What the run trains with: the spec's settings, the DeepSpeed plan, where it resumed."""
+        if self.logger is None:
+            return
+        self.logger.log_params({
+            "hyperparameters": hparams, "training": spec.training.model_dump(),
+            "resources": spec.resources.model_dump(exclude={"custom_resources"}),
+            "deepspeed.requested": spec.deepspeed.model_dump(), "workload": spec.workload,
+            "data": spec.data,
+        })
+        self.logger.log_params(plan.as_params())
+        self.logger.set_tags({"trainyard.workload": spec.workload, "trainyard.zero_stage": plan.zero_stage,
+                              "trainyard.world_size": world})
+        if resumed_from:
+            self.logger.set_tags({"trainyard.resumed_from": resumed_from,
+                                  "trainyard.resumed_from_step": resumed_step})
+
+    def log_metrics(self, metrics: dict, *, step: int) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=step)
+
+    def flush(self) -> None:
+        if self.logger is not None:
+            self.logger.flush()
+
+    def progress(self, kind: str, step: int, epoch: int, metrics: dict) -> None:
+        if self.rank == 0 and self.queue is not None:
+            self.queue.actor.put_nowait.remote({"kind": kind, "step": step, "total_steps": self.total_steps,
+                                                "epoch": epoch, "metrics": metrics})
+
+    def close(self) -> None:
+        """Send what is queued for MLflow; idempotent (a stopped trial leaves through here too)."""
+        logger, self.logger = self.logger, None
+        if logger is not None:
+            logger.close()

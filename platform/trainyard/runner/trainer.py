@@ -1,0 +1,275 @@
+"""The worker loop: a Trainer made of parts (batches, engines, checkpointer, evaluator, meters, session)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from trainyard.runner.batches import Batches, StepPlan
+from trainyard.runner.checkpoint import Checkpointer
+from trainyard.runner.engines import Engines
+from trainyard.runner.evaluator import Evaluator
+from trainyard.runner.meters import Meters
+from trainyard.runner.session import Session
+from trainyard.runner.tracker import Tracker
+
+__all__ = ["Trainer", "train_loop_per_worker", "CRASH_ENV"]
+
+CRASH_ENV = "TRAINYARD_TEST_CRASH"  # tests only: "rank:step:marker_path"
+
+
+@dataclass
+class Trainer:
+    """One job (or one sweep trial) on one rank. `Trainer.from_config` builds the parts;
+    `train` runs the loop: step, evaluate and checkpoint when due, finish."""
+
+    spec: Any  # JobSpec
+    config: dict
+    workload: Any
+    ctx: Any  # StepContext, shared by train_step and evaluate
+    plan: Any  # DeepSpeedPlan
+    steps: StepPlan
+    batches: Batches
+    engines: Engines
+    checkpointer: Checkpointer
+    evaluator: Evaluator
+    meters: Meters
+    tracker: Tracker
+    session: Session
+    micro: int = 0  # train_step calls done, all epochs
+    resumed_from: str | None = None
+
+    def train(self) -> None:
+        spec, steps = self.spec, self.steps
+        every_ckpt, every_eval = spec.checkpoint.every_steps, spec.training.eval_every_steps
+        try:
+            self.tracker.start(spec=spec, hparams=self.ctx.hparams, plan=self.plan, world=self.session.world_size,
+                               resumed_from=self.resumed_from, resumed_step=self.micro // steps.gas)
+            self._announce()
+            self.engines.train()
+            while self.micro < steps.total_micro:
+                epoch = self.micro // steps.per_epoch
+                for batch in self.batches.epoch(epoch, start=self.micro % steps.per_epoch):
+                    if not self._micro_step(batch, epoch):
+                        continue  # accumulating gradients
+                    if self.micro >= steps.total_micro:
+                        break
+                    step, end_of_epoch = self.micro // steps.gas, self.micro % steps.per_epoch == 0
+                    ckpt_due = (step % every_ckpt == 0) if every_ckpt else end_of_epoch
+                    eval_due = (step % every_eval == 0) if every_eval else end_of_epoch
+                    if ckpt_due or eval_due:
+                        self._evaluate_and_report(step, epoch, end_of_epoch=end_of_epoch, checkpoint=ckpt_due)
+                if self.micro % steps.per_epoch != 0 and self.micro < steps.total_micro:
+                    break  # cannot happen: an epoch always ends on its last batch
+            self._finish()
+        finally:
+            # a trial that Tune stops (ASHA, PBT) leaves through session.report with SystemExit,
+            # a failed step with its exception: either way what rank 0 queued for MLflow is sent
+            # (an inline trial's actor runs the next trial)
+            self.tracker.close()
+
+    def _micro_step(self, batch, epoch: int) -> bool:
+        """Train on one micro-batch; True when that completed an optimizer step."""
+        gas = self.steps.gas
+        step = self.micro // gas
+        self.ctx.step, self.ctx.epoch = step, epoch
+        if self.micro % gas == 0:
+            lr = self.engines.schedule_lr(step, self.steps.total_steps)
+            if lr is not None:  # what the optimizer steps with, logged with that step's loss
+                self.tracker.log_metrics({"lr": lr}, step=step + 1)
+        out = self.workload.train_step(self.engines.by_name, self.engines.to_device(batch), self.ctx)
+        self.micro += 1
+        _maybe_crash_for_test(os.environ.get(CRASH_ENV), rank=self.session.rank, step=self.micro // gas)
+        if self.micro % gas:
+            return False
+        step = self.micro // gas
+        values = {k: float(v) for k, v in out.items()}
+        self.meters.step_done(step, values)
+        self.tracker.log_metrics(values, step=step)
+        if self.session.rank == 0 and step % self.spec.training.log_every_steps == 0:
+            self.tracker.progress("progress", step, epoch, self.meters.take_window())
+        return True
+
+    def _evaluate_and_report(self, step: int, epoch: int, *, end_of_epoch: bool, checkpoint: bool) -> None:
+        metrics = self.evaluator(step, self.micro // self.steps.per_epoch if end_of_epoch else epoch)
+        report = {**self.meters.take_means(), **metrics, "step": step, "epoch": epoch,
+                  "total_steps": self.steps.total_steps}
+        self.tracker.progress("progress", step, epoch, report)
+        if checkpoint:
+            self.tracker.flush()  # what a checkpoint covers is on record before a crash can lose it
+            self.checkpointer.save_and_report(self.session, report, micro_step=self.micro, step=step, epoch=epoch)
+        else:
+            self.session.report(report)
+
+    def _finish(self) -> None:
+        """Final evaluation, the model into the run, the last checkpoint with the final report."""
+        micro, steps = self.micro, self.steps
+        step = micro // steps.gas
+        timing = self.meters.timing()
+        if "train_steps_per_s" in timing:
+            self.tracker.log_metrics({"train_steps_per_s": timing["train_steps_per_s"]}, step=step)
+        epoch = max(0, (micro - 1) // steps.per_epoch) if micro else 0
+        final_eval = self.evaluator(step, epoch)
+        final = {**self.meters.take_means(), **final_eval, "step": step, "epoch": epoch,
+                 "total_steps": steps.total_steps, "trainyard_done": 1, **timing}
+        model_info = self._log_model(final_eval)
+        if self.session.rank == 0:
+            final.update({f"trainyard_{k}": v for k, v in model_info.items() if v is not None})
+            elapsed = time.monotonic() - self.meters.started
+            print(f"[trainyard] job {self.config['job_id']}: {step} steps done in {elapsed:.1f}s; "
+                  f"{json.dumps(final_eval)}", flush=True)
+        self.tracker.close()
+        self.tracker.progress("final", step, epoch, {**final_eval, **{k: v for k, v in final.items()
+                                                                     if k.startswith("trainyard_")}})
+        self.checkpointer.save_and_report(self.session, final, micro_step=micro, step=step, epoch=epoch,
+                                          done=True)
+
+    def _log_model(self, final_eval: dict) -> dict[str, Any]:
+        """Every rank takes part in gathering the weights; rank 0 logs them with the run's
+        artifacts (spec, loss curve, the workload's samples) and registers the model."""
+        if not (bool(self.config.get("log_model", True)) and self.tracker.has_run):
+            return {}
+        state_dicts = self.checkpointer.gather_state_dicts()
+        if self.session.rank != 0:
+            return {}
+        from trainyard.tracking.finish import finish_tracking
+
+        return finish_tracking(self.tracker.logger, spec=self.spec, config=self.config, hparams=self.ctx.hparams,
+                               workload=self.workload, eval_ds=self.evaluator.dataset,
+                               state_dicts=state_dicts, tracking=self.tracker.tracking)
+
+    def _announce(self) -> None:
+        if self.session.rank == 0:
+            steps, micro = self.steps, self.micro
+            print(f"[trainyard] job {self.config['job_id']}: {self.plan.reason}; {self.session.world_size} "
+                  f"workers, {steps.per_epoch} steps/epoch, {steps.total_steps} steps"
+                  + (f", resumed at step {micro // steps.gas}" if micro else ""), flush=True)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Trainer":
+        """Build every part for this rank. The order of what draws from the seeded generators
+        (models, engines, datasets, then a checkpoint's saved generators) is part of exact
+        resume: change it and a resumed run no longer matches an uninterrupted one."""
+        from trainyard.runner.engines import worker_env
+        from trainyard.runner.session import loop_session
+        from trainyard.specs import JobSpec
+
+        spec = JobSpec.model_validate(config["spec"])
+        for key, value in worker_env(spec).items():
+            os.environ.setdefault(key, value)  # the runtime_env set these already on a real cluster
+
+        import torch
+
+        from trainyard.runner.batches import plan_steps
+        from trainyard.runner.strategy import (build_deepspeed_config, count_parameters, detect_hardware,
+                                               plan_deepspeed)
+        from trainyard.workload import StepContext, resolve_workload
+
+        session = loop_session(config)
+        rank, world = session.rank, session.world_size
+        on_gpu = bool(spec.resources.gpus_per_worker)
+        if not on_gpu:
+            # 2 workers on 2 cores with torch's default threads oversubscribe the cores
+            torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
+        workload = resolve_workload(spec.workload)
+        hparams = {**dict(workload.default_hparams), **spec.hyperparameters}
+        torch.manual_seed(spec.training.seed)
+        models = workload.build_models(hparams)
+        plan = plan_deepspeed(spec.deepspeed, num_params=count_parameters(models), world_size=world,
+                              hardware=detect_hardware(local_world_size=session.local_world_size, use_gpu=on_gpu))
+        gas = spec.deepspeed.gradient_accumulation_steps
+        ds_config = build_deepspeed_config(plan, micro_batch_size=spec.training.batch_size,
+                                           gradient_accumulation_steps=gas,
+                                           gradient_clipping=spec.deepspeed.gradient_clipping)
+        engines = Engines.build(models, training=spec.training, ds_config=ds_config, precision=plan.precision,
+                                on_gpu=on_gpu, session=session)
+
+        train_ds, eval_ds = workload.build_datasets(hparams, spec.data)
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=spec.training.seed)
+        batches = Batches(train_ds, sampler, spec.training.batch_size)
+        # refuses a warm-up longer than the run before any step (or MLflow logging) is done
+        total_micro, total_steps = plan_steps(spec.training, steps_per_epoch=batches.steps_per_epoch, gas=gas,
+                                              examples=len(train_ds), workers=world)
+        steps = StepPlan(total_micro=total_micro, total_steps=total_steps, per_epoch=batches.steps_per_epoch, gas=gas)
+
+        checkpointer = Checkpointer(engines.by_name, rank=rank, world_size=world, zero_stage=plan.zero_stage)
+        micro, resumed_from = 0, None
+        checkpoint = session.get_checkpoint()
+        if checkpoint is None and config.get("resume_from") is not None:
+            # Train v2 refuses TorchTrainer(resume_from_checkpoint=...); a sweep trial that Tune
+            # restores (PBT exploit, retry, resumed sweep) hands its ray.train.Checkpoint here
+            checkpoint = config["resume_from"]
+        if checkpoint is not None:
+            micro = int(checkpointer.restore(checkpoint)["micro_step"])
+            resumed_from = getattr(checkpoint, "path", None)
+            engines.set_optimizer_values()
+        checkpointer.meta = {"zero_stage": plan.zero_stage, "world_size": world, "modules": sorted(engines.by_name),
+                             "total_micro_steps": total_micro}
+
+        ctx = StepContext(hparams=hparams, device=engines.device, dtype=engines.dtype, rank=rank, world_size=world,
+                          loss_fn=workload.loss_fn, extra={"plan": plan, "engines": engines.by_name})
+        tracker = Tracker(rank=rank, tracking=config.get("mlflow"), queue=config.get("progress_queue"),
+                          total_steps=total_steps)
+        start_step = micro // gas
+        warmup = int(config.get("timing_warmup_steps", max(1, min(10, (total_steps - start_step) // 5))))
+        return cls(spec=spec, config=config, workload=workload, ctx=ctx, plan=plan, steps=steps, batches=batches,
+                   engines=engines, checkpointer=checkpointer,
+                   evaluator=Evaluator(workload, engines, eval_ds, ctx, tracker),
+                   meters=Meters(start_step=start_step, warmup=warmup), tracker=tracker, session=session,
+                   micro=micro, resumed_from=resumed_from)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The Ray Train worker function: train one job (or one sweep trial) on this rank.
+
+    config keys (a plain dict, so sweeps can build it):
+        spec        dict, required: JobSpec.model_dump(). Sweeps override hyperparameters /
+                    training / deepspeed values in it before calling.
+        job_id      str, required: names the job in logs and MLflow tags.
+        mlflow      {"tracking_uri": str|None, "run_id": str, "experiment_id": str} or None.
+                    Rank 0 logs into run_id (created by the driver, so a restarted worker
+                    group reuses it). None: no MLflow logging at all.
+        log_model   bool, default True: log the consolidated final model into the run.
+        register_model  bool|None, default spec.tracking.register_model: also register it
+                    under spec.model_name() (sweeps pass False for trials).
+        session     a Session (trainyard.runner.session), or None (Ray Train's worker
+                    context): sweeps running a 1-worker trial inline pass an InlineSession.
+        progress_queue  ray.util.queue.Queue|None: rank 0 puts progress dicts
+                    {"kind": "progress"|"final", "step", "total_steps", "epoch", "metrics"}
+                    for the driver to print (run_job does this).
+        artifacts   bool, default True: loss curve + workload artifacts at the end.
+        resume_from ray.train.Checkpoint|None: start from this checkpoint (one this loop
+                    saved) when Ray Train has none for this run (sweeps: restore / PBT clone).
+        timing_warmup_steps  int: steps excluded from the final "train_steps_per_s".
+
+    Resume order: Ray Train's latest checkpoint of this run; else the newest complete
+    checkpoint in this run's storage folder (one a dying worker left unregistered); else
+    resume_from. A checkpoint restores every engine (weights, optimizer, ZeRO shards), the
+    rank's generators and the position in the data (epoch, batch), so the resumed run sees
+    the batches it had not seen.
+
+    Reports (session.report, all ranks, rank 0's values are the ones kept) happen after
+    every evaluation: each epoch, or every training.eval_every_steps, plus at each
+    checkpoint.every_steps (with a checkpoint) and once at the end (with a checkpoint).
+    Every report holds the workload's eval metrics (so Tune's ASHA/PBT can act on each),
+    the mean training losses since the last report, "step", "epoch" and "total_steps";
+    the final one also "trainyard_done": 1 and, when logged, model info as strings.
+    """
+    Trainer.from_config(config).train()
+
+
+def _maybe_crash_for_test(env_value: str | None, *, rank: int, step: int) -> None:
+    """Tests only: simulate a worker dying once (a marker file makes it happen once)."""
+    if not env_value:
+        return
+    want_rank, want_step, marker = env_value.split(":", 2)
+    if rank == int(want_rank) and step == int(want_step) and not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write(f"rank {rank} exited at step {step}\n")
+        sys.stdout.flush()
+        os._exit(13)

@@ -1,0 +1,77 @@
+"""RunLogger: metrics go through MLflow's asynchronous log_batch, in batches of at most 1000,
+and no tracking failure (raised at once, or found when a flush waits) reaches training."""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+
+import pytest
+
+from trainyard.tracking import logger as logger_mod
+
+
+class _Ops:
+    """What MlflowClient.log_batch(synchronous=False) returns: RunOperations over futures."""
+
+    def __init__(self, error: Exception | None = None, done: bool = True):
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        if done:
+            self.future.set_exception(error) if error else self.future.set_result(None)
+        self._operation_futures = [self.future]
+
+
+class _Client:
+    def __init__(self, *, raise_now: bool = False, fail_later: bool = False, pending: bool = False):
+        self.calls: list[dict] = []
+        self.raise_now, self.fail_later, self.pending = raise_now, fail_later, pending
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
+        self.calls.append({"metrics": list(metrics), "params": list(params), "tags": list(tags),
+                           "synchronous": synchronous})
+        if self.raise_now:
+            raise ConnectionError("tracking server down")
+        if synchronous is False:
+            return _Ops(RuntimeError("rejected") if self.fail_later else None, done=not self.pending)
+        return None
+
+    def get_run(self, run_id):
+        raise ConnectionError("tracking server down")
+
+
+def _logger(client) -> logger_mod.RunLogger:
+    run_logger = logger_mod.RunLogger.__new__(logger_mod.RunLogger)
+    run_logger.run_id, run_logger.tracking_uri, run_logger.client = "r1", None, client
+    run_logger._flush_timeout, run_logger._pending = 0.05, []
+    return run_logger
+
+
+def test_metrics_are_logged_asynchronously_in_batches_of_at_most_1000():
+    client = _Client()
+    run_logger = _logger(client)
+    run_logger.log_metrics({f"m{i}": float(i) for i in range(2500)}, step=3)
+    run_logger.log_metrics({"loss": "not a number", "acc": 0.5}, step=4)
+    assert [len(c["metrics"]) for c in client.calls] == [1000, 1000, 500, 1]
+    assert all(c["synchronous"] is False for c in client.calls)
+    assert client.calls[-1]["metrics"][0].key == "acc" and client.calls[-1]["metrics"][0].step == 4
+    run_logger.close()
+    assert run_logger._pending == []
+
+
+@pytest.mark.parametrize("client", [_Client(raise_now=True), _Client(fail_later=True), _Client(pending=True)],
+                         ids=["raises-at-once", "fails-in-the-background", "never-answers"])
+def test_no_tracking_failure_reaches_training(client, caplog):
+    run_logger = _logger(client)
+    with caplog.at_level(logging.WARNING, logger="trainyard.tracking"):
+        run_logger.log_metrics({"loss": 1.0}, step=1)
+        run_logger.log_params({"training": {"lr": 0.1}})
+        run_logger.set_tags({"a": 1})
+        run_logger.flush()
+        run_logger.close()
+    assert caplog.records, "a failure is logged as a warning"
+
+
+def test_a_long_run_without_flushes_keeps_only_unsent_batches():
+    run_logger = _logger(_Client())
+    for step in range(3 * logger_mod.MAX_BATCH):
+        run_logger.log_metrics({"loss": 1.0}, step=step)
+    assert len(run_logger._pending) <= logger_mod.MAX_BATCH + 1
