@@ -37,20 +37,21 @@ MEASURE_LOCK = os.environ.get("TRAINYARD_MEASURE_LOCK", "/tmp/trainyard-measure.
 _STARTED = time.monotonic()
 
 
-def _prepare_ray_auth() -> None:
+def _prepare_ray_auth() -> bool:
+    """Put a private token in the environment; False when it comes too late (ray imported)."""
     if os.environ.get("RAY_ADDRESS"):
-        return  # the caller's cluster: its auth variables are the caller's to set
+        return True  # the caller's cluster: its auth variables are the caller's to set
     if os.environ.get("RAY_AUTH_MODE") == "token" and os.environ.get("RAY_AUTH_TOKEN"):
-        return  # set by a parent benchmark process (a spawned worker re-imports its main module)
+        return True  # set by a parent benchmark process (a spawned worker re-imports its main module)
     if "ray" in sys.modules:
-        raise RuntimeError("benchmarks/_bench.py must be imported before ray: Ray reads RAY_AUTH_MODE "
-                           "at import, and a later token is ignored (InvalidAuthToken)")
+        return False  # a test that loads a benchmark's helpers by path; ray_head() refuses then
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
     os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    return True
 
 
-_prepare_ray_auth()
+_AUTH_READY = _prepare_ray_auth()
 
 
 class BenchError(RuntimeError):
@@ -68,6 +69,10 @@ def ray_head(num_cpus: int = 2, *, shareable: bool = True, logs: Path | None = N
     if shareable and os.environ.get("RAY_ADDRESS"):
         yield None
         return
+    if not _AUTH_READY:
+        raise BenchError("benchmarks/_bench.py was imported after ray: Ray reads RAY_AUTH_MODE when it is "
+                         "imported, so this process could not connect to a head with token auth "
+                         "(InvalidAuthToken); import _bench first")
     from trainyard.local.processes import start_ray_head, stop_ray_head
 
     temp_dir = tempfile.mkdtemp(prefix="tyb-", dir="/tmp")  # short: Ray's unix socket paths

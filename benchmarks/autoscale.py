@@ -39,18 +39,20 @@ Never uses ray.cluster_utils.AutoscalingCluster (its start() runs `ray stop --fo
 """
 from __future__ import annotations
 
-import _bench  # first: import paths, and Ray's auth environment before anything imports ray
-
-import argparse
-import json
-import os
-import secrets
-import shutil
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also when a test loads this file by path
+import _bench  # noqa: E402  (import paths, and Ray's auth environment before anything imports ray)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
 
 STANDIN_RUNNER = r'''
 import json, os, sys, time

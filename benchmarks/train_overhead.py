@@ -23,6 +23,8 @@ wrapper around the runner's own worker loop (the runner itself is not changed):
     worker_group_start_s fit() called -> rank 0's loop entered (Ray Train controller, worker
                          actors, placement group, torch.distributed/gloo set-up)
     imports_s            rank 0: torch, deepspeed and the runner imported in the worker
+    models_and_plan_s    rank 0: the loop's start until DeepSpeed is called (spec, workload,
+                         models built, hardware detected, ZeRO plan)
     deepspeed_init_s     rank 0: deepspeed.initialize, summed over the job's engines
     loop_setup_s         rank 0: the rest until the first optimizer step ends (models, data,
                          the rank-0 MLflow logger and its params, the first step itself)
@@ -224,6 +226,7 @@ def _startup(*, submitted, mlflow_done, built, fit_called, first_step, last_step
         "build_trainer_s": span(mlflow_done, built),
         "worker_group_start_s": span(fit_called, stamps.get("loop_enter_unix")),
         "imports_s": span(stamps.get("loop_enter_unix"), stamps.get("imported_unix")),
+        "models_and_plan_s": span(stamps.get("imported_unix"), ds[0][0] if ds else None),
         "deepspeed_init_s": round(sum(b - a for a, b in ds), 2) if ds else None,
         "loop_setup_s": span(ds_end, first_step),
         "first_checkpoint_s": span(*ckpt) if ckpt else None,

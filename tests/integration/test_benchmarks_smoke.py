@@ -66,7 +66,7 @@ def test_train_overhead_standalone_against_a_fair_ddp():
              "trainyard_submit_to_first_step_s", "ddp_submit_to_first_step_s", "submit_to_first_step_ratio")
     startup = out["trainyard_startup"]
     _numbers(startup, "mlflow_run_start_s", "build_trainer_s", "worker_group_start_s", "imports_s",
-             "deepspeed_init_s", "loop_setup_s", "first_checkpoint_s", "finish_s")
+             "models_and_plan_s", "deepspeed_init_s", "loop_setup_s", "first_checkpoint_s", "finish_s")
     # DDP copies every gradient when a parameter's strides differ from its gradient's: the
     # baseline would be slowed for nothing
     assert "Grad strides do not match" not in proc.stderr
