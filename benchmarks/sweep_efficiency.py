@@ -33,7 +33,7 @@ point.
 The figures in docs/sweeps.md come from `--trials 243 --seeds 0,1,2,3,4,5,6,7,8,9
 --strategies promote` (about an hour on 2 cores) and `--trials 81 --seeds 0,...,9`.
 
-    python benchmarks/sweep_efficiency.py --smoke   # 1 seed, 4 trials, 3 epochs, 256 samples
+    python benchmarks/sweep_efficiency.py --smoke   # 1 seed, 3 trials, 3 epochs, 128 samples
 
 The last line of stdout is the summary JSON line ({"benchmark": "sweep_efficiency", "summary":
 {"asha-<strategy>": {"ratio", ...}}, "load_avg", ...}). Connects to $RAY_ADDRESS when set (with
@@ -89,16 +89,16 @@ def summarize(board: dict, target: float, wall: float) -> dict:
             "trials": len(board["rows"]), "wall_s": round(wall, 1)}
 
 
-SMOKE = {"seeds": "0", "trials": 4, "epochs": 3, "train_limit": 256}
+SMOKE = {"seeds": "0", "trials": 3, "epochs": 3, "train_limit": 128}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default=None, help="default 0,1,2 (--smoke: 0)")
-    parser.add_argument("--trials", type=int, default=None, help="default 27 (--smoke: 4)")
+    parser.add_argument("--trials", type=int, default=None, help="default 27 (--smoke: 3)")
     parser.add_argument("--epochs", type=int, default=None, help="default 9 (--smoke: 3)")
     parser.add_argument("--train-limit", type=int, default=None,
-                        help="0: the whole train split (default; --smoke: 256)")
+                        help="0: the whole train split (default; --smoke: 128)")
     parser.add_argument("--grace", type=int, default=1)
     parser.add_argument("--reduction", type=float, default=3.0)
     parser.add_argument("--target", type=float, default=None, help="one accuracy target for every seed")
