@@ -106,6 +106,18 @@ def ray_head(num_cpus: int = 2, *, shareable: bool = True, logs: Path | None = N
             shutil.rmtree(log_dir, ignore_errors=True)
 
 
+def init_ray():
+    """ray.init for a benchmark's driver: workers' output stays off stdout (the JSON line is
+    last), and the driver's actors get RAY_ADDRESS, as the runner's drivers give theirs (Train's
+    placement-group cleaner needs it where several Ray clusters run on one machine)."""
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS", "")
+    env = {"RAY_ADDRESS": address} if address and not address.startswith(("http", "ray://")) else {}
+    ray.init(log_to_driver=False, runtime_env={"env_vars": env} if env else None)
+    return ray
+
+
 @contextlib.contextmanager
 def work_dir(prefix: str, *, keep: str | None = None):
     """A scratch folder, removed afterwards unless the run failed (then its logs are kept and named)."""

@@ -284,9 +284,7 @@ def main(argv=None) -> int:
         else:
             os.environ.setdefault("RAY_DEDUP_LOGS", "1")
             with _bench.work_dir("ty-families-", keep=args.keep) as tmp, _bench.ray_head(num_cpus=2, logs=tmp):
-                import ray
-
-                ray.init(log_to_driver=False)
+                ray = _bench.init_ray()
                 for i, fam in enumerate(names):
                     work = Path(tmp) / f"job{i}"
                     work.mkdir()

@@ -128,6 +128,7 @@ def main(argv=None) -> int:
     out["strategies"] = strategies
     with _bench.measurement(args.smoke) as run, _bench.work_dir("ty-bench-sweep-") as tmp, \
             _bench.ray_head(num_cpus=2, logs=tmp):
+        _bench.init_ray()  # before run_sweep's own: keeps the workers' output off stdout
         for seed in seeds:
             runs = {}
             for name, scheduler, strategy in variants:

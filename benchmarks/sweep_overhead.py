@@ -82,10 +82,9 @@ def main(argv=None) -> int:
 
     with _bench.measurement(args.smoke) as run, _bench.work_dir("ty-bench-sweep-") as tmp, \
             _bench.ray_head(num_cpus=args.concurrency, logs=tmp):
-        import ray
         from ray import tune
 
-        ray.init(log_to_driver=False)
+        ray = _bench.init_ray()
         if not args.skip_floor:
             def plain(config):
                 time.sleep(seconds)

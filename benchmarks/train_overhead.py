@@ -318,9 +318,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     with _bench.measurement(opts.smoke) as run, _bench.work_dir("ty-bench-train-", keep=opts.keep) as work, \
             _bench.ray_head(num_cpus=2, logs=work):
-        import ray
-
-        ray.init(log_to_driver=False)
+        ray = _bench.init_ray()
         tracking = None if opts.no_mlflow else f"sqlite:///{work / 'mlflow.db'}"
         before = run_ddp(args)
         ours = run_trainyard(args, f"file://{work / 'storage'}", tracking, work)
