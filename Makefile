@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test test-unit test-integration test-e2e test-slow bench schemas up down clean
+.PHONY: help venv demo test test-unit test-integration test-e2e test-slow bench bench-smoke schemas up down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*## /\t/' | expand -t 20
@@ -39,8 +39,14 @@ test-e2e: venv
 test-slow: venv  ## the quality bars of every example spec (long)
 	TRAINYARD_SLOW=1 $(PY) -m pytest -m slow tests
 
-bench: venv  ## every benchmark, one JSON line each
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+# benchmarks/_*.py are their shared helpers, not benchmarks
+BENCHMARKS := $(filter-out benchmarks/_%,$(wildcard benchmarks/*.py))
+
+bench: venv  ## every benchmark at full size, one JSON line each (holds the measurement lock; long)
+	for b in $(BENCHMARKS); do $(PY) $$b || exit 1; done
+
+bench-smoke: venv  ## every benchmark at its --smoke size (seconds each): the JSON lines, no measurement
+	for b in $(BENCHMARKS); do out=$$($(PY) $$b --smoke) || exit 1; echo "$$out" | tail -n 1; done
 
 schemas: venv  ## regenerate the checked-in JSON Schemas of the specs
 	$(PY) -m trainyard.specs > platform/trainyard/schemas/specs.json

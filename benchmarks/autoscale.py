@@ -12,7 +12,20 @@ the rendered config (TRAINYARD_RAY_AUTOSCALING_CONFIG). Submits one job with 1 w
   job_end_to_node_down_s    job ended (Trainyard says so) -> the node is gone (idle timeout 6 s);
                             negative when it went while the driver still ran (model logging)
 
-Prints one JSON line. No target: a baseline, and timings depend on the machine's load.
+Then the baseline on the same head: a bare Ray job (submitted through Ray's Jobs API, no
+Trainyard) whose driver runs one task that needs {CPU: 1, gpu_node: 1}, so that Ray's own
+demand brings the node up:
+
+  bare_submit_to_node_up_s     Ray job submitted -> the gpu_node node is ALIVE
+  bare_submit_to_first_step_s  Ray job submitted -> its task has run on that node
+
+and the ratios trainyard / bare ("node_up_ratio", "first_step_ratio"). Prints one JSON line.
+No target: a baseline, and timings depend on the machine's load.
+
+    python benchmarks/autoscale.py --smoke   # the same sizes; skips waiting for the bare node to go
+
+A measured run (not --smoke) holds the measurement lock (benchmarks/_bench.py). On a failure
+the run's logs (ray-start.log, server.log, the autoscaler's monitor.*) are kept and named.
 
 Runners:
   standin  (default) a stand-in driver that asks Ray for nothing until a gpu_node exists, so
@@ -26,21 +39,20 @@ Never uses ray.cluster_utils.AutoscalingCluster (its start() runs `ray stop --fo
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import secrets
-import shutil
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO / "platform", REPO):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also when a test loads this file by path
+import _bench  # noqa: E402  (import paths, and Ray's auth environment before anything imports ray)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
 
 STANDIN_RUNNER = r'''
 import json, os, sys, time
@@ -74,6 +86,17 @@ for i in range(1, steps + 1):
 print("STANDIN_NODES " + json.dumps(sorted(set(nodes))), flush=True)
 print("TRAINYARD_RESULT " + json.dumps({"metrics": {"loss": 1.0 / steps}, "mlflow_run_id": None,
       "mlflow_experiment_id": None, "model_name": None, "model_version": None, "checkpoint": None}), flush=True)
+'''
+
+BARE_DRIVER = r'''
+import ray
+ray.init(log_to_driver=False)
+
+@ray.remote(num_cpus=1, resources={"gpu_node": 1})
+def step():
+    return ray.get_runtime_context().get_node_id()
+
+print("BARE_NODE " + ray.get(step.remote()), flush=True)
 '''
 
 UP_TIMEOUT_S = 420
@@ -290,6 +313,42 @@ def measure(stack: Stack) -> dict:
     }
 
 
+def measure_bare(stack: Stack, *, wait_down: bool) -> dict:
+    """The baseline: a plain Ray job whose one task needs the gpu_node; only Ray's demand scales."""
+    import shlex
+
+    head = stack.head
+    wait(lambda: not gpu_nodes(head), DOWN_TIMEOUT_S, "the gpu_node node going away before the baseline")
+    script = stack.root / "bare_driver.py"
+    script.write_text(BARE_DRIVER)
+    body = json.dumps({"entrypoint": f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}",
+                       "submission_id": f"bench-bare-{secrets.token_hex(3)}"}).encode()
+    req = urllib.request.Request(head.dashboard_url + "/api/jobs/", data=body, method="POST",
+                                 headers={**head.headers(), "Content-Type": "application/json"})
+    t_submit = time.monotonic()
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        sid = json.loads(resp.read())["submission_id"]
+    up: dict = {}
+
+    def done():
+        if "t" not in up and gpu_nodes(head):
+            up["t"] = time.monotonic()
+        job = _get(head, f"/api/jobs/{sid}")
+        return job if job["status"] in ("SUCCEEDED", "FAILED", "STOPPED") else None
+
+    job = wait(done, UP_TIMEOUT_S, "the bare Ray job ending")
+    t_end = time.monotonic()
+    if job["status"] != "SUCCEEDED" or "t" not in up:
+        raise AssertionError(f"the bare Ray job ended {job['status']} (node seen: {'t' in up}): {job.get('message')}")
+    out = {"bare_submit_to_node_up_s": round(up["t"] - t_submit, 1),
+           # the driver's end stands for its task's: the task is all it does
+           "bare_submit_to_first_step_s": round(t_end - t_submit, 1)}
+    if wait_down:
+        wait(lambda: not gpu_nodes(head), DOWN_TIMEOUT_S, "the bare job's gpu_node node going away")
+        out["bare_job_end_to_node_down_s"] = round(time.monotonic() - t_end, 1)
+    return out
+
+
 def _launches(root: Path) -> int | None:
     """How many nodes the autoscaler launched (monitor.log), to see churn and double counting."""
     log = root / "monitor.log"
@@ -298,6 +357,10 @@ def _launches(root: Path) -> int | None:
     import re
 
     return sum(int(n) for n in re.findall(r"Queue (\d+) new nodes for launch", log.read_text(errors="replace")))
+
+
+def _ratio(a, b):
+    return round(a / b, 3) if a is not None and b else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,28 +372,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, metavar="S",
                         help="TRAINYARD_DEMAND_RUNNING_GRACE_S for the server (default: the server's, 0; "
                              "the stand-in runner always gets 3600)")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare Ray baseline")
     parser.add_argument("--keep", metavar="DIR", help="keep logs under DIR")
+    _bench.add_smoke_flag(parser)
     args = parser.parse_args(argv)
     if args.no_demand and args.runner == "standin":
         parser.error("--no-demand needs --runner cnn: the stand-in never asks Ray for the node itself")
-    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ty-autoscale-"))
-    stack = Stack(root, runner=args.runner, demand=not args.no_demand, grace_s=args.grace)
-    launches = None
-    try:
-        stack.start()
-        result = measure(stack)
-    finally:
-        stack.stop()
+    with _bench.measurement(args.smoke) as run, _bench.work_dir("ty-autoscale-", keep=args.keep) as root:
+        stack = Stack(root, runner=args.runner, demand=not args.no_demand, grace_s=args.grace)
+        try:
+            stack.start()
+            result = measure(stack)
+            bare = {} if args.no_bare else measure_bare(stack, wait_down=not args.smoke)
+        finally:
+            stack.stop()
         launches = _launches(root)
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    out = {"benchmark": "autoscale", "runner": args.runner, "demand": not args.no_demand, "grace_s": args.grace,
+    times = result["times"]
+    out = {"runner": args.runner, "demand": not args.no_demand, "grace_s": args.grace,
            "state": result["job"]["state"],
-           **result["times"], "head_start_s": stack.head_start_s,
+           **times, **bare,
+           "node_up_ratio": _ratio(times["submit_to_node_up_s"], bare.get("bare_submit_to_node_up_s")),
+           "first_step_ratio": _ratio(times["submit_to_first_step_s"], bare.get("bare_submit_to_first_step_s")),
+           "head_start_s": stack.head_start_s,
            "demand_requests": [d["bundles"] for d in result["demands"]],
-           "nodes_launched": launches,
-           "load_avg_1m": round(os.getloadavg()[0], 1)}
-    print(json.dumps(out))
+           "nodes_launched": launches}
+    _bench.emit("autoscale", out, run)
     return 0 if result["job"]["state"] == "SUCCEEDED" else 1
 
 

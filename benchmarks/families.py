@@ -19,11 +19,19 @@ training, evaluations.
 Per family, one JSON line: the primary metric reached on each side and the bar, wall seconds,
 steady-state samples/s (optimizer steps after the first 10% of the run, times the global
 batch), and the ratios trainyard / baseline (`samples_per_s_ratio` > 1: Trainyard is faster;
-`wall_ratio` > 1: Trainyard takes longer). Then a summary table. `cpu_s` (baseline) is the
-process's CPU seconds: on a machine shared with other work it is what the baseline's wall
-time would be on an idle one.
+`wall_ratio` > 1: Trainyard takes longer). Last, one summary JSON line
+{"benchmark": "families", "families": {family: {ratios...}}, "load_avg", ...}; the table goes
+to stderr. `cpu_s` (baseline) is the process's CPU seconds: on a machine shared with other
+work it is what the baseline's wall time would be on an idle one.
+
+    python benchmarks/families.py --smoke                   # cnn only, 12 steps, 512 samples
+
+Connects to $RAY_ADDRESS when set (with its RAY_AUTH_MODE/RAY_AUTH_TOKEN); otherwise starts a
+private head. A measured run (not --smoke) holds the measurement lock (benchmarks/_bench.py).
 """
 from __future__ import annotations
+
+import _bench  # first: Ray's auth environment before anything imports ray
 
 import argparse
 import json
@@ -32,10 +40,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO / "platform", REPO):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+REPO = _bench.REPO
+
+# --smoke: a few steps on a slice of the data, a checkpoint and an evaluation on the way, so
+# every part of both sides runs; the bars are not expected to be met at this size
+SMOKE = {"training": {"max_steps": 12, "eval_every_steps": 6}, "checkpoint": {"every_steps": 6},
+         "data": {"train_limit": 512}}
 
 # family -> (example spec, bar description, predicate on the metrics)
 FAMILIES = {
@@ -82,15 +92,29 @@ def _optimizer(params, training):
     return cls(params, lr=training.lr, weight_decay=training.weight_decay)
 
 
-def baseline(family: str, *, epochs: int | None = None, quiet: bool = False) -> dict:
+def load_spec(family: str, *, smoke: bool = False):
+    """The family's example spec, cut to the smoke size when asked."""
+    import yaml
+
+    from trainyard.specs import parse_job_spec
+
+    raw = yaml.safe_load((REPO / FAMILIES[family][0]).read_text())
+    if smoke:
+        training = {k: v for k, v in (raw.get("training") or {}).items() if k != "epochs"}
+        raw["training"] = {**training, **SMOKE["training"]}
+        raw["checkpoint"] = {**(raw.get("checkpoint") or {}), **SMOKE["checkpoint"]}
+        raw["data"] = {**(raw.get("data") or {}), **SMOKE["data"]}
+    return parse_job_spec(raw, source=FAMILIES[family][0])
+
+
+def baseline(family: str, *, epochs: int | None = None, quiet: bool = False, smoke: bool = False) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from trainyard.specs import parse_job_spec
     from trainyard.workload import StepContext, resolve_workload
 
     spec_path, bar, ok = FAMILIES[family]
-    spec = parse_job_spec(REPO / spec_path)
+    spec = load_spec(family, smoke=smoke)
     wl = resolve_workload(spec.workload)
     hparams = {**wl.default_hparams, **spec.hyperparameters}
     torch.manual_seed(spec.training.seed)
@@ -157,17 +181,16 @@ def baseline(family: str, *, epochs: int | None = None, quiet: bool = False) -> 
     return out
 
 
-def trainyard(family: str, *, work: Path) -> dict:
+def trainyard(family: str, *, work: Path, smoke: bool = False) -> dict:
     """The example spec through the runner on the connected Ray head."""
     import uuid
 
     from trainyard.runner.train import build_trainer
-    from trainyard.specs import parse_job_spec
     from trainyard.tracking.runs import start_job_run
     from trainyard.workload import resolve_workload
 
     spec_path, bar, ok = FAMILIES[family]
-    spec = parse_job_spec(REPO / spec_path)
+    spec = load_spec(family, smoke=smoke)
     spec = spec.model_copy(update={"checkpoint": spec.checkpoint.model_copy(
         update={"storage": f"file://{work / 'storage'}"})})
     wl = resolve_workload(spec.workload)
@@ -204,9 +227,9 @@ def _ratio(a, b):
     return round(a / b, 3) if a and b else None
 
 
-def both(family: str, *, work: Path, quiet: bool) -> dict:
-    ty = trainyard(family, work=work)
-    base = baseline(family, quiet=quiet)
+def both(family: str, *, work: Path, quiet: bool, smoke: bool = False) -> dict:
+    ty = trainyard(family, work=work, smoke=smoke)
+    base = baseline(family, quiet=quiet, smoke=smoke)
     return {"family": family, "metric": ty["metric"], "bar": ty["bar"],
             "trainyard": {k: ty[k] for k in ("value", "meets_bar", "wall_s", "samples_per_s", "steps",
                                              "global_batch", "workers", "zero_stage")},
@@ -235,43 +258,49 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("families", nargs="*", metavar="[MODE] FAMILY",
                     help=f"optional mode (both, baseline, trainyard; default both), then families "
-                         f"(default all: {', '.join(FAMILIES)})")
+                         f"(default all: {', '.join(FAMILIES)}; --smoke: cnn)")
     ap.add_argument("--quiet", action="store_true", help="baseline: skip the per-epoch progress evaluations")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("TRAINYARD_BENCH_THREADS", "1")),
                     help="baseline torch intra-op threads (default 1: what a 1-CPU Ray worker gets)")
+    ap.add_argument("--keep", metavar="DIR", help="keep the run's files (MLflow store, checkpoints) under DIR")
+    _bench.add_smoke_flag(ap)
     args = ap.parse_args(argv)
     names = list(args.families)
     mode = names.pop(0) if names and names[0] in ("both", "baseline", "trainyard") else "both"
     unknown = [n for n in names if n not in FAMILIES]
     if unknown:
         ap.error(f"unknown family {unknown[0]!r}; known: {', '.join(FAMILIES)}")
-    names = names or list(FAMILIES)
+    names = names or (["cnn"] if args.smoke else list(FAMILIES))
+    quiet = args.quiet or args.smoke
     import torch
 
     torch.set_num_threads(args.threads)
-    if mode == "baseline":
-        for fam in names:
-            print(json.dumps(baseline(fam, quiet=args.quiet)), flush=True)
-        return 0
-    import tempfile
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _sweep_common import ray_head
-
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="ty-families-") as tmp, ray_head(num_cpus=2):
-        import ray
-
-        ray.init(log_to_driver=False)
-        for i, fam in enumerate(names):
-            work = Path(tmp) / f"job{i}"
-            work.mkdir()
-            row = trainyard(fam, work=work) if mode == "trainyard" else both(fam, work=work, quiet=args.quiet)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    with _bench.measurement(args.smoke) as run:
+        if mode == "baseline":
+            for fam in names:
+                rows.append(baseline(fam, quiet=quiet, smoke=args.smoke))
+                print(json.dumps(rows[-1]), flush=True)
+        else:
+            os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+            with _bench.work_dir("ty-families-", keep=args.keep) as tmp, _bench.ray_head(num_cpus=2, logs=tmp):
+                ray = _bench.init_ray()
+                for i, fam in enumerate(names):
+                    work = Path(tmp) / f"job{i}"
+                    work.mkdir()
+                    row = (trainyard(fam, work=work, smoke=args.smoke) if mode == "trainyard"
+                           else both(fam, work=work, quiet=quiet, smoke=args.smoke))
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+                ray.shutdown()
     if mode == "both":
-        print(_table(rows), flush=True)
+        print(_table(rows), file=sys.stderr, flush=True)
+        summary = {r["family"]: {k: r[k] for k in ("wall_ratio", "samples_per_s_ratio")}
+                   | {"trainyard_meets_bar": r["trainyard"]["meets_bar"],
+                      "baseline_meets_bar": r["baseline"]["meets_bar"]} for r in rows}
+    else:
+        summary = {r["family"]: {k: r[k] for k in ("value", "meets_bar", "wall_s", "samples_per_s")} for r in rows}
+    _bench.emit("families", {"mode": mode, "families": summary}, run)
     return 0
 
 

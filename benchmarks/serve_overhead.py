@@ -13,26 +13,30 @@ Targets: throughput >= 0.8x bare, p50 overhead <= 2 ms.
 `--split deployments` measures the endpoint as a router app plus one app per version (for
 models too large to hold twice): it pays one deployment-handle hop per request, so the
 targets are expected to fail there; the figures say by how much.
+
+    .venv/bin/python benchmarks/serve_overhead.py --smoke   # 1 round of 1 s, 1 client
+    .venv/bin/python benchmarks/serve_overhead.py --mlflow-url http://127.0.0.1:5000
+
+Always starts its own Ray head (Serve owns the cluster's HTTP proxy); starts an MLflow
+server unless --mlflow-url names one. The JSON line holds, per concurrency level, the ratios;
+at the top, the worst level's ("throughput_ratio": the lowest, "p50_overhead_ms": the highest).
+A measured run (not --smoke) holds the measurement lock (benchmarks/_bench.py).
 """
 from __future__ import annotations
+
+import _bench  # first: Ray's auth environment before anything imports ray
 
 import argparse
 import json
 import os
-import secrets
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = _bench.REPO
 HERE = Path(__file__).resolve().parent
-for p in (REPO / "platform", REPO):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 CPUS_PER_REPLICA = 0.5
 
@@ -125,95 +129,113 @@ def run_load(url: str, seconds: float, concurrency: int, payload: dict) -> dict:
 # ----------------------------------------------------------------------------- main
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--concurrency", default="1,4", help="closed-loop clients; a comma list runs each level")
+    ap.add_argument("--seconds", type=float, default=None, help="per round and level; default 10 (--smoke: 1)")
+    ap.add_argument("--rounds", type=int, default=None, help="default 3 (--smoke: 1)")
+    ap.add_argument("--concurrency", default=None,
+                    help="closed-loop clients; a comma list runs each level; default 1,4 (--smoke: 2)")
     ap.add_argument("--batching", choices=["auto", "on", "off"], default="off",
                     help="the Trainyard endpoint's batching (auto: the cnn default, on)")
     ap.add_argument("--split", choices=["replica", "deployments"], default="replica",
                     help="the Trainyard endpoint's traffic split (deployments: router + one app per version)")
+    ap.add_argument("--mlflow-url", help="use this MLflow server instead of starting one")
+    ap.add_argument("--keep", metavar="DIR", help="keep the run's files (logs) under DIR")
+    _bench.add_smoke_flag(ap)
     ap.add_argument("--load", help=argparse.SUPPRESS)
     ap.add_argument("--payload", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    seconds = args.seconds or (1.0 if args.smoke else 10.0)
+    rounds_n = args.rounds or (1 if args.smoke else 3)
+    concurrency = args.concurrency or ("2" if args.smoke else "1,4")
     if args.load:
-        print(json.dumps(load(args.load, args.seconds, int(args.concurrency), json.loads(args.payload))))
-        return
+        print(json.dumps(load(args.load, seconds, int(concurrency), json.loads(args.payload))))
+        return 0
 
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from trainyard.local.processes import free_port, start_mlflow, start_ray_head, stop_process, stop_ray_head
+    from trainyard.local.processes import free_port, start_mlflow, stop_process
     from trainyard.serving.client import ServeClient
+
+    sys.path.insert(0, str(REPO / "tests" / "integration"))  # serving_support: the test's model helper
+
+    with _bench.measurement(args.smoke) as run, _bench.work_dir("tysb-", keep=args.keep) as root, \
+            _bench.ray_head(num_cpus=2, shareable=False, logs=root) as head:
+        mlflow = None
+        mlflow_url = args.mlflow_url
+        if not mlflow_url:
+            mlflow = start_mlflow(root=root / "mlflow")
+            mlflow_url = mlflow.url
+        serve = ServeClient(head.dashboard_url, token=head.token, http_port=free_port())
+        try:
+            result = measure(serve, mlflow_url, batching=args.batching, split=args.split, seconds=seconds,
+                             rounds_n=rounds_n, levels=[int(c) for c in str(concurrency).split(",")],
+                             warmup_s=0.5 if args.smoke else 2.0,
+                             model=f"bench-cnn-{os.getpid()}")  # a shared MLflow may hold an earlier one
+        finally:
+            try:
+                serve.shutdown()
+            except Exception:
+                pass
+            serve.close()
+            if mlflow is not None:
+                stop_process(mlflow.pid)
+    levels = result["levels"].values()
+    result["throughput_ratio"] = min(lv["throughput_ratio"] for lv in levels)
+    result["p50_overhead_ms"] = max(lv["p50_overhead_ms"] for lv in levels)
+    result["p99_ratio"] = max(lv["p99_ratio"] for lv in levels)
+    result["targets_met"] = all(lv["targets_met"] for lv in levels)
+    _bench.emit("serve_overhead", result, run)
+    return 0
+
+
+def measure(serve, mlflow_url: str, *, batching: str, split: str, seconds: float, rounds_n: int,
+            levels: list[int], warmup_s: float, model: str) -> dict:
     from trainyard.serving.config import merge_serve_config
     from trainyard.serving.endpoints import EndpointManager
     from trainyard.serving.registry import Registry
 
-    sys.path.insert(0, str(REPO / "tests" / "integration"))
     from serving_support.models import digits, register_cnn
 
-    root = Path(tempfile.mkdtemp(prefix="tysb-", dir="/tmp"))
-    for attempt in range(2):  # a busy 2-core machine sometimes times the first start out
-        try:
-            head = start_ray_head(temp_dir=root / f"ray{attempt}", token=secrets.token_hex(16), num_cpus=2,
-                                  log_file=root / "ray-start.log")
-            break
-        except Exception:
-            if attempt:
-                shutil.rmtree(root, ignore_errors=True)
-                raise
-    mlflow = start_mlflow(root=root / "mlflow")
-    serve = ServeClient(head.dashboard_url, token=head.token, http_port=free_port())
-    try:
-        version = register_cnn(mlflow.url, "bench-cnn", accuracy=0.9, seed=0,
-                               hparams={"channels": 32, "hidden": 128, "dropout": 0.1})
-        manager = EndpointManager(serve, Registry(mlflow.url), tracking_uri=mlflow.url)
-        batching = {"auto": {}, "on": {"enabled": True}, "off": {"enabled": False}}[args.batching]
-        manager.deploy({"model": "bench-cnn", "cpus_per_replica": CPUS_PER_REPLICA, "max_ongoing_requests": 16,
-                        "batching": batching, "split": args.split,
-                        "autoscaling": {"min_replicas": 1, "max_replicas": 1}}, version=version)
-        serve.put_config(merge_serve_config(serve.current_config(),
-                                            bare_app(f"models:/bench-cnn/{version}", mlflow.url),
-                                            http_host="127.0.0.1", http_port=serve.http_port))
-        serve.wait_app("bare")
-        images, _ = digits(1)
-        payload = {"inputs": images}
-        urls = {"trainyard": manager.url("bench-cnn"), "bare": f"{serve.serve_url}/bare"}
-        levels = [int(c) for c in str(args.concurrency).split(",")]
-        for url in urls.values():  # warm up both (lazy imports, first-call paths, connections)
-            run_load(url, 2.0, max(levels), payload)
-        result = {"benchmark": "serve_overhead", "seconds": args.seconds, "rounds": args.rounds,
-                  "batching": args.batching, "split": args.split, "cpus": 2, "levels": {}}
-        for level in levels:
-            rounds: dict[str, list[dict]] = {k: [] for k in urls}
-            for i in range(args.rounds):  # alternate A/B, and which goes first, against drift
-                order = list(urls) if i % 2 == 0 else list(urls)[::-1]
-                for name in order:
-                    rounds[name].append(run_load(urls[name], args.seconds, level, payload))
-            out: dict = {}
-            for name in urls:
-                out[name] = {k: round(statistics.median(r[k] for r in rounds[name]), 3)
-                             for k in ("rps", "p50_ms", "p99_ms")}
-                out[name]["errors"] = sum(r["errors"] for r in rounds[name])
-            t, b = out["trainyard"], out["bare"]
-            out["throughput_ratio"] = round(t["rps"] / b["rps"], 3)
-            out["p50_overhead_ms"] = round(t["p50_ms"] - b["p50_ms"], 3)
-            out["p99_ratio"] = round(t["p99_ms"] / b["p99_ms"], 3)
-            out["targets_met"] = out["throughput_ratio"] >= 0.8 and out["p50_overhead_ms"] <= 2.0
-            out["rounds"] = rounds
-            result["levels"][str(level)] = out
-        print(json.dumps(result))
-    finally:
-        try:
-            serve.shutdown()
-        except Exception:
-            pass
-        serve.close()
-        stop_process(mlflow.pid)
-        stop_ray_head(head)
-        shutil.rmtree(root, ignore_errors=True)
+    version = register_cnn(mlflow_url, model, accuracy=0.9, seed=0,
+                           hparams={"channels": 32, "hidden": 128, "dropout": 0.1})
+    manager = EndpointManager(serve, Registry(mlflow_url), tracking_uri=mlflow_url)
+    batching_cfg = {"auto": {}, "on": {"enabled": True}, "off": {"enabled": False}}[batching]
+    manager.deploy({"model": model, "cpus_per_replica": CPUS_PER_REPLICA, "max_ongoing_requests": 16,
+                    "batching": batching_cfg, "split": split,
+                    "autoscaling": {"min_replicas": 1, "max_replicas": 1}}, version=version)
+    serve.put_config(merge_serve_config(serve.current_config(),
+                                        bare_app(f"models:/{model}/{version}", mlflow_url),
+                                        http_host="127.0.0.1", http_port=serve.http_port))
+    serve.wait_app("bare")
+    images, _ = digits(1)
+    payload = {"inputs": images}
+    urls = {"trainyard": manager.url(model), "bare": f"{serve.serve_url}/bare"}
+    for url in urls.values():  # warm up both (lazy imports, first-call paths, connections)
+        run_load(url, warmup_s, max(levels), payload)
+    result = {"seconds": seconds, "rounds": rounds_n, "batching": batching, "split": split, "cpus": 2,
+              "levels": {}}
+    for level in levels:
+        rounds: dict[str, list[dict]] = {k: [] for k in urls}
+        for i in range(rounds_n):  # alternate A/B, and which goes first, against drift
+            order = list(urls) if i % 2 == 0 else list(urls)[::-1]
+            for name in order:
+                rounds[name].append(run_load(urls[name], seconds, level, payload))
+        out: dict = {}
+        for name in urls:
+            out[name] = {k: round(statistics.median(r[k] for r in rounds[name]), 3)
+                         for k in ("rps", "p50_ms", "p99_ms")}
+            out[name]["errors"] = sum(r["errors"] for r in rounds[name])
+        t, b = out["trainyard"], out["bare"]
+        out["throughput_ratio"] = round(t["rps"] / b["rps"], 3)
+        out["p50_overhead_ms"] = round(t["p50_ms"] - b["p50_ms"], 3)
+        out["p99_ratio"] = round(t["p99_ms"] / b["p99_ms"], 3)
+        out["targets_met"] = out["throughput_ratio"] >= 0.8 and out["p50_overhead_ms"] <= 2.0
+        out["rounds"] = rounds
+        result["levels"][str(level)] = out
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

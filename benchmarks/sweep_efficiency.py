@@ -32,17 +32,23 @@ point.
 
 The figures in docs/sweeps.md come from `--trials 243 --seeds 0,1,2,3,4,5,6,7,8,9
 --strategies promote` (about an hour on 2 cores) and `--trials 81 --seeds 0,...,9`.
+
+    python benchmarks/sweep_efficiency.py --smoke   # 1 seed, 3 trials, 3 epochs, 128 samples
+
+The last line of stdout is the summary JSON line ({"benchmark": "sweep_efficiency", "summary":
+{"asha-<strategy>": {"ratio", ...}}, "load_avg", ...}). Connects to $RAY_ADDRESS when set (with
+its RAY_AUTH_MODE/RAY_AUTH_TOKEN); otherwise starts a private head. A measured run (not
+--smoke) holds the measurement lock (benchmarks/_bench.py).
 """
 from __future__ import annotations
+
+import _bench  # first: Ray's auth environment before anything imports ray
 
 import argparse
 import json
 import statistics
-import tempfile
 import time
 import uuid
-
-from _sweep_common import ray_head
 
 SEARCH_SPACE = {"training.lr": {"loguniform": [1e-5, 1.0]},
                 "hyperparameters.channels": {"choice": [4, 8, 16, 32]},
@@ -83,12 +89,16 @@ def summarize(board: dict, target: float, wall: float) -> dict:
             "trials": len(board["rows"]), "wall_s": round(wall, 1)}
 
 
-def main() -> None:
+SMOKE = {"seeds": "0", "trials": 3, "epochs": 3, "train_limit": 128}
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--trials", type=int, default=27)
-    parser.add_argument("--epochs", type=int, default=9)
-    parser.add_argument("--train-limit", type=int, default=0, help="0: the whole train split")
+    parser.add_argument("--seeds", default=None, help="default 0,1,2 (--smoke: 0)")
+    parser.add_argument("--trials", type=int, default=None, help="default 27 (--smoke: 3)")
+    parser.add_argument("--epochs", type=int, default=None, help="default 9 (--smoke: 3)")
+    parser.add_argument("--train-limit", type=int, default=None,
+                        help="0: the whole train split (default; --smoke: 128)")
     parser.add_argument("--grace", type=int, default=1)
     parser.add_argument("--reduction", type=float, default=3.0)
     parser.add_argument("--target", type=float, default=None, help="one accuracy target for every seed")
@@ -97,12 +107,17 @@ def main() -> None:
     parser.add_argument("--strategies", default="stop,promote",
                         help="sweep.asha.strategy values to run against random search (comma-separated)")
     parser.add_argument("--boards", help="also write every leaderboard (with curves) to this JSON file")
-    args = parser.parse_args()
+    _bench.add_smoke_flag(parser)
+    args = parser.parse_args(argv)
+    defaults = SMOKE if args.smoke else {"seeds": "0,1,2", "trials": 27, "epochs": 9, "train_limit": 0}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     seeds = [int(s) for s in args.seeds.split(",")]
 
     from trainyard.runner.sweep import run_sweep
 
-    out: dict = {"benchmark": "sweep_efficiency", "family": "cnn", "trials": args.trials,
+    out: dict = {"family": "cnn", "trials": args.trials,
                  "epochs": args.epochs, "train_limit": args.train_limit, "search_space": SEARCH_SPACE,
                  "asha": {"grace_period": args.grace, "reduction_factor": args.reduction, "max_t": args.epochs},
                  "target": args.target if args.target is not None else f"random best - {args.target_gap} points",
@@ -111,7 +126,9 @@ def main() -> None:
     strategies = [x for x in args.strategies.split(",") if x]
     variants = [("random", "fifo", "stop")] + [(f"asha-{st}", "asha", st) for st in strategies]
     out["strategies"] = strategies
-    with tempfile.TemporaryDirectory(prefix="ty-bench-") as tmp, ray_head():
+    with _bench.measurement(args.smoke) as run, _bench.work_dir("ty-bench-sweep-") as tmp, \
+            _bench.ray_head(num_cpus=2, logs=tmp):
+        _bench.init_ray()  # before run_sweep's own: keeps the workers' output off stdout
         for seed in seeds:
             runs = {}
             for name, scheduler, strategy in variants:
@@ -162,8 +179,9 @@ def main() -> None:
     if args.boards:
         with open(args.boards, "w") as fh:
             json.dump(boards, fh)
-    print(json.dumps(out))
+    _bench.emit("sweep_efficiency", out, run)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

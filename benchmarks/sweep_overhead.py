@@ -12,17 +12,21 @@ progress callback, leaderboard), with a worker loop that sleeps `seconds` and re
     start.
   - "tune_floor": the same trials as bare Tune function trainables (reused actors), no
     platform code: what Tune itself costs here.
-One JSON line.
+One JSON line: "ratio" (inline observed / ideal) and "ratio_vs_tune_floor" (inline observed /
+bare Tune's observed, the platform against its baseline side by side).
+
+    python benchmarks/sweep_overhead.py --smoke   # 4 trials of 0.25 s, 1 train-executor trial
+
+Connects to $RAY_ADDRESS when set (with its RAY_AUTH_MODE/RAY_AUTH_TOKEN); otherwise starts a
+private head. A measured run (not --smoke) holds the measurement lock (benchmarks/_bench.py).
 """
 from __future__ import annotations
 
+import _bench  # first: Ray's auth environment before anything imports ray
+
 import argparse
-import json
-import tempfile
 import time
 import uuid
-
-from _sweep_common import ray_head
 
 
 def trivial_loop(config):
@@ -60,45 +64,52 @@ def sweep_once(*, executor: str, trials: int, seconds: float, concurrency: int, 
             "per_trial_overhead_s": round((observed - ideal) * concurrency / trials, 3)}
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--trials", type=int, default=None, help="default 100 (--smoke: 4)")
+    parser.add_argument("--seconds", type=float, default=None, help="default 1.0 (--smoke: 0.25)")
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--train-trials", type=int, default=10,
-                        help="trials for the train executor (0: skip it)")
+    parser.add_argument("--train-trials", type=int, default=None,
+                        help="trials for the train executor (0: skip it); default 10 (--smoke: 1)")
     parser.add_argument("--skip-floor", action="store_true")
-    args = parser.parse_args()
-    ideal = args.trials * args.seconds / args.concurrency
-    out: dict = {"benchmark": "sweep_overhead", "trials": args.trials, "trial_s": args.seconds,
-                 "concurrency": args.concurrency, "ideal_s": ideal}
+    _bench.add_smoke_flag(parser)
+    args = parser.parse_args(argv)
+    trials = args.trials or (4 if args.smoke else 100)
+    seconds = args.seconds or (0.25 if args.smoke else 1.0)
+    train_trials = args.train_trials if args.train_trials is not None else (1 if args.smoke else 10)
+    ideal = trials * seconds / args.concurrency
+    out: dict = {"trials": trials, "trial_s": seconds, "concurrency": args.concurrency, "ideal_s": ideal}
 
-    with tempfile.TemporaryDirectory(prefix="ty-bench-") as tmp, ray_head(num_cpus=args.concurrency):
-        import ray
+    with _bench.measurement(args.smoke) as run, _bench.work_dir("ty-bench-sweep-") as tmp, \
+            _bench.ray_head(num_cpus=args.concurrency, logs=tmp):
         from ray import tune
 
-        ray.init()
+        ray = _bench.init_ray()
         if not args.skip_floor:
             def plain(config):
-                time.sleep(args.seconds)
+                time.sleep(seconds)
                 tune.report({"accuracy": 1.0})
 
             t0 = time.monotonic()
             tune.Tuner(tune.with_resources(plain, {"cpu": 1}),
-                       param_space={"i": tune.grid_search(list(range(args.trials)))},
+                       param_space={"i": tune.grid_search(list(range(trials)))},
                        tune_config=tune.TuneConfig(max_concurrent_trials=args.concurrency, reuse_actors=True),
-                       run_config=tune.RunConfig(storage_path=tmp, name="floor", verbose=0)).fit()
+                       run_config=tune.RunConfig(storage_path=str(tmp), name="floor", verbose=0)).fit()
             floor = time.monotonic() - t0
             out["tune_floor"] = {"observed_s": round(floor, 1), "ratio": round(floor / ideal, 3)}
 
-        common = {"seconds": args.seconds, "concurrency": args.concurrency, "storage": f"file://{tmp}"}
-        out["inline"] = sweep_once(executor="inline", trials=args.trials, **common)
-        if args.train_trials:
-            out["train"] = sweep_once(executor="train", trials=args.train_trials, **common)
+        common = {"seconds": seconds, "concurrency": args.concurrency, "storage": f"file://{tmp}"}
+        out["inline"] = sweep_once(executor="inline", trials=trials, **common)
+        if train_trials:
+            out["train"] = sweep_once(executor="train", trials=train_trials, **common)
+        ray.shutdown()
     out["ratio"] = out["inline"]["ratio"]
+    out["ratio_vs_tune_floor"] = (round(out["inline"]["observed_s"] / out["tune_floor"]["observed_s"], 3)
+                                  if "tune_floor" in out else None)
     out["meets_target"] = out["ratio"] <= 1.2
-    print(json.dumps(out))
+    _bench.emit("sweep_overhead", out, run)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

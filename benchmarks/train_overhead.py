@@ -3,23 +3,52 @@
 (a) Trainyard: Ray Train TorchTrainer, 2 workers, DeepSpeed at the stage `auto` picks, rank-0
     MLflow logging of every step (to a local SQLite store, through the background thread).
 (b) Plain torch: 2 processes (torch.multiprocessing), gloo, DistributedDataParallel, AdamW.
-    No Ray, no DeepSpeed.
+    No Ray, no DeepSpeed. Each parameter gets the strides autograd gives its gradient (the
+    first conv's (C, 1, k, k) weight comes back channels-last), so that DDP's buckets match
+    and it does not copy every gradient ("Grad strides do not match bucket view strides").
 
 Both run a fixed number of steps with 1 torch thread per worker (2 workers on 2 cores), the
 same seed, model and batch slicing; steady-state steps/s is measured on rank 0 after a
 warm-up, both as a mean rate ("ratio") and from the median step time ("ratio_median", which
 other processes on a shared machine disturb less). The baseline runs before and after (a) and
-its mean is used, since the machine's load drifts. Prints ONE JSON line:
+its mean is used, since the machine's load drifts (--smoke: before only).
 
-    {"trainyard_steps_per_s", "ddp_steps_per_s", "ratio", "trainyard_submit_to_first_step_s",
-     "ddp_submit_to_first_step_s", "zero_stage", ...}
+Start-up: "submit" is the moment the job would be handed over: for (a) before the MLflow run
+is started and the trainer built (what the job driver does), for (b) before the processes are
+spawned. `trainyard_startup` splits (a)'s submit-to-first-step, from timestamps taken by a thin
+wrapper around the runner's own worker loop (the runner itself is not changed):
 
-Usage: .venv/bin/python benchmarks/train_overhead.py [--steps 400] [--warmup 50] [--batch 32]
-Connects to $RAY_ADDRESS when set; otherwise starts (and stops) a private 2-CPU Ray head.
+    mlflow_run_start_s   driver: the job's MLflow run created (start_job_run)
+    build_trainer_s      driver: spec to TorchTrainer
+    worker_group_start_s fit() called -> rank 0's loop entered (Ray Train controller, worker
+                         actors, placement group, torch.distributed/gloo set-up)
+    imports_s            rank 0: torch, deepspeed and the runner imported in the worker
+    models_and_plan_s    rank 0: the loop's start until DeepSpeed is called (spec, workload,
+                         models built, hardware detected, ZeRO plan)
+    deepspeed_init_s     rank 0: deepspeed.initialize, summed over the job's engines
+    loop_setup_s         rank 0: the rest until the first optimizer step ends (models, data,
+                         the rank-0 MLflow logger and its params, the first step itself)
+    first_checkpoint_s   rank 0: the first checkpoint (DeepSpeed save + ray.train.report with
+                         it; with the default sizes that is the final one)
+    finish_s             last step -> fit() returned (final eval, checkpoint, teardown)
+
+Prints ONE JSON line (the last line of stdout):
+
+    {"benchmark": "train_overhead", "ratio", "ratio_median", "trainyard_steps_per_s",
+     "ddp_steps_per_s", "trainyard_submit_to_first_step_s", "ddp_submit_to_first_step_s",
+     "submit_to_first_step_ratio", "trainyard_startup": {...}, "zero_stage", "load_avg", ...}
+
+Usage: python benchmarks/train_overhead.py [--steps 400] [--warmup 50] [--batch 32] [--smoke]
+Connects to $RAY_ADDRESS when set (export its RAY_AUTH_MODE/RAY_AUTH_TOKEN too); otherwise
+starts (and stops) a private 2-CPU Ray head. A measured run (not --smoke) holds the
+measurement lock (see benchmarks/_bench.py).
 """
 from __future__ import annotations
 
+import _bench  # noqa: F401  (first: Ray's auth environment before anything imports ray)
+
 import argparse
+import functools
 import json
 import os
 import secrets
@@ -28,12 +57,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-for extra in (REPO / "platform", REPO):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
-
 
 # ----------------------------------------------------------------------------- (b) plain DDP
 
@@ -50,9 +73,11 @@ def _ddp_worker(rank: int, world: int, port: int, args: dict, out_dir: str) -> N
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(args["seed"])
-    model = DDP(build_models(args["hparams"])["model"])
-    opt = torch.optim.AdamW(model.parameters(), lr=args["lr"])
+    module = build_models(args["hparams"])["model"]
     train, _ = build_datasets(args["hparams"], args["data"])
+    _align_param_strides(module, *(t[:args["batch"]] for t in train.tensors))
+    model = DDP(module)
+    opt = torch.optim.AdamW(model.parameters(), lr=args["lr"])
     sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=args["seed"])
     x_all, y_all = train.tensors
     bs = args["batch"]
@@ -93,6 +118,30 @@ def _ddp_worker(rank: int, world: int, port: int, args: dict, out_dir: str) -> N
     dist.destroy_process_group()
 
 
+def _align_param_strides(module, x, y) -> None:
+    """Give every parameter the strides autograd gives its gradient.
+
+    DDP lays its gradient buckets out with each parameter's strides. The first conv's weight,
+    (C, 1, k, k), is both contiguous and channels-last in memory, and oneDNN returns its
+    gradient with channels-last strides: DDP then warns "Grad strides do not match bucket view
+    strides" and copies gradients on every step, which the DeepSpeed side does not pay. One
+    probe step on a copy (its random draws undone) tells the gradient strides; the weights keep
+    their values, and the same memory order keeps the convolutions' cost the same.
+    """
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    probe = copy.deepcopy(module)
+    with torch.random.fork_rng():
+        F.cross_entropy(probe(x), y).backward()
+    for param, seen in zip(module.parameters(), probe.parameters()):
+        if seen.grad is not None and seen.grad.stride() != param.stride():
+            param.data = torch.empty_strided(param.shape, seen.grad.stride(),
+                                             dtype=param.dtype).copy_(param.data)
+
+
 def run_ddp(args: dict) -> dict:
     import torch.multiprocessing as mp
 
@@ -110,7 +159,82 @@ def run_ddp(args: dict) -> dict:
 # ----------------------------------------------------------------------------- (a) Trainyard
 
 
-def run_trainyard(args: dict, storage: str, tracking_uri: str | None) -> dict:
+def _timed_loop(config: dict, *, inner, stamps_file: str) -> None:
+    """The runner's worker loop (`inner`), with rank 0's start-up timestamps written to a file.
+
+    Only what the runner calls by attribute is wrapped (deepspeed.initialize, the engine's
+    save_checkpoint, ray.train.report); a wrapper that no longer fits leaves its fields empty,
+    it never fails the run.
+    """
+    import time as _time
+
+    stamps: dict = {"loop_enter_unix": _time.time()}
+    import deepspeed
+    import ray.train
+    import torch  # noqa: F401
+
+    import trainyard.runner.train  # noqa: F401  (what the loop imports; cached when it runs)
+
+    stamps["imported_unix"] = _time.time()
+    rank = ray.train.get_context().get_world_rank()
+    ds_init, saves, reports = [], [], []
+
+    def timed(fn, into):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            t0 = _time.time()
+            try:
+                return fn(*a, **k)
+            finally:
+                into.append((t0, _time.time()))
+        return wrapper
+
+    patches = [(deepspeed, "initialize", ds_init), (ray.train, "report", reports)]
+    try:
+        from deepspeed.runtime.engine import DeepSpeedEngine
+
+        patches.append((DeepSpeedEngine, "save_checkpoint", saves))
+    except ImportError:
+        pass
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, into in patches:
+        setattr(owner, name, timed(getattr(owner, name), into))
+    try:
+        inner(config)
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+        if rank == 0:
+            ckpt_reports = [r for r in reports if saves and r[0] >= saves[0][0]]
+            stamps.update({"deepspeed_init": ds_init, "saves": saves, "reports": reports,
+                           "first_checkpoint": ([saves[0][0], ckpt_reports[0][1]] if ckpt_reports else None)})
+            Path(stamps_file).write_text(json.dumps(stamps))
+
+
+def _startup(*, submitted, mlflow_done, built, fit_called, first_step, last_step_end, fit_done,
+             stamps: dict | None) -> dict:
+    """Where (a)'s submit-to-first-step went, in seconds (None where a stamp is missing)."""
+    def span(a, b):
+        return round(b - a, 2) if a is not None and b is not None else None
+
+    stamps = stamps or {}
+    ds = stamps.get("deepspeed_init") or []
+    ds_end = ds[-1][1] if ds else None
+    ckpt = stamps.get("first_checkpoint")
+    return {
+        "mlflow_run_start_s": span(submitted, mlflow_done),
+        "build_trainer_s": span(mlflow_done, built),
+        "worker_group_start_s": span(fit_called, stamps.get("loop_enter_unix")),
+        "imports_s": span(stamps.get("loop_enter_unix"), stamps.get("imported_unix")),
+        "models_and_plan_s": span(stamps.get("imported_unix"), ds[0][0] if ds else None),
+        "deepspeed_init_s": round(sum(b - a for a, b in ds), 2) if ds else None,
+        "loop_setup_s": span(ds_end, first_step),
+        "first_checkpoint_s": span(*ckpt) if ckpt else None,
+        "finish_s": span(last_step_end, fit_done),
+    }
+
+
+def run_trainyard(args: dict, storage: str, tracking_uri: str | None, work: Path) -> dict:
     from ray.train import Checkpoint  # noqa: F401  (import cost outside the timed part)
 
     from trainyard.runner.train import build_trainer
@@ -129,19 +253,40 @@ def run_trainyard(args: dict, storage: str, tracking_uri: str | None) -> dict:
         "tracking": {"experiment": "bench", "register_model": False},
     })
     job_id = f"bench-{secrets.token_hex(3)}"
+    if tracking_uri:
+        # a fresh SQLite store creates its tables on first use (seconds); a job's MLflow server
+        # has them already, so that is not start-up a job pays
+        import mlflow
+
+        mlflow.MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    submitted = time.time()
     mlflow_run = None
     if tracking_uri:
         mlflow_run = start_job_run(job_id=job_id, run_name=spec.name, experiment="bench",
                                    uri=tracking_uri).to_config()
+    mlflow_done = time.time()
     trainer = build_trainer(spec, job_id=job_id, mlflow_run=mlflow_run,
                             extra_config={"log_model": False, "timing_warmup_steps": args["warmup"]})
-    submitted = time.time()
+    built = time.time()
+    stamps_file = work / "startup-stamps.json"
+    trainer.train_loop_per_worker = functools.partial(_timed_loop, inner=trainer.train_loop_per_worker,
+                                                      stamps_file=str(stamps_file))
+    fit_called = time.time()
     result = trainer.fit()
+    fit_done = time.time()
     metrics = result.metrics or {}
+    stamps = json.loads(stamps_file.read_text()) if stamps_file.exists() else None
+    first = metrics["trainyard_first_step_unix"]
+    # the last optimizer step ended at about first + (steps - 1) step times; the runner keeps no
+    # stamp of it, so take its steady rate for the steps after the first
+    last_end = first + (args["steps"] - 1) / metrics["train_steps_per_s"] if metrics.get("train_steps_per_s") else None
     return {"steps_per_s": metrics["train_steps_per_s"],
             "median_step_s": metrics["train_step_time_median_s"],
-            "submit_to_first_step_s": metrics["trainyard_first_step_unix"] - submitted,
-            "wall_s": time.time() - submitted}
+            "submit_to_first_step_s": first - submitted,
+            "startup": _startup(submitted=submitted, mlflow_done=mlflow_done, built=built,
+                                fit_called=fit_called, first_step=first, last_step_end=last_end,
+                                fit_done=fit_done, stamps=stamps),
+            "wall_s": fit_done - submitted}
 
 
 def _zero_stage_auto() -> int:
@@ -157,58 +302,48 @@ def _zero_stage_auto() -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=None, help="default 400 (--smoke: 30)")
+    parser.add_argument("--warmup", type=int, default=None, help="default 50 (--smoke: 5)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--no-mlflow", action="store_true", help="(a) without MLflow logging")
+    parser.add_argument("--keep", metavar="DIR", help="keep the run's files (logs, MLflow store) under DIR")
+    _bench.add_smoke_flag(parser)
     opts = parser.parse_args(argv)
-    args = {"steps": opts.steps, "warmup": opts.warmup, "batch": opts.batch, "lr": 0.003, "seed": 0,
+    steps = opts.steps or (30 if opts.smoke else 400)
+    warmup = opts.warmup if opts.warmup is not None else (5 if opts.smoke else 50)
+    if not 0 < warmup < steps - 1:
+        parser.error(f"--warmup must be between 1 and steps - 2 ({steps - 2}), got {warmup}")
+    args = {"steps": steps, "warmup": warmup, "batch": opts.batch, "lr": 0.003, "seed": 0,
             "hparams": {"channels": 32, "hidden": 128, "dropout": 0.1}, "data": {}}
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    work = Path(tempfile.mkdtemp(prefix="ty-bench-"))
-    head = None
-    import ray
-
-    from trainyard.local.processes import start_ray_head, stop_ray_head
-
-    try:
-        if not os.environ.get("RAY_ADDRESS"):
-            temp_dir = tempfile.mkdtemp(prefix="tyb-", dir="/tmp")
-            head = start_ray_head(temp_dir=temp_dir, token=secrets.token_hex(16), num_cpus=2,
-                                  log_file=work / "ray.log")
-            os.environ.update(head.env())
-        ray.init(log_to_driver=False)
+    with _bench.measurement(opts.smoke) as run, _bench.work_dir("ty-bench-train-", keep=opts.keep) as work, \
+            _bench.ray_head(num_cpus=2, logs=work):
+        ray = _bench.init_ray()
         tracking = None if opts.no_mlflow else f"sqlite:///{work / 'mlflow.db'}"
         before = run_ddp(args)
-        ours = run_trainyard(args, f"file://{work / 'storage'}", tracking)
-        after = run_ddp(args)
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        if head is not None:
-            stop_ray_head(head)
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
-    ddp_rate = (before["steps_per_s"] + after["steps_per_s"]) / 2
-    out = {
-        "benchmark": "train_overhead",
-        "trainyard_steps_per_s": round(ours["steps_per_s"], 2),
-        "ddp_steps_per_s": round(ddp_rate, 2),
-        "ddp_steps_per_s_runs": [round(before["steps_per_s"], 2), round(after["steps_per_s"], 2)],
+        ours = run_trainyard(args, f"file://{work / 'storage'}", tracking, work)
+        ddp_runs = [before] if opts.smoke else [before, run_ddp(args)]
+        ray.shutdown()
+    ddp_rate = sum(r["steps_per_s"] for r in ddp_runs) / len(ddp_runs)
+    ddp_median = sum(r["median_step_s"] for r in ddp_runs) / len(ddp_runs)
+    ddp_first = before["submit_to_first_step_s"]
+    _bench.emit("train_overhead", {
         "ratio": round(ours["steps_per_s"] / ddp_rate, 3),
         # the same from median step times: robust to other processes stealing the 2 cores
+        "ratio_median": round(ddp_median / ours["median_step_s"], 3),
+        "trainyard_steps_per_s": round(ours["steps_per_s"], 2),
+        "ddp_steps_per_s": round(ddp_rate, 2),
+        "ddp_steps_per_s_runs": [round(r["steps_per_s"], 2) for r in ddp_runs],
         "trainyard_median_steps_per_s": round(1 / ours["median_step_s"], 2),
-        "ddp_median_steps_per_s": round(2 / (before["median_step_s"] + after["median_step_s"]), 2),
-        "ratio_median": round((before["median_step_s"] + after["median_step_s"]) / 2 / ours["median_step_s"], 3),
+        "ddp_median_steps_per_s": round(1 / ddp_median, 2),
         "trainyard_submit_to_first_step_s": round(ours["submit_to_first_step_s"], 2),
-        "ddp_submit_to_first_step_s": round(before["submit_to_first_step_s"], 2),
+        "ddp_submit_to_first_step_s": round(ddp_first, 2),
+        "submit_to_first_step_ratio": round(ours["submit_to_first_step_s"] / ddp_first, 3),
+        "trainyard_startup": ours["startup"],
         "zero_stage": _zero_stage_auto(),
-        "steps": opts.steps, "warmup": opts.warmup, "batch_per_worker": opts.batch,
+        "steps": steps, "warmup": warmup, "batch_per_worker": opts.batch,
         "mlflow": tracking is not None,
-        "load_avg_1m": round(os.getloadavg()[0], 1),
-    }
-    print(json.dumps(out))
+    }, run)
     return 0
 
 

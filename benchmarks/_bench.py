@@ -1,0 +1,173 @@
+"""Shared by every benchmark: import paths, Ray's auth environment, a private Ray head, the
+measurement lock and the one JSON line.
+
+Import this module FIRST, before anything that imports ray: Ray reads RAY_AUTH_MODE once, when
+it is imported, so a process that imports ray and only then learns the head's token fails
+`ray.init` with InvalidAuthToken ("RAY_AUTH_MODE is currently 'disabled'"). Importing this
+module puts a fresh private token in the environment (unless $RAY_ADDRESS names a cluster the
+caller already set up), and the heads started below use that same token.
+
+Connecting to an existing cluster instead: export RAY_ADDRESS together with its auth variables
+(RAY_AUTH_MODE=token, RAY_AUTH_TOKEN); the benchmarks that can share a head then start none.
+
+The measurement lock (/tmp/trainyard-measure.lock, or $TRAINYARD_MEASURE_LOCK) is an exclusive
+flock held for the whole measured run, so that two measurements on one machine never overlap.
+`--smoke` runs do not take it: their timings are not measurements, and a CI smoke run must not
+wait an hour behind someone's full sweep benchmark.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for _p in (REPO / "platform", REPO, Path(__file__).resolve().parent):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+MEASURE_LOCK = os.environ.get("TRAINYARD_MEASURE_LOCK", "/tmp/trainyard-measure.lock")
+_STARTED = time.monotonic()
+
+
+def _prepare_ray_auth() -> bool:
+    """Put a private token in the environment; False when it comes too late (ray imported)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return True  # the caller's cluster: its auth variables are the caller's to set
+    if os.environ.get("RAY_AUTH_MODE") == "token" and os.environ.get("RAY_AUTH_TOKEN"):
+        return True  # set by a parent benchmark process (a spawned worker re-imports its main module)
+    if "ray" in sys.modules:
+        return False  # a test that loads a benchmark's helpers by path; ray_head() refuses then
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    return True
+
+
+_AUTH_READY = _prepare_ray_auth()
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run; the message says where its logs were kept."""
+
+
+@contextlib.contextmanager
+def ray_head(num_cpus: int = 2, *, shareable: bool = True, logs: Path | None = None, **kwargs):
+    """A private local Ray head with this process's token; yields it (None when shared).
+
+    shareable: when $RAY_ADDRESS is set, use that cluster and start nothing.
+    logs: where `ray start`'s output goes; on failure the folder is kept and named in the error.
+    Extra keyword arguments go to trainyard.local.processes.start_ray_head.
+    """
+    if shareable and os.environ.get("RAY_ADDRESS"):
+        yield None
+        return
+    if not _AUTH_READY:
+        raise BenchError("benchmarks/_bench.py was imported after ray: Ray reads RAY_AUTH_MODE when it is "
+                         "imported, so this process could not connect to a head with token auth "
+                         "(InvalidAuthToken); import _bench first")
+    from trainyard.local.processes import start_ray_head, stop_ray_head
+
+    temp_dir = tempfile.mkdtemp(prefix="tyb-", dir="/tmp")  # short: Ray's unix socket paths
+    log_dir = Path(logs) if logs else Path(tempfile.mkdtemp(prefix="ty-bench-logs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / "ray-start.log"
+    try:
+        head = start_ray_head(temp_dir=temp_dir, token=os.environ["RAY_AUTH_TOKEN"], num_cpus=num_cpus,
+                              log_file=log_file, timeout=kwargs.pop("timeout", 300), **kwargs)
+    except Exception as exc:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise BenchError(f"the Ray head did not start: {exc}; its log is kept at {log_file}") from exc
+    saved = {k: os.environ.get(k) for k in head.env()}
+    os.environ.update(head.env())
+    try:
+        yield head
+    finally:
+        if "ray" in sys.modules:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        stop_ray_head(head)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if not logs:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def init_ray():
+    """ray.init for a benchmark's driver: workers' output stays off stdout (the JSON line is
+    last), and the driver's actors get RAY_ADDRESS, as the runner's drivers give theirs (Train's
+    placement-group cleaner needs it where several Ray clusters run on one machine)."""
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS", "")
+    env = {"RAY_ADDRESS": address} if address and not address.startswith(("http", "ray://")) else {}
+    ray.init(log_to_driver=False, runtime_env={"env_vars": env} if env else None)
+    return ray
+
+
+@contextlib.contextmanager
+def work_dir(prefix: str, *, keep: str | None = None):
+    """A scratch folder, removed afterwards unless the run failed (then its logs are kept and named)."""
+    root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix=prefix))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        yield root
+    except BaseException:
+        print(f"# benchmark failed; its logs are kept in {root}", file=sys.stderr, flush=True)
+        raise
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def measurement(smoke: bool):
+    """Hold the measurement lock for a measured run (not for --smoke); yields fields for the JSON line."""
+    info: dict = {"smoke": smoke, "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
+    if smoke:
+        info["measure_lock"] = "skipped (smoke)"
+        yield info
+        return
+    fh = open(MEASURE_LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            info["measure_lock_wait_s"] = 0.0
+        except BlockingIOError:
+            print(f"# waiting for the measurement lock {MEASURE_LOCK} (another measurement runs)",
+                  file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            info["measure_lock_wait_s"] = round(time.monotonic() - t0, 1)
+        info["measure_lock"] = MEASURE_LOCK
+        # the load when the lock was taken: someone else's work (not a measurement) may still run
+        info["load_avg_start"] = [round(x, 2) for x in os.getloadavg()]
+        yield info
+    finally:
+        fh.close()  # closing the file releases the flock
+
+
+def emit(name: str, fields: dict, run: dict) -> None:
+    """Print the benchmark's one JSON line (the last line of stdout), with the load average."""
+    out = {"benchmark": name, **fields, **run, "load_avg": [round(x, 2) for x in os.getloadavg()],
+           "bench_wall_s": round(time.monotonic() - _STARTED, 1)}  # this process, imports aside
+    out["load_avg_1m"] = out["load_avg"][0]
+    print(json.dumps(out), flush=True)
+
+
+def add_smoke_flag(parser) -> None:
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny size that finishes in well under a minute (CI); the figures mean "
+                             "nothing, the JSON line's shape does; skips the measurement lock")
