@@ -185,7 +185,7 @@ def trainyard(family: str, *, work: Path, smoke: bool = False) -> dict:
     """The example spec through the runner on the connected Ray head."""
     import uuid
 
-    from trainyard.runner.train import build_trainer
+    from trainyard.runner.job import build_trainer
     from trainyard.tracking.runs import start_job_run
     from trainyard.workload import resolve_workload
 

@@ -115,7 +115,7 @@ def main(argv=None) -> int:
             setattr(args, key, value)
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    from trainyard.runner.sweep import run_sweep
+    from trainyard.runner.sweep_driver import run_sweep
 
     out: dict = {"family": "cnn", "trials": args.trials,
                  "epochs": args.epochs, "train_limit": args.train_limit, "search_space": SEARCH_SPACE,

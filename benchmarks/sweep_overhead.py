@@ -32,7 +32,7 @@ import uuid
 def trivial_loop(config):
     import time as _t
 
-    from trainyard.runner.train import loop_session
+    from trainyard.runner.session import loop_session
 
     session = loop_session(config)  # a Train worker's, or the inline trial's
     _t.sleep(float(config["spec"]["hyperparameters"].get("sleep_s", 1.0)))
@@ -40,7 +40,7 @@ def trivial_loop(config):
 
 
 def sweep_once(*, executor: str, trials: int, seconds: float, concurrency: int, storage: str) -> dict:
-    from trainyard.runner.sweep import run_sweep
+    from trainyard.runner.sweep_driver import run_sweep
     from trainyard.specs import parse_sweep_spec
 
     spec = parse_sweep_spec({

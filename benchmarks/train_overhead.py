@@ -173,7 +173,7 @@ def _timed_loop(config: dict, *, inner, stamps_file: str) -> None:
     import ray.train
     import torch  # noqa: F401
 
-    import trainyard.runner.train  # noqa: F401  (what the loop imports; cached when it runs)
+    import trainyard.runner.trainer  # noqa: F401  (what the loop imports; cached when it runs)
 
     stamps["imported_unix"] = _time.time()
     rank = ray.train.get_context().get_world_rank()
@@ -237,7 +237,7 @@ def _startup(*, submitted, mlflow_done, built, fit_called, first_step, last_step
 def run_trainyard(args: dict, storage: str, tracking_uri: str | None, work: Path) -> dict:
     from ray.train import Checkpoint  # noqa: F401  (import cost outside the timed part)
 
-    from trainyard.runner.train import build_trainer
+    from trainyard.runner.job import build_trainer
     from trainyard.specs import parse_job_spec
     from trainyard.tracking.runs import start_job_run
 
