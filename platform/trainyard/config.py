@@ -22,7 +22,11 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["home", "read_secret", "ensure_secret", "Settings", "stack_file", "read_stack"]
+__all__ = ["home", "ensure_home", "private_umask", "PRIVATE_UMASK", "read_secret", "ensure_secret",
+           "Settings", "stack_file", "read_stack"]
+
+# files the stack's processes create (database, WAL, logs, MLflow's files) are theirs alone
+PRIVATE_UMASK = 0o077
 
 
 def home() -> Path:
@@ -30,10 +34,26 @@ def home() -> Path:
     return path
 
 
+def ensure_home() -> Path:
+    """The home folder, created if absent, and made private (0700) either way."""
+    path = home()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        path.chmod(0o700)
+    return path
+
+
+def private_umask() -> int:
+    """Set the process umask so that what it creates from now on is private; returns the old one."""
+    return os.umask(PRIVATE_UMASK)
+
+
 def ensure_secret(path: Path) -> str:
     """Read a token file, creating it (mode 0600) with a fresh random token if absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.exists():
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # written by an older version, or by hand
         return path.read_text().strip()
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -74,6 +94,11 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_key: str | None = field(default=None, repr=False)
     s3_secret: str | None = field(default=None, repr=False)
+    # MLflow basic auth (the local stack's MLflow refuses anonymous requests): the server's
+    # own MLflow clients read the standard MLFLOW_TRACKING_* variables, Ray jobs and Serve
+    # replicas get them in their env
+    mlflow_username: str | None = None
+    mlflow_password: str | None = field(default=None, repr=False)
     poll_interval_s: float = 1.0
     extra: dict = field(default_factory=dict)
 
@@ -91,12 +116,14 @@ class Settings:
             s3_endpoint_url=env.get("TRAINYARD_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3"),
             s3_key=env.get("AWS_ACCESS_KEY_ID"),
             s3_secret=env.get("AWS_SECRET_ACCESS_KEY"),
+            mlflow_username=env.get("MLFLOW_TRACKING_USERNAME") or None,
+            mlflow_password=env.get("MLFLOW_TRACKING_PASSWORD") or None,
             poll_interval_s=float(env.get("TRAINYARD_POLL_INTERVAL_S", "1.0")),
         )
 
     def public(self) -> dict:
         """Settings safe to show: no secrets."""
         data = asdict(self)
-        for key in ("s3_key", "s3_secret"):
+        for key in ("s3_key", "s3_secret", "mlflow_password"):
             data[key] = "***" if data[key] else None
         return data

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 import httpx
 
+from trainyard import redact
 from trainyard.errors import ClusterError, ConflictError
 
 __all__ = ["RayClusterClient", "package_name_for", "IGNORED_RESOURCES", "SubmitRejected"]
@@ -41,16 +42,14 @@ class RayClusterClient:
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                   transport=transport)
         self._secrets: list[str] = [token] if token else []
+        redact.register(token)
 
     def close(self) -> None:
         self._http.close()
 
     # ------------------------------------------------------------------ plumbing
     def _redact(self, text: str, extra: Iterable[str] = ()) -> str:
-        for secret in [*self._secrets, *extra]:
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
+        return redact.redact(text, [*self._secrets, *extra])
 
     def _request(self, method: str, path: str, *, ok_404: bool = False,
                  secrets: Iterable[str] = (), **kwargs) -> httpx.Response:

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import httpx
 
+from trainyard import redact
 from trainyard.errors import ClusterError, FieldIssue, NotFoundError, SpecError, TrainyardError
 
 __all__ = ["ServeClient", "DEFAULT_HTTP_PORT", "raise_for_endpoint"]
@@ -31,6 +32,7 @@ class ServeClient:
         self.http_bind_host = http_bind_host or http_host
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._token = token
+        redact.register(token)
         self._dash = httpx.Client(base_url=self.dashboard_url, headers=headers, timeout=timeout)
         self._http = httpx.Client(base_url=self.serve_url, timeout=timeout,
                                   limits=httpx.Limits(max_keepalive_connections=32))
@@ -60,9 +62,7 @@ class ServeClient:
             raise ClusterError(f"cluster '{self.name}' refused the Serve API request (HTTP {resp.status_code}): "
                                "the token is missing or wrong", fix="re-register the cluster with its token")
         if resp.status_code >= 400:
-            text = resp.text.strip()
-            if self._token:
-                text = text.replace(self._token, "***")
+            text = redact.redact(resp.text.strip(), [self._token])
             lines = [ln for ln in text.splitlines() if ln.strip()]
             raise ClusterError(f"cluster '{self.name}' Serve API {method} {path} failed "
                                f"(HTTP {resp.status_code}): {(lines[-1] if lines else '')[:500]}")
