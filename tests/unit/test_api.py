@@ -533,6 +533,17 @@ def test_clusters_list_add_remove(server):
     assert client.delete("/v1/clusters/big").status_code == 404
 
 
+def test_clusters_take_tokens_by_value_never_a_server_file(server, tmp_path):
+    client, ctx, fakes = server
+    secret_file = tmp_path / "server-only.txt"
+    secret_file.write_text("server-side-secret-content\n")
+    resp = client.post("/v1/clusters", json={"name": "f", "address": "http://10.0.0.5:8265",
+                                             "token_file": str(secret_file), "check": False})
+    assert resp.status_code == 422 and resp.json()["field"] == "token_file", resp.text
+    assert "server-side-secret-content" not in resp.text and "`token`" in resp.text
+    assert [c["name"] for c in client.get("/v1/clusters").json()["clusters"]] == ["local"]
+
+
 def test_cluster_with_active_jobs_cannot_be_removed(server):
     client, ctx, _ = server
     submit(client)
