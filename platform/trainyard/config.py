@@ -1,13 +1,17 @@
 """Where Trainyard keeps its files, and the settings every component reads.
 
 Everything lives under the Trainyard home folder: `$TRAINYARD_HOME`, default `~/.trainyard`.
+The home is 0700 and every file in it 0600: the stack's processes run with umask 077.
 
     home/
-      admin.token        the REST API's admin bearer token (mode 0600)
-      ray.token          the local Ray head's auth token (mode 0600)
+      admin.token        the REST API's admin bearer token
+      ray.token          the local Ray head's auth token
+      mlflow.password    the local MLflow's admin password (basic auth; user `trainyard`)
+      secret.key         the Fernet key of secrets at rest in the store, unless
+                         $TRAINYARD_SECRET_KEY gives one (trainyard.store.crypto)
       stack.json         what `trainyard up` started: addresses and PIDs
       trainyard.db       the server's SQLite store
-      mlflow/            MLflow's SQLite backend and artifacts
+      mlflow/            MLflow's SQLite backend, basic-auth config and users, artifacts
       storage/           default checkpoint storage (file://)
       logs/              component logs
 

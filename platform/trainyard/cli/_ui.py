@@ -29,9 +29,9 @@ def add_secret(value: str | None) -> None:
 def _load_home_secrets() -> None:
     from trainyard import config
 
-    for name in ("admin.token", "ray.token"):
+    for name in ("admin.token", "ray.token", "mlflow.password"):
         add_secret(config.read_secret(config.home() / name))
-    for var in ("TRAINYARD_TOKEN", "RAY_AUTH_TOKEN"):
+    for var in ("TRAINYARD_TOKEN", "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_PASSWORD"):
         add_secret(os.environ.get(var))
 
 

@@ -259,6 +259,13 @@ def stop_ray_head(head: RayHead | dict, *, timeout: float = 20.0) -> int:
     return len(left)
 
 
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
 def listening_sockets(procs: list[psutil.Process]) -> list[tuple[int, str, str, int]]:
     """(pid, name, address, port) of every TCP/UDP socket these processes listen on."""
     out = []
@@ -309,6 +316,10 @@ def stop_process(pid: int, *, timeout: float = 15.0) -> None:
         leader = psutil.Process(pid)
         procs = [leader, *leader.children(recursive=True)]
     except psutil.NoSuchProcess:
+        procs = []
+    # children whose parent died were re-parented, but stay in the group start_process made
+    procs += [p for p in psutil.process_iter() if p not in procs and _group_of(p.pid) == pid]
+    if not procs:
         return
     _terminate(procs, timeout=timeout)
     try:  # our own child: reap it, or it stays a zombie until we exit
