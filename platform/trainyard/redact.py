@@ -30,7 +30,8 @@ _MAX_REGISTERED = 4096
 
 _lock = threading.Lock()
 _registered: "OrderedDict[str, None]" = OrderedDict()
-_ordered: tuple[str, ...] = ()  # longest first, so a secret that contains another goes whole
+_ordered: tuple[str, ...] | None = ()  # longest first, so a secret that contains another goes
+# whole; None: rebuild on the next redact (listing many jobs registers many values at once)
 
 
 def register(*values: str | None) -> None:
@@ -40,17 +41,23 @@ def register(*values: str | None) -> None:
     if not fresh:
         return
     with _lock:
-        changed = False
         for value in fresh:
             if value in _registered:
                 _registered.move_to_end(value)
                 continue
             _registered[value] = None
-            changed = True
+            _ordered = None
             while len(_registered) > _MAX_REGISTERED:
                 _registered.popitem(last=False)
-        if changed:
-            _ordered = tuple(sorted(_registered, key=len, reverse=True))
+
+
+def _secrets() -> tuple[str, ...]:
+    global _ordered
+    ordered = _ordered
+    if ordered is None:
+        with _lock:
+            ordered = _ordered = tuple(sorted(_registered, key=len, reverse=True))
+    return ordered
 
 
 def clear() -> None:
@@ -73,7 +80,7 @@ def redact(text: str, extra: Iterable[str | None] = ()) -> str:
     """`text` with every registered secret, and every value of `extra`, replaced by ***."""
     if not text:
         return text
-    secrets = _ordered
+    secrets = _secrets()
     more = [v for v in extra if isinstance(v, str) and len(v) >= MIN_SECRET_LEN]
     if more:
         secrets = tuple(sorted({*secrets, *more}, key=len, reverse=True))
