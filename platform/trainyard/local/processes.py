@@ -223,8 +223,15 @@ def _head_needles(head: RayHead | dict) -> list[str]:
 
 
 def ray_head_processes(head: RayHead | dict) -> list[psutil.Process]:
-    """The live processes of this head (GCS, raylet, dashboard, agents, workers, client server)."""
-    return [p for p in _processes_matching(_head_needles(head)) if _alive(p)]
+    """The live processes of this head (GCS, raylet, dashboard, agents, workers, client server),
+    with their children (the dashboard's module processes name neither the temp dir nor a port)."""
+    procs = _processes_matching(_head_needles(head))
+    for proc in list(procs):
+        try:
+            procs += [c for c in proc.children(recursive=True) if c not in procs]
+        except psutil.Error:
+            continue
+    return [p for p in procs if _alive(p)]
 
 
 def _alive(proc: psutil.Process) -> bool:
