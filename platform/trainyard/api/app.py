@@ -42,6 +42,9 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from trainyard.store import crypto
+
+        await asyncio.to_thread(crypto.ensure_key)
         await asyncio.to_thread(db.upgrade)
         ctx.admin_token = ensure_secret(Path(settings.admin_token_file).expanduser())
         redact.register(ctx.admin_token)

@@ -22,7 +22,7 @@ from sqlalchemy.types import TypeDecorator
 from trainyard import redact
 from trainyard.errors import TrainyardError
 
-__all__ = ["PREFIX", "KEY_ENV", "key_file", "encrypt", "decrypt", "EncryptedString", "SpecJSON"]
+__all__ = ["PREFIX", "KEY_ENV", "key_file", "ensure_key", "encrypt", "decrypt", "EncryptedString", "SpecJSON"]
 
 PREFIX = "fernet:"
 KEY_ENV = "TRAINYARD_SECRET_KEY"
@@ -72,6 +72,11 @@ def _fernet():
         _cache.clear()  # one key at a time; a test that changes home gets a fresh one
         _cache[source] = fernet
         return fernet
+
+
+def ensure_key() -> None:
+    """Load (or create) the key now: a bad $TRAINYARD_SECRET_KEY fails the start, not a request."""
+    _fernet()
 
 
 def encrypt(value: str) -> str:
