@@ -381,8 +381,12 @@ def start_mlflow(*, root: str | Path, port: int | None = None, artifacts: str | 
            "--workers", "1"]
     env = dict(env or {})
     if auth is not None:
+        from trainyard.config import ensure_secret
+
         cmd += ["--app-name", "basic-auth"]
         env.update({"MLFLOW_AUTH_CONFIG_PATH": str(_write_auth_config(root, auth)),
+                    # the auth app's CSRF key; static, so that it holds across restarts
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": ensure_secret(root / "flask.secret"),
                     "MLFLOW_AUTH_ADMIN_USERNAME": auth.username,
                     "MLFLOW_AUTH_ADMIN_PASSWORD": auth.password})
     url = f"http://127.0.0.1:{port}"
