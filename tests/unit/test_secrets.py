@@ -115,3 +115,5 @@ def test_the_key_file_is_created_private(trainyard_home, monkeypatch):
     monkeypatch.setenv(crypto.KEY_ENV, "not a key")
     with pytest.raises(crypto.SecretKeyError, match="TRAINYARD_SECRET_KEY"):
         crypto.encrypt("x")
+    monkeypatch.setenv(crypto.KEY_ENV, "A" * 40)  # a generated passphrase: a key is derived
+    assert crypto.decrypt(crypto.encrypt("value-123456")) == "value-123456"

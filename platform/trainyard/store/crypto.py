@@ -1,8 +1,9 @@
 """Secrets at rest: Fernet encryption of cluster tokens and spec env values in the store.
 
 The key is `$TRAINYARD_SECRET_KEY` (a Fernet key: `python -c "from cryptography.fernet import
-Fernet; print(Fernet.generate_key().decode())"`), or else `home/secret.key`, created (0600) on
-first use. Several servers that share one database must share the key.
+Fernet; print(Fernet.generate_key().decode())"`, or a random passphrase of 32+ characters, from
+which one is derived; the Helm chart's generated secret is one), or else `home/secret.key`,
+created (0600) on first use. Several servers that share one database must share the key.
 
 Encrypted values are stored as "fernet:<token>". Rows written before encryption hold plain
 values and are still read as they are (read-time fallback); they are encrypted the next time
@@ -35,6 +36,25 @@ class SecretKeyError(TrainyardError):
     code = "secret_key"
 
 
+def _key_from_env(value: str) -> bytes:
+    """A Fernet key as given, or one derived from a long random passphrase (a generated
+    Kubernetes secret holds 40 letters and digits, not a Fernet key)."""
+    import base64
+    import binascii
+    import hashlib
+
+    try:
+        if len(base64.urlsafe_b64decode(value.encode())) == 32:
+            return value.encode()
+    except (binascii.Error, ValueError):
+        pass
+    if len(value) < 32:
+        raise SecretKeyError(f"${KEY_ENV} must be a Fernet key or a passphrase of at least 32 characters, "
+                             f"got {len(value)} characters", field=KEY_ENV,
+                             fix="generate one with cryptography.fernet.Fernet.generate_key()")
+    return base64.urlsafe_b64encode(hashlib.sha256(value.encode()).digest())
+
+
 def key_file() -> Path:
     from trainyard import config
 
@@ -51,7 +71,7 @@ def _fernet():
         if cached is not None:
             return cached
         if env_key:
-            raw = env_key.strip().encode()
+            raw = _key_from_env(env_key.strip())
         else:
             path = key_file()
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
