@@ -132,6 +132,8 @@ def start_ray_head(*, temp_dir: str | Path, token: str, num_cpus: int | None = N
     gcs_port = gcs_port or free_port()
     dashboard_port = dashboard_port or free_port()
     min_worker = 20000 + (gcs_port % 200) * 200
+    if min_worker <= gcs_port < min_worker + 200:  # the GCS port is given: move the range
+        min_worker = min_worker + 200 if min_worker < 59800 else 20000
     # the worker range may cover ports picked above: Ray refuses to start then, so re-pick
     # (range(min_worker, min_worker + 200) is not reserved, so free_port may land in it)
     for name, port in list(ports.items()):
