@@ -35,7 +35,8 @@ __all__ = [
 
 # Ray treats the node as a single-machine cluster (the Windows/macOS default): the node's
 # address stays the loopback one we give, so the GCS, raylet, object manager, agents, workers
-# and the metrics servers bind to 127.0.0.1 instead of all interfaces
+# and the metrics servers bind to 127.0.0.1 instead of all interfaces. A driver that connects
+# by the GCS address needs it too (RayHead.env()), or Ray sends it to the public address.
 _LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
@@ -105,8 +106,12 @@ class RayHead:
         return f"http://{self.host}:{self.dashboard_port}"
 
     def env(self) -> dict[str, str]:
-        """Environment for a process that talks to this head (ray.init, job clients)."""
-        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+        """Environment for a process that talks to this head (ray.init, job clients).
+
+        Set it before `import ray`: without _LOOPBACK_ENV, Ray rewrites the address
+        127.0.0.1 to the machine's public one, where this head's GCS does not listen.
+        """
+        return {**_LOOPBACK_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                 "RAY_ADDRESS": self.gcs_address}
 
     def headers(self) -> dict[str, str]:
