@@ -34,6 +34,22 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _store_secret_key():
+    """One store encryption key for the session (servers started here inherit it), so that no
+    test writes a key into the real ~/.trainyard; tests of the key file unset it."""
+    if os.environ.get("TRAINYARD_SECRET_KEY"):
+        yield
+        return
+    from cryptography.fernet import Fernet
+
+    os.environ["TRAINYARD_SECRET_KEY"] = Fernet.generate_key().decode()
+    try:
+        yield
+    finally:
+        os.environ.pop("TRAINYARD_SECRET_KEY", None)
+
+
 @pytest.fixture(scope="session")
 def test_root() -> Path:
     base = os.environ.get("TRAINYARD_TEST_ROOT")

@@ -1,13 +1,17 @@
 """Where Trainyard keeps its files, and the settings every component reads.
 
 Everything lives under the Trainyard home folder: `$TRAINYARD_HOME`, default `~/.trainyard`.
+The home is 0700 and every file in it 0600: the stack's processes run with umask 077.
 
     home/
-      admin.token        the REST API's admin bearer token (mode 0600)
-      ray.token          the local Ray head's auth token (mode 0600)
+      admin.token        the REST API's admin bearer token
+      ray.token          the local Ray head's auth token
+      mlflow.password    the local MLflow's admin password (basic auth; user `trainyard`)
+      secret.key         the Fernet key of secrets at rest in the store, unless
+                         $TRAINYARD_SECRET_KEY gives one (trainyard.store.crypto)
       stack.json         what `trainyard up` started: addresses and PIDs
       trainyard.db       the server's SQLite store
-      mlflow/            MLflow's SQLite backend and artifacts
+      mlflow/            MLflow's SQLite backend, basic-auth config and users, artifacts
       storage/           default checkpoint storage (file://)
       logs/              component logs
 
@@ -25,7 +29,11 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["home", "read_secret", "ensure_secret", "Settings", "stack_file", "read_stack"]
+__all__ = ["home", "ensure_home", "private_umask", "PRIVATE_UMASK", "read_secret", "ensure_secret",
+           "Settings", "stack_file", "read_stack"]
+
+# files the stack's processes create (database, WAL, logs, MLflow's files) are theirs alone
+PRIVATE_UMASK = 0o077
 
 
 def home() -> Path:
@@ -33,10 +41,26 @@ def home() -> Path:
     return path
 
 
+def ensure_home() -> Path:
+    """The home folder, created if absent, and made private (0700) either way."""
+    path = home()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        path.chmod(0o700)
+    return path
+
+
+def private_umask() -> int:
+    """Set the process umask so that what it creates from now on is private; returns the old one."""
+    return os.umask(PRIVATE_UMASK)
+
+
 def ensure_secret(path: Path) -> str:
     """Read a token file, creating it (mode 0600) with a fresh random token if absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.exists():
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # written by an older version, or by hand
         return path.read_text().strip()
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

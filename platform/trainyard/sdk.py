@@ -297,7 +297,19 @@ class Client:
 
     def add_cluster(self, name: str, address: str, *, token: str | None = None, token_file: str | None = None,
                     max_resources: dict | None = None, check: bool = True) -> dict:
-        body = {"name": name, "address": address, "token": token, "token_file": token_file,
+        """Register a Ray cluster. `token_file` is read here, on the client: only the value is sent."""
+        if token_file is not None:
+            if token is not None:
+                raise E.SpecError("give token or token_file, not both", field="token_file", value=token_file)
+            try:
+                token = Path(token_file).expanduser().read_text().strip()
+            except OSError as exc:
+                raise E.SpecError(f"cannot read it: {exc.strerror}", field="token_file", value=token_file,
+                                fix="give a readable file holding the cluster's Ray auth token") from None
+            if not token:
+                raise E.SpecError("the token file is empty", field="token_file", value=token_file,
+                                fix="write the cluster's Ray auth token into it")
+        body = {"name": name, "address": address, "token": token,
                 "max_resources": max_resources, "check": check}
         return self._json("POST", "/v1/clusters", json={k: v for k, v in body.items() if v is not None})
 

@@ -38,9 +38,13 @@ training:
   log_every_steps: 2
 tracking:
   experiment: e2e
+env:
+  E2E_API_KEY: e2e-env-secret-4711
 """
+ENV_SECRET = "e2e-env-secret-4711"
 
 BAD_SPEC = SHORT_SPEC.replace("workers: 2", "workers: 0")
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 
 def _cli() -> list[str]:
@@ -55,7 +59,8 @@ class Cli:
         self.home = home
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         self.env["TRAINYARD_HOME"] = str(home)
-        for var in ("TRAINYARD_URL", "TRAINYARD_TOKEN", "TRAINYARD_ADMIN_TOKEN_FILE"):
+        # the store's key comes from the home (secret.key), as for a user
+        for var in ("TRAINYARD_URL", "TRAINYARD_TOKEN", "TRAINYARD_ADMIN_TOKEN_FILE", "TRAINYARD_SECRET_KEY"):
             self.env.pop(var, None)
         self.outputs: list[str] = []
 
@@ -105,6 +110,60 @@ def test_up_reports_every_component_and_is_idempotent(stack):
     assert [after[c].get("pid") for c in ("mlflow", "server")] == [before[c].get("pid") for c in ("mlflow", "server")]
     assert after["ray"]["gcs_port"] == before["ray"]["gcs_port"]
     assert after["server"]["url"] == before["server"]["url"]
+
+
+def _not_private(home: Path) -> list[str]:
+    """Everything under the home that another local user could read (or enter)."""
+    home_mode = home.stat().st_mode & 0o777
+    bad = [f"{home} {home_mode:o}"] if home_mode != 0o700 else []
+    for path in home.rglob("*"):
+        try:
+            mode = path.lstat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if not path.is_symlink() and mode & 0o077:
+            bad.append(f"{path.relative_to(home)} {mode:o}")
+    return bad
+
+
+def test_home_is_private_after_up(stack):
+    assert _not_private(stack.home) == []
+    for name in ("trainyard.db", "stack.json", "mlflow.password", "secret.key", "logs/server.log"):
+        assert (stack.home / name).exists(), name
+
+
+def _stack_processes(home: Path) -> list:
+    import psutil
+
+    from trainyard.local.processes import ray_head_processes
+
+    state = json.loads((home / "stack.json").read_text())
+    procs = ray_head_processes(state["ray"])
+    for name in ("mlflow", "server"):
+        leader = psutil.Process(state[name]["pid"])
+        procs += [leader, *leader.children(recursive=True)]
+    return procs
+
+
+def test_local_services_listen_on_loopback_only(stack):
+    from trainyard.local.processes import listening_sockets
+
+    sockets = listening_sockets(_stack_processes(stack.home))
+    names = {name for _, name, _, _ in sockets}
+    assert {"gcs_server", "raylet"} <= names, sockets  # the scan sees Ray's own servers
+    assert [s for s in sockets if s[2] not in LOOPBACK] == []
+
+
+def test_mlflow_refuses_anonymous_writes(stack):
+    import httpx
+
+    url = json.loads((stack.home / "stack.json").read_text())["mlflow"]["url"]
+    create = f"{url}/api/2.0/mlflow/experiments/create"
+    anonymous = httpx.post(create, json={"name": "anonymous-write"}, timeout=30)
+    assert anonymous.status_code == 401, anonymous.text
+    password = (stack.home / "mlflow.password").read_text().strip()
+    authed = httpx.post(create, json={"name": "authenticated-write"}, auth=("trainyard", password), timeout=30)
+    assert authed.status_code == 200, authed.text
 
 
 def test_status_says_what_runs_where(stack):
@@ -169,8 +228,20 @@ def test_submit_wait_trains_and_reports_accuracy(stack, tmp_path):
     assert missing.returncode == 3, _report(missing)
 
 
+def test_after_the_first_job_the_home_is_private_and_holds_no_plain_secret(stack):
+    assert getattr(stack, "job_id", None), "needs the job of the test above"
+    assert _not_private(stack.home) == []
+    for name in ("trainyard.db", "trainyard.db-wal", "logs/server.log"):
+        path = stack.home / name
+        if path.exists():
+            assert ENV_SECRET.encode() not in path.read_bytes(), name
+    shown = stack("jobs", "show", stack.job_id, "--json")
+    assert shown.returncode == 0 and ENV_SECRET not in shown.stdout
+
+
 def test_no_command_ever_printed_a_token(stack):
-    secrets = [(stack.home / n).read_text().strip() for n in ("admin.token", "ray.token")]
+    secrets = [(stack.home / n).read_text().strip() for n in ("admin.token", "ray.token", "mlflow.password")]
+    secrets.append(ENV_SECRET)
     for output in stack.outputs:
         for secret in secrets:
             assert secret not in output

@@ -250,7 +250,8 @@ def test_s3_credentials_in_the_spec_are_accepted(server):
                  env={"AWS_ACCESS_KEY_ID": "k-in-spec", "AWS_SECRET_ACCESS_KEY": "s-in-spec", "MODE": "x"})
     assert job["state"] == "PENDING"
     shown = client.get(f"/v1/jobs/{job['id']}").json()["spec"]["env"]
-    assert shown == {"AWS_ACCESS_KEY_ID": "***", "AWS_SECRET_ACCESS_KEY": "***", "MODE": "x"}
+    # every env value is hidden, not only the ones whose name looks secret
+    assert shown == {"AWS_ACCESS_KEY_ID": "***", "AWS_SECRET_ACCESS_KEY": "***", "MODE": "***"}
     ctx.controller.tick()
     env = fakes["local"].submissions[0]["runtime_env"]["env_vars"]
     assert env["AWS_SECRET_ACCESS_KEY"] == "s-in-spec"  # the runner still gets it
@@ -530,6 +531,17 @@ def test_clusters_list_add_remove(server):
     assert bad.status_code == 422 and bad.json()["field"] == "address"
     assert client.delete("/v1/clusters/big").status_code == 204
     assert client.delete("/v1/clusters/big").status_code == 404
+
+
+def test_clusters_take_tokens_by_value_never_a_server_file(server, tmp_path):
+    client, ctx, fakes = server
+    secret_file = tmp_path / "server-only.txt"
+    secret_file.write_text("server-side-secret-content\n")
+    resp = client.post("/v1/clusters", json={"name": "f", "address": "http://10.0.0.5:8265",
+                                             "token_file": str(secret_file), "check": False})
+    assert resp.status_code == 422 and resp.json()["field"] == "token_file", resp.text
+    assert "server-side-secret-content" not in resp.text and "`token`" in resp.text
+    assert [c["name"] for c in client.get("/v1/clusters").json()["clusters"]] == ["local"]
 
 
 def test_cluster_with_active_jobs_cannot_be_removed(server):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from trainyard import errors
+from trainyard import errors, redact
 from trainyard.cli import _ui
 from trainyard.cli import main as cli
 from trainyard.store import clusters as clusters_repo
@@ -41,7 +41,7 @@ class RecordingClient:
 
 @pytest.fixture()
 def recording(monkeypatch, trainyard_home):
-    _ui._SECRETS.clear()
+    redact.clear()
     client = RecordingClient()
     monkeypatch.setattr(cli, "_client", lambda args: client)
     return client

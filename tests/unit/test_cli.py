@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trainyard import errors
+from trainyard import errors, redact
 from trainyard.cli import _ui
 from trainyard.cli import main as cli
 
@@ -28,7 +28,7 @@ training: {epochs: 1, max_steps: 5}
 
 @pytest.fixture(autouse=True)
 def _home(trainyard_home):
-    _ui._SECRETS.clear()
+    redact.clear()
     yield trainyard_home
 
 

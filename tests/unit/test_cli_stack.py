@@ -164,3 +164,16 @@ def test_autoscaling_config_names_the_gcs_address(trainyard_home):
     cfg = yaml.safe_load(open(path))
     assert cfg["provider"]["gcs_address"] == "127.0.0.1:61234"
     assert path.startswith(str(trainyard_home / "cluster"))
+
+
+def test_files_an_older_version_left_readable_become_private(trainyard_home):
+    (trainyard_home / "logs").mkdir(parents=True)
+    for name in ("trainyard.db", "trainyard.db-wal", "logs/server.log"):
+        (trainyard_home / name).write_text("x")
+        (trainyard_home / name).chmod(0o644)
+    trainyard_home.chmod(0o755)
+    config.ensure_home()
+    stack._make_private(trainyard_home)
+    assert trainyard_home.stat().st_mode & 0o777 == 0o700
+    for name in ("trainyard.db", "trainyard.db-wal", "logs/server.log", "logs"):
+        assert (trainyard_home / name).stat().st_mode & 0o077 == 0, name

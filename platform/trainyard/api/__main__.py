@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8400)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
+    from trainyard import config, redact
+
+    # the database, its WAL files and everything else this process writes are private
+    config.private_umask()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # one line per Ray poll drowns the state changes that matter
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -36,8 +40,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from trainyard.api.app import create_app
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level,
-                lifespan="on", timeout_graceful_shutdown=5)
+    server_config = uvicorn.Config(create_app(), host=args.host, port=args.port, log_level=args.log_level,
+                                   lifespan="on", timeout_graceful_shutdown=5)
+    # uvicorn has configured its own handlers by now: filter those and ours
+    redact.install_log_filter("uvicorn", "uvicorn.error", "uvicorn.access")
+    uvicorn.Server(server_config).run()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from trainyard import __version__
+from trainyard import __version__, redact
 from trainyard.api.context import ServerContext
 from trainyard.api.errors import install_error_handlers
 from trainyard.api.routes import clusters, endpoints, jobs, sweeps, system
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
     """Build the app. `client_factory` swaps the Ray REST client (unit tests); with
     run_controller=False no background loop runs (tests drive `ctx.controller.tick()`)."""
     settings = settings or Settings.from_env()
+    redact.register(*settings.secret_values())
     db = Database(settings.db_url)
     registry = ClusterRegistry(db, settings, client_factory=client_factory)
     ctx = ServerContext(settings=settings, db=db, registry=registry,
@@ -41,8 +42,12 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from trainyard.store import crypto
+
+        await asyncio.to_thread(crypto.ensure_key)
         await asyncio.to_thread(db.upgrade)
         ctx.admin_token = ensure_secret(Path(settings.admin_token_file).expanduser())
+        redact.register(ctx.admin_token)
         registry.ensure_default()
         if run_controller:
             await asyncio.to_thread(ctx.controller.refresh_clusters)

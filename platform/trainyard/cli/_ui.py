@@ -14,32 +14,29 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from trainyard import redact as _redact
+
 __all__ = ["stdout", "stderr", "add_secret", "redact", "table", "print_json", "JobFollower",
            "job_field", "TERMINAL_STATES", "fmt_metrics", "fmt_time"]
 
-_SECRETS: set[str] = set()
 TERMINAL_STATES = {"SUCCEEDED", "FAILED", "CANCELLED", "STOPPED"}
 
 
 def add_secret(value: str | None) -> None:
-    if value and len(value) >= 8:
-        _SECRETS.add(value)
+    _redact.register(value)
 
 
 def _load_home_secrets() -> None:
     from trainyard import config
 
-    for name in ("admin.token", "ray.token"):
+    for name in ("admin.token", "ray.token", "mlflow.password"):
         add_secret(config.read_secret(config.home() / name))
-    for var in ("TRAINYARD_TOKEN", "RAY_AUTH_TOKEN"):
+    for var in ("TRAINYARD_TOKEN", "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_PASSWORD"):
         add_secret(os.environ.get(var))
 
 
 def redact(text: str) -> str:
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+    return _redact.redact(text)
 
 
 class _Redacting(io.TextIOBase):

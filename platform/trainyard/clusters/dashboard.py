@@ -11,6 +11,7 @@ from typing import Iterable
 
 import httpx
 
+from trainyard import redact
 from trainyard.errors import ClusterError
 
 __all__ = ["DashboardClient", "DashboardRejected"]
@@ -30,15 +31,13 @@ class DashboardClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._dash = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
         self._secrets: list[str] = [token] if token else []
+        redact.register(token)  # also kept out of every log line of this process
 
     def close(self) -> None:
         self._dash.close()
 
     def _redact(self, text: str, extra: Iterable[str] = ()) -> str:
-        for secret in [*self._secrets, *extra]:
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
+        return redact.redact(text, [*self._secrets, *extra])
 
     def _request(self, method: str, path: str, *, ok_404: bool = False,
                  secrets: Iterable[str] = (), **kwargs) -> httpx.Response:

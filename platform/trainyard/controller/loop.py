@@ -40,6 +40,7 @@ from typing import Any
 from sqlalchemy import JSON, bindparam, update
 from sqlalchemy.orm.exc import StaleDataError
 
+from trainyard import redact
 from trainyard.clusters.ray_client import SubmitRejected
 from trainyard.clusters.registry import ClusterRegistry
 from trainyard.config import Settings
@@ -298,8 +299,7 @@ class Controller:
         else:
             message = "cancelled" if cancelling else "stopped on the cluster (not through Trainyard)"
             reason = "Ray reports STOPPED"
-        for secret in secrets:
-            message = message.replace(secret, "***")
+        message = redact.redact(message, secrets)
         if result is not None:
             fields["result"] = result
             fields["mlflow_run_id"] = result.get("mlflow_run_id")

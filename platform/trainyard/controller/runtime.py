@@ -2,7 +2,8 @@
 
 The contract with the runner (trainyard.runner):
     entrypoint  python -m trainyard.runner job --job-id <ID>
-    env_vars    TRAINYARD_SPEC (JobSpec JSON), TRAINYARD_JOB_ID, MLFLOW_TRACKING_URI,
+    env_vars    TRAINYARD_SPEC (JobSpec JSON), TRAINYARD_JOB_ID, MLFLOW_TRACKING_URI (and
+                MLFLOW_TRACKING_USERNAME/PASSWORD when MLflow needs credentials),
                 TRAINYARD_STORAGE, and for s3:// storage TRAINYARD_S3_ENDPOINT_URL,
                 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; plus spec.env.
     working_dir gcs://_ray_pkg_<sha1>.zip when the job shipped a folder.
@@ -14,14 +15,15 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from trainyard import redact
 from trainyard.config import Settings
 
 __all__ = ["DEFAULT_ENTRYPOINT", "entrypoint_for", "runtime_env_for", "secret_values", "storage_for",
+           "mlflow_credentials",
            "s3_settings_for"]
 
 DEFAULT_ENTRYPOINT = "python -m trainyard.runner job --job-id {job_id}"
 SWEEP_ENTRYPOINT = "python -m trainyard.runner sweep --sweep-id {job_id}"
-_SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PRIVATE", "CREDENTIAL")
 
 
 def entrypoint_for(job_id: str, settings: Settings, *, kind: str = "job") -> str:
@@ -54,6 +56,14 @@ def s3_settings_for(spec: dict[str, Any], settings: Settings) -> dict[str, str |
     }
 
 
+def mlflow_credentials(settings: Settings) -> dict[str, str]:
+    """MLflow basic-auth credentials for a job or a Serve replica (none when MLflow is open)."""
+    if not (settings.mlflow_username and settings.mlflow_password):
+        return {}
+    return {"MLFLOW_TRACKING_USERNAME": settings.mlflow_username,
+            "MLFLOW_TRACKING_PASSWORD": _revealed(settings.mlflow_password)}
+
+
 def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *,
                     working_dir_uri: str | None = None) -> dict[str, Any]:
     env: dict[str, str] = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
@@ -65,6 +75,7 @@ def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *,
     })
     if settings.mlflow_uri:
         env["MLFLOW_TRACKING_URI"] = settings.mlflow_uri
+        env.update(mlflow_credentials(settings))
     if storage.startswith("s3://"):
         s3 = s3_settings_for(spec, settings)
         for name, value in (("TRAINYARD_S3_ENDPOINT_URL", s3["endpoint_url"]),
@@ -79,8 +90,5 @@ def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *,
 
 def secret_values(spec: dict[str, Any], settings: Settings) -> list[str]:
     """Values that must never appear in a message, a log line or an API response."""
-    values = settings.secret_values()
-    for key, value in (spec.get("env") or {}).items():
-        if any(h in str(key).upper() for h in _SECRET_HINTS):
-            values.append(str(value))
-    return [v for v in values if v and len(v) >= 4]
+    values = [*settings.secret_values(), *redact.env_secrets(spec)]
+    return [v for v in values if v and len(v) >= redact.MIN_SECRET_LEN]

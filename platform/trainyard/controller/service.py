@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from sqlalchemy.orm.exc import StaleDataError
 
+from trainyard import redact
 from trainyard.clusters.registry import ClusterRegistry
 from trainyard.config import Settings, home
 from trainyard.controller import runtime, views
@@ -206,9 +207,7 @@ class JobService:
             if job.phase in st.TERMINAL or job.phase == st.DISPATCHING:
                 return "", state
             raise
-        text = text or ""
-        for secret in runtime.secret_values(job.spec or {}, self.settings):
-            text = text.replace(secret, "***")
+        text = redact.redact(text or "", runtime.secret_values(job.spec or {}, self.settings))
         return text[max(0, offset):], state
 
     # ------------------------------------------------------------------ cancel

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from trainyard import redact
 from trainyard.scheduler import ClusterView, Pending, QueuedJob, subtract_reserved, worker_bundle
 from trainyard.store import state as st
 from trainyard.store.models import ClusterRow, JobRow
@@ -86,16 +87,9 @@ def cluster_view(row: ClusterRow, *, healthy: bool = True,
     return ClusterView(name=row.name, nodes_free=free, nodes_total=totals, healthy=healthy)
 
 
-_SECRET_HINTS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PRIVATE", "CREDENTIAL")
-
-
 def redacted_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec as the API shows it: env values that look like secrets are masked."""
-    env = spec.get("env") or {}
-    if not env:
-        return spec
-    masked = {k: ("***" if any(h in str(k).upper() for h in _SECRET_HINTS) else v) for k, v in env.items()}
-    return {**spec, "env": masked}
+    """The spec as the API shows it: every env value masked (see trainyard.redact)."""
+    return redact.masked_spec(spec)
 
 
 def _mlflow_url(base: str, exp: str | None, run: str | None) -> str | None:

@@ -4,12 +4,16 @@ Used by `trainyard up/down` and by the test fixtures, so that tests exercise the
 code users run. Every Ray head gets its own temp dir, its own ports and its own auth
 token: several can run side by side on one machine, and stopping one never touches
 another (no `ray stop`, which kills every Ray process of the user).
+
+Everything listens on 127.0.0.1 only: `ray start --node-ip-address 127.0.0.1` alone still
+resolves the node's address to the machine's public one on Linux, and the GCS, the raylet and
+the metrics servers then bind to every interface; see `_LOOPBACK_ENV`.
 """
 from __future__ import annotations
 
 import json
 import os
-import signal
+import re
 import socket
 import subprocess
 import sys
@@ -19,12 +23,21 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 from trainyard.errors import StackError
 
 __all__ = [
     "free_port", "port_in_use", "wait_http", "RayHead", "start_ray_head", "stop_ray_head",
     "ManagedProcess", "start_process", "stop_process", "start_mlflow", "venv_bin",
+    "MlflowAuth", "listening_sockets", "ray_head_processes",
 ]
+
+# Ray treats the node as a single-machine cluster (the Windows/macOS default): the node's
+# address stays the loopback one we give, so the GCS, raylet, object manager, agents, workers
+# and the metrics servers bind to 127.0.0.1 instead of all interfaces. A driver that connects
+# by the GCS address needs it too (RayHead.env()), or Ray sends it to the public address.
+_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def venv_bin(name: str) -> str:
@@ -93,8 +106,12 @@ class RayHead:
         return f"http://{self.host}:{self.dashboard_port}"
 
     def env(self) -> dict[str, str]:
-        """Environment for a process that talks to this head (ray.init, job clients)."""
-        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+        """Environment for a process that talks to this head (ray.init, job clients).
+
+        Set it before `import ray`: without _LOOPBACK_ENV, Ray rewrites the address
+        127.0.0.1 to the machine's public one, where this head's GCS does not listen.
+        """
+        return {**_LOOPBACK_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                 "RAY_ADDRESS": self.gcs_address}
 
     def headers(self) -> dict[str, str]:
@@ -116,10 +133,12 @@ def start_ray_head(*, temp_dir: str | Path, token: str, num_cpus: int | None = N
     temp_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in (
         "node_manager", "object_manager", "client", "agent_listen", "agent_grpc",
-        "runtime_env", "metrics")}
+        "runtime_env", "metrics", "autoscaler_metrics", "dashboard_metrics")}
     gcs_port = gcs_port or free_port()
     dashboard_port = dashboard_port or free_port()
     min_worker = 20000 + (gcs_port % 200) * 200
+    if min_worker <= gcs_port < min_worker + 200:  # the GCS port is given: move the range
+        min_worker = min_worker + 200 if min_worker < 59800 else 20000
     # the worker range may cover ports picked above: Ray refuses to start then, so re-pick
     # (range(min_worker, min_worker + 200) is not reserved, so free_port may land in it)
     for name, port in list(ports.items()):
@@ -153,8 +172,12 @@ def start_ray_head(*, temp_dir: str | Path, token: str, num_cpus: int | None = N
     # cluster by RAY_ADDRESS: where several Ray clusters run on one machine, Ray's State API
     # refuses to guess ("Found multiple active Ray instances"), and Train's placement-group
     # cleaner, which asks it, would leak the placement groups of every trial Tune stops
-    proc_env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-                "RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}
+    # the autoscaler's and dashboard's metrics servers have fixed default ports (44217,
+    # 44227): a second head on the machine would lose them, so each head gets its own
+    proc_env = {**os.environ, **(env or {}), **_LOOPBACK_ENV, "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN": token, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}",
+                "AUTOSCALER_METRIC_PORT": str(ports["autoscaler_metrics"]),
+                "DASHBOARD_METRIC_PORT": str(ports["dashboard_metrics"])}
     if autoscaling_config:
         proc_env["RAY_FAKE_CLUSTER"] = "1"
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
@@ -183,26 +206,19 @@ def start_ray_head(*, temp_dir: str | Path, token: str, num_cpus: int | None = N
     return head
 
 
-def _pids_matching(needles: list[str]) -> list[int]:
+def _processes_matching(needles: list[str]) -> list[psutil.Process]:
     # whole tokens only: "127.0.0.1:4123" must not match another head's "127.0.0.1:41234"
-    import re
-
     pattern = re.compile("|".join(re.escape(n) + r"(?![\w-])" for n in needles if n))
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid == os.getpid():
             continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if pattern.search(cmdline):
-            pids.append(int(entry.name))
-    return pids
+        if pattern.search(" ".join(proc.info["cmdline"] or ())):
+            found.append(proc)
+    return found
 
 
-def stop_ray_head(head: RayHead | dict, *, timeout: float = 20.0) -> int:
-    """Stop only the processes of this head: found by its temp dir and its ports."""
+def _head_needles(head: RayHead | dict) -> list[str]:
     if isinstance(head, dict):
         temp_dir, gcs_port, client_port = head["temp_dir"], head["gcs_port"], head.get("client_port")
     else:
@@ -210,28 +226,72 @@ def stop_ray_head(head: RayHead | dict, *, timeout: float = 20.0) -> int:
     needles = [str(temp_dir), f"127.0.0.1:{gcs_port}", f"--gcs-address=127.0.0.1:{gcs_port}"]
     if client_port:
         needles.append(f"--port={client_port}")
-    pids = _pids_matching(needles)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 5)
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and not _zombie(p) for p in pids):
-            time.sleep(0.2)
-        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
-        if not pids:
-            break
-        pids += [p for p in _pids_matching(needles) if p not in pids]
-    return len(pids)
+    return needles
 
 
-def _zombie(pid: int) -> bool:
+def ray_head_processes(head: RayHead | dict) -> list[psutil.Process]:
+    """The live processes of this head (GCS, raylet, dashboard, agents, workers, client server),
+    with their children (the dashboard's module processes name neither the temp dir nor a port)."""
+    procs = _processes_matching(_head_needles(head))
+    for proc in list(procs):
+        try:
+            procs += [c for c in proc.children(recursive=True) if c not in procs]
+        except psutil.Error:
+            continue
+    return [p for p in procs if _alive(p)]
+
+
+def _alive(proc: psutil.Process) -> bool:
     try:
-        return "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _terminate(procs: list[psutil.Process], *, timeout: float) -> list[psutil.Process]:
+    """SIGTERM, wait up to `timeout`, SIGKILL what is left; returns the survivors."""
+    for sig_name in ("terminate", "kill"):
+        for proc in procs:
+            try:
+                getattr(proc, sig_name)()
+            except psutil.Error:
+                pass
+        _, procs = psutil.wait_procs(procs, timeout=timeout if sig_name == "terminate" else 5)
+        procs = [p for p in procs if _alive(p)]
+        if not procs:
+            break
+    return procs
+
+
+def stop_ray_head(head: RayHead | dict, *, timeout: float = 20.0) -> int:
+    """Stop only the processes of this head: found by its temp dir and its ports."""
+    needles = _head_needles(head)
+    left = _terminate(_processes_matching(needles), timeout=timeout)
+    # workers a dying raylet spawned meanwhile: once more, at once
+    late = [p for p in _processes_matching(needles) if _alive(p) and p not in left]
+    left += _terminate(late, timeout=1) if late else []
+    return len(left)
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
     except OSError:
-        return True
+        return None
+
+
+def listening_sockets(procs: list[psutil.Process]) -> list[tuple[int, str, str, int]]:
+    """(pid, name, address, port) of every TCP/UDP socket these processes listen on."""
+    out = []
+    for proc in procs:
+        try:
+            name = proc.name()
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN or (conn.type == socket.SOCK_DGRAM and not conn.raddr):
+                    out.append((proc.pid, name, conn.laddr.ip, conn.laddr.port))
+        except psutil.Error:
+            continue
+    return out
 
 
 # ----------------------------------------------------------------------------- plain processes
@@ -265,34 +325,59 @@ def start_process(name: str, cmd: list[str], *, url: str, health_url: str | None
 
 
 def stop_process(pid: int, *, timeout: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                return
-        deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 5)
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            if _zombie(pid):
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-                return
-            time.sleep(0.2)
+    """Stop the process and its children (its own session: start_process), TERM then KILL."""
+    try:
+        leader = psutil.Process(pid)
+        procs = [leader, *leader.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    # children whose parent died were re-parented, but stay in the group start_process made
+    procs += [p for p in psutil.process_iter() if p not in procs and _group_of(p.pid) == pid]
+    if not procs:
+        return
+    _terminate(procs, timeout=timeout)
+    try:  # our own child: reap it, or it stays a zombie until we exit
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+@dataclass(frozen=True)
+class MlflowAuth:
+    """The credentials of MLflow's basic-auth app (its admin user)."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def client_env(self) -> dict[str, str]:
+        """What an MLflow client reads (the server's own clients, Ray jobs, Serve replicas)."""
+        return {"MLFLOW_TRACKING_USERNAME": self.username, "MLFLOW_TRACKING_PASSWORD": self.password}
+
+
+def _write_auth_config(root: Path, auth: MlflowAuth) -> Path:
+    # the password stays out of the file: MLflow reads it from MLFLOW_AUTH_ADMIN_PASSWORD
+    # when it creates the admin user in basic_auth.db, on first start
+    path = root / "basic_auth.ini"
+    text = ("[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = sqlite:///{root / 'basic_auth.db'}\n"
+            f"admin_username = {auth.username}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
 
 
 def start_mlflow(*, root: str | Path, port: int | None = None, artifacts: str | None = None,
                  backend_uri: str | None = None, log_file: str | Path | None = None,
-                 timeout: float = 120.0, env: dict | None = None) -> ManagedProcess:
-    """`mlflow server` with a SQLite backend (default) and proxied artifacts."""
+                 timeout: float = 120.0, env: dict | None = None,
+                 auth: MlflowAuth | None = None) -> ManagedProcess:
+    """`mlflow server` with a SQLite backend (default) and proxied artifacts.
+
+    With `auth`, MLflow's basic-auth app runs: every request but /health needs the
+    credentials (clients: `auth.client_env()`), so nobody writes to the registry anonymously.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -301,6 +386,16 @@ def start_mlflow(*, root: str | Path, port: int | None = None, artifacts: str | 
     cmd = [venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts,
            "--workers", "1"]
+    env = dict(env or {})
+    if auth is not None:
+        from trainyard.config import ensure_secret
+
+        cmd += ["--app-name", "basic-auth"]
+        env.update({"MLFLOW_AUTH_CONFIG_PATH": str(_write_auth_config(root, auth)),
+                    # the auth app's CSRF key; static, so that it holds across restarts
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": ensure_secret(root / "flask.secret"),
+                    "MLFLOW_AUTH_ADMIN_USERNAME": auth.username,
+                    "MLFLOW_AUTH_ADMIN_PASSWORD": auth.password})
     url = f"http://127.0.0.1:{port}"
     return start_process("mlflow", cmd, url=url, health_url=f"{url}/health",
                          log_file=log_file or root / "mlflow.log", timeout=timeout, env=env)

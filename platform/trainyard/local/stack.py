@@ -32,10 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+import psutil
+
 from trainyard import config
 from trainyard.errors import ConflictError, StackError
 from trainyard.local.processes import (
-    RayHead, free_port, port_in_use, start_mlflow, start_process, start_ray_head, stop_process,
+    MlflowAuth, RayHead, free_port, port_in_use, start_mlflow, start_process, start_ray_head, stop_process,
     stop_ray_head,
 )
 
@@ -104,16 +106,11 @@ def _pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-        return state != "Z"
-    except OSError:
-        return True
+    except psutil.AccessDenied:
+        return True  # someone else's: alive, and _is_ours says it is not ours
 
 
 def _http_ok(url: str, *, headers: dict | None = None, timeout: float = 3.0) -> tuple[bool, str]:
@@ -286,8 +283,8 @@ def _is_ours(name: str, pid: int | None) -> bool:
     if not _pid_alive(pid):
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return False
     return _CMDLINE_MARKS[name] in cmdline
 
@@ -301,17 +298,52 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
     Raises ConflictError (exit code 6) when a port the caller asked for is taken, or when
     the running stack uses other settings than the ones asked for.
     """
-    home = config.home().resolve()
+    home = config.ensure_home().resolve()
     emit = on_event or (lambda component, message: None)
     _require_server_module()  # before starting anything that would then be left half-up
+    # what up writes, and what the processes it starts write (they inherit the umask), is
+    # private: the database and its WAL files, tokens, stack.json, MLflow's files, logs
+    old_umask = config.private_umask()
+    try:
+        return _up(home, emit, port=port, mlflow_port=mlflow_port, dashboard_port=dashboard_port,
+                   num_cpus=num_cpus, autoscaling=autoscaling, timeout=timeout)
+    finally:
+        os.umask(old_umask)
+
+
+MLFLOW_USER = "trainyard"
+
+
+def _make_private(home: Path) -> None:
+    """Files an older version left readable by others (0644 in a 0755 home) become 0600."""
+    for folder in (home, home / "logs", home / "mlflow"):
+        try:
+            entries = list(folder.iterdir())
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.lstat()
+            except FileNotFoundError:
+                continue
+            if (entry.is_file() and not entry.is_symlink()) and st.st_mode & 0o077:
+                entry.chmod(st.st_mode & 0o700)
+            elif entry.is_dir() and not entry.is_symlink() and st.st_mode & 0o077:
+                entry.chmod(0o700)
+
+
+def _up(home: Path, emit: Event, *, port, mlflow_port, dashboard_port, num_cpus, autoscaling,
+        timeout) -> list[ComponentStatus]:
     with _locked(home):
         state = config.read_stack()
         state.setdefault("version", STACK_VERSION)
         state["home"] = str(home)
         for sub in ("logs", "mlflow", "storage"):
-            (home / sub).mkdir(parents=True, exist_ok=True)
+            (home / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private(home)
         config.ensure_secret(home / "admin.token")
         ray_token = config.ensure_secret(home / "ray.token")
+        mlflow_auth = MlflowAuth(MLFLOW_USER, config.ensure_secret(home / "mlflow.password"))
         actions: dict[str, str] = {}
         _precheck_ports(state, home, {"ray": dashboard_port, "mlflow": mlflow_port, "server": port})
 
@@ -350,7 +382,8 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
                         _wait_ray_runtime(ray_log, ray_log_offset, timeout=timeout)
                     return start_mlflow(root=home / "mlflow", port=mport,
                                         artifacts=str(home / "mlflow" / "artifacts"),
-                                        log_file=home / "logs" / "mlflow.log", timeout=timeout)
+                                        log_file=home / "logs" / "mlflow.log", timeout=timeout,
+                                        auth=mlflow_auth)
 
                 mlflow_future = pool.submit(_start_mlflow)
                 mlflow_url = f"http://127.0.0.1:{mport}"
@@ -409,7 +442,8 @@ def up(*, port: int | None = None, mlflow_port: int | None = None,
                 proc = start_process(
                     "server", server_command(sport),
                     url=url, health_url=f"{url}/healthz", log_file=home / "logs" / "server.log",
-                    env=env, timeout=timeout)
+                    # the credentials go to the process only, never into stack.json
+                    env={**env, **mlflow_auth.client_env()}, timeout=timeout)
                 state["server"] = {**proc.to_dict(), "port": sport, "env": env}
                 state["started_at"] = time.time()
                 _write_stack(state)

@@ -31,9 +31,27 @@ def _load_spec(args):
     return checked_spec(parse_job_spec, text, source="TRAINYARD_SPEC")
 
 
+def _protect_secrets() -> None:
+    """Register what this job must never print (its spec's env values, the credentials the
+    server passed) and filter every log handler through trainyard.redact."""
+    import json
+
+    from trainyard import redact
+
+    redact.register(*(os.environ.get(name) for name in (
+        "MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "RAY_AUTH_TOKEN")))
+    try:
+        redact.register(*redact.env_secrets(json.loads(os.environ.get("TRAINYARD_SPEC") or "{}")))
+    except (ValueError, AttributeError):
+        pass  # YAML or broken: the spec loader reports it
+    redact.install_log_filter("ray", "trainyard")
+
+
 def _error(kind: str, message: str) -> None:
+    from trainyard import redact
     from trainyard.protocol import ERROR, format_line
 
+    message = redact.redact(message)
     print(format_line(ERROR, {"error": kind, "message": message}), flush=True)
     print(f"trainyard runner: {message}", file=sys.stderr, flush=True)
 
@@ -80,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     job.add_argument("--storage", help="checkpoint storage URI (default: spec, then $TRAINYARD_STORAGE)")
     sub.add_parser("sweep", help="run a sweep (trainyard.runner.sweep_driver)", add_help=False)
     args, rest = parser.parse_known_args(argv)
+    _protect_secrets()
     if args.command == "sweep":
         try:
             from trainyard.runner import sweep_driver as sweep

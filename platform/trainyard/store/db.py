@@ -33,7 +33,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 class Database:
     def __init__(self, url: str, *, echo: bool = False):
         self.url = url
-        kwargs: dict = {"echo": echo, "future": True}
+        # hide_parameters: a failed statement's message (an IntegrityError, in a log or an
+        # error) must not carry the row's values, which hold specs' env and cluster tokens
+        kwargs: dict = {"echo": echo, "future": True, "hide_parameters": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
             path = url.split("///", 1)[-1] if "///" in url else ""

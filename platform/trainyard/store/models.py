@@ -12,6 +12,8 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from trainyard.store.crypto import EncryptedString, SpecJSON
+
 __all__ = ["Base", "UTCDateTime", "JobRow", "JobEventRow", "ClusterRow", "utcnow"]
 
 
@@ -50,7 +52,8 @@ class JobRow(Base):
     name: Mapped[str] = mapped_column(String(128))
     project: Mapped[str] = mapped_column(String(128), default="default")
     priority: Mapped[int] = mapped_column(Integer, default=0)
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # env values encrypted at rest (store.crypto)
+    spec: Mapped[dict[str, Any]] = mapped_column(SpecJSON)
     phase: Mapped[str] = mapped_column(String(16), default="PENDING")
     cluster: Mapped[str | None] = mapped_column(String(128), nullable=True)
     submission_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -102,7 +105,8 @@ class ClusterRow(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     dashboard_url: Mapped[str] = mapped_column(String(512))
     token_file: Mapped[str | None] = mapped_column(String(1024), nullable=True)
-    token: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # encrypted at rest (store.crypto); 512 characters hold a token of up to 256
+    token: Mapped[str | None] = mapped_column(EncryptedString(512), nullable=True)
     # overrides what the nodes report, for autoscaling clusters: the most one node of the
     # largest type holds, and how many such nodes may exist ({"nodes": [{...}, ...]})
     max_resources: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -1,7 +1,6 @@
 """/v1/clusters: register, list, remove Ray clusters."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, Response
@@ -11,7 +10,7 @@ from trainyard.api.auth import require_admin
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.clusters.ray_client import RayClusterClient
 from trainyard.clusters.registry import validate_cluster_name
-from trainyard.config import read_secret
+from trainyard import redact
 from trainyard.controller import views
 from trainyard.errors import ConflictError, SpecError
 from trainyard.store import clusters as repo
@@ -26,8 +25,11 @@ class AddClusterRequest(BaseModel):
 
     name: str = Field(..., description="Lower-case letters, digits and '-'.")
     address: str = Field(..., description="The Ray dashboard URL, e.g. http://10.0.0.5:8265")
-    token: Optional[str] = Field(None, description="Ray auth token (stored by the server, never shown).")
-    token_file: Optional[str] = Field(None, description="A file on the server that holds the token.")
+    token: Optional[str] = Field(None, max_length=256,
+                                 description="Ray auth token, by value (stored encrypted, never shown). "
+                                             "The CLI's --token-file reads the file on the client.")
+    token_file: Optional[str] = Field(None, description="Refused: the server reads no file named by a "
+                                                        "request. Send the token's value in `token`.")
     max_resources: Optional[dict[str, Any]] = Field(
         None, description='For autoscaling clusters: {"nodes": [{"CPU": 8, "GPU": 1}, ...]}, the most '
                           "nodes it may grow to; jobs bigger than that are rejected at submit.")
@@ -48,16 +50,15 @@ def add_cluster(body: AddClusterRequest, ctx: ServerContext = Depends(get_ctx)) 
     if not body.address.startswith(("http://", "https://")):
         raise SpecError(f"must be an http(s):// URL of the Ray dashboard, got {body.address!r}",
                         field="address", value=body.address, fix="e.g. http://127.0.0.1:8265")
-    if body.token and body.token_file:
-        raise SpecError("give token or token_file, not both", field="token_file")
+    if body.token_file is not None:
+        # a path would make the server read any file it can and send it to any address
+        raise SpecError("the server does not read token files", field="token_file", value=body.token_file,
+                        fix="send the token's value in `token` (`trainyard clusters add --token-file F` "
+                            "reads F on your machine)")
     if body.max_resources is not None and not isinstance(body.max_resources.get("nodes"), list):
         raise SpecError('must look like {"nodes": [{"CPU": 8}, ...]}', field="max_resources")
     token = body.token
-    if body.token_file:
-        token = read_secret(Path(body.token_file).expanduser())
-        if token is None:
-            raise SpecError("the server cannot read this file, or it is empty", field="token_file",
-                            value=body.token_file, fix="give a path readable by the server, or pass token")
+    redact.register(token)
     with ctx.db.session() as s:
         if repo.find_cluster(s, body.name) is not None:
             raise ConflictError(f"cluster {body.name!r} is already registered", field="name", value=body.name,
@@ -70,7 +71,7 @@ def add_cluster(body: AddClusterRequest, ctx: ServerContext = Depends(get_ctx)) 
             probe.close()
     with ctx.db.session() as s:
         repo.add_cluster(s, name=body.name, dashboard_url=body.address,
-                         token=body.token, token_file=body.token_file, max_resources=body.max_resources)
+                         token=body.token, max_resources=body.max_resources)
     ctx.controller.refresh_clusters()
     with ctx.db.session() as s:
         row = repo.get_cluster(s, body.name)

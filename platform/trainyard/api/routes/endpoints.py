@@ -38,8 +38,10 @@ def get_serving(request: Request, ctx: ServerContext = Depends(get_ctx)):
                 row = repo.get_cluster(s, name)
                 return row.dashboard_url, cluster_token(row)
 
-        env = {}
+        from trainyard.controller.runtime import mlflow_credentials
+
         settings = ctx.settings
+        env = mlflow_credentials(settings)  # replicas load models from MLflow
         if settings.s3_endpoint_url:  # artifacts stored straight on S3: replicas need to reach it
             env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
         service = ServingService(tracking_uri=settings.mlflow_uri, clusters=cluster, env=env,
