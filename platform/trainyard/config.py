@@ -75,6 +75,9 @@ class Settings:
     s3_key: str | None = field(default=None, repr=False)
     s3_secret: str | None = field(default=None, repr=False)
     poll_interval_s: float = 1.0
+    # hosts that `POST /v1/clusters` may register (and so that the server may call), comma-separated;
+    # empty: any host
+    cluster_hosts: str = ""
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -92,7 +95,12 @@ class Settings:
             s3_key=env.get("AWS_ACCESS_KEY_ID"),
             s3_secret=env.get("AWS_SECRET_ACCESS_KEY"),
             poll_interval_s=float(env.get("TRAINYARD_POLL_INTERVAL_S", "1.0")),
+            cluster_hosts=env.get("TRAINYARD_CLUSTER_HOSTS", ""),
         )
+
+    def cluster_hosts_allowed(self) -> tuple[str, ...]:
+        """The hosts clusters may be registered at, lower-case; () means any."""
+        return tuple(h.strip().lower() for h in self.cluster_hosts.split(",") if h.strip())
 
     def public(self) -> dict:
         """Settings safe to show: no secrets."""

@@ -13,8 +13,9 @@ import logging
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from trainyard.clusters.registry import ClusterRegistry
@@ -63,7 +64,11 @@ class JobService:
         return job, package
 
     def submit(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
-               kind: str = "job") -> dict[str, Any]:
+               kind: str = "job", on_created: Callable[[Session, dict[str, Any]], Any] | None = None
+               ) -> dict[str, Any]:
+        """Validate, store and queue. `on_created(session, view)` runs in the transaction that
+        creates the row (the API records an Idempotency-Key there): if it raises, nothing is
+        created; what it returns (when not None) is returned instead of the view."""
         job, package = self.validate(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind)
         digest = None
         if package is not None:
@@ -82,7 +87,12 @@ class JobService:
                                        reason="submitted; waiting for the scheduler")
             row.message = "queued"
             s.flush()
-            return views.job_dict(row, mlflow_uri=self.settings.mlflow_uri, detail=True)
+            view = views.job_dict(row, mlflow_uri=self.settings.mlflow_uri, detail=True)
+            if on_created is not None:
+                answer = on_created(s, view)
+                if answer is not None:
+                    return answer
+            return view
 
     def _check_package(self, job: JobSpec, b64: str | None) -> bytes | None:
         if b64 is None:
