@@ -162,7 +162,7 @@ class Client:
         retrying = Retrying(retry=retry_if_exception_type(RETRY_ERRORS),
                             stop=stop_after_attempt(1 + (self.retries if retryable else 0))
                             | stop_after_delay(self.retry_budget_s),
-                            wait=wait_exponential_jitter(initial=0.05, max=2.0), before_sleep=log_retry,
+                            wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1), before_sleep=log_retry,
                             reraise=True)
         try:
             resp = retrying(self._http.request, method, path, **kwargs)

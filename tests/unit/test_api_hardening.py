@@ -264,3 +264,18 @@ def test_a_given_id_that_is_taken_is_a_409():
         jobs_repo.create_job(s, spec={}, name="m", project="p", priority=0, job_id="m-1")
     with pytest.raises(ConflictError), db.session() as s:
         jobs_repo.create_job(s, spec={}, name="m", project="p", priority=0, job_id="m-1")
+
+
+def test_a_cluster_that_does_not_answer_is_the_requests_fault(server):
+    from trainyard.local.processes import free_port
+
+    client, _, _ = server
+    resp = client.post("/v1/clusters", json={"name": "gone", "address": f"http://127.0.0.1:{free_port()}"})
+    body = assert_error_body(resp, 422)
+    assert body["field"] == "address" and "check=false" in body["fix"]
+
+
+def test_non_utf8_bodies_are_422(server):
+    client, ctx, _ = server
+    resp = client.post("/v1/sweeps", content=b"5\xff8O,c\xfe", headers={"content-type": "application/json"})
+    assert_error_body(resp, 422)

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
@@ -272,8 +273,19 @@ def install_error_handlers(app: FastAPI) -> None:
             data["message"] = f"{request.method[:16]} is not allowed on {request.url.path[:200]!r}"
             data["fix"] = "see /docs for the methods each route takes"
         elif exc.status_code == 400:
-            data["fix"] = "send a JSON body (Content-Type: application/json), at most a few levels of nesting deep"
+            # FastAPI's "error parsing the body" (not UTF-8, not JSON): an invalid request like any other
+            return _json(SpecError([FieldIssue("body", "is not valid JSON text (UTF-8)",
+                                               fix="send a JSON body with Content-Type: application/json")],
+                                   source="request").to_dict(), 422)
         return _json(data, exc.status_code, dict(exc.headers) if exc.headers else None)
+
+    @app.exception_handler(PydanticValidationError)
+    async def _model(request: Request, exc: PydanticValidationError):
+        # a model built from request values inside a route (an endpoint spec, a policy): the
+        # request was invalid, and the issues name its fields
+        issues = [FieldIssue(_field(err.get("loc", ())), str(err.get("msg", "invalid")))
+                  for err in exc.errors()[:_MAX_ISSUES]] or [FieldIssue("body", "invalid request")]
+        return _json(SpecError(issues, source="request").to_dict(), 422)
 
     @app.exception_handler(RecursionError)
     async def _too_deep(request: Request, exc: RecursionError):

@@ -15,7 +15,7 @@ from trainyard.api.params import NAME_RE, Name
 from trainyard.clusters.ray_client import RayClusterClient
 from trainyard.clusters.registry import validate_cluster_name
 from trainyard.controller import views
-from trainyard.errors import ConflictError, SpecError
+from trainyard.errors import ClusterError, ConflictError, SpecError
 from trainyard.store import clusters as repo
 from trainyard.store import jobs as jobs_repo
 from trainyard.store import state as st
@@ -88,7 +88,7 @@ def list_clusters(ctx: ServerContext = Depends(get_ctx)) -> dict:
     return {"clusters": items}
 
 
-@router.post("", status_code=201, summary="Register a Ray cluster", responses=error_responses(409, 413, 502))
+@router.post("", status_code=201, summary="Register a Ray cluster", responses=error_responses(409, 413))
 def add_cluster(body: AddClusterRequest, idempotency_key: IdempotencyKey = None,
                 ctx: ServerContext = Depends(get_ctx)) -> Any:
     idem = idempotency_for(idempotency_key, method="POST", route="/v1/clusters", body=body.model_dump(mode="json"))
@@ -110,6 +110,13 @@ def _add_cluster(body: AddClusterRequest, ctx: ServerContext) -> dict:
         probe = RayClusterClient(body.name, body.address, token, timeout=5.0)
         try:
             probe.version()
+        except ClusterError as exc:
+            # the address (or token) the request gave does not work: the request's fault, not a
+            # failing backend of ours
+            raise SpecError(f"the Ray dashboard did not answer as expected: {exc.message}",
+                            field="token" if exc.message and "token" in exc.message else "address",
+                            value=body.address,
+                            fix="check the address and the token, or register it with check=false") from None
         finally:
             probe.close()
     with ctx.db.session() as s:

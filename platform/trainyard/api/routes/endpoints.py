@@ -167,11 +167,18 @@ async def predict(name: Name, request: Request, cluster: OptCluster = None,
 
     manager = serving.manager(cluster)
     body = await request.body()
-    resp = await run_in_threadpool(manager.serve.request, "POST", f"{route_prefix(name)}/predict",
-                                   content=body, headers={"content-type": "application/json"})
-    if resp.status_code == 404 and not await run_in_threadpool(manager.exists, name):
-        from trainyard.errors import NotFoundError
+    from trainyard.errors import ClusterError, NotFoundError
 
+    try:
+        resp = await run_in_threadpool(manager.serve.request, "POST", f"{route_prefix(name)}/predict",
+                                       content=body, headers={"content-type": "application/json"})
+    except ClusterError:
+        # Serve's proxy is down or absent: an unknown endpoint is still a 404 (asked only when
+        # forwarding failed, so a prediction costs no extra call)
+        if not await run_in_threadpool(manager.exists, name):
+            raise NotFoundError("endpoint", name, fix="list them with `trainyard endpoints list`") from None
+        raise
+    if resp.status_code == 404 and not await run_in_threadpool(manager.exists, name):
         raise NotFoundError("endpoint", name, known=[e["name"] for e in manager.list()])
     headers = {k: v for k, v in resp.headers.items() if k.startswith("x-trainyard-")}
     if resp.status_code < 400:
