@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     serve_port: int | None = Field(None, ge=1, le=65535)
     serve_host: str | None = None
     serve_bind_host: str | None = None
+    # hosts that `POST /v1/clusters` may register (and so that the server may call),
+    # comma-separated; empty: any host
+    cluster_hosts: str = ""
     extra: dict = Field(default_factory=dict)
 
     @classmethod
@@ -169,6 +172,10 @@ class Settings(BaseSettings):
         """The storage roots a spec may write under: the default storage, then the configured ones."""
         roots = [self.storage] if self.storage else []
         return roots + [r for r in self.storage_roots if r not in roots]
+
+    def cluster_hosts_allowed(self) -> tuple[str, ...]:
+        """The hosts clusters may be registered at, lower-case; () means any."""
+        return tuple(h.strip().lower() for h in self.cluster_hosts.split(",") if h.strip())
 
     def public(self) -> dict:
         """Settings safe to show: no secrets."""

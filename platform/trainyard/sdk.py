@@ -13,18 +13,32 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import time
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import httpx
+from tenacity import (RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay,
+                      wait_exponential_jitter)
 
 from trainyard import errors as E
 from trainyard.config import home, read_secret, read_stack
 
-__all__ = ["Client", "zip_folder", "error_from_response", "workload_meta_of"]
+__all__ = ["Client", "zip_folder", "error_from_response", "IDEMPOTENCY_HEADER", "RETRY_ERRORS",
+           "workload_meta_of"]
+
+log = logging.getLogger("trainyard.sdk")
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# The request may have reached the server, but its answer was lost: safe to resend only when
+# the request is idempotent (GET, DELETE) or carries an Idempotency-Key. Connection failures
+# before anything was sent are retried by the transport itself.
+RETRY_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ReadTimeout)
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 
 _SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", "node_modules", ".tox"}
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -107,10 +121,18 @@ def error_from_response(resp: httpx.Response) -> E.TrainyardError:
     return err
 
 
+def new_key() -> str:
+    """One Idempotency-Key per logical request: every resend of it carries the same key."""
+    return uuid.uuid4().hex
+
+
 class Client:
     """Talks to a Trainyard server. Defaults: the local stack's URL and admin token."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0):
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0,
+                 retries: int = 4, retry_budget_s: float = 60.0):
+        """`retries`: how many times a request whose answer was lost is sent again (GETs, DELETEs
+        and creating requests, which carry an Idempotency-Key, so a resend creates nothing twice)."""
         stack = read_stack()
         self.url = (url or os.environ.get("TRAINYARD_URL") or (stack.get("server") or {}).get("url") or "").rstrip("/")
         if not self.url:
@@ -119,7 +141,11 @@ class Client:
         if token is None:
             token = os.environ.get("TRAINYARD_TOKEN") or read_secret(
                 Path(os.environ.get("TRAINYARD_ADMIN_TOKEN_FILE") or home() / "admin.token"))
+        self.retries = max(0, int(retries))
+        self.retry_budget_s = retry_budget_s
+        # connect errors (nothing sent yet) are retried by the transport for every request
         self._http = httpx.Client(base_url=self.url, timeout=timeout,
+                                  transport=httpx.HTTPTransport(retries=min(self.retries, 2)),
                                   headers={"Authorization": f"Bearer {token}"} if token else {})
 
     def close(self) -> None:
@@ -135,15 +161,33 @@ class Client:
         return f"Client(url={self.url!r})"
 
     # ------------------------------------------------------------------ plumbing
-    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+    def _request(self, method: str, path: str, *, key: str | None = None, **kwargs) -> httpx.Response:
+        """One logical request. `key`: its Idempotency-Key (creating routes); with it, or for
+        an idempotent method, a lost answer is retried with the same key."""
+        if key is not None:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), IDEMPOTENCY_HEADER: key}
+        retryable = key is not None or method.upper() in _SAFE_METHODS
+
+        def log_retry(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.info("%s %s: %s, sending it again (attempt %d)", method, path, type(exc).__name__,
+                     state.attempt_number + 1)
+
+        retrying = Retrying(retry=retry_if_exception_type(RETRY_ERRORS),
+                            stop=stop_after_attempt(1 + (self.retries if retryable else 0))
+                            | stop_after_delay(self.retry_budget_s),
+                            wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1), before_sleep=log_retry,
+                            reraise=True)
         try:
-            resp = self._http.request(method, path, **kwargs)
+            resp = retrying(self._http.request, method, path, **kwargs)
         except httpx.TimeoutException:
             raise E.ClusterError(f"the Trainyard server at {self.url} did not answer in time",
                                  fix="check it with `trainyard status`") from None
         except httpx.TransportError as exc:
             raise E.ClusterError(f"the Trainyard server at {self.url} is unreachable ({type(exc).__name__})",
                                  fix="start the local stack with `trainyard up`, or check the URL") from None
+        if resp.status_code == 404 and method.upper() == "DELETE" and retrying.statistics.get("attempt_number", 1) > 1:
+            return resp  # the lost answer was the delete's: it is gone, as asked
         if resp.status_code >= 400:
             raise error_from_response(resp)
         return resp
@@ -185,7 +229,7 @@ class Client:
         meta = workload_meta_of(data, working_dir=folder_path)
         if meta is not None:
             body["workload_meta"] = meta
-        return self._json("POST", _path, json=body)
+        return self._json("POST", _path, json=body, key=new_key())
 
     def list_jobs(self, *, state: str | None = None, project: str | None = None, kind: str | None = None,
                   cluster: str | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
@@ -257,7 +301,7 @@ class Client:
         body = {"model": model, "version": str(version) if version is not None else None, "alias": alias,
                 "spec": spec if spec is None or isinstance(spec, str) else dict(spec), "cluster": cluster}
         return self._json("POST", "/v1/endpoints", json={k: v for k, v in body.items() if v is not None},
-                          timeout=timeout)
+                          timeout=timeout, key=new_key())
 
     def list_endpoints(self, *, cluster: str | None = None) -> list[dict]:
         return self._json("GET", "/v1/endpoints", params={"cluster": cluster} if cluster else None)["endpoints"]
@@ -282,7 +326,7 @@ class Client:
                 "policy": dict(policy) if policy else None, "endpoint": dict(endpoint) if endpoint else None,
                 "cluster": cluster, "wait": wait}
         return self._json("POST", f"/v1/models/{model}/promote",
-                          json={k: v for k, v in body.items() if v is not None}, timeout=timeout)
+                          json={k: v for k, v in body.items() if v is not None}, timeout=timeout, key=new_key())
 
     def model_history(self, model: str) -> dict:
         """Champion, candidate, and every promotion event with its evidence."""
@@ -297,21 +341,18 @@ class Client:
 
     def add_cluster(self, name: str, address: str, *, token: str | None = None, token_file: str | None = None,
                     max_resources: dict | None = None, check: bool = True) -> dict:
-        """Register a Ray cluster. `token_file` is read here, on the client: only the value is sent."""
+        """Register a cluster. `token_file` is read here, on the client: the server takes the
+        token by value and reads no file a request names."""
         if token_file is not None:
             if token is not None:
-                raise E.SpecError("give token or token_file, not both", field="token_file", value=token_file)
-            try:
-                token = Path(token_file).expanduser().read_text().strip()
-            except OSError as exc:
-                raise E.SpecError(f"cannot read it: {exc.strerror}", field="token_file", value=token_file,
-                                fix="give a readable file holding the cluster's Ray auth token") from None
-            if not token:
-                raise E.SpecError("the token file is empty", field="token_file", value=token_file,
-                                fix="write the cluster's Ray auth token into it")
-        body = {"name": name, "address": address, "token": token,
-                "max_resources": max_resources, "check": check}
-        return self._json("POST", "/v1/clusters", json={k: v for k, v in body.items() if v is not None})
+                raise E.SpecError("give token or token_file, not both", field="token_file")
+            token = read_secret(Path(token_file).expanduser())
+            if token is None:
+                raise E.SpecError("the token file is missing or empty", field="token_file", value=str(token_file),
+                                  fix="give a readable file holding the cluster's token")
+        body = {"name": name, "address": address, "token": token, "max_resources": max_resources, "check": check}
+        return self._json("POST", "/v1/clusters", json={k: v for k, v in body.items() if v is not None},
+                          key=new_key())
 
     def remove_cluster(self, name: str) -> None:
         self._request("DELETE", f"/v1/clusters/{name}")

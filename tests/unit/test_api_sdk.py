@@ -86,3 +86,59 @@ def test_no_stack_and_no_url(trainyard_home, monkeypatch):
     monkeypatch.delenv("TRAINYARD_URL", raising=False)
     with pytest.raises(E.ClusterError, match="trainyard up"):
         Client()
+
+
+# ----------------------------------------------------------------------------- retries
+
+
+class _LoseAnswers:
+    """An httpx.Client stand-in: forwards to the app, then loses the first `n` answers."""
+
+    def __init__(self, client, n, error=None):
+        import httpx
+
+        self.client, self.n, self.calls = client, n, []
+        self.error = error or httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    def request(self, method, path, **kwargs):
+        self.calls.append((method, path, dict(kwargs.get("headers") or {})))
+        resp = self.client.request(method, path, **kwargs)
+        if self.n > 0:
+            self.n -= 1
+            raise self.error
+        return resp
+
+
+def test_a_lost_answer_is_retried_with_the_same_key_and_creates_once(sdk):
+    from test_api import row_count
+
+    client, ctx, _ = sdk
+    real = client._http
+    client._http = _LoseAnswers(real, 2)
+    job = client.submit_job(spec())
+    keys = {headers["Idempotency-Key"] for _, _, headers in client._http.calls}
+    assert len(client._http.calls) == 3 and len(keys) == 1
+    assert row_count(ctx) == 1 and client.get_job(job["id"])["id"] == job["id"]
+    client._http = _LoseAnswers(real, 1)
+    second = client.submit_job(spec())  # a new logical request: a new key, a new job
+    assert second["id"] != job["id"] and row_count(ctx) == 2
+
+
+def test_unkeyed_posts_are_not_resent(sdk):
+    client, ctx, _ = sdk
+    job = client.submit_job(spec())
+    client._http = _LoseAnswers(client._http, 1)
+    with pytest.raises(E.ClusterError):
+        client.cancel_job(job["id"])
+    assert len(client._http.calls) == 1
+
+
+def test_cluster_token_file_is_read_by_the_client(sdk, tmp_path):
+    client, ctx, fakes = sdk
+    (tmp_path / "ray.token").write_text("cluster-secret\n")
+    client.add_cluster("gpu", "http://ray.example:8265", token_file=str(tmp_path / "ray.token"), check=False)
+    from trainyard.store import clusters as repo
+
+    with ctx.db.session() as s:
+        row = repo.get_cluster(s, "gpu")
+        assert row.token == "cluster-secret" and row.token_file is None

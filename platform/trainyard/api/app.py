@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from trainyard import __version__, redact
 from trainyard.api.context import ServerContext
 from trainyard.api.errors import install_error_handlers
+from trainyard.api.params import BODY_LIMIT
 from trainyard.api.routes import clusters, endpoints, jobs, sweeps, system
 from trainyard.clusters.registry import ClientFactory, ClusterRegistry
 from trainyard.config import Settings, ensure_secret
@@ -67,9 +68,13 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
     app = FastAPI(title="Trainyard", version=__version__, lifespan=lifespan,
                   description="Train deep-learning models on Ray clusters: jobs, clusters, status. "
                               "Every route needs `Authorization: Bearer <admin token>` except /healthz and this "
-                              "reference (/docs, /redoc, /openapi.json), which describe the API and hold no data.")
+                              "reference (/docs, /redoc, /openapi.json), which describe the API and hold no data. "
+                              "Every error answer has one shape (ErrorBody: `error`, `message`, `issues`). "
+                              "Creating routes take an `Idempotency-Key` header, so that a retry creates nothing twice.")
     app.state.ctx = ctx
     install_error_handlers(app)
     for router in ROUTERS:
-        app.include_router(router)
+        # request bodies: 1 MiB unless a route says more (submissions carry a zip, predictions
+        # images); set per router, not per app, so that the 413 gets the error schema
+        app.include_router(router, max_body_size=BODY_LIMIT)
     return app

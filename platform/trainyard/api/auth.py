@@ -1,26 +1,37 @@
-"""Bearer-token auth: one admin token (settings.admin_token_file), compared in constant time.
+"""Bearer-token auth through FastAPI's HTTPBearer (which also documents it in OpenAPI).
 
-Missing token -> 401, wrong token -> 403. The token is never echoed or logged.
+One admin token, compared in constant time. Missing token -> 401, wrong token -> 403.
+The token is never echoed or logged, and the answers say how to authenticate, never where
+the server keeps its files.
 """
 from __future__ import annotations
 
 import hmac
+from typing import Optional
 
-from fastapi import Depends, Request
+from fastapi import Depends, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.errors import AuthError
 
-__all__ = ["require_admin"]
+__all__ = ["require_admin", "bearer", "HOW_TO_AUTHENTICATE"]
+
+HOW_TO_AUTHENTICATE = ("send `Authorization: Bearer <token>` with the server's admin token; `trainyard up` "
+                       "creates it and prints how to use it, and the SDK and CLI read it for you "
+                       "(or set TRAINYARD_TOKEN)")
+
+# auto_error=False: our own 401/403 bodies, in the shared error schema
+bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
+                    description="The server's admin token. " + HOW_TO_AUTHENTICATE[0].upper() + HOW_TO_AUTHENTICATE[1:])
 
 
-def require_admin(request: Request, ctx: ServerContext = Depends(get_ctx)) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not header or scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("this request needs a token: send `Authorization: Bearer <token>`", status=401,
-                        fix=f"use the admin token in {ctx.settings.admin_token_file} "
-                            "(the SDK and CLI read it for you)")
-    if not ctx.admin_token or not hmac.compare_digest(token.strip().encode(), ctx.admin_token.encode()):
+def require_admin(credentials: Optional[HTTPAuthorizationCredentials] = Security(bearer),
+                  ctx: ServerContext = Depends(get_ctx)) -> None:
+    token = (credentials.credentials if credentials is not None else "").strip()
+    if not token:
+        raise AuthError("this request needs a token", status=401, fix=HOW_TO_AUTHENTICATE)
+    expected = ctx.admin_token.encode()
+    if not expected or not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected):
         raise AuthError("the token is not valid for this server", status=403,
-                        fix=f"use the admin token in {ctx.settings.admin_token_file}")
+                        fix="use this server's admin token: " + HOW_TO_AUTHENTICATE)

@@ -13,8 +13,9 @@ import logging
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from trainyard import redact
@@ -68,7 +69,11 @@ class JobService:
         return job, package
 
     def submit(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
-               kind: str = "job", workload_meta: Any = None) -> dict[str, Any]:
+               kind: str = "job", workload_meta: Any = None,
+               on_created: Callable[[Session, dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+        """Validate, store and queue. `on_created(session, view)` runs in the transaction that
+        creates the row (the API records an Idempotency-Key there): if it raises, nothing is
+        created; what it returns (when not None) is returned instead of the view."""
         job, package = self.validate(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind,
                                      workload_meta=workload_meta)
         digest = None
@@ -89,7 +94,12 @@ class JobService:
                                        reason="submitted; waiting for the scheduler")
             row.message = "queued"
             s.flush()
-            return views.job_dict(row, mlflow_uri=self.settings.mlflow_uri, detail=True)
+            view = views.job_dict(row, mlflow_uri=self.settings.mlflow_uri, detail=True)
+            if on_created is not None:
+                answer = on_created(s, view)
+                if answer is not None:
+                    return answer
+            return view
 
         # acknowledged after the commit that holds it; concurrent submissions share that commit
         return self.commits.run(write)

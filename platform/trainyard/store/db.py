@@ -18,7 +18,7 @@ __all__ = ["Database", "HEAD_REVISION", "MIGRATIONS_DIR"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # keep in step with the newest file in migrations/versions (a unit test checks it)
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -28,6 +28,18 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_savepoint(conn, _name) -> None:
+    # The driver sends BEGIN only before its first INSERT/UPDATE/DELETE. A SAVEPOINT sent
+    # before that becomes the outermost transaction, and its RELEASE commits the caller's
+    # unit of work half-way (create_job's id-conflict savepoint committed a group-commit
+    # batch's earlier rows). Open the real transaction first. Only units of work that use a
+    # savepoint begin early, so plain reads still take no snapshot that a later write of the
+    # same session would find stale.
+    dbapi_conn = conn.connection.dbapi_connection
+    if not dbapi_conn.in_transaction:
+        dbapi_conn.execute("BEGIN")
 
 
 class Database:
@@ -46,6 +58,7 @@ class Database:
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "savepoint", _sqlite_savepoint)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

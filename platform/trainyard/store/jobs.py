@@ -6,13 +6,15 @@ an event in the same transaction.
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import datetime
 from typing import Any, Iterable
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from trainyard.errors import NotFoundError
+from trainyard.errors import ConflictError, NotFoundError
 from trainyard.store import state as st
 from trainyard.store.models import JobEventRow, JobRow, utcnow
 
@@ -20,9 +22,29 @@ __all__ = ["new_job_id", "create_job", "get_job", "find_job", "list_jobs", "tran
            "list_events", "active_jobs", "pending_jobs", "submission_id_for", "update_job"]
 
 
-def new_job_id(name: str) -> str:
-    """`<name>-<6 hex>`: readable in `trainyard jobs list`, unique enough to never collide."""
-    return f"{name[:50]}-{secrets.token_hex(3)}"
+# Crockford's base32, lower-case: no i, l, o, u; sorts like the numbers it encodes
+_B32 = "0123456789abcdefghjkmnpqrstvwxyz"
+ID_SUFFIX_CHARS = 22  # 10 for 48 bits of ms time + 12 for 60 random bits
+_ID_INSERT_TRIES = 5
+
+
+def _b32(value: int, chars: int) -> str:
+    out = []
+    for _ in range(chars):
+        out.append(_B32[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def new_job_id(name: str, *, now_ms: int | None = None) -> str:
+    """`<name>-<time><random>`: the name first, readable in `trainyard jobs list`; then a
+    ULID-like suffix, 48 bits of milliseconds (ids of one name sort by submission) and 60
+    random bits (two ids in the same millisecond collide once in 2**60). At most 64
+    characters, lower-case letters, digits and '-': valid as a Ray submission id and an
+    MLflow run name."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    suffix = _b32(ms & (2**48 - 1), 10) + _b32(secrets.randbits(60), 12)
+    return f"{name[:64 - 1 - ID_SUFFIX_CHARS].rstrip('-')}-{suffix}"
 
 
 def submission_id_for(job_id: str, attempt: int) -> str:
@@ -33,11 +55,21 @@ def submission_id_for(job_id: str, attempt: int) -> str:
 def create_job(session: Session, *, spec: dict[str, Any], name: str, project: str, priority: int,
                kind: str = "job", package: str | None = None, job_id: str | None = None,
                reason: str = "submitted") -> JobRow:
-    job = JobRow(id=job_id or new_job_id(name), kind=kind, name=name, project=project,
-                 priority=priority, spec=spec, phase=st.PENDING, attempt=0, package=package,
-                 created_at=utcnow(), cancel_requested=0)
-    session.add(job)
-    session.flush()  # the event's foreign key needs the job row first
+    for attempt in range(_ID_INSERT_TRIES):
+        job = JobRow(id=job_id or new_job_id(name), kind=kind, name=name, project=project,
+                     priority=priority, spec=spec, phase=st.PENDING, attempt=0, package=package,
+                     created_at=utcnow(), cancel_requested=0)
+        # a savepoint: an id taken already (a given id, or a random one against all odds)
+        # rolls back this insert only, never the caller's transaction
+        try:
+            with session.begin_nested():
+                session.add(job)
+                session.flush()  # the event's foreign key needs the job row first
+            break
+        except IntegrityError:
+            if job_id is not None or attempt == _ID_INSERT_TRIES - 1:
+                raise ConflictError(f"job id {job.id!r} is taken", field="id", value=job.id,
+                                    fix="submit again (a new id is drawn)") from None
     session.add(JobEventRow(job_id=job.id, at=job.created_at, from_phase=None, to_phase=st.PENDING,
                             reason=reason))
     session.flush()

@@ -14,7 +14,7 @@ from sqlalchemy.types import TypeDecorator
 
 from trainyard.store.crypto import EncryptedString, SpecJSON
 
-__all__ = ["Base", "UTCDateTime", "JobRow", "JobEventRow", "ClusterRow", "utcnow"]
+__all__ = ["Base", "UTCDateTime", "JobRow", "JobEventRow", "ClusterRow", "IdempotencyRow", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -115,3 +115,24 @@ class ClusterRow(Base):
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotencyRow(Base):
+    """A creating request that carried an Idempotency-Key, with the answer it got.
+
+    The same key with the same request replays `response`; with another request it is a
+    conflict. Written in the transaction that creates the resource, so a retry racing the
+    first request creates nothing."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # sha256 of method, route and canonical body: what "the same request" means
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    route: Mapped[str] = mapped_column(String(128))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    resource_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)

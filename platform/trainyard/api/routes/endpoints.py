@@ -12,18 +12,25 @@
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainyard.api.auth import require_admin
 from trainyard.api.context import ServerContext, get_ctx
+from trainyard.api.errors import error_body, error_responses
+from trainyard.api.idempotency import IdempotencyKey, idempotency_for
+from trainyard.api.params import (ALIAS_RE, MODEL_RE, NAME_RE, PREDICT_BODY_LIMIT, VERSION_RE, ModelName, Name,
+                                  OptCluster, PromotionId)
 from trainyard.errors import SpecError
 
-router = APIRouter(tags=["endpoints"], dependencies=[Depends(require_admin)])
+router = APIRouter(tags=["endpoints"], dependencies=[Depends(require_admin)],
+                   responses=error_responses(401, 403, 422, 502, 503))
+
+MAX_SPEC_TEXT = 64 * 1024
 
 
 def get_serving(request: Request, ctx: ServerContext = Depends(get_ctx)):
@@ -75,20 +82,26 @@ def _family_response_schemas() -> dict:
 class DeployRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: Optional[str] = Field(None, description="Registered model name (or give spec.model).")
-    version: Optional[str] = Field(None, description="Model version to serve.")
-    alias: Optional[str] = Field(None, description="Registry alias to serve, e.g. champion.")
-    spec: Union[dict[str, Any], str, None] = Field(None, description="Endpoint spec: a mapping or YAML text.")
-    cluster: Optional[str] = Field(None, description="Registered cluster; default 'local'.")
+    model: Optional[str] = Field(None, max_length=128, pattern=MODEL_RE,
+                                 description="Registered model name (or give spec.model).")
+    version: Optional[str] = Field(None, max_length=9, pattern=VERSION_RE,
+                                   description="Model version to serve (a positive integer).")
+    alias: Optional[str] = Field(None, max_length=64, pattern=ALIAS_RE,
+                                 description="Registry alias to serve, e.g. champion.")
+    spec: Union[dict[str, Any], Annotated[str, Field(max_length=MAX_SPEC_TEXT)], None] = Field(
+        None, description="Endpoint spec: a mapping or YAML text.")
+    cluster: Optional[str] = Field(None, max_length=63, pattern=NAME_RE,
+                                   description="Registered cluster; default 'local'.")
 
 
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    candidate: Optional[str] = Field(None, description="Version to promote; default: the alias 'candidate'.")
+    candidate: Optional[str] = Field(None, max_length=9, pattern=VERSION_RE,
+                                     description="Version to promote; default: the alias 'candidate'.")
     policy: Union[dict[str, Any], None] = Field(None, description="PromotionPolicy (a sweep's promote: block).")
     endpoint: Union[dict[str, Any], None] = Field(None, description="Endpoint spec fields for a new endpoint.")
-    cluster: Optional[str] = None
+    cluster: Optional[str] = Field(None, max_length=63, pattern=NAME_RE)
     wait: bool = Field(False, description="Answer when the promotion has ended (it lasts the canary window).")
 
 
@@ -105,26 +118,35 @@ def _spec_from(body: DeployRequest) -> Any:
     return parse_endpoint_spec(data, source="spec")
 
 
-@router.post("/v1/endpoints", status_code=201, summary="Deploy a model version as an endpoint (or move it)")
-async def deploy(body: DeployRequest, serving=Depends(get_serving)) -> dict:
-    spec = _spec_from(body)
-    cluster = body.cluster or (spec.cluster if spec is not None else None)
-    manager = serving.manager(cluster)
-    return await run_in_threadpool(manager.deploy, spec, model=body.model, version=body.version, alias=body.alias)
+@router.post("/v1/endpoints", status_code=201, summary="Deploy a model version as an endpoint (or move it)",
+             responses=error_responses(404, 409, 413))
+def deploy(body: DeployRequest, idempotency_key: IdempotencyKey = None, serving=Depends(get_serving),
+           ctx: ServerContext = Depends(get_ctx)) -> Any:
+    def create() -> dict:
+        spec = _spec_from(body)
+        cluster = body.cluster or (spec.cluster if spec is not None else None)
+        manager = serving.manager(cluster)
+        return manager.deploy(spec, model=body.model, version=body.version, alias=body.alias)
+
+    idem = idempotency_for(idempotency_key, method="POST", route="/v1/endpoints", body=body.model_dump(mode="json"))
+    return create() if idem is None else idem.run(ctx, create, status_code=201,
+                                                  resource_id=lambda r: str(r.get("name") or ""))
 
 
-@router.get("/v1/endpoints", summary="List endpoints")
-async def list_endpoints(cluster: Optional[str] = Query(None), serving=Depends(get_serving)) -> dict:
+@router.get("/v1/endpoints", summary="List endpoints", responses=error_responses(404))
+async def list_endpoints(cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
     return {"endpoints": await run_in_threadpool(serving.manager(cluster).list)}
 
 
-@router.get("/v1/endpoints/{name}", summary="Show an endpoint: versions, weights, replicas, traffic")
-async def show_endpoint(name: str, cluster: Optional[str] = Query(None), serving=Depends(get_serving)) -> dict:
+@router.get("/v1/endpoints/{name}", summary="Show an endpoint: versions, weights, replicas, traffic",
+            responses=error_responses(404))
+async def show_endpoint(name: Name, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
     return await run_in_threadpool(serving.manager(cluster).show, name)
 
 
-@router.delete("/v1/endpoints/{name}", status_code=204, summary="Delete an endpoint")
-async def delete_endpoint(name: str, cluster: Optional[str] = Query(None), serving=Depends(get_serving)):
+@router.delete("/v1/endpoints/{name}", status_code=204, summary="Delete an endpoint",
+               responses=error_responses(404))
+async def delete_endpoint(name: Name, cluster: OptCluster = None, serving=Depends(get_serving)):
     await run_in_threadpool(serving.manager(cluster).delete, name)
     return Response(status_code=204)
 
@@ -135,48 +157,86 @@ async def delete_endpoint(name: str, cluster: Optional[str] = Query(None), servi
                      "schema": _family_request_schemas()}}},
                  "responses": {"200": {"description": "The family's predictor output; header x-trainyard-version "
                                                       "names the model version that answered",
-                                       "content": {"application/json": {"schema": _family_response_schemas()}}},
-                               "404": {"description": "Unknown endpoint"},
-                               "422": {"description": "Payload of the wrong shape or type; names the field"}}})
-async def predict(name: str, request: Request, cluster: Optional[str] = Query(None),
+                                       "content": {"application/json": {"schema": _family_response_schemas()}}}}},
+             responses=error_responses(400, 404, 413, 422), max_body_size=PREDICT_BODY_LIMIT)
+async def predict(name: Name, request: Request, cluster: OptCluster = None,
                   serving=Depends(get_serving)) -> Response:
     from trainyard.serving.config import route_prefix
 
     manager = serving.manager(cluster)
     body = await request.body()
-    resp = await run_in_threadpool(manager.serve.request, "POST", f"{route_prefix(name)}/predict",
-                                   content=body, headers={"content-type": "application/json"})
-    if resp.status_code == 404 and not await run_in_threadpool(manager.exists, name):
-        from trainyard.errors import NotFoundError
+    from trainyard.errors import ClusterError, NotFoundError
 
+    try:
+        resp = await run_in_threadpool(manager.serve.request, "POST", f"{route_prefix(name)}/predict",
+                                       content=body, headers={"content-type": "application/json"})
+    except ClusterError:
+        # Serve's proxy is down or absent: an unknown endpoint is still a 404 (asked only when
+        # forwarding failed, so a prediction costs no extra call)
+        if not await run_in_threadpool(manager.exists, name):
+            raise NotFoundError("endpoint", name, fix="list them with `trainyard endpoints list`") from None
+        raise
+    if resp.status_code == 404 and not await run_in_threadpool(manager.exists, name):
         raise NotFoundError("endpoint", name, known=[e["name"] for e in manager.list()])
     headers = {k: v for k, v in resp.headers.items() if k.startswith("x-trainyard-")}
-    return Response(resp.content, status_code=resp.status_code, headers=headers,
-                    media_type=resp.headers.get("content-type", "application/json"))
+    if resp.status_code < 400:
+        return Response(resp.content, status_code=resp.status_code, headers=headers,
+                        media_type=resp.headers.get("content-type", "application/json"))
+    # the replica's own errors, in the API's one error schema; its failures are a bad gateway
+    try:
+        upstream = resp.json()
+    except ValueError:
+        upstream = None
+    if not isinstance(upstream, dict):
+        upstream = {"message": resp.text[:500] or f"HTTP {resp.status_code}"}
+    if resp.status_code >= 500:
+        from trainyard.errors import ClusterError
+
+        raise ClusterError(f"endpoint {name!r} failed to answer (HTTP {resp.status_code}): "
+                           f"{str(upstream.get('message') or upstream.get('detail') or '')[:300]}",
+                           fix=f"see the endpoint's replicas with `trainyard endpoints show {name}`")
+    upstream.setdefault("error", "invalid_request" if resp.status_code in (400, 422) else "error")
+    upstream.setdefault("message", f"HTTP {resp.status_code}")
+    return JSONResponse(error_body(upstream), status_code=resp.status_code if resp.status_code in (400, 404, 413, 422)
+                        else 400, headers=headers)
 
 
-@router.get("/v1/endpoints/{name}/openapi.json", summary="The endpoint's OpenAPI page (its family's schema)")
-async def endpoint_openapi(name: str, cluster: Optional[str] = Query(None), serving=Depends(get_serving)) -> dict:
+@router.get("/v1/endpoints/{name}/openapi.json", summary="The endpoint's OpenAPI page (its family's schema)",
+            responses=error_responses(404))
+async def endpoint_openapi(name: Name, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
     from trainyard.serving.openapi import endpoint_openapi as build
 
     state = await run_in_threadpool(serving.manager(cluster).get, name)
     return build(name, state.family)
 
 
-@router.post("/v1/models/{name}/promote", status_code=202, summary="Promote the model's candidate")
-async def promote(name: str, body: PromoteRequest, serving=Depends(get_serving)) -> JSONResponse:
-    record = await run_in_threadpool(serving.promote, name, policy=body.policy, candidate=body.candidate,
-                                     endpoint=body.endpoint, cluster=body.cluster, wait=body.wait)
-    return JSONResponse(record, status_code=200 if body.wait else 202)
+@router.post("/v1/models/{name}/promote", status_code=202, summary="Promote the model's candidate",
+             responses={200: {"description": "The promotion's record, when `wait` is true"},
+                        **error_responses(404, 409, 413)})
+def promote(name: ModelName, body: PromoteRequest, idempotency_key: IdempotencyKey = None,
+            serving=Depends(get_serving), ctx: ServerContext = Depends(get_ctx)) -> Any:
+    status = 200 if body.wait else 202
+
+    def create() -> dict:
+        return serving.promote(name, policy=body.policy, candidate=body.candidate, endpoint=body.endpoint,
+                               cluster=body.cluster, wait=body.wait)
+
+    idem = idempotency_for(idempotency_key, method="POST", route=f"/v1/models/{name}/promote",
+                           body=body.model_dump(mode="json"))
+    record = create() if idem is None else idem.run(ctx, create, status_code=status,
+                                                    resource_id=lambda r: str(r.get("id") or ""))
+    return record if isinstance(record, Response) else JSONResponse(record, status_code=status)
 
 
-@router.get("/v1/models/{name}/history", summary="Every promotion decision of a model, with its evidence")
-async def history(name: str, serving=Depends(get_serving)) -> dict:
+@router.get("/v1/models/{name}/history", summary="Every promotion decision of a model, with its evidence",
+            responses=error_responses(404))
+async def history(name: ModelName, serving=Depends(get_serving)) -> dict:
     return await run_in_threadpool(serving.history, name)
 
 
-@router.get("/v1/promotions/{pid}", summary="One promotion started by this server")
-async def promotion(pid: str, serving=Depends(get_serving)) -> dict:
+@router.get("/v1/promotions/{pid}", summary="One promotion started by this server",
+            responses=error_responses(404))
+async def promotion(pid: PromotionId, serving=Depends(get_serving)) -> dict:
     return serving.promotion(pid)
 
 

@@ -7,26 +7,32 @@ final one (with every trial's curve).
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainyard.api.auth import require_admin
 from trainyard.api.context import ServerContext, get_ctx
+from trainyard.api.errors import error_responses
+from trainyard.api.idempotency import IdempotencyKey
+from trainyard.api.params import SUBMIT_BODY_LIMIT, JobId, Limit, Offset, OptName
+from trainyard.api.routes.jobs import MAX_SPEC_TEXT, MAX_ZIP_B64, submit_kind
 from trainyard.controller import views
 from trainyard.errors import NotFoundError
 from trainyard.store import jobs as jobs_repo
 
-router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(require_admin)],
+                   responses=error_responses(401, 403, 422))
 
 
 class SubmitSweepRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    spec: Union[dict[str, Any], str] = Field(..., description="The sweep spec: a mapping, or YAML text.")
+    spec: Union[dict[str, Any], Annotated[str, Field(max_length=MAX_SPEC_TEXT)]] = Field(
+        ..., description="The sweep spec: a mapping, or YAML text.")
     working_dir_zip_b64: Optional[str] = Field(
-        None, description="The spec's working_dir folder, zipped (files at the zip's root), base64.")
+        None, max_length=MAX_ZIP_B64, description="The spec's working_dir folder, zipped (files at the zip's root), base64.")
     workload_meta: Optional[dict[str, Any]] = Field(
         None, description="Metadata of the spec's own workload (name, metric, mode, metrics, search_space, "
                           "default_hparams, ...), read by the client on the user's machine; the server "
@@ -61,15 +67,15 @@ def _describe(ctx: ServerContext, sweep_id: str) -> dict:
     return job
 
 
-@router.post("", status_code=201, summary="Submit a sweep")
-def submit_sweep(body: SubmitSweepRequest, ctx: ServerContext = Depends(get_ctx)) -> dict:
-    return sweep_view(ctx.jobs.submit(body.spec, working_dir_zip_b64=body.working_dir_zip_b64, kind="sweep",
-                                      workload_meta=body.workload_meta))
+@router.post("", status_code=201, summary="Submit a sweep", max_body_size=SUBMIT_BODY_LIMIT,
+             responses=error_responses(409, 413))
+def submit_sweep(body: SubmitSweepRequest, idempotency_key: IdempotencyKey = None,
+                 ctx: ServerContext = Depends(get_ctx)) -> Any:
+    return submit_kind(ctx, body, idempotency_key, kind="sweep", route="/v1/sweeps", view=sweep_view)
 
 
 @router.get("", summary="List sweeps, newest first")
-def list_sweeps(project: Optional[str] = None, limit: int = Query(100, ge=1, le=1000),
-                offset: int = Query(0, ge=0), ctx: ServerContext = Depends(get_ctx)) -> dict:
+def list_sweeps(project: OptName = None, limit: Limit = 100, offset: Offset = 0, ctx: ServerContext = Depends(get_ctx)) -> dict:
     with ctx.db.session() as s:
         rows = jobs_repo.list_jobs(s, project=project, kind="sweep", limit=limit, offset=offset)
         items = []
@@ -82,12 +88,13 @@ def list_sweeps(project: Optional[str] = None, limit: int = Query(100, ge=1, le=
     return {"sweeps": items, "count": len(items), "limit": limit, "offset": offset}
 
 
-@router.get("/{sweep_id}", summary="Describe a sweep, with its leaderboard")
-def get_sweep(sweep_id: str, ctx: ServerContext = Depends(get_ctx)) -> dict:
+@router.get("/{sweep_id}", summary="Describe a sweep, with its leaderboard", responses=error_responses(404, 502))
+def get_sweep(sweep_id: JobId, ctx: ServerContext = Depends(get_ctx)) -> dict:
     return sweep_view(_describe(ctx, sweep_id))
 
 
-@router.post("/{sweep_id}/cancel", summary="Cancel a sweep (its running trials stop with it)")
-def cancel_sweep(sweep_id: str, ctx: ServerContext = Depends(get_ctx)) -> dict:
+@router.post("/{sweep_id}/cancel", summary="Cancel a sweep (its running trials stop with it)",
+             responses=error_responses(404, 409, 502))
+def cancel_sweep(sweep_id: JobId, ctx: ServerContext = Depends(get_ctx)) -> dict:
     _describe(ctx, sweep_id)
     return sweep_view(ctx.jobs.cancel(sweep_id))

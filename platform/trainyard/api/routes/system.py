@@ -9,13 +9,15 @@ from sqlalchemy import func, select
 from trainyard import __version__
 from trainyard.api.auth import require_admin
 from trainyard.api.context import ServerContext, get_ctx
+from trainyard.api.errors import error_responses
 from trainyard.controller import views
 from trainyard.store import clusters as clusters_repo
 from trainyard.store import state as st
 from trainyard.store.models import JobRow
 
 health_router = APIRouter(tags=["system"])
-router = APIRouter(prefix="/v1", tags=["system"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/v1", tags=["system"], dependencies=[Depends(require_admin)],
+                   responses=error_responses(401, 403))
 
 
 @health_router.get("/healthz", summary="Liveness (no auth)")
