@@ -51,11 +51,30 @@ def client(args: argparse.Namespace) -> Any:
     return factory(args)
 
 
-def local_workload_meta(raw: dict, path: Path) -> dict | None:
-    """Your own workload's metadata, read here on your machine: the server imports no user code.
+def load_spec_file(path_arg: str, *, parse: Callable[..., Any], example: str) -> tuple[dict, Any, Path | None]:
+    """Read and validate a spec file here, before anything is sent: (raw mapping, parsed spec,
+    working_dir as an absolute path or None). `parse` is specs.parse_job_spec or
+    parse_sweep_spec; `example` names a spec to copy in the error for a missing file.
 
-    `raw` is the spec mapping read from `path`; a `working_dir` is taken relative to it."""
+    A user's own workload is imported here, on the user's machine, for its metadata: the
+    server imports no user code."""
+    from trainyard.errors import SpecError
     from trainyard.sdk import workload_meta_of
+    from trainyard.specs import load_yaml, read_spec_file
 
+    path = Path(path_arg).expanduser()
+    if not path.is_file():
+        raise SpecError(f"no such file: {path_arg}", field="SPEC", value=path_arg,
+                        fix=f"give the path of a spec YAML file, e.g. {example}")
+    raw = load_yaml(read_spec_file(path), source=str(path))
     folder = raw.get("working_dir")
-    return workload_meta_of(raw, working_dir=path.parent / folder if isinstance(folder, str) and folder else None)
+    meta = workload_meta_of(raw, working_dir=path.parent / folder if isinstance(folder, str) and folder else None)
+    spec = parse(raw, source=str(path), workload_meta=meta)
+    working_dir = None
+    if spec.working_dir:
+        working_dir = (path.parent / Path(spec.working_dir).expanduser()).resolve()
+        if not working_dir.is_dir():
+            raise SpecError(f"folder {str(working_dir)!r} does not exist", source=str(path),
+                            field="working_dir", value=spec.working_dir,
+                            fix="working_dir is relative to the spec file; point it at your code folder")
+    return raw, spec, working_dir

@@ -308,22 +308,9 @@ def cmd_version(args) -> int:
 
 def _load_spec(path_arg: str):
     """Validate locally: (raw mapping, JobSpec, working_dir path or None)."""
-    from trainyard.specs import load_yaml, parse_job_spec, read_spec_file
+    from trainyard.specs import parse_job_spec
 
-    path = Path(path_arg).expanduser()
-    if not path.is_file():
-        raise SpecError(f"no such file: {path_arg}", field="SPEC", value=path_arg,
-                        fix="give the path of a job spec YAML file, e.g. examples/cnn.yaml")
-    raw = load_yaml(read_spec_file(path), source=str(path))
-    job = parse_job_spec(raw, source=str(path), workload_meta=context.local_workload_meta(raw, path))
-    working_dir = None
-    if job.working_dir:
-        working_dir = (path.parent / Path(job.working_dir).expanduser()).resolve()
-        if not working_dir.is_dir():
-            raise SpecError(f"folder {str(working_dir)!r} does not exist", source=str(path),
-                            field="working_dir", value=job.working_dir,
-                            fix="working_dir is relative to the spec file; point it at your code folder")
-    return raw, job, working_dir
+    return context.load_spec_file(path_arg, parse=parse_job_spec, example="examples/cnn.yaml")
 
 
 def cmd_jobs_submit(args) -> int:

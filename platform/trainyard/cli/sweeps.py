@@ -68,18 +68,9 @@ def add_parser(nouns) -> None:
 
 
 def _load(path_arg: str):
-    from trainyard.specs import load_yaml, parse_sweep_spec, read_spec_file
+    from trainyard.specs import parse_sweep_spec
 
-    path = Path(path_arg).expanduser()
-    if not path.is_file():
-        raise SpecError(f"no such file: {path_arg}", field="SPEC", value=path_arg,
-                        fix="give the path of a sweep spec YAML file, e.g. examples/sweep-cnn.yaml")
-    raw = load_yaml(read_spec_file(path), source=str(path))
-    spec = parse_sweep_spec(raw, source=str(path), workload_meta=context.local_workload_meta(raw, path))
-    working_dir = None
-    if spec.working_dir:
-        working_dir = (path.parent / Path(spec.working_dir).expanduser()).resolve()
-    return raw, spec, working_dir
+    return context.load_spec_file(path_arg, parse=parse_sweep_spec, example="examples/sweep-cnn.yaml")
 
 
 def _print_board(out, sweep: dict, limit: int | None = None) -> None:
