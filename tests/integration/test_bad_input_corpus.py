@@ -56,7 +56,7 @@ class CorpusServer:
             "TRAINYARD_POLL_INTERVAL_S": "5",
         }
         self.pid: int | None = None
-        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINYARD_", "RAY_"))}
@@ -89,7 +89,7 @@ class CorpusServer:
         env.update({"TRAINYARD_TOKEN": TOKEN, "TRAINYARD_HOME": str(self.root / "client-home"),
                     "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "COLUMNS": "400"})
         return subprocess.run([sys.executable, "-m", "trainyard.cli.main", "--url", self.url, *args],
-                              capture_output=True, text=True, env=env, timeout=60)
+                              capture_output=True, text=True, env=env, timeout=240)
 
 
 @pytest.fixture(scope="module")

@@ -96,11 +96,14 @@ def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]]) 
     from rich.table import Table
 
     tbl = Table(title=title, title_justify="left", header_style="bold")
-    for col in columns:
-        tbl.add_column(col, overflow="fold")
+    for i, col in enumerate(columns):
+        # the first column is what commands take (an id, a name): never broken, so it can be copied
+        tbl.add_column(col, overflow="fold", no_wrap=i == 0)
     for row in rows:
         tbl.add_row(*["" if v is None else str(v) for v in row])
-    stdout().print(tbl)
+    out = stdout()
+    # a terminal gets a table that fits it; a pipe or a log gets every column at full width
+    out.print(tbl, width=None if out.is_terminal else 10_000)
 
 
 def job_field(job: Mapping[str, Any] | Any, *names: str, default: Any = None) -> Any:
