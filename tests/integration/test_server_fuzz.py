@@ -223,6 +223,8 @@ def test_a_submission_storm_with_lost_answers_creates_each_job_once(bare_server)
 
 # ----------------------------------------------------------------------------- fuzzing
 
+# One worker: with the seed, the same cases in the same order every run (with two, the
+# coverage phase once failed inside schemathesis itself, never on a server answer).
 # generated per operation by the fuzzing phase; the coverage phase adds its own boundary cases
 # (huge ints, bad patterns, wrong types: about 45 per operation here). Raise it locally with
 # TRAINYARD_FUZZ_EXAMPLES=60.
@@ -236,7 +238,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(bare_server,
     report = Path(os.environ.get("TRAINYARD_FUZZ_REPORT") or tmp_path / "report.ndjson")
     cmd = [sys.executable, "-m", "schemathesis.cli", "run", schema_url,
            "--checks", CHECKS, "--phases", "examples,coverage,fuzzing",
-           "--max-examples", str(FUZZ_EXAMPLES), "--seed", "20261205", "--workers", "2",
+           "--max-examples", str(FUZZ_EXAMPLES), "--seed", "20261205", "--workers", "1",
            "--request-timeout", "20", "--suppress-health-check", "all", "--no-shrink",
            "--header", f"Authorization: Bearer {bare_server.token}",
            "--report", "ndjson", "--report-ndjson-path", str(report), "--output-sanitize", "true"]
