@@ -15,6 +15,11 @@ from pathlib import Path
 
 import pytest
 
+# Ray reads this once, when it is imported: without it, Ray on Linux turns a loopback head's
+# 127.0.0.1 into the machine's public address, where the local heads (bound to loopback) do
+# not listen, and ray.init waits for the GCS forever. Set it before any test imports ray.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
