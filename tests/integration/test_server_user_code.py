@@ -9,6 +9,7 @@ once, naming the `workload` field, where the module cannot be imported.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import httpx
@@ -48,6 +49,8 @@ def user_server(test_root, ray_head):
            "TRAINYARD_RAY_TOKEN_FILE": str(home / "ray.token"),
            "TRAINYARD_ADMIN_TOKEN_FILE": str(home / "admin.token"),
            "TRAINYARD_MLFLOW_URI": "http://127.0.0.1:1", "TRAINYARD_POLL_INTERVAL_S": "0.3",
+           # the real runner, with this Python (the session's head has no venv on its PATH)
+           "TRAINYARD_RUNNER_ENTRYPOINT": f"{sys.executable} -m trainyard.runner job --job-id {{job_id}}",
            "PYTHONPATH": os.pathsep.join([os.environ.get("PYTHONPATH", ""), str(lib)]).strip(os.pathsep)}
     here = os.getcwd()
     os.chdir(launch)  # the server starts where the user's files are, as `trainyard up` would
