@@ -1,11 +1,9 @@
 """Shared by every benchmark: import paths, Ray's auth environment, a private Ray head, the
 measurement lock and the one JSON line.
 
-Import this module FIRST, before anything that imports ray: Ray reads RAY_AUTH_MODE once, when
-it is imported, so a process that imports ray and only then learns the head's token fails
-`ray.init` with InvalidAuthToken ("RAY_AUTH_MODE is currently 'disabled'"). Importing this
-module puts a fresh private token in the environment (unless $RAY_ADDRESS names a cluster the
-caller already set up), and the heads started below use that same token.
+A head started here gets a fresh private token, and trainyard.local.ray_auth points this
+process's Ray client at it (Ray caches RAY_AUTH_MODE and the token when it is imported, so the
+cache is refreshed too) and back again afterwards.
 
 Connecting to an existing cluster instead: export RAY_ADDRESS together with its auth variables
 (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN); the benchmarks that can share a head then start none.
@@ -37,23 +35,6 @@ MEASURE_LOCK = os.environ.get("TRAINYARD_MEASURE_LOCK", "/tmp/trainyard-measure.
 _STARTED = time.monotonic()
 
 
-def _prepare_ray_auth() -> bool:
-    """Put a private token in the environment; False when it comes too late (ray imported)."""
-    if os.environ.get("RAY_ADDRESS"):
-        return True  # the caller's cluster: its auth variables are the caller's to set
-    if os.environ.get("RAY_AUTH_MODE") == "token" and os.environ.get("RAY_AUTH_TOKEN"):
-        return True  # set by a parent benchmark process (a spawned worker re-imports its main module)
-    if "ray" in sys.modules:
-        return False  # a test that loads a benchmark's helpers by path; ray_head() refuses then
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
-    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
-    return True
-
-
-_AUTH_READY = _prepare_ray_auth()
-
-
 class BenchError(RuntimeError):
     """A benchmark could not run; the message says where its logs were kept."""
 
@@ -69,38 +50,31 @@ def ray_head(num_cpus: int = 2, *, shareable: bool = True, logs: Path | None = N
     if shareable and os.environ.get("RAY_ADDRESS"):
         yield None
         return
-    if not _AUTH_READY:
-        raise BenchError("benchmarks/_bench.py was imported after ray: Ray reads RAY_AUTH_MODE when it is "
-                         "imported, so this process could not connect to a head with token auth "
-                         "(InvalidAuthToken); import _bench first")
     from trainyard.local.processes import start_ray_head, stop_ray_head
+    from trainyard.local.ray_auth import ray_client_env
 
     temp_dir = tempfile.mkdtemp(prefix="tyb-", dir="/tmp")  # short: Ray's unix socket paths
     log_dir = Path(logs) if logs else Path(tempfile.mkdtemp(prefix="ty-bench-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / "ray-start.log"
     try:
-        head = start_ray_head(temp_dir=temp_dir, token=os.environ["RAY_AUTH_TOKEN"], num_cpus=num_cpus,
+        head = start_ray_head(temp_dir=temp_dir, token=secrets.token_hex(16), num_cpus=num_cpus,
                               log_file=log_file, timeout=kwargs.pop("timeout", 300), **kwargs)
     except Exception as exc:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise BenchError(f"the Ray head did not start: {exc}; its log is kept at {log_file}") from exc
-    saved = {k: os.environ.get(k) for k in head.env()}
-    os.environ.update(head.env())
     try:
-        yield head
-    finally:
-        if "ray" in sys.modules:
-            import ray
+        with ray_client_env(head.env()):
+            try:
+                yield head
+            finally:
+                if "ray" in sys.modules:
+                    import ray
 
-            if ray.is_initialized():
-                ray.shutdown()
+                    if ray.is_initialized():
+                        ray.shutdown()
+    finally:
         stop_ray_head(head)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         shutil.rmtree(temp_dir, ignore_errors=True)
         if not logs:
             shutil.rmtree(log_dir, ignore_errors=True)

@@ -72,28 +72,22 @@ def ray_head(test_root):
     points Ray clients at it (RAY_ADDRESS, RAY_AUTH_MODE=token, RAY_AUTH_TOKEN).
     """
     from trainyard.local.processes import start_ray_head, stop_ray_head
+    from trainyard.local.ray_auth import ray_client_env
 
     # a short path: Ray's unix sockets live under the temp dir (108-byte limit)
     temp_dir = tempfile.mkdtemp(prefix="tyr-", dir="/tmp")
     head = start_ray_head(temp_dir=temp_dir, token=secrets.token_hex(16), num_cpus=int(os.environ.get("TRAINYARD_TEST_CPUS", "2")),
                           log_file=test_root / "ray-start.log")
-    saved = {k: os.environ.get(k) for k in head.env()}
-    os.environ.update(head.env())
+    # ray_client_env also refreshes Ray's cached auth: some test may have imported ray before
+    # this fixture first ran, and Ray reads RAY_AUTH_MODE at import (FACTS.md)
     try:
-        yield head
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        try:
+        with ray_client_env(head.env()):
+            yield head
             import ray
 
             if ray.is_initialized():
                 ray.shutdown()
-        except Exception:
-            pass
+    finally:
         stop_ray_head(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
