@@ -32,8 +32,9 @@ the machine's load (reported). Without --smoke it takes /tmp/trainyard-measure.l
 """
 from __future__ import annotations
 
+import _bench  # first: import paths
+
 import argparse
-import fcntl
 import json
 import os
 import random
@@ -41,14 +42,10 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO / "platform", REPO):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+REPO = _bench.REPO
 
 from sqlalchemy import bindparam, insert, update  # noqa: E402
 
@@ -328,19 +325,6 @@ def idle_cpu(n: int, *, folder: Path, window_s: float, settle_s: float, baseline
     return out
 
 
-@contextmanager
-def _measure_lock(smoke: bool):
-    if smoke:
-        yield
-        return
-    with open("/tmp/trainyard-measure.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="1,000 jobs, a few repetitions (< 30 s)")
@@ -356,10 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [1000] if args.smoke else [int(x) for x in args.sizes.split(",")]
     reps = 3 if args.smoke else args.reps
-    out: dict = {"benchmark": "scheduler_scale", "smoke": args.smoke,
-                 "store": "postgresql" if args.db_url else "sqlite", "targets": TARGETS,
-                 "load_avg_start": [round(x, 1) for x in os.getloadavg()]}
-    with _measure_lock(args.smoke), tempfile.TemporaryDirectory(prefix="ty-scale-") as tmp:
+    out: dict = {"store": "postgresql" if args.db_url else "sqlite", "targets": TARGETS,
+}
+    with _bench.measurement(args.smoke) as run, tempfile.TemporaryDirectory(prefix="ty-scale-") as tmp:
         out["sizes"] = [measure(n, url=args.db_url, folder=Path(tmp), baseline_burst=n <= args.baseline_burst_max,
                                 reps=reps) for n in sizes]
         idle_n = 1000 if args.smoke else args.idle_queued
@@ -370,12 +353,11 @@ def main(argv: list[str] | None = None) -> int:
             out["idle_server"] = idle_cpu(idle_n, folder=Path(tmp), window_s=3.0 if args.smoke else 20.0,
                                           settle_s=2.0 if args.smoke else 8.0, baseline_repo=None if args.smoke
                                           else base_repo)
-    out["load_avg_end"] = [round(x, 1) for x in os.getloadavg()]
     at10k = next((s for s in out["sizes"] if s["queued"] == 10000), None)
     if at10k:
         out["meets_target"] = {"tick_at_10k": at10k["platform"]["change_tick_s"] < TARGETS["tick_at_10k_s"],
                                "burst_tick_at_10k": at10k["platform"]["burst_tick_s"] < TARGETS["burst_tick_at_10k_s"]}
-    print(json.dumps(out))
+    _bench.emit("scheduler_scale", out, run)
     return 0
 
 

@@ -26,8 +26,9 @@ the same cores as the server. Without --smoke it takes /tmp/trainyard-measure.lo
 """
 from __future__ import annotations
 
+import _bench  # first: import paths
+
 import argparse
-import fcntl
 import http.client
 import json
 import os
@@ -39,13 +40,9 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO / "platform", REPO):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+REPO = _bench.REPO
 
 TARGETS = {"per_s_at_32_clients": 1000, "p99_ms_at_32_clients": 50}
 
@@ -240,19 +237,6 @@ def crash_check(home: Path, db_url: str | None, *, clients: int, kill_after: flo
             "stored_not_acknowledged": extra, "in_flight_at_kill": run["_in_flight_at_kill"], "ok": ok}
 
 
-@contextmanager
-def _measure_lock(smoke: bool):
-    if smoke:
-        yield
-        return
-    with open("/tmp/trainyard-measure.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _wipe(db_url: str) -> None:
     from trainyard.store import Database
     from trainyard.store.models import Base
@@ -273,10 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds = 2.0 if args.smoke else args.seconds
     levels = [int(x) for x in args.clients.split(",")]
-    out: dict = {"benchmark": "submit_throughput", "smoke": args.smoke,
-                 "store": "postgresql" if args.db_url else "sqlite", "targets": TARGETS,
-                 "load_avg_start": [round(x, 1) for x in os.getloadavg()]}
-    with _measure_lock(args.smoke), tempfile.TemporaryDirectory(prefix="ty-submit-") as tmp:
+    out: dict = {"store": "postgresql" if args.db_url else "sqlite", "targets": TARGETS,
+}
+    with _bench.measurement(args.smoke) as run, tempfile.TemporaryDirectory(prefix="ty-submit-") as tmp:
         home = Path(tmp) / "run"
         home.mkdir()
         if args.db_url:
@@ -306,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if top["clients"] == 32:
         out["meets_target"] = {"per_s_at_32": top["per_s"] >= TARGETS["per_s_at_32_clients"],
                                "p99_at_32": (top["p99_ms"] or 1e9) < TARGETS["p99_ms_at_32_clients"]}
-    out["load_avg_end"] = [round(x, 1) for x in os.getloadavg()]
-    print(json.dumps(out))
+    _bench.emit("submit_throughput", out, run)
     return 0 if out["crash"]["ok"] else 1
 
 

@@ -105,3 +105,22 @@ def test_autoscale_standalone():
     out, _ = _run("autoscale", env=_standalone_env())
     assert out["state"] == "SUCCEEDED", out
     _numbers(out, "node_up_ratio", "first_step_ratio", "submit_to_node_up_s", "bare_submit_to_node_up_s")
+
+
+def test_scheduler_scale():
+    out, _ = _run("scheduler_scale", env=_standalone_env())
+    (size,) = out["sizes"]
+    assert size["queued"] == 1000, size
+    _numbers(size["platform"], "burst_tick_s", "change_tick_s", "idle_tick_s")
+    _numbers(size["baseline"], "burst_tick_s", "steady_tick_s")
+    assert "idle_server" in out, out
+
+
+def test_submit_throughput_loses_nothing_when_killed():
+    out, _ = _run("submit_throughput", env=_standalone_env())
+    assert [level["clients"] for level in out["levels"]] == [1, 8, 32], out
+    for level in out["levels"]:
+        assert level["errors"] == 0 and level["submitted"] > 0, level
+    _numbers(out["ratio"], "http_vs_store_floor")
+    # the one figure a smoke run does prove: acknowledged submissions survive kill -9
+    assert out["crash"]["ok"] and out["crash"]["acknowledged_missing"] == 0, out["crash"]

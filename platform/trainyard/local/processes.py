@@ -17,13 +17,13 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
+import tenacity
 
 from trainyard.errors import StackError
 
@@ -58,12 +58,15 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+class _NotAnswering(Exception):
+    """The service has not answered yet (retried until the deadline)."""
+
+
 def wait_http(url: str, *, timeout: float = 60.0, headers: dict | None = None,
               ok=(200,), proc: subprocess.Popen | None = None, what: str = "service") -> None:
-    """Poll `url` until it answers with a status in `ok`."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
+    """Poll `url` until it answers with a status in `ok`; a `proc` that exits first fails at once."""
+
+    def probe() -> None:
         if proc is not None and proc.poll() is not None:
             raise StackError(f"{what} exited with code {proc.returncode} before answering at {url}",
                              fix="see its log file")
@@ -72,16 +75,20 @@ def wait_http(url: str, *, timeout: float = 60.0, headers: dict | None = None,
             with urllib.request.urlopen(req, timeout=2) as resp:
                 if resp.status in ok:
                     return
-                last = f"HTTP {resp.status}"
+                raise _NotAnswering(f"HTTP {resp.status}")
         except urllib.error.HTTPError as exc:
             if exc.code in ok:
                 return
-            last = f"HTTP {exc.code}"
+            raise _NotAnswering(f"HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError) as exc:
-            last = str(getattr(exc, "reason", exc))
-        time.sleep(0.25)
-    raise StackError(f"{what} did not answer at {url} within {timeout:.0f}s (last: {last})",
-                     fix="see its log file")
+            raise _NotAnswering(str(getattr(exc, "reason", exc))) from None
+
+    try:
+        tenacity.Retrying(stop=tenacity.stop_after_delay(timeout), wait=tenacity.wait_fixed(0.25),
+                          retry=tenacity.retry_if_exception_type(_NotAnswering), reraise=True)(probe)
+    except _NotAnswering as exc:
+        raise StackError(f"{what} did not answer at {url} within {timeout:.0f}s (last: {exc})",
+                         fix="see its log file") from None
 
 
 # ----------------------------------------------------------------------------- Ray

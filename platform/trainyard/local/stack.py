@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import psutil
+import tenacity
 
 from trainyard import config
 from trainyard.errors import ConflictError, StackError
@@ -227,17 +228,19 @@ def _wait_ray_runtime(log: Path, offset: int, *, timeout: float) -> None:
     makes it miss, so MLflow starts once Ray is past that point, and still overlaps
     with the slower dashboard/Jobs API start.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def settled() -> bool:
         try:
             with open(log, "rb") as fh:
                 fh.seek(offset)
                 text = fh.read().decode(errors="replace")
         except FileNotFoundError:
-            text = ""
-        if "Ray runtime started" in text or "Traceback" in text or "Error" in text:
-            return
-        time.sleep(0.25)
+            return False
+        return "Ray runtime started" in text or "Traceback" in text or "Error" in text
+
+    # past the deadline: go on anyway; start_ray_head's own wait reports what went wrong
+    tenacity.Retrying(stop=tenacity.stop_after_delay(timeout), wait=tenacity.wait_fixed(0.25),
+                      retry=tenacity.retry_if_result(lambda done: not done),
+                      retry_error_callback=lambda state: False)(settled)
 
 
 def _python_env() -> dict[str, str]:
@@ -405,22 +408,20 @@ def _up(home: Path, emit: Event, *, port, mlflow_port, dashboard_port, num_cpus,
                 state["ray"] = {"temp_dir": temp_dir, "gcs_port": gcs_port, "dashboard_port": dport,
                                 "dashboard_url": f"http://127.0.0.1:{dport}", "starting": True}
                 _write_stack(state)
-                for attempt in range(RAY_START_ATTEMPTS):
-                    try:
-                        head = start_ray_head(
-                            temp_dir=temp_dir, token=ray_token, num_cpus=num_cpus,
-                            dashboard_port=dport, gcs_port=gcs_port, env=_python_env(),
-                            autoscaling_config=autoscaling_config,
-                            log_file=home / "logs" / "ray.log", timeout=timeout)
-                        break
-                    except StackError:
-                        # `ray start` gives the raylet a fixed 30 s to register; on a loaded
-                        # machine that is sometimes too short, and a second try succeeds
-                        if attempt + 1 == RAY_START_ATTEMPTS:
-                            raise
-                        emit("ray", "the Ray head did not come up in time; trying once more")
-                        stop_ray_head(state["ray"], timeout=RAY_STOP_GRACE_S)
-                        shutil.rmtree(temp_dir, ignore_errors=True)
+                def again(retry_state) -> None:
+                    # `ray start` gives the raylet a fixed 30 s to register; on a loaded
+                    # machine that is sometimes too short, and a second try succeeds
+                    emit("ray", "the Ray head did not come up in time; trying once more")
+                    stop_ray_head(state["ray"], timeout=RAY_STOP_GRACE_S)
+                    shutil.rmtree(temp_dir, ignore_errors=True)
+
+                head = tenacity.Retrying(
+                    stop=tenacity.stop_after_attempt(RAY_START_ATTEMPTS), reraise=True,
+                    retry=tenacity.retry_if_exception_type(StackError), before_sleep=again,
+                )(start_ray_head, temp_dir=temp_dir, token=ray_token, num_cpus=num_cpus,
+                  dashboard_port=dport, gcs_port=gcs_port, env=_python_env(),
+                  autoscaling_config=autoscaling_config,
+                  log_file=home / "logs" / "ray.log", timeout=timeout)
                 state["ray"] = _ray_record(head, autoscaling=autoscaling)
                 _write_stack(state)
                 actions["ray"] = "restarted" if ray_rec else "started"
