@@ -145,3 +145,75 @@ def add_smoke_flag(parser) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="a tiny size that finishes in well under a minute (CI); the figures mean "
                              "nothing, the JSON line's shape does; skips the measurement lock")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ApiServer:
+    """A real Trainyard API server process (`python -m trainyard.api`, uvicorn, the controller
+    running) on its own home and store. Its default cluster's dashboard is a closed port, so
+    submissions queue and the controller ticks over a growing queue, as in a burst.
+
+    `command`: what to run instead of `-m trainyard.api` (a variant of the same app), given
+    `--port` the same way."""
+
+    def __init__(self, home: Path, db_url: str | None = None, *, command: list[str] | None = None,
+                 env: dict | None = None):
+        self.home = home
+        self.db_url = db_url or f"sqlite:///{home / 'trainyard.db'}"
+        self.port = free_port()
+        self.command = command or ["-m", "trainyard.api"]
+        self.env = env or {}
+        self.proc = None
+        self.token = ""
+
+    def start(self, timeout_s: float = 60.0) -> "ApiServer":
+        import http.client
+        import subprocess
+
+        env = dict(os.environ, TRAINYARD_HOME=str(self.home), TRAINYARD_DB_URL=self.db_url,
+                   TRAINYARD_RAY_DASHBOARD_URL=f"http://127.0.0.1:{free_port()}",
+                   TRAINYARD_AUTOSCALER_DEMAND="off",
+                   PYTHONPATH=os.pathsep.join([str(REPO / "platform"), str(REPO), os.environ.get("PYTHONPATH", "")]),
+                   **self.env)
+        log = open(self.home / f"server-{time.time():.0f}.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, *self.command, "--port", str(self.port),
+                                      "--log-level", "warning"], env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"server exited with {self.proc.returncode}; see {log.name}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise BenchError(f"server did not answer /healthz; see {log.name}")
+        self.token = (self.home / "admin.token").read_text().strip()
+        return self
+
+    def kill9(self) -> None:
+        import signal
+
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -32,10 +32,7 @@ import argparse
 import http.client
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,66 +44,13 @@ REPO = _bench.REPO
 TARGETS = {"per_s_at_32_clients": 1000, "p99_ms_at_32_clients": 50}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, home: Path, db_url: str | None):
-        self.home = home
-        self.db_url = db_url or f"sqlite:///{home / 'trainyard.db'}"
-        self.port = _free_port()
-        self.proc: subprocess.Popen | None = None
-        self.token = ""
-
-    def start(self, timeout_s: float = 60.0) -> "Server":
-        env = dict(os.environ, TRAINYARD_HOME=str(self.home), TRAINYARD_DB_URL=self.db_url,
-                   TRAINYARD_RAY_DASHBOARD_URL=f"http://127.0.0.1:{_free_port()}",
-                   TRAINYARD_AUTOSCALER_DEMAND="off",
-                   PYTHONPATH=os.pathsep.join([str(REPO / "platform"), str(REPO), os.environ.get("PYTHONPATH", "")]))
-        log = open(self.home / f"server-{time.time():.0f}.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "trainyard.api", "--port", str(self.port),
-                                      "--log-level", "warning"], env=env, stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {log.name}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("server did not answer /healthz")
-        self.token = (self.home / "admin.token").read_text().strip()
-        return self
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def _spec(name: str) -> dict:
     return {"name": name, "workload": "cnn", "project": f"bench-{hash(name) % 10}",
             "resources": {"workers": 1}, "training": {"max_steps": 10}}
 
 
 class Client(threading.Thread):
-    def __init__(self, server: Server, index: int, stop: threading.Event):
+    def __init__(self, server: _bench.ApiServer, index: int, stop: threading.Event):
         super().__init__(daemon=True)
         self.server, self.index, self.stop_event = server, index, stop
         self.latencies: list[float] = []
@@ -146,7 +90,7 @@ class Client(threading.Thread):
         conn.close()
 
 
-def run_clients(server: Server, n: int, seconds: float, *, kill_after: float | None = None) -> dict:
+def run_clients(server: _bench.ApiServer, n: int, seconds: float, *, kill_after: float | None = None) -> dict:
     stop = threading.Event()
     clients = [Client(server, i, stop) for i in range(n)]
     start = time.perf_counter()
@@ -198,14 +142,14 @@ def store_floor(db_url: str, seconds: float) -> dict:
 
 
 def crash_check(home: Path, db_url: str | None, *, clients: int, kill_after: float) -> dict:
-    server = Server(home, db_url).start()
+    server = _bench.ApiServer(home, db_url).start()
     try:
         run = run_clients(server, clients, 0, kill_after=kill_after)
     finally:
         server.stop()
     acked = run["_acked"]
-    again = Server(home, db_url)
-    again.port = _free_port()
+    again = _bench.ApiServer(home, db_url)
+    again.port = _bench.free_port()
     again.start()
     missing = []
     try:
@@ -264,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         home.mkdir()
         if args.db_url:
             _wipe(args.db_url)
-        server = Server(home, args.db_url).start()
+        server = _bench.ApiServer(home, args.db_url).start()
         try:
             out["levels"] = []
             for n in levels:

@@ -223,7 +223,10 @@ def test_broken_candidate_is_rolled_back_without_failed_requests(serving, promot
     registry.set_alias("digits-p", CANDIDATE, v3)
     images, _ = digits(1)
     with LoopClient(serving.url("digits-p"), {"inputs": images}, threads=2) as loop:
-        result = Promoter(serving, registry, poll_s=0.5).promote("digits-p", policy=POLICY, endpoint=ENDPOINT)
+        # a user's own family: the server imports no user code, so it cannot read the family's
+        # metric and the policy names it (the error says so when it does not)
+        policy = {**POLICY, "metric": "accuracy", "mode": "max"}
+        result = Promoter(serving, registry, poll_s=0.5).promote("digits-p", policy=policy, endpoint=ENDPOINT)
         done = time.monotonic()
         time.sleep(1.0)
     assert result.state.value == "rolled_back" and "error rate" in result.reason
