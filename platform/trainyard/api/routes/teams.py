@@ -325,8 +325,8 @@ def remove_member(name: Name, user: Name, request: Request, principal: Principal
         _visible_project(s, principal, name)
         authorize(principal, project=name, need=Role.MAINTAINER, what="project", ident=name,
                   doing="manage its members")
-        if not repo.remove_member(s, project=name, user=user):
-            raise NotFoundError("member", user, fix=f"see the members with `trainyard projects show {name}`")
+        repo.get_user(s, user)  # an unknown user is a 404; a user without a role: nothing to do (204)
+        repo.remove_member(s, project=name, user=user)
     authenticator(ctx).forget()
     return Response(status_code=204)
 
