@@ -181,3 +181,14 @@ def test_a_failed_audit_write_does_not_fail_the_request(api, monkeypatch, caplog
     monkeypatch.setattr(teams_repo, "record_audit", broken)
     assert client.post("/v1/projects", json={"name": "nlp"}).status_code == 201
     assert "could not write the audit row" in caplog.text
+
+
+def test_a_jwt_without_single_sign_on_is_401_saying_so(api):
+    client, _ = api
+    try:
+        import trainyard.auth.oidc  # noqa: F401
+    except ImportError:
+        resp = client.get("/v1/me", headers=_as("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"))
+        assert resp.status_code == 401 and "single sign-on is not available" in resp.json()["message"]
+    else:
+        pytest.skip("this tree has single sign-on; its own tests cover JWTs")

@@ -93,7 +93,8 @@ class Authenticator:
             self._cache.clear()
 
     def principal_for(self, token: str) -> Principal:
-        if not token.startswith(PREFIX) and token.count(".") == 2:
+        jwt_shaped = not token.startswith(PREFIX) and token.count(".") == 2
+        if jwt_shaped:
             principal = self._oidc(token)
             if principal is not None:
                 return principal
@@ -101,7 +102,13 @@ class Authenticator:
         with self._lock:
             entry = self._cache.get(digest)
         if entry is None:
-            entry = self._load(digest)
+            try:
+                entry = self._load(digest)
+            except AuthError:
+                if jwt_shaped and not _oidc_available():
+                    raise AuthError("single sign-on is not available on this server", status=401,
+                                    fix=HOW_TO_AUTHENTICATE) from None
+                raise
             with self._lock:
                 self._cache[digest] = entry
         if entry.refusal:
@@ -147,9 +154,8 @@ class Authenticator:
         """A principal from a single sign-on token; None when the token is not one (or SSO is off)."""
         try:
             from trainyard.auth import oidc
-        except ImportError:
-            raise AuthError("single sign-on is not available on this server", status=401,
-                            fix=HOW_TO_AUTHENTICATE) from None
+        except ImportError:  # this server has no single sign-on: the token may still be a stored one
+            return None
         if not oidc.OidcVerifier.configured(self.settings) or not oidc.looks_like_jwt(token):
             return None
         if self._verifier is None:
@@ -161,6 +167,14 @@ class Authenticator:
                 raise AuthError(f"user {identity.user!r} is disabled on this server", status=401,
                                 fix="ask an admin of this server")
             return principal_for_user(s, user, via="oidc", extra_roles=dict(identity.roles), admin=identity.admin)
+
+
+def _oidc_available() -> bool:
+    try:
+        from trainyard.auth import oidc  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def authenticator(ctx: ServerContext) -> Authenticator:
