@@ -116,7 +116,9 @@ class RedactingFilter(logging.Filter):
         except Exception:  # a broken format string: let logging report it as it would
             return True
         clean = redact(message)
-        if clean != message or record.args:
+        # only a record that held a secret is rewritten: formatters that read the args
+        # (uvicorn's access log) keep working for all the others
+        if clean != message:
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

@@ -156,7 +156,7 @@ def test_auth(server):
     assert httpx.get(f"{server.url}/healthz").status_code == 200
     assert httpx.get(f"{server.url}/v1/jobs").status_code == 401
     resp = httpx.get(f"{server.url}/v1/jobs", headers={"Authorization": "Bearer wrong"})
-    assert resp.status_code == 403 and server.token not in resp.text
+    assert resp.status_code == 401 and server.token not in resp.text
     with pytest.raises(E.AuthError):
         Client(url=server.url, token="wrong").status()
 

@@ -92,7 +92,7 @@ def test_framework_errors_use_the_shared_schema(server):
 def test_auth_bodies_say_how_to_authenticate_not_where_files_are(server):
     client, ctx, _ = server
     for headers, status in (({"Authorization": ""}, 401), ({"Authorization": "Basic abc"}, 401),
-                            ({"Authorization": "Bearer wrong"}, 403)):
+                            ({"Authorization": "Bearer wrong"}, 401)):
         resp = client.get("/v1/jobs", headers=headers)
         body = assert_error_body(resp, status)
         assert "Authorization: Bearer" in body["message"] + (body.get("fix") or "")
@@ -105,15 +105,15 @@ def test_auth_bodies_say_how_to_authenticate_not_where_files_are(server):
 def test_openapi_documents_auth_errors_and_the_error_schema(server):
     client, _, _ = server
     doc = client.get("/openapi.json").json()
-    assert doc["components"]["securitySchemes"]["AdminToken"] == {
-        "type": "http", "scheme": "bearer", "description": doc["components"]["securitySchemes"]["AdminToken"]["description"]}
+    assert doc["components"]["securitySchemes"]["ApiToken"] == {
+        "type": "http", "scheme": "bearer", "description": doc["components"]["securitySchemes"]["ApiToken"]["description"]}
     error_ref = "#/components/schemas/ErrorBody"
     assert set(doc["components"]["schemas"]["ErrorBody"]["required"]) == {"error", "message", "issues"}
     for path, methods in doc["paths"].items():
         for method, op in methods.items():
             if path == "/healthz":
                 continue
-            assert op.get("security") == [{"AdminToken": []}], (method, path)
+            assert op.get("security") == [{"ApiToken": []}], (method, path)
             codes = ("401", "403", "422") if op.get("parameters") or op.get("requestBody") else ("401", "403")
             for code in codes:
                 schema = op["responses"][code]["content"]["application/json"]["schema"]
@@ -134,6 +134,9 @@ def test_unexpected_exceptions_are_json_without_secrets(server, caplog):
 
     ctx.jobs.describe = boom
     from fastapi.testclient import TestClient
+
+    with ctx.db.session() as s:  # the job exists and is visible: the failure is describe's
+        jobs_repo.create_job(s, spec={}, name="some", project="default", priority=0, job_id="some-job")
 
     resp = TestClient(client.app, raise_server_exceptions=False, headers=dict(client.headers)).get("/v1/jobs/some-job")
     body = assert_error_body(resp, 500)

@@ -33,7 +33,7 @@ def test_errors_are_rebuilt_as_the_same_types(sdk):
     client._http.headers["Authorization"] = "Bearer wrong"
     with pytest.raises(E.AuthError) as info:
         client.status()
-    assert info.value.status == 403
+    assert info.value.status == 401
 
 
 def test_submit_wait_and_progress(sdk, tmp_path):

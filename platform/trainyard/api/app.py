@@ -11,10 +11,12 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from trainyard import __version__, redact
+from trainyard.api.audit import AuditMiddleware
+from trainyard.api.auth import Authenticator
 from trainyard.api.context import ServerContext
 from trainyard.api.errors import install_error_handlers
 from trainyard.api.params import BODY_LIMIT
-from trainyard.api.routes import clusters, endpoints, jobs, sweeps, system
+from trainyard.api.routes import clusters, endpoints, jobs, sweeps, system, teams
 from trainyard.clusters.registry import ClientFactory, ClusterRegistry
 from trainyard.config import Settings, ensure_secret
 from trainyard.controller.loop import Controller
@@ -26,7 +28,17 @@ __all__ = ["create_app", "ROUTERS"]
 log = logging.getLogger("trainyard.api")
 
 ROUTERS = [system.health_router, system.router, jobs.router, clusters.router, sweeps.router,
-           endpoints.router]
+           endpoints.router, teams.me_router, teams.users_router, teams.tokens_router, teams.projects_router,
+           teams.audit_router]
+
+
+def _bootstrap_teams(db: Database, admin_token: str) -> None:
+    """User `admin` and project `default` exist; the admin token file's token is admin's."""
+    from trainyard.auth.tokens import hash_token
+    from trainyard.store import teams as teams_repo
+
+    with db.session() as s:
+        teams_repo.bootstrap_admin(s, admin_token_sha256=hash_token(admin_token) if admin_token else None)
 
 
 def create_app(settings: Settings | None = None, *, client_factory: ClientFactory | None = None,
@@ -40,6 +52,7 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
     ctx = ServerContext(settings=settings, db=db, registry=registry,
                         jobs=JobService(db, registry, settings),
                         controller=Controller(db, registry, settings))
+    ctx.auth = Authenticator(db, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -49,6 +62,7 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
         await asyncio.to_thread(db.upgrade)
         ctx.admin_token = ensure_secret(Path(settings.admin_token_file).expanduser())
         redact.register(ctx.admin_token)
+        await asyncio.to_thread(_bootstrap_teams, db, ctx.admin_token)
         registry.ensure_default()
         if run_controller:
             await asyncio.to_thread(ctx.controller.refresh_clusters)
@@ -67,8 +81,12 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
 
     app = FastAPI(title="Trainyard", version=__version__, lifespan=lifespan,
                   description="Train deep-learning models on Ray clusters: jobs, clusters, status. "
-                              "Every route needs `Authorization: Bearer <admin token>` except /healthz and this "
+                              "Every route needs `Authorization: Bearer <token>` (a personal API token, or a "
+                              "single sign-on token where configured) except /healthz and this "
                               "reference (/docs, /redoc, /openapi.json), which describe the API and hold no data. "
+                              "Objects belong to projects; callers see the projects they have a role in "
+                              "(viewer, member, maintainer) and get 404 for the others. Every state-changing "
+                              "request is recorded in the audit trail (GET /v1/audit, admins). "
                               "Every error answer has one shape (ErrorBody: `error`, `message`, `issues`). "
                               "Creating routes take an `Idempotency-Key` header, so that a retry creates nothing twice.")
     app.state.ctx = ctx
@@ -77,4 +95,6 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
         # request bodies: 1 MiB unless a route says more (submissions carry a zip, predictions
         # images); set per router, not per app, so that the 413 gets the error schema
         app.include_router(router, max_body_size=BODY_LIMIT)
+    # outermost: sees every answer's final status, the error handlers' and CatchAll's included
+    app.add_middleware(AuditMiddleware, db_of=lambda a: a.state.ctx.db)
     return app

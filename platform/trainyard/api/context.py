@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
@@ -23,6 +24,8 @@ class ServerContext:
     jobs: JobService
     controller: Controller
     admin_token: str = field(repr=False, default="")
+    # api.auth.Authenticator: token lookups and their cache (made on first use)
+    auth: Any = field(repr=False, default=None)
     started_at: float = field(default_factory=time.time)
 
 

@@ -70,7 +70,8 @@ class JobService:
 
     def submit(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
                kind: str = "job", workload_meta: Any = None,
-               on_created: Callable[[Session, dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+               on_created: Callable[[Session, dict[str, Any]], Any] | None = None,
+               owner: str = "admin") -> dict[str, Any]:
         """Validate, store and queue. `on_created(session, view)` runs in the transaction that
         creates the row (the API records an Idempotency-Key there): if it raises, nothing is
         created; what it returns (when not None) is returned instead of the view."""
@@ -90,7 +91,7 @@ class JobService:
 
         def write(s) -> dict[str, Any]:
             row = jobs_repo.create_job(s, spec=data, name=job.name, project=job.project,
-                                       priority=job.priority, kind=kind, package=digest,
+                                       priority=job.priority, kind=kind, package=digest, owner=owner,
                                        reason="submitted; waiting for the scheduler")
             row.message = "queued"
             s.flush()

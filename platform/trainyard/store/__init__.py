@@ -5,7 +5,7 @@
     with db.session() as s:
         job = jobs.create_job(s, spec=..., name=..., project=..., priority=...)
 """
-from trainyard.store import clusters, idempotency, jobs, state
+from trainyard.store import clusters, idempotency, jobs, state, teams
 from trainyard.store.db import Database
 
-__all__ = ["Database", "jobs", "clusters", "state", "idempotency"]
+__all__ = ["Database", "jobs", "clusters", "state", "idempotency", "teams"]

@@ -54,9 +54,9 @@ def submission_id_for(job_id: str, attempt: int) -> str:
 
 def create_job(session: Session, *, spec: dict[str, Any], name: str, project: str, priority: int,
                kind: str = "job", package: str | None = None, job_id: str | None = None,
-               reason: str = "submitted") -> JobRow:
+               reason: str = "submitted", owner: str = "admin") -> JobRow:
     for attempt in range(_ID_INSERT_TRIES):
-        job = JobRow(id=job_id or new_job_id(name), kind=kind, name=name, project=project,
+        job = JobRow(id=job_id or new_job_id(name), kind=kind, name=name, project=project, owner=owner,
                      priority=priority, spec=spec, phase=st.PENDING, attempt=0, package=package,
                      created_at=utcnow(), cancel_requested=0)
         # a savepoint: an id taken already (a given id, or a random one against all odds)
@@ -93,8 +93,12 @@ def find_job(session: Session, job_id: str, *, for_update: bool = False) -> JobR
 
 def list_jobs(session: Session, *, phases: Iterable[str] | None = None, project: str | None = None,
               kind: str | None = None, cluster: str | None = None, limit: int = 100,
-              offset: int = 0, newest_first: bool = True) -> list[JobRow]:
+              offset: int = 0, newest_first: bool = True,
+              projects: Iterable[str] | None = None) -> list[JobRow]:
+    """`projects`: only these (the caller's visible ones); None: all."""
     stmt = select(JobRow)
+    if projects is not None:
+        stmt = stmt.where(JobRow.project.in_(sorted(projects)))
     if phases is not None:
         stmt = stmt.where(JobRow.phase.in_(list(phases)))
     if project:

@@ -8,13 +8,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from trainyard.store.crypto import EncryptedString, SpecJSON
 
-__all__ = ["Base", "UTCDateTime", "JobRow", "JobEventRow", "ClusterRow", "IdempotencyRow", "utcnow"]
+__all__ = ["Base", "UTCDateTime", "JobRow", "JobEventRow", "ClusterRow", "IdempotencyRow", "UserRow", "ApiTokenRow",
+           "ProjectRow", "ProjectMemberRow", "AuditEventRow", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -51,6 +52,7 @@ class JobRow(Base):
     kind: Mapped[str] = mapped_column(String(16), default="job")
     name: Mapped[str] = mapped_column(String(128))
     project: Mapped[str] = mapped_column(String(128), default="default")
+    owner: Mapped[str] = mapped_column(String(128), default="admin")
     priority: Mapped[int] = mapped_column(Integer, default=0)
     # env values encrypted at rest (store.crypto)
     spec: Mapped[dict[str, Any]] = mapped_column(SpecJSON)
@@ -136,3 +138,76 @@ class IdempotencyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+
+class UserRow(Base):
+    """A person ("user") or a service account ("service"). Removing one disables it: its name
+    stays on the jobs and audit rows that carry it."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="user")
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiTokenRow(Base):
+    """A personal API token. Only the sha256 of the token is kept; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64), ForeignKey("users.name"))
+    name: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_api_tokens_sha256", "sha256", unique=True),
+                      Index("ix_api_tokens_user", "user"))
+
+
+class ProjectRow(Base):
+    """What jobs, sweeps, models and endpoints belong to. `default` always exists."""
+
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProjectMemberRow(Base):
+    """A user's role in a project: viewer, member or maintainer (trainyard.auth.roles)."""
+
+    __tablename__ = "project_members"
+
+    project: Mapped[str] = mapped_column(String(128), ForeignKey("projects.name", ondelete="CASCADE"),
+                                         primary_key=True)
+    user: Mapped[str] = mapped_column(String(64), ForeignKey("users.name", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (Index("ix_project_members_user", "user"),)
+
+
+class AuditEventRow(Base):
+    """One state-changing request, allowed or refused. Append-only; never holds a token."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(200))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    project: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status_code: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    __table_args__ = (Index("ix_audit_events_at", "at"), Index("ix_audit_events_actor", "actor"))

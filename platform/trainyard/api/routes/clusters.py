@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-from trainyard.api.auth import require_admin
+from trainyard.api.auth import current_principal, require_admin
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
@@ -21,7 +21,8 @@ from trainyard.store import clusters as repo
 from trainyard.store import jobs as jobs_repo
 from trainyard.store import state as st
 
-router = APIRouter(prefix="/v1/clusters", tags=["clusters"], dependencies=[Depends(require_admin)],
+# anyone signed in sees the clusters; only admins add or remove them
+router = APIRouter(prefix="/v1/clusters", tags=["clusters"], dependencies=[Depends(current_principal)],
                    responses=error_responses(401, 403, 422))
 
 ResourceAmount = Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=1e9)]
@@ -84,7 +85,8 @@ def list_clusters(ctx: ServerContext = Depends(get_ctx)) -> dict:
     return {"clusters": items}
 
 
-@router.post("", status_code=201, summary="Register a Ray cluster", responses=error_responses(409, 413))
+@router.post("", status_code=201, summary="Register a Ray cluster (admins)", responses=error_responses(409, 413),
+             dependencies=[Depends(require_admin)])
 def add_cluster(body: AddClusterRequest, idempotency_key: IdempotencyKey = None,
                 ctx: ServerContext = Depends(get_ctx)) -> Any:
     idem = idempotency_for(idempotency_key, method="POST", route="/v1/clusters", body=body.model_dump(mode="json"))
@@ -131,8 +133,8 @@ def _add_cluster(body: AddClusterRequest, ctx: ServerContext) -> dict:
         return views.cluster_dict(row, health=ctx.controller.health.get(body.name))
 
 
-@router.delete("/{name}", status_code=204, summary="Remove a cluster (no job may be active on it)",
-               responses=error_responses(404, 409))
+@router.delete("/{name}", status_code=204, summary="Remove a cluster (no job may be active on it; admins)",
+               responses=error_responses(404, 409), dependencies=[Depends(require_admin)])
 def remove_cluster(name: Name, ctx: ServerContext = Depends(get_ctx)) -> Response:
     with ctx.db.session() as s:
         repo.get_cluster(s, name)

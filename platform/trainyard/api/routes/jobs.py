@@ -3,21 +3,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional, Union
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainyard.api.auth import require_admin
+from trainyard.api.audit import audit_note
+from trainyard.api.auth import authorize, current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
 from trainyard.api.params import SUBMIT_BODY_LIMIT, JobId, Limit, LogOffset, Offset, OptName
 from trainyard.controller import views
-from trainyard.errors import SpecError, did_you_mean
+from trainyard.auth.principal import Principal
+from trainyard.auth.roles import Role
+from trainyard.errors import NotFoundError, SpecError, did_you_mean
 from trainyard.store import jobs as jobs_repo
 from trainyard.store import state as st
+from trainyard.store import teams as teams_repo
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_admin)],
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(current_principal)],
                    responses=error_responses(401, 403, 422))
 
 # the spec's YAML text (specs caps it further); the zip's base64 (MAX_PACKAGE_BYTES * 4/3)
@@ -58,19 +62,39 @@ def _phases(state: str | None) -> list[str] | None:
 
 @router.post("", status_code=201, summary="Submit a job", max_body_size=SUBMIT_BODY_LIMIT,
              responses=error_responses(409, 413))
-def submit_job(body: SubmitJobRequest, idempotency_key: IdempotencyKey = None,
-               ctx: ServerContext = Depends(get_ctx)) -> Any:
-    return submit_kind(ctx, body, idempotency_key, kind="job", route="/v1/jobs")
+def submit_job(body: SubmitJobRequest, request: Request, idempotency_key: IdempotencyKey = None,
+               principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> Any:
+    return submit_kind(ctx, body, idempotency_key, kind="job", route="/v1/jobs", principal=principal,
+                       request=request)
 
 
 def submit_kind(ctx: ServerContext, body: Any, key: Optional[str], *, kind: str, route: str,
-                view=lambda job: job) -> Any:
-    """Submit a job or a sweep; with a key, at most once (its record is written with the row)."""
-    idem = idempotency_for(key, method="POST", route=route, body=body.model_dump(mode="json"))
+                principal: Principal, request: Request, view=lambda job: job) -> Any:
+    """Submit a job or a sweep as `principal` (its owner); with a key, at most once (its record
+    is written with the row). The project comes from the validated spec; the role check runs in
+    the transaction that creates the row, so a refused submission leaves nothing behind."""
+    # the key is the caller's: another user's retry with the same key must not replay this answer
+    idem = idempotency_for(key and f"{principal.user}:{key}"[:255], method="POST", route=route,
+                           body=body.model_dump(mode="json"))
+    note = audit_note(request)
 
-    def create(on_created=None) -> Any:
+    def admit(session, job: dict) -> None:
+        project = job["project"]
+        note.project = project
+        authorize(principal, project=project, need=Role.MEMBER, what="project", ident=project,
+                  doing=f"submit a {kind} into it")
+        if principal.admin:  # an admin's submission into a new project creates it
+            teams_repo.ensure_project(session, project)
+        note.object_id = job["id"]
+
+    def create(record=None) -> Any:
+        def on_created(session, job: dict):
+            admit(session, job)
+            return record(session, job) if record is not None else None
+
         return view(ctx.jobs.submit(body.spec, working_dir_zip_b64=body.working_dir_zip_b64, kind=kind,
-                                    workload_meta=body.workload_meta, on_created=on_created))
+                                    workload_meta=body.workload_meta, on_created=on_created,
+                                    owner=principal.user))
 
     if idem is None:
         return create()
@@ -83,24 +107,45 @@ def submit_kind(ctx: ServerContext, body: Any, key: Optional[str], *, kind: str,
     return idem.guarded(ctx, lambda: create(record))
 
 
+def visible_job(ctx: ServerContext, principal: Principal, job_id: str, *, need: Role = Role.VIEWER,
+                what: str = "job", doing: str = "see it", request: Request | None = None,
+                own: bool = False) -> None:
+    """Raise unless the caller may act on the job: 404 (the same answer as a missing job) when
+    its project is not visible, 403 when the role is too low (or, with `own`, a member acts on
+    another's job)."""
+    with ctx.db.session() as s:
+        row = jobs_repo.find_job(s, job_id)
+        if row is None:
+            if principal.admin:
+                jobs_repo.get_job(s, job_id)  # raises, with the did-you-mean of recent ids
+            raise NotFoundError(what, job_id)
+        project, owner = row.project, row.owner
+    if request is not None:
+        audit_note(request).project = project
+    authorize(principal, project=project, need=need, what=what, ident=job_id,
+              owner=owner if own else None, doing=doing)
+
+
 @router.get("", summary="List jobs, newest first")
 def list_jobs(state: Annotated[Optional[str], Query(max_length=200, description="PENDING, RUNNING, ... "
                                                                                  "(comma-separated)")] = None,
               project: OptName = None,
               kind: Annotated[Optional[str], Query(pattern="^(job|sweep)$")] = None,
               cluster: OptName = None, limit: Limit = 100, offset: Offset = 0,
-              ctx: ServerContext = Depends(get_ctx)) -> dict:
+              principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> dict:
     phases = _phases(state)
     with ctx.db.session() as s:
         rows = jobs_repo.list_jobs(s, phases=phases, project=project, kind=kind, cluster=cluster,
-                                   limit=limit, offset=offset)
+                                   limit=limit, offset=offset, projects=principal.visible_projects())
         items = [views.job_dict(r, mlflow_uri=ctx.settings.mlflow_uri) for r in rows]
     return {"jobs": items, "count": len(items), "limit": limit, "offset": offset}
 
 
 @router.get("/{job_id}", summary="Describe a job (progress while it runs, result when done)",
             responses=error_responses(404, 502))
-def get_job(job_id: JobId, ctx: ServerContext = Depends(get_ctx)) -> dict:
+def get_job(job_id: JobId, principal: Principal = Depends(current_principal),
+            ctx: ServerContext = Depends(get_ctx)) -> dict:
+    visible_job(ctx, principal, job_id)
     return ctx.jobs.describe(job_id)
 
 
@@ -109,7 +154,9 @@ def get_job(job_id: JobId, ctx: ServerContext = Depends(get_ctx)) -> dict:
             responses={200: {"description": "The log text", "content": {"text/plain": {"schema": {"type": "string"}}}},
                        **error_responses(404, 502)})
 def job_logs(job_id: JobId, response: Response, offset: LogOffset = 0,
+             principal: Principal = Depends(current_principal),
              ctx: ServerContext = Depends(get_ctx)) -> PlainTextResponse:
+    visible_job(ctx, principal, job_id)
     text, state = ctx.jobs.logs(job_id, offset=offset)
     return PlainTextResponse(text, headers={"X-Trainyard-Job-State": state,
                                             "X-Trainyard-Next-Offset": str(offset + len(text))})
@@ -117,5 +164,7 @@ def job_logs(job_id: JobId, response: Response, offset: LogOffset = 0,
 
 @router.post("/{job_id}/cancel", summary="Cancel a job (PENDING at once; RUNNING once Ray stopped it)",
              responses=error_responses(404, 409, 502))
-def cancel_job(job_id: JobId, ctx: ServerContext = Depends(get_ctx)) -> dict:
-    return ctx.jobs.cancel(job_id)
+def cancel_job(job_id: JobId, request: Request, principal: Principal = Depends(current_principal),
+               ctx: ServerContext = Depends(get_ctx)) -> dict:
+    visible_job(ctx, principal, job_id, need=Role.MEMBER, own=True, doing="cancel it", request=request)
+    return ctx.jobs.cancel(job_id, reason=f"cancelled by {principal.user}")

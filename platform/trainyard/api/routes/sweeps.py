@@ -9,20 +9,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional, Union
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainyard.api.auth import require_admin
+from trainyard.api.auth import current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
 from trainyard.api.idempotency import IdempotencyKey
 from trainyard.api.params import SUBMIT_BODY_LIMIT, JobId, Limit, Offset, OptName
-from trainyard.api.routes.jobs import MAX_ZIP_B64, submit_kind
+from trainyard.api.routes.jobs import MAX_ZIP_B64, submit_kind, visible_job
+from trainyard.auth.principal import Principal
+from trainyard.auth.roles import Role
 from trainyard.controller import views
 from trainyard.errors import NotFoundError
 from trainyard.store import jobs as jobs_repo
 
-router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(require_admin)],
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(current_principal)],
                    responses=error_responses(401, 403, 422))
 
 
@@ -62,7 +64,10 @@ def sweep_view(job: dict) -> dict:
     return out
 
 
-def _describe(ctx: ServerContext, sweep_id: str) -> dict:
+def _describe(ctx: ServerContext, principal: Principal, sweep_id: str, *, need: Role = Role.VIEWER,
+              request: Request | None = None) -> dict:
+    visible_job(ctx, principal, sweep_id, what="sweep", need=need, own=need == Role.MEMBER,
+                doing="see it" if need == Role.VIEWER else "cancel it", request=request)
     job = ctx.jobs.describe(sweep_id)
     if job.get("kind") != "sweep":
         raise NotFoundError("sweep", sweep_id, fix="it is a job: see `trainyard jobs show`")
@@ -71,15 +76,18 @@ def _describe(ctx: ServerContext, sweep_id: str) -> dict:
 
 @router.post("", status_code=201, summary="Submit a sweep", max_body_size=SUBMIT_BODY_LIMIT,
              responses=error_responses(409, 413))
-def submit_sweep(body: SubmitSweepRequest, idempotency_key: IdempotencyKey = None,
-                 ctx: ServerContext = Depends(get_ctx)) -> Any:
-    return submit_kind(ctx, body, idempotency_key, kind="sweep", route="/v1/sweeps", view=sweep_view)
+def submit_sweep(body: SubmitSweepRequest, request: Request, idempotency_key: IdempotencyKey = None,
+                 principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> Any:
+    return submit_kind(ctx, body, idempotency_key, kind="sweep", route="/v1/sweeps", view=sweep_view,
+                       principal=principal, request=request)
 
 
 @router.get("", summary="List sweeps, newest first")
-def list_sweeps(project: OptName = None, limit: Limit = 100, offset: Offset = 0, ctx: ServerContext = Depends(get_ctx)) -> dict:
+def list_sweeps(project: OptName = None, limit: Limit = 100, offset: Offset = 0,
+                principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> dict:
     with ctx.db.session() as s:
-        rows = jobs_repo.list_jobs(s, project=project, kind="sweep", limit=limit, offset=offset)
+        rows = jobs_repo.list_jobs(s, project=project, kind="sweep", limit=limit, offset=offset,
+                                   projects=principal.visible_projects())
         items = []
         for row in rows:
             item = views.job_dict(row, mlflow_uri=ctx.settings.mlflow_uri)
@@ -91,12 +99,14 @@ def list_sweeps(project: OptName = None, limit: Limit = 100, offset: Offset = 0,
 
 
 @router.get("/{sweep_id}", summary="Describe a sweep, with its leaderboard", responses=error_responses(404, 502))
-def get_sweep(sweep_id: JobId, ctx: ServerContext = Depends(get_ctx)) -> dict:
-    return sweep_view(_describe(ctx, sweep_id))
+def get_sweep(sweep_id: JobId, principal: Principal = Depends(current_principal),
+              ctx: ServerContext = Depends(get_ctx)) -> dict:
+    return sweep_view(_describe(ctx, principal, sweep_id))
 
 
 @router.post("/{sweep_id}/cancel", summary="Cancel a sweep (its running trials stop with it)",
              responses=error_responses(404, 409, 502))
-def cancel_sweep(sweep_id: JobId, ctx: ServerContext = Depends(get_ctx)) -> dict:
-    _describe(ctx, sweep_id)
-    return sweep_view(ctx.jobs.cancel(sweep_id))
+def cancel_sweep(sweep_id: JobId, request: Request, principal: Principal = Depends(current_principal),
+                 ctx: ServerContext = Depends(get_ctx)) -> dict:
+    _describe(ctx, principal, sweep_id, need=Role.MEMBER, request=request)
+    return sweep_view(ctx.jobs.cancel(sweep_id, reason=f"cancelled by {principal.user}"))

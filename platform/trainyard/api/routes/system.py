@@ -7,7 +7,8 @@ from fastapi import APIRouter, Depends
 from sqlalchemy import func, select
 
 from trainyard import __version__
-from trainyard.api.auth import require_admin
+from trainyard.api.auth import current_principal
+from trainyard.auth.principal import Principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
 from trainyard.controller import views
@@ -16,7 +17,7 @@ from trainyard.store import state as st
 from trainyard.store.models import JobRow
 
 health_router = APIRouter(tags=["system"])
-router = APIRouter(prefix="/v1", tags=["system"], dependencies=[Depends(require_admin)],
+router = APIRouter(prefix="/v1", tags=["system"], dependencies=[Depends(current_principal)],
                    responses=error_responses(401, 403))
 
 
@@ -26,10 +27,14 @@ def healthz() -> dict:
 
 
 @router.get("/status", summary="Server, clusters, job counts, controller")
-def status(ctx: ServerContext = Depends(get_ctx)) -> dict:
+def status(principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> dict:
+    visible = principal.visible_projects()
+    query = select(JobRow.phase, func.count()).group_by(JobRow.phase)
+    if visible is not None:  # job counts of the caller's projects only
+        query = query.where(JobRow.project.in_(sorted(visible)))
     with ctx.db.session() as s:
         counts = {state: 0 for state in st.PUBLIC_STATES}
-        for phase, n in s.execute(select(JobRow.phase, func.count()).group_by(JobRow.phase)):
+        for phase, n in s.execute(query):
             counts[st.public_state(phase)] += n
         clusters = [views.cluster_dict(r, health=ctx.controller.health.get(r.name))
                     for r in clusters_repo.list_clusters(s)]

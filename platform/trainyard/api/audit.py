@@ -1,0 +1,108 @@
+"""The audit trail: one row per state-changing request (POST, PUT, PATCH, DELETE), allowed or
+refused, written before the answer leaves (a client that saw the answer finds the row).
+
+Routes and the auth dependency fill in what only they know through `audit_note(request)`:
+the actor, the object's type, id and project. Never the token, never a body. A failed audit
+write is logged and the answer goes out as it was: the trail must not turn a success into a 500.
+Predictions are data, not state: not audited.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import anyio
+from starlette.requests import Request
+
+__all__ = ["AuditNote", "audit_note", "AuditMiddleware", "AUDITED_METHODS", "outcome_for"]
+
+log = logging.getLogger("trainyard.api.audit")
+
+AUDITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_KEY = "trainyard_audit"
+_SINGULAR = {"jobs": "job", "sweeps": "sweep", "clusters": "cluster", "users": "user", "tokens": "token",
+             "projects": "project", "endpoints": "endpoint", "models": "model", "promotions": "promotion",
+             "audit": "audit"}
+
+
+@dataclass
+class AuditNote:
+    actor: Optional[str] = None
+    object_type: Optional[str] = None
+    object_id: Optional[str] = None
+    project: Optional[str] = None
+
+
+def audit_note(request: Request) -> AuditNote:
+    state = request.scope.setdefault("state", {})
+    note = state.get(_KEY)
+    if note is None:
+        note = state[_KEY] = AuditNote()
+    return note
+
+
+def outcome_for(status: int) -> str:
+    if status < 400:
+        return "ok"
+    return "error" if status >= 500 else "refused"
+
+
+def _from_path(path: str) -> tuple[str, Optional[str]]:
+    parts = [p for p in path.split("/") if p]
+    if len(parts) >= 2 and parts[0] == "v1":
+        kind = _SINGULAR.get(parts[1], parts[1][:32])
+        return kind, (parts[2][:128] if len(parts) > 2 else None)
+    return (parts[0][:32] if parts else "server"), None
+
+
+class AuditMiddleware:
+    def __init__(self, app, *, db_of):
+        self.app = app
+        self.db_of = db_of  # app -> Database (the app's context is built before its middleware runs)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") not in AUDITED_METHODS \
+                or str(scope.get("path", "")).endswith("/predict"):
+            return await self.app(scope, receive, send)
+        written = False
+
+        async def record(status: int) -> None:
+            nonlocal written
+            if written:
+                return
+            written = True
+            try:
+                await anyio.to_thread.run_sync(self._write, scope, status)
+            except Exception as exc:  # noqa: BLE001  (logged by type only: a message may quote values)
+                log.error("could not write the audit row of %s %s (status %s): %s", scope.get("method"),
+                          str(scope.get("path", ""))[:200], status, type(exc).__name__)
+
+        async def send_audited(message):
+            if message["type"] == "http.response.start":
+                await record(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_audited)
+        except BaseException:
+            await record(500)
+            raise
+
+    def _write(self, scope, status: int) -> None:
+        from trainyard.store import teams
+
+        note: AuditNote = (scope.get("state") or {}).get(_KEY) or AuditNote()
+        route = scope.get("route")
+        path = str(scope.get("path", ""))
+        template = getattr(route, "path", None) or path
+        kind, ident = _from_path(path)
+        client = scope.get("client")
+        db = self.db_of(scope["app"])
+        with db.session() as s:
+            teams.record_audit(s, actor=(note.actor or "anonymous")[:64],
+                               action=f"{scope.get('method', '')} {template}"[:200],
+                               object_type=(note.object_type or kind)[:32],
+                               object_id=(note.object_id or ident),
+                               project=note.project, status_code=status, outcome=outcome_for(status),
+                               source_ip=(client[0][:64] if client else None))
