@@ -38,6 +38,7 @@ from jwt import PyJWKClient
 from trainyard.auth.roles import Role
 from trainyard.config import Settings, oidc_url_problem
 from trainyard.errors import AuthError
+from trainyard.specs import NAME_RE
 
 __all__ = ["OidcIdentity", "OidcVerifier", "looks_like_jwt", "user_name_for", "ACCEPTED_ALGORITHMS"]
 
@@ -48,7 +49,7 @@ LEEWAY_S = 30
 MAX_TOKEN_CHARS = 16 * 1024  # far above what issuers send; a bound on what we parse
 MAX_GROUPS = 1000
 _JWT_RE = re.compile(r"^eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # specs.NAME_RE: user names
+_NAME_RE = re.compile(NAME_RE)  # user names are names like any other
 _RESERVED_USERS = frozenset({"admin", "anonymous"})
 _HASH_HEX = 12
 

@@ -51,6 +51,7 @@ class JobRow(Base):
     kind: Mapped[str] = mapped_column(String(16), default="job")
     name: Mapped[str] = mapped_column(String(128))
     project: Mapped[str] = mapped_column(String(128), default="default")
+    owner: Mapped[str] = mapped_column(String(128), default="admin")
     priority: Mapped[int] = mapped_column(Integer, default=0)
     # env values encrypted at rest (store.crypto)
     spec: Mapped[dict[str, Any]] = mapped_column(SpecJSON)
