@@ -59,3 +59,7 @@ def test_runs_take_the_servers_word_for_user_and_project(monkeypatch):
     monkeypatch.setenv("TRAINYARD_PROJECT", "vision")
     assert identity_tags(spec) == {"trainyard.user": "alice", "trainyard.project": "vision"}
     assert experiment_for("vision", "baseline") == "vision/baseline"
+    assert experiment_for("vision", "x" * 249) == "vision/" + "x" * 249
+    with pytest.raises(SpecError, match="at most 249") as exc:
+        experiment_for("vision", "x" * 250)
+    assert exc.value.field == "tracking.experiment"

@@ -47,10 +47,22 @@ def identity_tags(spec) -> dict[str, str]:
     return {USER_TAG: run_user(), PROJECT_TAG: run_project(spec)}
 
 
+# MLflow's experiments.name column (VARCHAR(256): PostgreSQL refuses longer names)
+MAX_EXPERIMENT_NAME = 256
+
+
 def experiment_for(project: str, experiment: str) -> str:
     """The MLflow experiment of a project's `tracking.experiment`: experiments are per project,
     so two projects' `default` experiments are two experiments."""
-    return f"{project}/{experiment}"
+    name = f"{project}/{experiment}"
+    if len(name) > MAX_EXPERIMENT_NAME:
+        from trainyard.errors import SpecError
+
+        room = MAX_EXPERIMENT_NAME - len(project) - 1
+        raise SpecError(f"is {len(experiment)} characters; in project {project!r} it may have at most {room} "
+                        f"(MLflow names it {project}/<experiment>, at most {MAX_EXPERIMENT_NAME})",
+                        field="tracking.experiment", value=experiment[:80], fix=f"shorten it to {room} characters")
+    return name
 
 
 def tracking_uri(explicit: str | None = None) -> str | None:
