@@ -20,17 +20,20 @@ from `trainyard up`, in a container, or in a test.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["home", "ensure_home", "private_umask", "PRIVATE_UMASK", "read_secret", "ensure_secret",
-           "Settings", "stack_file", "read_stack"]
+           "Settings", "stack_file", "read_stack", "parse_group_roles", "oidc_url_problem", "OIDC_ROLES"]
 
 # files the stack's processes create (database, WAL, logs, MLflow's files) are theirs alone
 PRIVATE_UMASK = 0o077
@@ -135,6 +138,19 @@ class Settings(BaseSettings):
     # hosts that `POST /v1/clusters` may register (and so that the server may call),
     # comma-separated; empty: any host
     cluster_hosts: str = ""
+    # Single sign-on (trainyard.auth.oidc): set the issuer to accept its JWTs besides API tokens.
+    oidc_issuer: str | None = None  # exactly the tokens' `iss`, e.g. https://idp.example.com/realms/ml
+    oidc_audience: str | None = Field(None, validate_default=True)  # the tokens' `aud`: required with an issuer
+    # the issuer's JWKS; unset: the `jwks_uri` of <issuer>/.well-known/openid-configuration
+    oidc_jwks_url: str | None = None
+    # the claim that names the user; a value that is not a valid user name (an email is not)
+    # becomes a readable slug plus a hash of the exact value (trainyard.auth.oidc.user_name_for)
+    oidc_user_claim: str = Field("email", min_length=1, max_length=128)
+    oidc_groups_claim: str = Field("groups", min_length=1, max_length=128)
+    # group -> {project: role}; "*": "admin" makes the group's members admins. From the
+    # environment: `group=project:role,...` (`ml-team=vision:member,ops=*:admin`), or the same
+    # mapping as JSON (`{"CN=ml,OU=groups": {"vision": "member"}}`) for group names with ',' or '='
+    oidc_group_roles: Annotated[dict[str, dict[str, str]], NoDecode] = Field(default_factory=dict)
     extra: dict = Field(default_factory=dict)
 
     @classmethod
@@ -167,6 +183,32 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [root.strip() for root in value.split(",") if root.strip()]
         return value
+
+    @field_validator("oidc_issuer", "oidc_jwks_url")
+    @classmethod
+    def _oidc_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        problem = oidc_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("oidc_audience")
+    @classmethod
+    def _audience_with_issuer(cls, value: str | None, info: ValidationInfo) -> str | None:
+        value = value or None
+        if value is None and info.data.get("oidc_issuer"):
+            raise ValueError("an OIDC issuer is set, so the audience its tokens must carry is needed "
+                             "(set TRAINYARD_OIDC_AUDIENCE to the client id the issuer puts in `aud`)")
+        if value is not None and (len(value) > 256 or not value.strip() or value != value.strip()):
+            raise ValueError("must be the tokens' `aud` value: 1-256 characters, no surrounding spaces")
+        return value
+
+    @field_validator("oidc_group_roles", mode="before")
+    @classmethod
+    def _group_roles(cls, value: Any) -> Any:
+        return parse_group_roles(value)
 
     def allowed_storage_roots(self) -> list[str]:
         """The storage roots a spec may write under: the default storage, then the configured ones."""
@@ -203,6 +245,101 @@ class _FromEnvironment(Settings):
         return (init_settings, env_settings)
 
 
+# Project roles a group may grant (trainyard.auth.roles.Role by name), and the cluster-wide one
+OIDC_ROLES = ("viewer", "member", "maintainer")
+_ADMIN = "admin"
+_PROJECT_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # specs.NAME_RE
+_MAX_GROUP = 256
+_MAX_ENTRIES = 1000
+_MAPPING_HELP = ("write group=project:role entries separated by commas (roles: viewer, member, "
+                 "maintainer; `group=*:admin` for admins), or a JSON object {group: {project: role}}")
+
+
+def oidc_url_problem(url: str) -> str | None:
+    """What is wrong with an issuer or JWKS URL, or None. Plain http only to this machine:
+    keys fetched in the clear could be swapped on the way."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return "must be an https:// URL"
+    if parts.scheme not in ("https", "http") or not host or len(url) > 2048 or parts.query or parts.fragment:
+        return "must be an https:// URL with a host, no query and no fragment"
+    if parts.scheme == "http" and not _loopback(host):
+        return "must use https:// (plain http only to this machine: localhost, 127.0.0.1)"
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_group_roles(value: Any) -> dict[str, dict[str, str]]:
+    """TRAINYARD_OIDC_GROUP_ROLES as {group: {project: role}}; ValueError naming the entry that
+    is wrong. Text is `group=project:role,...` or a JSON object; a dict is checked as it is."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"is not valid JSON ({exc.msg} at character {exc.pos}); {_MAPPING_HELP}") from None
+        else:
+            pairs = []
+            for entry in (e.strip() for e in text.split(",")):
+                if not entry:
+                    continue
+                group, eq, target = entry.rpartition("=")
+                project, colon, role = target.partition(":")
+                if not eq or not colon:
+                    raise ValueError(f"entry {entry[:120]!r} is not group=project:role; {_MAPPING_HELP}")
+                pairs.append((group.strip(), project.strip(), role.strip(), entry))
+            return _checked_roles(pairs)
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping, got {type(value).__name__}; {_MAPPING_HELP}")
+    pairs = []
+    for group, targets in value.items():
+        if not isinstance(targets, dict):
+            raise ValueError(f"group {str(group)[:120]!r} must map to {{project: role}}, got {str(targets)[:120]!r}")
+        for project, role in targets.items():
+            pairs.append((group, project, role, f"{group}={project}:{role}"))
+    return _checked_roles(pairs)
+
+
+def _checked_roles(pairs: list[tuple[Any, Any, Any, str]]) -> dict[str, dict[str, str]]:
+    if len(pairs) > _MAX_ENTRIES:
+        raise ValueError(f"has {len(pairs)} entries; at most {_MAX_ENTRIES}")
+    out: dict[str, dict[str, str]] = {}
+    for group, project, role, entry in pairs:
+        where = f"entry {entry[:120]!r}"
+        if not isinstance(group, str) or not group or len(group) > _MAX_GROUP or group != group.strip() \
+                or any(ord(c) < 32 or c == "\x7f" for c in group):
+            raise ValueError(f"{where}: the group must be 1-{_MAX_GROUP} printable characters")
+        if not isinstance(role, str) or role not in (*OIDC_ROLES, _ADMIN):
+            raise ValueError(f"{where}: role {str(role)[:40]!r} is not known; use one of "
+                             f"{', '.join(OIDC_ROLES)}, or *:admin")
+        if project == "*" or role == _ADMIN:
+            if (project, role) != ("*", _ADMIN):
+                raise ValueError(f"{where}: admin is cluster-wide and '*' means every project, so they go "
+                                 f"together: write {group}=*:admin, or name one project with a project role")
+        elif not isinstance(project, str) or not _PROJECT_RE.match(project):
+            raise ValueError(f"{where}: project {str(project)[:80]!r} is not a valid project name "
+                             f"(lower-case letters, digits and '-', at most 63)")
+        roles = out.setdefault(group, {})
+        if project in roles and roles[project] != role:
+            raise ValueError(f"{where}: group {group!r} already maps project {project!r} to "
+                             f"{roles[project]!r}; give each group one role per project")
+        roles[project] = role
+    return out
+
+
 _SECRET_SETTINGS = ("s3_key", "s3_secret", "mlflow_password")
 _SECRET_FIELDS = {*_SECRET_SETTINGS, "aws_access_key_id", "aws_secret_access_key", "mlflow_tracking_password"}
 
@@ -215,5 +352,11 @@ def _env_error(exc: ValidationError) -> Exception:
     var = name.upper() if name.upper().startswith(("TRAINYARD_", "AWS_", "MLFLOW_")) else f"TRAINYARD_{name.upper()}"
     secret = name.lower() in _SECRET_FIELDS
     value: Any = None if secret else err.get("input")
-    return TrainyardError(f"{err['msg'].lower()}, got {'***' if secret else repr(value)}", field=var,
+    msg = err["msg"]
+    if err.get("type") == "value_error" and (err.get("ctx") or {}).get("error") is not None:
+        msg = str(err["ctx"]["error"])  # our own validators' words, without pydantic's "Value error, "
+    msg = msg[:1].lower() + msg[1:]  # it follows "VARIABLE: "; names and values inside keep their case
+    if isinstance(value, str) and len(value) > 200:
+        value = value[:200] + "..."
+    return TrainyardError(f"{msg}, got {'***' if secret else repr(value)}", field=var,
                           fix=f"set {var} to a valid value or unset it")

@@ -28,7 +28,8 @@ job_id = sys.argv[1]
 spec = json.loads(os.environ["TRAINYARD_SPEC"])
 with open(os.environ["FAKE_RUNS_LOG"], "a") as fh:  # one line per driver start
     fh.write(job_id + "\n")
-need = ["TRAINYARD_SPEC", "TRAINYARD_JOB_ID", "TRAINYARD_STORAGE", "MLFLOW_TRACKING_URI"]
+need = ["TRAINYARD_SPEC", "TRAINYARD_JOB_ID", "TRAINYARD_STORAGE", "MLFLOW_TRACKING_URI", "TRAINYARD_USER",
+        "TRAINYARD_PROJECT"]
 print("ENV_OK" if all(os.environ.get(k) for k in need) and os.environ["TRAINYARD_JOB_ID"] == job_id
       else "ENV_MISSING", flush=True)
 if os.path.exists("marker.txt"):  # shipped in the job's working_dir (Ray makes it the cwd)
@@ -180,7 +181,10 @@ def test_tiny_job_succeeds_with_result_metrics(server, ray_head):
     assert final["result"]["checkpoint"].endswith(job["id"])
     logs = client.job_logs(job["id"])
     assert "ENV_OK" in logs and "TRAINYARD_PROGRESS" in logs
-    assert ray_job(ray_head, final["submission_id"])["status"] == "SUCCEEDED"
+    ray = ray_job(ray_head, final["submission_id"])
+    assert ray["status"] == "SUCCEEDED"
+    # whose job, in which project: the admin token's user, the spec's (default) project
+    assert (ray["metadata"]["trainyard_user"], ray["metadata"]["trainyard_project"]) == ("admin", "default")
     tail = client.job_logs(job["id"], offset=len(logs) - 10)
     assert tail == logs[-10:]
 

@@ -76,13 +76,16 @@ EXECUTORS = pytest.mark.parametrize("executor", ["inline", "train"])
 
 
 @EXECUTORS
-def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, mlflow_server, storage, executor):
+def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, mlflow_server, storage, executor,
+                                                                       monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from trainyard.runner.sweep import run_sweep
 
+    monkeypatch.setenv("TRAINYARD_USER", "bob")  # the server's word on whose sweep it is
+    monkeypatch.setenv("TRAINYARD_PROJECT", "nlp")
     name = f"sweep-asha-{executor}"
-    spec = _spec(name, storage=storage, executor=executor, promote={"canary_weight": 0.2}, sweep={
+    spec = _spec(name, storage=storage, executor=executor, project="nlp", promote={"canary_weight": 0.2}, sweep={
         "search_space": {"training.lr": {"loguniform": [1e-3, 2e-2]},
                          "hyperparameters.channels": {"choice": [4, 8]}},
         "algorithm": "random", "scheduler": "asha", "num_trials": 4, "max_concurrent_trials": 2,
@@ -102,6 +105,7 @@ def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, 
     client = MlflowClient(tracking_uri=mlflow_server)
     parent = client.get_run(result["mlflow_run_id"])
     assert parent.data.tags["trainyard.sweep_id"] == sid
+    assert client.get_experiment(parent.info.experiment_id).name == "nlp/sweeps-it"
     assert f"best_accuracy" in parent.data.metrics
     assert any(k.startswith("best.training.lr") for k in parent.data.params)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -111,6 +115,8 @@ def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, 
     assert len(children) == 4  # one per trial, none per rank
     assert len({c.data.tags["trainyard.trial_id"] for c in children}) == 4
     assert all("accuracy" in c.data.metrics for c in children)
+    for run in (parent, *children):  # the sweep's user and project on every run of it
+        assert (run.data.tags["trainyard.user"], run.data.tags["trainyard.project"]) == ("bob", "nlp")
     # every child run is closed, none left RUNNING: a trial ASHA stopped is FINISHED and tagged
     # trainyard.stopped_early=true (it closes its own run, or the driver does if its actor died)
     by_trial = {c.data.tags["trainyard.trial_id"]: c for c in children}
@@ -122,6 +128,9 @@ def test_asha_sweep_records_parent_children_candidate_and_leaderboard(ray_head, 
     version = client.get_model_version_by_alias(f"{name}-model", "candidate")
     assert version.tags["trainyard.sweep_id"] == sid
     assert version.tags["trainyard.trial_id"] == result["registered_trial"]
+    assert version.tags["trainyard.project"] == "nlp"
+    assert client.get_registered_model(f"{name}-model").tags["trainyard.project"] == "nlp"
+    assert result["experiment_path"].startswith(storage[len("file://"):] + "/nlp/sweep-")  # project prefix
 
 
 def test_bayesian_search_runs_through_optuna(ray_head, storage):

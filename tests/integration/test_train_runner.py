@@ -26,9 +26,9 @@ pytestmark = pytest.mark.integration
 
 def _spec(name: str, *, zero: int, max_steps: int, every: int, storage: str | None = None,
           max_failures: int = 0, env: dict | None = None, experiment: str = "runner-it",
-          training: dict | None = None):
+          training: dict | None = None, project: str = "default"):
     return parse_job_spec({
-        "name": name, "workload": "cnn",
+        "name": name, "workload": "cnn", "project": project,
         "data": {"train_limit": 512},
         "hyperparameters": {"channels": 8, "hidden": 32},
         "resources": {"workers": 2, "cpus_per_worker": 1},
@@ -69,14 +69,17 @@ def _progress_collector():
     return lines, lines.append
 
 
-def test_zero2_job_logs_run_and_registers_a_model_that_predicts(ray_head, mlflow_env, storage):
+def test_zero2_job_logs_run_and_registers_a_model_that_predicts(ray_head, mlflow_env, storage, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from trainyard.runner.protocol import PROGRESS, parse_line
     from trainyard.runner.train import run_job
     from trainyard.tracking.model import load_trainyard_model
 
-    spec = _spec("rt-zero2", zero=2, max_steps=6, every=3, storage=storage)
+    # what the server gives the driver: whose job it is, in which project
+    monkeypatch.setenv("TRAINYARD_USER", "alice")
+    monkeypatch.setenv("TRAINYARD_PROJECT", "vision")
+    spec = _spec("rt-zero2", zero=2, max_steps=6, every=3, storage=storage, project="vision")
     job_id = _job_id("z2")
     lines, emit = _progress_collector()
     result = run_job(spec, job_id, emit=emit)
@@ -84,7 +87,7 @@ def test_zero2_job_logs_run_and_registers_a_model_that_predicts(ray_head, mlflow
     assert set(result) >= {"metrics", "mlflow_run_id", "mlflow_experiment_id", "model_name",
                            "model_version", "checkpoint"}
     assert 0.0 <= result["metrics"]["accuracy"] <= 1.0 and "eval_loss" in result["metrics"]
-    assert result["checkpoint"].startswith(storage + "/default/" + job_id + "/checkpoint_")
+    assert result["checkpoint"].startswith(storage + "/vision/" + job_id + "/checkpoint_")
     progress = [parse_line(line) for line in lines]
     assert progress and all(p and p[0] == PROGRESS for p in progress)
     assert max(p[1]["step"] for p in progress) == 6
@@ -94,6 +97,8 @@ def test_zero2_job_logs_run_and_registers_a_model_that_predicts(ray_head, mlflow
     run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "rt-zero2"
     assert run.data.tags["trainyard.job_id"] == job_id
+    assert (run.data.tags["trainyard.user"], run.data.tags["trainyard.project"]) == ("alice", "vision")
+    assert client.get_experiment(run.info.experiment_id).name == "vision/runner-it"  # per project
     assert run.data.params["deepspeed.zero_stage"] == "2"
     assert "as requested" in run.data.params["deepspeed.reason"]
     assert run.data.params["hyperparameters.channels"] == "8"
@@ -104,6 +109,8 @@ def test_zero2_job_logs_run_and_registers_a_model_that_predicts(ray_head, mlflow
     assert {"spec.yaml", "loss_curve.png"} <= artifacts
 
     assert result["model_name"] == "rt-zero2-model" and result["model_version"]
+    assert client.get_registered_model("rt-zero2-model").tags["trainyard.project"] == "vision"
+    assert client.get_model_version("rt-zero2-model", result["model_version"]).tags["trainyard.project"] == "vision"
     uri = f"models:/{result['model_name']}/{result['model_version']}"
     workload, models, hparams = load_trainyard_model(uri)
     assert workload.name == "cnn" and hparams["channels"] == 8 and set(models) == {"model"}
@@ -226,3 +233,26 @@ def test_a_resumed_run_goes_on_exactly_as_an_uninterrupted_one(ray_head, mlflow_
     assert set(range(1, 9)) <= set(a) and set(range(1, 9)) <= set(b)
     assert [b[s] for s in range(1, 9)] == [a[s] for s in range(1, 9)], (a, b)
     assert second["metrics"]["accuracy"] == straight["metrics"]["accuracy"]
+
+
+def test_a_model_name_belongs_to_the_project_that_registered_it(mlflow_env):
+    from mlflow.tracking import MlflowClient
+
+    from trainyard.errors import ConflictError
+    from trainyard.tracking.registry import claim_model, model_project
+
+    client = MlflowClient(mlflow_env)
+    name = f"owned-{uuid.uuid4().hex[:6]}"
+    claim_model(client, name, project="vision")
+    claim_model(client, name, project="vision")  # its own project again: fine
+    with pytest.raises(ConflictError, match="belongs to project 'vision', not 'nlp'"):
+        claim_model(client, name, project="nlp")
+    assert model_project(client.get_registered_model(name).tags) == "vision"
+    # registered before projects existed: the default project's
+    legacy = f"legacy-{uuid.uuid4().hex[:6]}"
+    client.create_registered_model(legacy)
+    assert model_project(client.get_registered_model(legacy).tags) == "default"
+    with pytest.raises(ConflictError, match="belongs to project 'default'"):
+        claim_model(client, legacy, project="nlp")
+    claim_model(client, legacy, project="default")
+    assert client.get_registered_model(legacy).tags["trainyard.project"] == "default"

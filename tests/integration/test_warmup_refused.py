@@ -47,5 +47,5 @@ def test_job_with_a_warmup_longer_than_its_epochs_fails_as_a_spec_error(ray_head
     assert "set training.warmup_steps to at most 6" in message
     # the job's MLflow run is closed as failed, and no training step was logged into it
     client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name("warmup-it").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("default/warmup-it").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"] and not runs[0].data.metrics

@@ -490,7 +490,7 @@ class Controller:
             if job is None or job.phase != st.DISPATCHING:
                 return
             cluster, submission_id, spec, package = job.cluster, job.submission_id, job.spec, job.package
-            attempt, kind = job.attempt, job.kind
+            attempt, kind, owner, project = job.attempt, job.kind, job.owner, job.project
         client = self.registry.client(cluster)
         working_dir = None
         try:
@@ -502,11 +502,14 @@ class Controller:
                                        f"server's package store; submit the job again")
                     return
                 working_dir = client.upload_package(path.read_bytes())
-            env = runtime.runtime_env_for(job_id, spec, self.settings, working_dir_uri=working_dir)
+            env = runtime.runtime_env_for(job_id, spec, self.settings, owner=owner, project=project,
+                                          working_dir_uri=working_dir)
             outcome = client.submit(submission_id=submission_id,
                                     entrypoint=runtime.entrypoint_for(job_id, self.settings, kind=kind),
                                     runtime_env=env, metadata={"trainyard_job_id": job_id,
-                                                               "trainyard_attempt": attempt},
+                                                               "trainyard_attempt": attempt,
+                                                               "trainyard_user": owner,
+                                                               "trainyard_project": project},
                                     secrets=runtime.secret_values(spec, self.settings))
         except SubmitRejected as exc:
             self._move(job_id, st.DISPATCHING, st.FAILED, reason="Ray refused the submission",

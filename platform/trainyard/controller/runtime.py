@@ -4,8 +4,10 @@ The contract with the runner (trainyard.runner):
     entrypoint  python -m trainyard.runner job --job-id <ID>
     env_vars    TRAINYARD_SPEC (JobSpec JSON), TRAINYARD_JOB_ID, MLFLOW_TRACKING_URI (and
                 MLFLOW_TRACKING_USERNAME/PASSWORD when MLflow needs credentials),
-                TRAINYARD_STORAGE, and for s3:// storage TRAINYARD_S3_ENDPOINT_URL,
-                AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; plus spec.env.
+                TRAINYARD_STORAGE, TRAINYARD_USER and TRAINYARD_PROJECT (whose job it is: the
+                job row's owner and project), and for s3:// storage TRAINYARD_S3_ENDPOINT_URL,
+                AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; plus spec.env (which cannot override
+                any of these).
     working_dir gcs://_ray_pkg_<sha1>.zip when the job shipped a folder.
 """
 from __future__ import annotations
@@ -64,14 +66,18 @@ def mlflow_credentials(settings: Settings) -> dict[str, str]:
             "MLFLOW_TRACKING_PASSWORD": _revealed(settings.mlflow_password)}
 
 
-def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *,
+def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *, owner: str, project: str,
                     working_dir_uri: str | None = None) -> dict[str, Any]:
+    """owner, project: the job row's; the runner tags the job's MLflow runs with them and puts
+    its experiment and checkpoints under the project."""
     env: dict[str, str] = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
     storage = storage_for(spec, settings)
     env.update({
         "TRAINYARD_SPEC": json.dumps(spec, separators=(",", ":"), sort_keys=True),
         "TRAINYARD_JOB_ID": job_id,
         "TRAINYARD_STORAGE": storage,
+        "TRAINYARD_USER": owner,
+        "TRAINYARD_PROJECT": project,
     })
     if settings.mlflow_uri:
         env["MLFLOW_TRACKING_URI"] = settings.mlflow_uri

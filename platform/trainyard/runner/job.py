@@ -22,8 +22,9 @@ def build_trainer(spec, *, job_id: str, storage: str | None = None, mlflow_run: 
     """
     from trainyard.runner.launch import make_trainer
     from trainyard.runner.storage import resolve_storage
+    from trainyard.tracking import run_project
 
-    target = resolve_storage(storage or spec.checkpoint.storage, project=spec.project,
+    target = resolve_storage(storage or spec.checkpoint.storage, project=run_project(spec),
                              endpoint_url=spec.checkpoint.endpoint_url)
     loop_config = {"spec": spec.model_dump(mode="json"), "job_id": job_id, "mlflow": mlflow_run,
                    "progress_queue": progress_queue, **(extra_config or {})}
@@ -121,18 +122,22 @@ def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str 
     import ray
     from ray.util.queue import Queue
 
+    from trainyard.tracking import PROJECT_TAG, experiment_for, identity_tags
     from trainyard.tracking import tracking_uri as _uri
     from trainyard.tracking.runs import end_job_run, run_tags, start_job_run
 
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
     uri = _uri(tracking_uri)
-    run = start_job_run(job_id=job_id, run_name=spec.name, experiment=spec.tracking.experiment,
-                        uri=uri, tags={"trainyard.project": spec.project,
-                                       "trainyard.workload": spec.workload})
+    identity = identity_tags(spec)
+    run = start_job_run(job_id=job_id, run_name=spec.name,
+                        experiment=experiment_for(identity[PROJECT_TAG], spec.tracking.experiment),
+                        uri=uri, tags={**identity, "trainyard.workload": spec.workload})
     queue = Queue(actor_options={"num_cpus": 0})
     printer = _ProgressPrinter(queue, emit)
-    trainer = build_trainer(spec, job_id=job_id, storage=storage, mlflow_run=run.to_config(),
+    # the project goes with the run to rank 0, which registers the model under it
+    trainer = build_trainer(spec, job_id=job_id, storage=storage,
+                            mlflow_run={**run.to_config(), "project": identity[PROJECT_TAG]},
                             progress_queue=queue, extra_config={"log_model": log_model})
     try:
         result = trainer.fit()

@@ -7,12 +7,16 @@ a TorchTrainer with the same name finds them again (resubmission resumes).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from trainyard.errors import SpecError
+from trainyard.specs import NAME_RE
 
 __all__ = ["StorageTarget", "resolve_storage", "default_storage", "s3_filesystem"]
+
+_PROJECT_RE = re.compile(NAME_RE)
 
 
 @dataclass
@@ -52,7 +56,12 @@ def s3_filesystem(endpoint_url: str | None = None):
 
 def resolve_storage(storage: str | None, *, project: str = "default",
                     endpoint_url: str | None = None) -> StorageTarget:
-    """Turn a storage URI into Ray Train's (storage_path, storage_filesystem)."""
+    """Turn a storage URI into Ray Train's (storage_path, storage_filesystem), under the
+    project's prefix <storage>/<project>."""
+    if not isinstance(project, str) or not _PROJECT_RE.match(project):
+        # it becomes a path segment: nothing that could climb out of the storage root
+        raise SpecError(f"project name {str(project)[:80]!r} is not valid", field="project", value=str(project)[:80],
+                        fix="lower-case letters, digits and '-', at most 63")
     storage = storage or default_storage()
     if storage.startswith("file://"):
         root = storage[len("file://"):]

@@ -139,8 +139,9 @@ def _point(result: dict, metric: str) -> dict:
 
 def _storage_target(spec, storage: str | None):
     from trainyard.runner.storage import resolve_storage
+    from trainyard.tracking import run_project
 
-    return resolve_storage(storage or spec.checkpoint.storage, project=spec.project,
+    return resolve_storage(storage or spec.checkpoint.storage, project=run_project(spec),
                            endpoint_url=spec.checkpoint.endpoint_url)
 
 

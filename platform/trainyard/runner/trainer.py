@@ -231,9 +231,10 @@ def train_loop_per_worker(config: dict) -> None:
         spec        dict, required: JobSpec.model_dump(). Sweeps override hyperparameters /
                     training / deepspeed values in it before calling.
         job_id      str, required: names the job in logs and MLflow tags.
-        mlflow      {"tracking_uri": str|None, "run_id": str, "experiment_id": str} or None.
-                    Rank 0 logs into run_id (created by the driver, so a restarted worker
-                    group reuses it). None: no MLflow logging at all.
+        mlflow      {"tracking_uri": str|None, "run_id": str, "experiment_id": str,
+                    "project": str} or None. Rank 0 logs into run_id (created by the driver,
+                    so a restarted worker group reuses it) and registers the model as one of
+                    `project`'s (default: the spec's). None: no MLflow logging at all.
         log_model   bool, default True: log the consolidated final model into the run.
         register_model  bool|None, default spec.tracking.register_model: also register it
                     under spec.model_name() (sweeps pass False for trials).

@@ -64,9 +64,11 @@ def make_trial(*, base_job: dict, sweep_id: str, target, tracking: dict,
         if tracking.get("parent_run_id"):
             run_id = child_run(tracking_uri=tracking.get("tracking_uri"), experiment_id=tracking["experiment_id"],
                                parent_run_id=tracking["parent_run_id"], sweep_id=sweep_id,
-                               trial_id=trial_id, trial_name=trial_name, params=params)
+                               trial_id=trial_id, trial_name=trial_name, params=params,
+                               identity=tracking.get("identity"))
             mlflow_cfg = {"tracking_uri": tracking.get("tracking_uri"), "run_id": run_id,
-                          "experiment_id": tracking["experiment_id"]}
+                          "experiment_id": tracking["experiment_id"],
+                          "project": (tracking.get("identity") or {}).get("trainyard.project")}
         loop_config = {"spec": spec.model_dump(mode="json"), "job_id": f"{sweep_id}/{trial_id}",
                        "mlflow": mlflow_cfg, "log_model": True, "register_model": False,
                        "progress_queue": None}

@@ -50,7 +50,8 @@ def finish_tracking(logger, *, spec, config: dict, hparams: dict, workload, eval
     try:
         info = log_trainyard_model(state_dicts, workload=spec.workload, hparams=hparams,
                                    run_id=tracking["run_id"], tracking_uri=tracking.get("tracking_uri"),
-                                   registered_model_name=spec.model_name() if register else None)
+                                   registered_model_name=spec.model_name() if register else None,
+                                   project=tracking.get("project") or spec.project)
         logger.set_tags({"trainyard.model_uri": info["model_uri"],
                          **({"trainyard.model_name": info["model_name"],
                              "trainyard.model_version": info["model_version"]}

@@ -102,18 +102,27 @@ def workload_code_paths(ref: str) -> list[str]:
 
 def log_trainyard_model(state_dicts: dict[str, dict], *, workload: str, hparams: dict,
                         run_id: str, tracking_uri: str | None = None,
-                        registered_model_name: str | None = None,
+                        registered_model_name: str | None = None, project: str = "default",
                         input_example: Any = None, name: str = "model") -> dict[str, Any]:
-    """Log weights + wrapper into the run; register when a name is given.
+    """Log weights + wrapper into the run; register when a name is given, as a model of
+    `project` (trainyard.tracking.registry: a name another project owns is refused before
+    anything is logged).
 
     Returns {"model_uri", "model_id", "model_name", "model_version"} (name/version None
     when not registered).
     """
     import mlflow
     import torch
+    from mlflow.tracking import MlflowClient
+
+    from trainyard.tracking import PROJECT_TAG
+    from trainyard.tracking.registry import claim_model
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if registered_model_name:
+        claim_model(client, registered_model_name, project=project)
     with tempfile.TemporaryDirectory(prefix="ty-model-") as tmp:
         weights = os.path.join(tmp, "weights")
         os.makedirs(weights)
@@ -133,6 +142,8 @@ def log_trainyard_model(state_dicts: dict[str, dict], *, workload: str, hparams:
                 metadata={"trainyard_workload": workload},
             )
     version = getattr(info, "registered_model_version", None)
+    if version is not None:
+        client.set_model_version_tag(registered_model_name, str(version), PROJECT_TAG, project)
     return {"model_uri": info.model_uri, "model_id": getattr(info, "model_id", None),
             "model_name": registered_model_name if version is not None else None,
             "model_version": str(version) if version is not None else None}

@@ -27,15 +27,18 @@ CHILD_END = {"finished": ("FINISHED", "false"), "stopped": ("FINISHED", "true"),
 
 def parent_run(spec, sweep_id: str, tracking_uri: str | None, plan) -> dict:
     """Find or create the sweep's run (tag trainyard.sweep_id) and log the sweep's settings;
-    returns {"tracking_uri", "parent_run_id", "experiment_id"} for the trials."""
+    returns {"tracking_uri", "parent_run_id", "experiment_id", "identity"} for the trials
+    (identity: the user and project tags)."""
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
+    from trainyard.tracking import PROJECT_TAG, experiment_for, identity_tags
     from trainyard.tracking.runs import start_job_run
 
-    ref = start_job_run(job_id=sweep_id, run_name=spec.name, experiment=spec.tracking.experiment,
-                        uri=tracking_uri, tags={SWEEP_ID_TAG: sweep_id, KIND_TAG: "sweep",
-                                                "trainyard.project": spec.project,
+    identity = identity_tags(spec)
+    ref = start_job_run(job_id=sweep_id, run_name=spec.name,
+                        experiment=experiment_for(identity[PROJECT_TAG], spec.tracking.experiment),
+                        uri=tracking_uri, tags={SWEEP_ID_TAG: sweep_id, KIND_TAG: "sweep", **identity,
                                                 "trainyard.workload": spec.workload})
     client = MlflowClient(tracking_uri=ref.tracking_uri)
     existing = client.get_run(ref.run_id).data.params
@@ -48,12 +51,15 @@ def parent_run(spec, sweep_id: str, tracking_uri: str | None, plan) -> dict:
     new = [Param(k, str(v)) for k, v in params.items() if k not in existing]
     if new:
         client.log_batch(ref.run_id, params=new)
+    # the trials' runs carry the same user and project; the best model registers under it
     return {"tracking_uri": ref.tracking_uri, "parent_run_id": ref.run_id,
-            "experiment_id": ref.experiment_id}
+            "experiment_id": ref.experiment_id, "identity": identity}
 
 
-def child_run(*, tracking_uri, experiment_id, parent_run_id, sweep_id, trial_id, trial_name, params) -> str:
-    """Find or create the trial's nested MLflow run (a restarted trial reuses it)."""
+def child_run(*, tracking_uri, experiment_id, parent_run_id, sweep_id, trial_id, trial_name, params,
+              identity: dict | None = None) -> str:
+    """Find or create the trial's nested MLflow run (a restarted trial reuses it), tagged
+    with the sweep's `identity` (user and project)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -72,7 +78,7 @@ def child_run(*, tracking_uri, experiment_id, parent_run_id, sweep_id, trial_id,
     else:
         run = client.create_run(experiment_id, run_name=trial_name, tags={
             "mlflow.parentRunId": parent_run_id, SWEEP_ID_TAG: sweep_id, TRIAL_ID_TAG: trial_id,
-            KIND_TAG: "trial"})
+            KIND_TAG: "trial", **(identity or {})})
         run_id = run.info.run_id
     client.set_tag(run_id, "trainyard.trial_config", json.dumps(params, sort_keys=True, default=str)[:5000])
     return run_id
@@ -149,17 +155,26 @@ def finish_sweep(spec, plan, tracking: dict, board: dict, *, register: bool) -> 
         for path in paths:
             client.log_artifact(parent, path)
     if register and spec.tracking.register_model:
-        out.update(register_best(spec, plan, client, board, tracking.get("tracking_uri")))
+        project = (tracking.get("identity") or {}).get("trainyard.project") or spec.project
+        out.update(register_best(spec, plan, client, board, tracking.get("tracking_uri"), project=project))
     end_run(tracking, "FINISHED")
     return out
 
 
-def register_best(spec, plan, client, board: dict, tracking_uri: str | None) -> dict:
-    """Register the best trial that logged a model; alias `candidate`. Idempotent: a sweep
-    resumed after it finished finds its version instead of adding one."""
+def register_best(spec, plan, client, board: dict, tracking_uri: str | None, *, project: str) -> dict:
+    """Register the best trial that logged a model, as a model of `project`; alias `candidate`.
+    Idempotent: a sweep resumed after it finished finds its version instead of adding one."""
     import mlflow
 
+    from trainyard.errors import ConflictError
+    from trainyard.tracking import PROJECT_TAG
+    from trainyard.tracking.registry import claim_model
+
     name = spec.model_name()
+    try:
+        claim_model(client, name, project=project)
+    except ConflictError as exc:
+        return {"model_error": str(exc)}
     for row in board["rows"]:
         uri = row.get("model_uri")
         if not uri or row.get("metric") is None:
@@ -175,7 +190,7 @@ def register_best(spec, plan, client, board: dict, tracking_uri: str | None) -> 
                 mlflow.set_tracking_uri(tracking_uri)
             version = mlflow.register_model(uri, name, tags={SWEEP_ID_TAG: plan.sweep_id,
                                                              TRIAL_ID_TAG: row["trial"]})
-        for key, value in {SWEEP_ID_TAG: plan.sweep_id, TRIAL_ID_TAG: row["trial"],
+        for key, value in {SWEEP_ID_TAG: plan.sweep_id, TRIAL_ID_TAG: row["trial"], PROJECT_TAG: project,
                            f"trainyard.{plan.metric}": str(row["metric"])}.items():
             client.set_model_version_tag(name, version.version, key, value)
         client.set_registered_model_alias(name, "candidate", version.version)

@@ -1,0 +1,254 @@
+"""Single sign-on against a real issuer stand-in: a local HTTP server (discovery + JWKS) started
+here, RSA and EC keys made here, real JWTs signed with PyJWT. No outside service.
+
+Refusals are 401s that say why and never repeat the token; an issuer that cannot be reached
+is a 503.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from trainyard.auth.oidc import OidcVerifier, looks_like_jwt, user_name_for
+from trainyard.auth.roles import Role
+from trainyard.config import Settings
+from trainyard.errors import AuthError
+
+AUDIENCE = "trainyard-test"
+ROLES = "ml-team=vision:member,ml-leads=vision:maintainer,ml-leads=nlp:viewer,ops=*:admin"
+
+
+class _Issuer:
+    """Discovery and JWKS over HTTP on 127.0.0.1; counts the JWKS fetches."""
+
+    def __init__(self):
+        self.keys: dict[str, object] = {}  # kid -> private key
+        self.published: list[str] = []  # kids in the JWKS
+        self.jwks_hits = 0
+        self.discovery_issuer: str | None = None  # what discovery claims (default: itself)
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                if self.path == "/.well-known/openid-configuration":
+                    body = {"issuer": issuer.discovery_issuer or issuer.url, "jwks_uri": f"{issuer.url}/jwks"}
+                elif self.path == "/jwks":
+                    issuer.jwks_hits += 1
+                    body = {"keys": [issuer.jwk(kid) for kid in issuer.published]}
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add_key(self, kid: str, *, kind: str = "rsa", publish: bool = True):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if kind == "rsa" \
+            else ec.generate_private_key(ec.SECP256R1())
+        self.keys[kid] = key
+        if publish:
+            self.published.append(kid)
+        return key
+
+    def jwk(self, kid: str) -> dict:
+        public = self.keys[kid].public_key()
+        alg = "RS256" if isinstance(public, rsa.RSAPublicKey) else "ES256"
+        data = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(public))
+        return {**data, "kid": kid, "use": "sig", "alg": alg}
+
+    def token(self, kid: str = "rsa-1", *, alg: str | None = None, key=None, **claims) -> str:
+        now = int(time.time())
+        body = {"iss": self.url, "aud": AUDIENCE, "iat": now, "exp": now + 300,
+                "sub": "248289761001", "email": "alice@example.com", "email_verified": True,
+                "groups": ["ml-team"], **claims}
+        body = {k: v for k, v in body.items() if v is not None}
+        private = key or self.keys[kid]
+        alg = alg or ("RS256" if isinstance(private, rsa.RSAPrivateKey) else "ES256")
+        return jwt.encode(body, private, algorithm=alg, headers={"kid": kid})
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    idp = _Issuer()
+    idp.add_key("rsa-1")
+    idp.add_key("ec-1", kind="ec")
+    yield idp
+    idp.close()
+
+
+def _settings(issuer, **over) -> Settings:
+    return Settings(oidc_issuer=issuer.url, oidc_audience=AUDIENCE, oidc_group_roles=ROLES, **over)
+
+
+@pytest.fixture(scope="module")
+def verifier(issuer):
+    return OidcVerifier(_settings(issuer))
+
+
+def _refused(verifier, token: str, *, status: int = 401) -> str:
+    with pytest.raises(AuthError) as exc:
+        verifier.verify(token)
+    err = exc.value
+    assert err.status == status, str(err)
+    text = json.dumps(err.to_dict())
+    assert token not in text and token.split(".")[1][-24:] not in text  # never echoes the token
+    return str(err)
+
+
+def test_valid_token_gives_the_user_and_the_roles_of_its_groups(issuer, verifier):
+    identity = verifier.verify(issuer.token())
+    assert identity.user == user_name_for("alice@example.com")
+    assert identity.user.startswith("alice-example-com-") and len(identity.user) <= 63
+    assert identity.groups == ("ml-team",)
+    assert dict(identity.roles) == {"vision": Role.MEMBER} and identity.admin is False
+
+    # several groups: the highest role per project wins; *:admin makes an admin
+    lead = verifier.verify(issuer.token("ec-1", groups=["ml-team", "ml-leads", "ops", "unmapped"]))
+    assert dict(lead.roles) == {"vision": Role.MAINTAINER, "nlp": Role.VIEWER} and lead.admin is True
+    assert lead.groups == ("ml-team", "ml-leads", "ops", "unmapped")
+
+    # no groups claim: a user without roles (memberships stored on the server still apply)
+    bare = verifier.verify(issuer.token(groups=None))
+    assert bare.roles == {} and bare.admin is False and bare.groups == ()
+
+
+def test_user_claim_is_configurable_and_never_falls_back(issuer):
+    by_sub = OidcVerifier(_settings(issuer, oidc_user_claim="sub"))
+    assert by_sub.verify(issuer.token()).user == "248289761001"
+    message = _refused(by_sub, issuer.token(sub=None))
+    assert "missing claim 'sub'" in message or "missing user claim 'sub'" in message
+    by_name = OidcVerifier(_settings(issuer, oidc_user_claim="preferred_username"))
+    message = _refused(by_name, issuer.token())
+    assert "missing user claim 'preferred_username'" in message and "TRAINYARD_OIDC_USER_CLAIM" in message
+    assert "reserved account 'admin'" in _refused(by_name, issuer.token(preferred_username="admin"))
+
+
+def test_wrong_audience(issuer, verifier):
+    message = _refused(verifier, issuer.token(aud="some-other-app"))
+    assert "wrong audience" in message and AUDIENCE in message
+
+
+def test_expired(issuer, verifier):
+    now = int(time.time())
+    assert "expired" in _refused(verifier, issuer.token(iat=now - 3600, exp=now - 120))
+    # inside the clock-skew leeway it still passes
+    assert verifier.verify(issuer.token(iat=now - 3600, exp=now - 5)).user
+
+
+def test_not_valid_yet(issuer, verifier):
+    assert "not valid yet" in _refused(verifier, issuer.token(nbf=int(time.time()) + 600))
+
+
+def test_wrong_issuer(issuer, verifier):
+    assert "wrong issuer" in _refused(verifier, issuer.token(iss="https://evil.example.com"))
+
+
+def test_bad_signature_and_missing_claims(issuer, verifier):
+    impostor = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert "bad signature" in _refused(verifier, issuer.token("rsa-1", key=impostor))
+    assert "missing claim 'exp'" in _refused(verifier, issuer.token(exp=None))
+    assert "not verified" in _refused(verifier, issuer.token(email_verified=False))
+    assert "not a list of strings" in _refused(verifier, issuer.token(groups={"ml-team": 1}))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_alg_none_and_hmac_with_the_public_key_are_refused(issuer, verifier):
+    claims = jwt.decode(issuer.token(), options={"verify_signature": False})
+    unsigned = f"{_b64(json.dumps({'alg': 'none', 'kid': 'rsa-1'}).encode())}.{_b64(json.dumps(claims).encode())}."
+    assert looks_like_jwt(unsigned)
+    assert "algorithm 'none' is not accepted" in _refused(verifier, unsigned)
+
+    # the classic confusion: HS256 with the issuer's public key (which anyone can fetch) as secret
+    pem = issuer.keys["rsa-1"].public_key().public_bytes(serialization.Encoding.PEM,
+                                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    head = f"{_b64(json.dumps({'alg': 'HS256', 'kid': 'rsa-1'}).encode())}.{_b64(json.dumps(claims).encode())}"
+    forged = f"{head}.{_b64(hmac.new(pem, head.encode(), hashlib.sha256).digest())}"
+    assert "algorithm 'HS256' is not accepted" in _refused(verifier, forged)
+
+    # RS256 in the header over an EC key's kid: the key decides the algorithm, not the token
+    wrong = issuer.token("ec-1", alg="RS256", key=issuer.keys["rsa-1"])
+    assert "does not match" in _refused(verifier, wrong)
+
+
+def test_unknown_key_id_refreshes_once_then_refuses(issuer):
+    fresh = OidcVerifier(_settings(issuer), refresh_cooldown_s=0)
+    assert fresh.verify(issuer.token()).user
+    hits = issuer.jwks_hits
+    assert fresh.verify(issuer.token("ec-1")).user  # cached: no fetch
+    assert issuer.jwks_hits == hits
+
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    message = _refused(fresh, issuer.token("never-published", key=stranger))
+    assert "unknown key id 'never-published'" in message
+    assert issuer.jwks_hits == hits + 1  # exactly one refresh
+
+    # a key the issuer starts publishing (rotation) is found by that one refresh
+    issuer.add_key("rsa-2")
+    assert fresh.verify(issuer.token("rsa-2")).user
+    assert issuer.jwks_hits == hits + 2
+
+
+def test_made_up_key_ids_do_not_flood_the_issuer(issuer):
+    guarded = OidcVerifier(_settings(issuer))  # default cooldown between forced refreshes
+    assert guarded.verify(issuer.token()).user
+    hits = issuer.jwks_hits
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for n in range(5):
+        assert "unknown key id" in _refused(guarded, issuer.token(f"made-up-{n}", key=stranger))
+    assert issuer.jwks_hits == hits
+
+
+def test_issuer_unreachable_or_lying_is_a_503(issuer):
+    down = OidcVerifier(Settings(oidc_issuer="http://127.0.0.1:9/nothing", oidc_audience=AUDIENCE), timeout_s=2)
+    assert "could not be reached" in _refused(down, issuer.token(), status=503)
+    issuer.discovery_issuer = "https://someone-else.example.com"
+    try:
+        liar = OidcVerifier(_settings(issuer))
+        assert "names issuer" in _refused(liar, issuer.token(), status=503)
+    finally:
+        issuer.discovery_issuer = None
+
+
+def test_explicit_jwks_url_skips_discovery(issuer):
+    direct = OidcVerifier(_settings(issuer, oidc_jwks_url=f"{issuer.url}/jwks"))
+    issuer.discovery_issuer = "https://not-consulted.example.com"  # discovery would fail
+    try:
+        assert direct.verify(issuer.token()).user
+    finally:
+        issuer.discovery_issuer = None
+
+
+def test_what_looks_like_a_jwt(issuer):
+    assert looks_like_jwt(issuer.token())
+    assert not looks_like_jwt("tyk_0123456789ab_" + "x" * 43)
+    assert not looks_like_jwt("Qm9ndXMtbGVnYWN5LWFkbWluLXRva2Vu")  # the legacy admin token's shape
+    assert not looks_like_jwt("eyJ.a")
+    assert not looks_like_jwt("eyJh." + "a" * 20000 + ".b")
