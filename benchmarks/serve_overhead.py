@@ -7,6 +7,10 @@ the median round. Prints one JSON line: p50/p99 latency, requests/s, and the rat
 
 Targets: throughput >= 0.8x bare, p50 overhead <= 2 ms.
 
+The Trainyard endpoint is not public, as endpoints are by default: its load sends an endpoint
+key (`Authorization: Bearer <key>`), so the overhead includes the key check ("key_check": true
+in the JSON line; `--public` measures without it). The bare deployment checks nothing.
+
     .venv/bin/python benchmarks/serve_overhead.py [--seconds 10] [--rounds 3] [--concurrency 4]
     .venv/bin/python benchmarks/serve_overhead.py --split deployments   # the per-version split
 
@@ -79,7 +83,7 @@ def bare_app(uri: str, tracking_uri: str) -> dict:
 # ----------------------------------------------------------------------------- the load (2nd process)
 
 
-def load(url: str, seconds: float, concurrency: int, payload: dict) -> dict:
+def load(url: str, seconds: float, concurrency: int, payload: dict, headers: dict | None = None) -> dict:
     import threading
 
     import httpx
@@ -91,7 +95,7 @@ def load(url: str, seconds: float, concurrency: int, payload: dict) -> dict:
 
     def worker():
         mine, bad = [], 0
-        with httpx.Client(timeout=30) as http:
+        with httpx.Client(timeout=30, headers=headers or {}) as http:
             while True:
                 t0 = time.perf_counter()
                 if t0 >= stop_at:
@@ -119,10 +123,16 @@ def load(url: str, seconds: float, concurrency: int, payload: dict) -> dict:
             "p50_ms": q(0.50), "p99_ms": q(0.99)}
 
 
-def run_load(url: str, seconds: float, concurrency: int, payload: dict) -> dict:
+KEY_ENV = "TRAINYARD_BENCH_ENDPOINT_KEY"  # the key travels in the environment, not on a command line
+
+
+def run_load(url: str, seconds: float, concurrency: int, payload: dict, key: str | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    if key:
+        env[KEY_ENV] = key
     out = subprocess.run([sys.executable, __file__, "--load", url, "--seconds", str(seconds),
                           "--concurrency", str(concurrency), "--payload", json.dumps(payload)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -139,6 +149,8 @@ def main(argv=None) -> int:
                     help="the Trainyard endpoint's batching (auto: the cnn default, on)")
     ap.add_argument("--split", choices=["replica", "deployments"], default="replica",
                     help="the Trainyard endpoint's traffic split (deployments: router + one app per version)")
+    ap.add_argument("--public", action="store_true",
+                    help="deploy the Trainyard endpoint public (no key check) instead of with a key")
     ap.add_argument("--mlflow-url", help="use this MLflow server instead of starting one")
     ap.add_argument("--keep", metavar="DIR", help="keep the run's files (logs) under DIR")
     _bench.add_smoke_flag(ap)
@@ -149,7 +161,9 @@ def main(argv=None) -> int:
     rounds_n = args.rounds or (1 if args.smoke else 3)
     concurrency = args.concurrency or ("2" if args.smoke else "1,4")
     if args.load:
-        print(json.dumps(load(args.load, seconds, int(concurrency), json.loads(args.payload))))
+        key = os.environ.get(KEY_ENV)
+        headers = {"authorization": f"Bearer {key}"} if key else None
+        print(json.dumps(load(args.load, seconds, int(concurrency), json.loads(args.payload), headers)))
         return 0
 
     import logging
@@ -169,7 +183,8 @@ def main(argv=None) -> int:
             mlflow_url = mlflow.url
         serve = ServeClient(head.dashboard_url, token=head.token, http_port=free_port())
         try:
-            result = measure(serve, mlflow_url, batching=args.batching, split=args.split, seconds=seconds,
+            result = measure(serve, mlflow_url, batching=args.batching, split=args.split, public=args.public,
+                             seconds=seconds,
                              rounds_n=rounds_n, levels=[int(c) for c in str(concurrency).split(",")],
                              warmup_s=0.5 if args.smoke else 2.0,
                              model=f"bench-cnn-{os.getpid()}")  # a shared MLflow may hold an earlier one
@@ -190,7 +205,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def measure(serve, mlflow_url: str, *, batching: str, split: str, seconds: float, rounds_n: int,
+def measure(serve, mlflow_url: str, *, batching: str, split: str, public: bool, seconds: float, rounds_n: int,
             levels: list[int], warmup_s: float, model: str) -> dict:
     from trainyard.serving.config import merge_serve_config
     from trainyard.serving.endpoints import EndpointManager
@@ -200,11 +215,17 @@ def measure(serve, mlflow_url: str, *, batching: str, split: str, seconds: float
 
     version = register_cnn(mlflow_url, model, accuracy=0.9, seed=0,
                            hparams={"channels": 32, "hidden": 128, "dropout": 0.1})
-    manager = EndpointManager(serve, Registry(mlflow_url), tracking_uri=mlflow_url)
+    import secrets
+
+    # its own cluster, its own endpoints: a secret of its own for the internal keys (no home needed)
+    manager = EndpointManager(serve, Registry(mlflow_url), tracking_uri=mlflow_url, key_secret=secrets.token_bytes(32))
     batching_cfg = {"auto": {}, "on": {"enabled": True}, "off": {"enabled": False}}[batching]
     manager.deploy({"model": model, "cpus_per_replica": CPUS_PER_REPLICA, "max_ongoing_requests": 16,
-                    "batching": batching_cfg, "split": split,
+                    "batching": batching_cfg, "split": split, "public": public,
                     "autoscaling": {"min_replicas": 1, "max_replicas": 1}}, version=version)
+    # a client's key, as a maintainer creates it (a few real keys beside it: the check compares with each)
+    keys = [manager.create_key(model, f"bench-{i}")["key"] for i in range(3)]
+    key = None if public else keys[-1]
     serve.put_config(merge_serve_config(serve.current_config(),
                                         bare_app(f"models:/{model}/{version}", mlflow_url),
                                         http_host="127.0.0.1", http_port=serve.http_port))
@@ -212,16 +233,17 @@ def measure(serve, mlflow_url: str, *, batching: str, split: str, seconds: float
     images, _ = digits(1)
     payload = {"inputs": images}
     urls = {"trainyard": manager.url(model), "bare": f"{serve.serve_url}/bare"}
-    for url in urls.values():  # warm up both (lazy imports, first-call paths, connections)
-        run_load(url, warmup_s, max(levels), payload)
+    keys_of = {"trainyard": key, "bare": None}
+    for name, url in urls.items():  # warm up both (lazy imports, first-call paths, connections)
+        run_load(url, warmup_s, max(levels), payload, keys_of[name])
     result = {"seconds": seconds, "rounds": rounds_n, "batching": batching, "split": split, "cpus": 2,
-              "levels": {}}
+              "key_check": not public, "levels": {}}
     for level in levels:
         rounds: dict[str, list[dict]] = {k: [] for k in urls}
         for i in range(rounds_n):  # alternate A/B, and which goes first, against drift
             order = list(urls) if i % 2 == 0 else list(urls)[::-1]
             for name in order:
-                rounds[name].append(run_load(urls[name], seconds, level, payload))
+                rounds[name].append(run_load(urls[name], seconds, level, payload, keys_of[name]))
         out: dict = {}
         for name in urls:
             out[name] = {k: round(statistics.median(r[k] for r in rounds[name]), 3)

@@ -72,7 +72,9 @@ def test_a_promotion_cut_by_a_server_kill_is_rolled_back_when_the_server_starts_
         assert weights() == {v1: 1.0}  # the canary is gone from the split...
         images, _ = digits(1)
         url = client.get_endpoint("digits-k")["url"]
-        answered = {httpx.post(url, json={"inputs": images}, timeout=30).headers["x-trainyard-version"]
+        key = client._json("POST", "/v1/endpoints/digits-k/keys", json={"name": "check"})["key"]
+        answered = {httpx.post(url, json={"inputs": images}, timeout=30,
+                               headers={"Authorization": f"Bearer {key}"}).headers["x-trainyard-version"]
                     for _ in range(20)}
         assert answered == {v1}  # ...and from the replicas
     finally:

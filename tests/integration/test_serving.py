@@ -1,6 +1,7 @@
 """Endpoints on a real local Ray cluster: real Serve over HTTP, real MLflow registry."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -48,6 +49,11 @@ def _spec(model, **extra):
             "autoscaling": {"min_replicas": 1, "max_replicas": 1}, **extra}
 
 
+def _key_headers(manager, endpoint: str) -> dict:
+    """A fresh endpoint key for `endpoint`, as the header a client sends (endpoints are not public)."""
+    return {"Authorization": f"Bearer {manager.create_key(endpoint, f'tests-{uuid.uuid4().hex[:6]}')['key']}"}
+
+
 def test_deploy_and_predict_matches_the_model(serving, mlflow_server):
     from serving_support.models import digits, register_cnn
 
@@ -64,13 +70,14 @@ def test_deploy_and_predict_matches_the_model(serving, mlflow_server):
     flat = lambda rows: [x for row in rows for x in row]  # noqa: E731
     assert flat(got["probabilities"]) == pytest.approx(flat(want["probabilities"]), abs=1e-4)
 
-    # over plain HTTP, as any client would
-    resp = httpx.post(info["url"], json={"inputs": images[0]})
+    # over plain HTTP, as any client would (with an endpoint key)
+    auth = _key_headers(serving, "digits-a")
+    resp = httpx.post(info["url"], json={"inputs": images[0]}, headers=auth)
     assert resp.status_code == 200 and resp.headers["x-trainyard-version"] == version
     assert resp.json()["classes"] == want["classes"][:1]
 
     # a payload of the wrong shape: 422 naming the field
-    bad = httpx.post(info["url"], json={"inputs": [[1, 2, 3]]})
+    bad = httpx.post(info["url"], json={"inputs": [[1, 2, 3]]}, headers=auth)
     assert bad.status_code == 422 and bad.json()["field"] == "inputs"
     with pytest.raises(SpecError) as err:
         serving.predict("digits-a", {"pixels": images})
@@ -79,7 +86,7 @@ def test_deploy_and_predict_matches_the_model(serving, mlflow_server):
         serving.predict("no-such-endpoint", {"inputs": images})
 
     # the OpenAPI page documents the family's request and response schema
-    doc = httpx.get(info["url"].replace("/predict", "/openapi.json")).json()
+    doc = httpx.get(info["url"].replace("/predict", "/openapi.json"), headers=auth).json()
     post = doc["paths"]["/v1/endpoints/digits-a/predict"]["post"]
     assert "inputs" in post["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert "classes" in post["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
@@ -101,6 +108,52 @@ def test_deploy_and_predict_matches_the_model(serving, mlflow_server):
     assert "digits-a" not in {e["name"] for e in serving.list()}
     with pytest.raises(NotFoundError):
         serving.delete("digits-a")
+
+
+def test_endpoint_keys_on_serves_http_port(serving, mlflow_server):
+    """Not public: no key 401, a wrong key 403, a created key 200, a revoked key 403 once the
+    revocation returned (it waits as a traffic change does); public: anyone may predict."""
+    from serving_support.models import digits, register_cnn
+
+    version = register_cnn(mlflow_server, "digits-keys", accuracy=0.5, seed=1)
+    info = serving.deploy(_spec("digits-keys", project="team-a"), version=version)
+    url, openapi = info["url"], info["url"].replace("/predict", "/openapi.json")
+    images, _ = digits(1)
+    body = {"inputs": images}
+
+    refused = httpx.post(url, json=body)
+    assert refused.status_code == 401, refused.text
+    assert "Authorization: Bearer <endpoint key>" in refused.json()["fix"]
+    assert httpx.get(openapi).status_code == 401
+    assert httpx.get(url.replace("/predict", "/-/healthz")).status_code == 200  # readiness stays open
+    wrong = httpx.post(url, json=body, headers={"Authorization": "Bearer tye_000000000000_" + "x" * 43})
+    assert wrong.status_code == 403, wrong.text
+
+    made = serving.create_key("digits-keys", "client-a")
+    auth = {"Authorization": f"Bearer {made['key']}"}
+    ok = httpx.post(url, json=body, headers=auth)
+    assert ok.status_code == 200 and ok.headers["x-trainyard-version"] == version, ok.text
+    assert httpx.get(openapi, headers=auth).status_code == 200
+    listed = serving.keys("digits-keys")
+    assert listed == [{"id": made["id"], "name": "client-a", "created_at": made["created_at"]}]
+    deployed = json.dumps(serving.serve.details())  # on the cluster: the hash, never the key
+    assert made["key"] not in deployed and hashlib.sha256(made["key"].encode()).hexdigest() in deployed
+    assert serving.predict("digits-keys", body)["classes"]  # the manager's own key
+    shown = serving.show("digits-keys")  # reads the stats with it too
+    assert (shown["project"], shown["public"], shown["keys"]) == ("team-a", False, 1)
+    assert shown["versions"][0]["requests"] >= 2
+
+    serving.revoke_key("digits-keys", made["id"])
+    assert httpx.post(url, json=body, headers=auth).status_code == 403
+    assert serving.keys("digits-keys") == []
+
+    serving.deploy(model="digits-keys", public=True)  # the same endpoint, opened
+    assert httpx.post(url, json=body).status_code == 200
+    assert httpx.get(openapi).status_code == 200
+    assert httpx.get(url.replace("/predict", "/-/stats")).status_code == 401  # the control plane's route
+    listed = {e["name"]: e for e in serving.list()}["digits-keys"]
+    assert (listed["project"], listed["public"]) == ("team-a", True)
+    serving.delete("digits-keys")
 
 
 def test_a_custom_workload_trained_from_its_folder_serves_where_that_folder_is_not(serving, mlflow_server,
@@ -140,7 +193,7 @@ def test_a_custom_workload_trained_from_its_folder_serves_where_that_folder_is_n
 
     info = serving.deploy(_spec("diabetes-served"), version=version)
     rows = [[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, -0.0, 0.02, -0.02]] * 2
-    got = httpx.post(info["url"], json={"inputs": rows}, timeout=60)
+    got = httpx.post(info["url"], json={"inputs": rows}, timeout=60, headers=_key_headers(serving, "diabetes-served"))
     assert got.status_code == 200, got.text
     predictions = got.json()["predictions"]
     assert len(predictions) == 2 and predictions[0] == predictions[1] and math.isfinite(predictions[0])
@@ -176,15 +229,16 @@ def promoted_model(serving, mlflow_server):
     v1 = register_cnn(mlflow_server, "digits-p", accuracy=0.5, seed=1)
     registry.set_alias("digits-p", CANDIDATE, v1)
     first = promoter.promote("digits-p", policy=POLICY, endpoint=ENDPOINT)
+    key = serving.create_key("digits-p", "loop")["key"]
 
     v2 = register_cnn(mlflow_server, "digits-p", accuracy=0.8, seed=2)
     registry.set_alias("digits-p", CANDIDATE, v2)
     images, _ = digits(1)
-    with LoopClient(serving.url("digits-p"), {"inputs": images}, threads=2) as loop:
+    with LoopClient(serving.url("digits-p"), {"inputs": images}, threads=2, key=key) as loop:
         second = promoter.promote("digits-p", policy=POLICY, endpoint=ENDPOINT)
         done = time.monotonic()
         time.sleep(1.0)
-    return {"v1": v1, "v2": v2, "first": first, "second": second, "loop": loop, "done": done,
+    return {"v1": v1, "v2": v2, "first": first, "second": second, "loop": loop, "done": done, "key": key,
             "champion": registry.alias_version("digits-p", CHAMPION)}
 
 
@@ -222,11 +276,10 @@ def test_broken_candidate_is_rolled_back_without_failed_requests(serving, promot
     v3 = register_cnn(mlflow_server, "digits-p", accuracy=0.99, seed=3, workload="serving_support.families:FLAKY")
     registry.set_alias("digits-p", CANDIDATE, v3)
     images, _ = digits(1)
-    with LoopClient(serving.url("digits-p"), {"inputs": images}, threads=2) as loop:
-        # a user's own family: the server imports no user code, so it cannot read the family's
-        # metric and the policy names it (the error says so when it does not)
-        policy = {**POLICY, "metric": "accuracy", "mode": "max"}
-        result = Promoter(serving, registry, poll_s=0.5).promote("digits-p", policy=policy, endpoint=ENDPOINT)
+    with LoopClient(serving.url("digits-p"), {"inputs": images}, threads=2, key=promoted_model["key"]) as loop:
+        # a module:attribute family has no metadata the control plane may read: the policy names the metric
+        result = Promoter(serving, registry, poll_s=0.5).promote(
+            "digits-p", policy={**POLICY, "metric": "accuracy", "mode": "max"}, endpoint=ENDPOINT)
         done = time.monotonic()
         time.sleep(1.0)
     assert result.state.value == "rolled_back" and "error rate" in result.reason
@@ -263,12 +316,13 @@ def test_autoscaling_follows_load_within_bounds(serving, promoted_model):
             "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
                             "upscale_delay_s": 0.5, "downscale_delay_s": 2}}
     serving.deploy(spec)
+    key = serving.create_key("digits-auto", "load")["key"]
 
     def running():
         return serving.show("digits-auto")["replicas"]["Endpoint"]["running"]
 
     images, _ = digits(8)
-    with LoopClient(serving.url("digits-auto"), {"inputs": images}, threads=6, pause_s=0) as loop:
+    with LoopClient(serving.url("digits-auto"), {"inputs": images}, threads=6, pause_s=0, key=key) as loop:
         _wait_for(lambda: running() >= 2, timeout=120, what="scale-up to 2 replicas")
         assert running() <= 2
     assert loop.failures() == []
@@ -311,7 +365,22 @@ def test_rest_api_cli_paths_deploy_predict_show_history_delete(serving, promoted
 
         shown = api.get("/v1/endpoints/digits-api").json()
         assert shown["versions"][0]["weight"] == 1.0 and "p99_ms" in shown["versions"][0]
-        assert "digits-api" in {e["name"] for e in api.get("/v1/endpoints").json()["endpoints"]}
+        listed = {e["name"]: e for e in api.get("/v1/endpoints").json()["endpoints"]}
+        assert (listed["digits-api"]["project"], listed["digits-api"]["public"]) == ("default", False)
+
+        # endpoint keys through the REST API; the key's text is in the creation's answer only
+        made = api.post("/v1/endpoints/digits-api/keys", json={"name": "app"})
+        assert made.status_code == 201 and set(made.json()) == {"id", "name", "key", "created_at"}, made.text
+        made = made.json()
+        keys = api.get("/v1/endpoints/digits-api/keys").json()["keys"]
+        assert [k["id"] for k in keys] == [made["id"]] and made["key"] not in str(keys) and "sha256" not in str(keys)
+        bearer = {"Authorization": f"Bearer {made['key']}"}
+        assert httpx.post(shown["url"], json={"inputs": images}, headers=bearer).status_code == 200
+        assert api.post("/v1/endpoints/digits-api/keys", json={"name": "app"}).status_code == 409
+        assert api.delete(f"/v1/endpoints/digits-api/keys/{made['id']}").status_code == 204
+        assert httpx.post(shown["url"], json={"inputs": images}, headers=bearer).status_code == 403
+        assert api.delete(f"/v1/endpoints/digits-api/keys/{made['id']}").status_code == 404
+        assert api.get("/v1/endpoints/nope/keys").status_code == 404
         assert api.get("/v1/endpoints/nope").status_code == 404
         bad_policy = api.post("/v1/models/digits-p/promote", json={"policy": {"canary_weight": 1.5}})
         assert bad_policy.status_code == 422 and bad_policy.json()["field"] == "canary_weight"
@@ -352,7 +421,8 @@ def test_promote_through_the_real_server_sdk_and_cli(serving, ray_head, mlflow_s
         v2 = register_cnn(mlflow_server, "digits-r", accuracy=0.8, seed=12)
         registry.set_alias("digits-r", "candidate", v2)
         images, _ = digits(1)
-        with LoopClient(serving.url("digits-r"), {"inputs": images}, threads=2) as loop:
+        key = client._json("POST", "/v1/endpoints/digits-r/keys", json={"name": "loop"})["key"]
+        with LoopClient(serving.url("digits-r"), {"inputs": images}, threads=2, key=key) as loop:
             record = client.promote_model("digits-r", policy=POLICY, endpoint=ENDPOINT, wait=False)
             assert record["state"] == "running" and record["model"] == "digits-r"
             deadline = time.monotonic() + 240
@@ -431,9 +501,10 @@ def test_per_version_split_changes_its_version_set_without_failed_or_stale_reque
     with pytest.raises(SpecError) as err:  # a 422 from the version's app keeps its field across the hop
         serving.predict("digits-d", {"inputs": [[1, 2]]})
     assert err.value.field == "inputs"
+    key = serving.create_key("digits-d", "loop")["key"]  # before the router's replica ids: it restarts none
     router = _replica_ids(serving.get("digits-d").app)
     gone: dict[str, list[float]] = {}  # version -> [app deleted at, deployed again at]
-    with LoopClient(serving.url("digits-d"), {"inputs": images}, threads=2) as loop:
+    with LoopClient(serving.url("digits-d"), {"inputs": images}, threads=2, key=key) as loop:
         phase = Phases(loop)
         time.sleep(1.0)
         with phase("canary"):  # v2's app deployed and running before it gets 50%

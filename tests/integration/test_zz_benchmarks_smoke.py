@@ -97,6 +97,7 @@ def test_families(ray_head):
 def test_serve_overhead(mlflow_server):
     out, _ = _run("serve_overhead", env=_standalone_env(), args=("--mlflow-url", mlflow_server))
     _numbers(out, "throughput_ratio", "p50_overhead_ms", "p99_ratio")
+    assert out["key_check"] is True, out  # the Trainyard side sends a key, as a non-public endpoint needs
     for level in out["levels"].values():
         assert level["trainyard"]["errors"] == 0 and level["bare"]["errors"] == 0, level
 

@@ -10,6 +10,14 @@
 Responses carry `x-trainyard-version` (the model version that answered) and
 `x-trainyard-generation` (the traffic config the replica applied).
 
+Who may call (serving/keys.py): unless the endpoint is public, every route but
+`/-/healthz` needs `Authorization: Bearer <endpoint key>`: 401 without one, 403 with a wrong
+or revoked one. That includes `/openapi.json`: the schema says which model family answers,
+which is the endpoint owner's to share (the Trainyard server shows it to project members at
+`GET /v1/endpoints/{name}/openapi.json`). A public endpoint serves `/predict` and
+`/openapi.json` to anyone; its `/-/stats` still needs a key (the control plane's route).
+`/-/healthz` is open everywhere: it says only whether the replica is ready.
+
 `build_version_app(args)` is the import_path of one version's own application (split:
 deployments); it has no HTTP route, only the endpoint's router calls it.
 """
@@ -28,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 
 from trainyard.errors import SpecError, TrainyardError
 from trainyard.serving.batching import adapter_of, predict_batch
+from trainyard.serving.keys import EndpointAuth
 from trainyard.serving.stats import VersionStats, merge
 from trainyard.serving.traffic import Traffic, WeightedPicker
 
@@ -124,6 +133,7 @@ class _Base:
         self._family = family
         self._fallback = fallback_on_error
         self._traffic: Traffic | None = None
+        self._auth = EndpointAuth()  # closed until the first user_config says otherwise
         self._picker: WeightedPicker | None = None
         self._counters: dict[str, VersionStats] = {}
         self._dirty = True
@@ -142,6 +152,9 @@ class _Base:
         for version in traffic.versions():
             self._counters.setdefault(version, VersionStats())
         self._dirty = True
+
+    def _apply_auth(self, user_config: dict) -> None:
+        self._auth = EndpointAuth.from_user_config(user_config.get("auth"))
 
     def _observe(self, version: str, started: float, **flags) -> None:
         self._counters.setdefault(version, VersionStats()).observe((time.perf_counter() - started) * 1e3, **flags)
@@ -177,6 +190,12 @@ class _Base:
     async def __call__(self, request: Request) -> Response:
         self._ensure_pusher()
         path = _sub_path(request)
+        if path != "/-/healthz":
+            refused = self._auth.check(request.headers.get("authorization"), endpoint=self._endpoint,
+                                       open_path=path in ("/predict", "/openapi.json"))
+            if refused is not None:
+                status, body = refused
+                return _json(body, status, {"www-authenticate": "Bearer"})
         if path == "/predict":
             if request.method != "POST":
                 return _json({"error": "method_not_allowed", "message": "use POST"}, 405)
@@ -291,6 +310,7 @@ class EndpointReplica(_Base, _Batcher):
             if version not in loaded or loaded[version].uri != uri:
                 loaded[version] = LoadedVersion(uri, version)
         self._models = loaded
+        self._apply_auth(user_config)
         self._apply_traffic(traffic)
         # versions that left the config: nothing picks them any more; drop them
         self._models = {v: m for v, m in loaded.items() if v in traffic.weights}
@@ -351,6 +371,7 @@ class Router(_Base):
                 handles[version] = (app, await asyncio.to_thread(serve.get_app_handle, app))
         # in-flight requests keep the handle they took; new ones see only the new set
         self._handles = handles
+        self._apply_auth(user_config)
         self._apply_traffic(traffic)
 
     def _routes(self) -> dict:

@@ -27,7 +27,7 @@ from trainyard.specs import EndpointSpec
 
 __all__ = ["APP_IMPORT_PATH", "VERSION_IMPORT_PATH", "VERSION_DEPLOYMENT", "ROUTE_ROOT", "route_prefix",
            "app_name", "version_app_name", "build_app_config", "build_version_app_config",
-           "merge_serve_config", "family_batches", "model_uri"]
+           "merge_serve_config", "family_batches", "model_uri", "auth_of"]
 
 APP_IMPORT_PATH = "trainyard.serving.app:build_app"
 VERSION_IMPORT_PATH = "trainyard.serving.app:build_version_app"
@@ -84,10 +84,31 @@ def _batching(spec: EndpointSpec, family: str | None) -> dict:
             "batch_wait_timeout_s": spec.batching.batch_wait_timeout_s}
 
 
+def _auth(spec: EndpointSpec, auth: Mapping | None) -> dict:
+    out = {"public": False, "internal": None, "keys": []}
+    out.update(dict(auth or {}))
+    out["public"] = spec.public  # the spec decides; the rest comes from the manager
+    return out
+
+
+def auth_of(app_config: Mapping) -> dict | None:
+    """The "auth" user_config of a deployed endpoint app's config (None: deployed before keys)."""
+    for dep in app_config.get("deployments") or []:
+        user = dep.get("user_config") or {}
+        if "traffic" in user:
+            return user.get("auth")
+    return None
+
+
 def build_app_config(spec: EndpointSpec, *, traffic: Traffic, tracking_uri: str, family: str | None = None,
-                     env: Mapping[str, str] | None = None, spec_json: Mapping | None = None) -> dict:
+                     env: Mapping[str, str] | None = None, spec_json: Mapping | None = None,
+                     auth: Mapping | None = None) -> dict:
     """One entry of `applications[]` for this endpoint (for split: deployments, its router app;
-    the versions' own apps come from build_version_app_config)."""
+    the versions' own apps come from build_version_app_config).
+
+    `auth`: who may call it (serving/keys.py EndpointAuth.to_user_config()); in user_config
+    next to the traffic, so keys come and go without a restart. Without it the endpoint is
+    closed to every request but public ones (when spec.public)."""
     name = spec.endpoint_name()
     args = {
         "endpoint": name, "model": spec.model, "tracking_uri": tracking_uri, "family": family,
@@ -100,7 +121,8 @@ def build_app_config(spec: EndpointSpec, *, traffic: Traffic, tracking_uri: str,
                                 "ray_actor_options": {"num_cpus": 0}}]
     if spec.split == "replica":
         user_config = {"traffic": traffic.to_dict(),
-                       "uris": {v: model_uri(spec.model, v) for v in traffic.versions()}}
+                       "uris": {v: model_uri(spec.model, v) for v in traffic.versions()},
+                       "auth": _auth(spec, auth)}
         deployments.append({"name": "Endpoint", "autoscaling_config": _autoscaling(spec),
                             "max_ongoing_requests": spec.max_ongoing_requests,
                             "ray_actor_options": _actor_options(spec), "user_config": user_config})
@@ -108,7 +130,8 @@ def build_app_config(spec: EndpointSpec, *, traffic: Traffic, tracking_uri: str,
         # nothing here depends on the version set but user_config: changing the set never
         # touches the router's code or args, so Serve never restarts it for that
         user_config = {"traffic": traffic.to_dict(),
-                       "apps": {v: version_app_name(name, v) for v in traffic.versions()}}
+                       "apps": {v: version_app_name(name, v) for v in traffic.versions()},
+                       "auth": _auth(spec, auth)}
         deployments.append({"name": "Router", "user_config": user_config,
                             "autoscaling_config": {**_autoscaling(spec), "min_replicas": 1},
                             "max_ongoing_requests": spec.max_ongoing_requests * 4,

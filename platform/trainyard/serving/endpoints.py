@@ -12,10 +12,18 @@ of the version set is then: deploy the new versions' apps and wait until they ru
 the new weights and version -> app map in the router's user_config (no restart) and wait
 until every router replica applied it; wait until the router replicas have no request in
 flight that was routed under an older split; delete the apps of the versions that left.
+
+Endpoint keys (serving/keys.py) live in the same user_config ("auth"), so a key added or
+revoked reaches every replica with no restart, through the same put-and-wait as a traffic
+change. Every PUT of an endpoint app carries the keys as deployed at that moment (read and
+written under one lock), so that a promotion that applies a traffic split it computed
+earlier never drops a key created meanwhile; and a traffic generation only ever grows.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -25,8 +33,9 @@ import tenacity
 from trainyard.errors import ClusterError, ConflictError, NotFoundError, SpecError
 from trainyard.serving.client import ServeClient, raise_for_endpoint
 from trainyard.serving.config import (APP_IMPORT_PATH, ROUTE_ROOT, VERSION_DEPLOYMENT, VERSION_IMPORT_PATH,
-                                      build_app_config, build_version_app_config, merge_serve_config,
+                                      auth_of, build_app_config, build_version_app_config, merge_serve_config,
                                       route_prefix, version_app_name)
+from trainyard.serving.keys import MAX_KEYS, EndpointAuth, hash_key, internal_key, new_key, server_secret
 from trainyard.serving.traffic import Traffic
 from trainyard.specs import EndpointSpec, parse_endpoint_spec
 
@@ -45,6 +54,7 @@ class EndpointState:
     app: dict
     # split: deployments: version -> that version's Serve application (details, as listed)
     version_apps: dict = field(default_factory=dict)
+    auth: EndpointAuth = field(default_factory=EndpointAuth)
 
     def replicas(self) -> dict[str, Any]:
         out = {}
@@ -90,12 +100,27 @@ class EndpointManager:
     """Endpoints of one cluster. `registry` (trainyard.serving.registry.Registry) resolves versions."""
 
     def __init__(self, serve: ServeClient, registry=None, *, tracking_uri: str = "",
-                 env: Mapping[str, str] | None = None, timeout: float = 180.0):
+                 env: Mapping[str, str] | None = None, timeout: float = 180.0, key_secret: bytes | None = None):
+        """`key_secret`: what the internal keys derive from (serving/keys.py); default the server's
+        secret key, so that every manager of one Trainyard home reaches the endpoints it deployed."""
         self.serve = serve
         self.registry = registry
         self.tracking_uri = tracking_uri or (registry.tracking_uri if registry is not None else "")
         self.env = dict(env or {})
         self.timeout = timeout
+        self._key_secret = key_secret
+        # read-modify-PUT of an endpoint app (its keys, its generation) is one step per manager
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ the server's own key
+    def internal_key(self, name: str) -> str:
+        if self._key_secret is None:
+            self._key_secret = server_secret()
+        return internal_key(self._key_secret, name)
+
+    def auth_headers(self, name: str) -> dict[str, str]:
+        """Headers for this manager's own requests to endpoint `name` on Serve's HTTP port."""
+        return {"authorization": f"Bearer {self.internal_key(name)}"}
 
     # ------------------------------------------------------------------ reading
     def _apps(self, everything: Mapping | None = None) -> dict[str, dict]:
@@ -115,7 +140,8 @@ class EndpointManager:
         spec = EndpointSpec.model_validate(args.get("spec") or {"model": args.get("model"), "name": name})
         return EndpointState(name=name, spec=spec, traffic=_traffic_of(cfg), family=args.get("family"),
                              status=app.get("status", "UNKNOWN"), app=app,
-                             version_apps=_version_apps(name, everything) if spec.split == "deployments" else {})
+                             version_apps=_version_apps(name, everything) if spec.split == "deployments" else {},
+                             auth=EndpointAuth.from_user_config(auth_of(cfg)))
 
     def exists(self, name: str) -> bool:
         return name in self._apps()
@@ -125,7 +151,8 @@ class EndpointManager:
         out = []
         for name in sorted(self._apps(everything)):
             state = self.get(name, apps=everything)
-            out.append({"name": name, "model": state.spec.model, "status": state.status,
+            out.append({"name": name, "model": state.spec.model, "project": state.spec.project,
+                        "public": state.spec.public, "status": state.status,
                         "weights": dict(state.traffic.weights), "canary": state.traffic.canary,
                         "route": route_prefix(name), "url": self.url(name)})
         return out
@@ -134,7 +161,7 @@ class EndpointManager:
         return f"{self.serve.serve_url}{route_prefix(name)}/predict"
 
     def stats(self, name: str) -> dict:
-        resp = self.serve.request("GET", f"{route_prefix(name)}/-/stats")
+        resp = self.serve.request("GET", f"{route_prefix(name)}/-/stats", headers=self.auth_headers(name))
         raise_for_endpoint(resp, name)
         return resp.json()
 
@@ -163,21 +190,48 @@ class EndpointManager:
                 family = self.registry.family(state.spec.model, state.traffic.stable)
             except Exception:
                 family = None
-        return {"name": name, "model": state.spec.model, "family": family, "status": state.status,
+        return {"name": name, "model": state.spec.model, "project": state.spec.project, "public": state.spec.public,
+                "keys": len(state.auth.keys), "family": family, "status": state.status,
                 "url": self.url(name), "split": state.spec.split, "generation": state.traffic.generation,
                 "replicas": state.replicas(), "autoscaling": state.spec.autoscaling.model_dump(),
                 "versions": versions}
 
     # ------------------------------------------------------------------ writing
     def _put(self, apps: Mapping | Iterable[Mapping] | None, *, remove: str | Iterable[str] | None = None) -> None:
-        current = self.serve.current_config()
-        config = merge_serve_config(current, apps, http_host=self.serve.http_bind_host,
-                                    http_port=self.serve.http_port, remove=remove)
-        self.serve.put_config(config)
+        with self._lock:  # a PUT replaces every app: never between another PUT's read and write
+            current = self.serve.current_config()
+            config = merge_serve_config(current, apps, http_host=self.serve.http_bind_host,
+                                        http_port=self.serve.http_port, remove=remove)
+            self.serve.put_config(config)
 
-    def _app_config(self, spec: EndpointSpec, traffic: Traffic, family: str | None) -> dict:
+    def _app_config(self, spec: EndpointSpec, traffic: Traffic, family: str | None, keys: list) -> dict:
+        auth = {"internal": hash_key(self.internal_key(spec.endpoint_name())), "keys": list(keys)}
         return build_app_config(spec, traffic=traffic, tracking_uri=self.tracking_uri, family=family,
-                                env=self.env or None)
+                                env=self.env or None, auth=auth)
+
+    def _put_endpoint(self, spec: EndpointSpec, traffic: Traffic, family: str | None, *,
+                      extra: Iterable[Mapping] = (), keys: list | None = None) -> Traffic:
+        """PUT the endpoint's own app (and `extra` apps); returns the traffic as put.
+
+        `keys`: None keeps the keys deployed now. The generation put is above the deployed one,
+        whatever the caller computed it from: replicas tell configs apart by it."""
+        name = spec.endpoint_name()
+        with self._lock:
+            current = self.serve.current_config()
+            deployed = next((a for a in current.get("applications") or [] if a.get("name") == name), None)
+            if deployed is not None and deployed.get("import_path") == APP_IMPORT_PATH:
+                if keys is None:
+                    keys = list((auth_of(deployed) or {}).get("keys") or [])
+                try:
+                    now = _traffic_of(deployed).generation
+                except ClusterError:
+                    now = -1
+                if now >= traffic.generation:
+                    traffic = dataclasses.replace(traffic, generation=now + 1)
+            app = self._app_config(spec, traffic, family, keys or [])
+            self.serve.put_config(merge_serve_config(current, [app, *extra], http_host=self.serve.http_bind_host,
+                                                     http_port=self.serve.http_port))
+        return traffic
 
     def _version_app_config(self, spec: EndpointSpec, version: str, family: str | None) -> dict:
         return build_version_app_config(spec, version=version, tracking_uri=self.tracking_uri, family=family,
@@ -187,11 +241,15 @@ class EndpointManager:
         """Put a new traffic split on an endpoint; returns once every replica applied it."""
         if state.spec.split == "deployments":
             return self._apply_per_version(state, traffic, wait=wait)
-        self._put(self._app_config(state.spec, traffic, state.family))
+        traffic = self._put_endpoint(state.spec, traffic, state.family)
         if wait:
-            self.serve.wait_app(state.name, generation=traffic.generation, timeout=self.timeout)
-            self._wait_replicas(state.name, traffic.generation)
-        return EndpointState(state.name, state.spec, traffic, state.family, "RUNNING", state.app)
+            self._wait_applied(state.name, traffic.generation)
+        return EndpointState(state.name, state.spec, traffic, state.family, "RUNNING", state.app,
+                             auth=state.auth)
+
+    def _wait_applied(self, name: str, generation: int) -> None:
+        self.serve.wait_app(name, generation=generation, timeout=self.timeout)
+        self._wait_replicas(name, generation)
 
     def _apply_per_version(self, state: EndpointState, traffic: Traffic, *, wait: bool = True) -> EndpointState:
         """split: deployments. New versions' apps first, then the router, then drained apps out.
@@ -209,16 +267,15 @@ class EndpointManager:
             self._put([self._version_app_config(spec, v, family) for v in added] + staying)
             for version in added:
                 self.serve.wait_app(version_app_name(name, version), timeout=self.timeout)
-        self._put([self._app_config(spec, traffic, family)] + staying)
-        self.serve.wait_app(name, generation=traffic.generation, timeout=self.timeout)
-        self._wait_replicas(name, traffic.generation)
+        traffic = self._put_endpoint(spec, traffic, family, extra=staying)
+        self._wait_applied(name, traffic.generation)
         if leaving:
             self._wait_drained(name, traffic.generation)
             self._put(None, remove=[version_app_name(name, v) for v in leaving])
             if wait:
                 for version in leaving:
                     self.serve.wait_app(version_app_name(name, version), gone=True, timeout=self.timeout)
-        return EndpointState(name, spec, traffic, family, "RUNNING", state.app)
+        return EndpointState(name, spec, traffic, family, "RUNNING", state.app, auth=state.auth)
 
     def _router_replicas(self, name: str) -> set[str]:
         app = self.serve.applications().get(name) or {}
@@ -260,10 +317,13 @@ class EndpointManager:
                                  retry_error_callback=lambda _state: False)(all_ok)
 
     def deploy(self, spec: EndpointSpec | Mapping | str | Path | None = None, *, model: str | None = None,
-               version: str | None = None, alias: str | None = None, wait: bool = True) -> dict:
+               version: str | None = None, alias: str | None = None, project: str | None = None,
+               public: bool | None = None, wait: bool = True) -> dict:
         """Create the endpoint, or move an existing one to `version` with zero downtime.
 
-        Without a spec, an existing endpoint keeps its own (autoscaling, batching, ...)."""
+        Without a spec, an existing endpoint keeps its own (autoscaling, batching, ...);
+        `project` and `public`, when given, override the spec's. An endpoint never changes
+        project in place (its keys and its access are the project's)."""
         given_spec = spec is not None
         if spec is None:
             if model is None:
@@ -277,6 +337,8 @@ class EndpointManager:
             updates["model"] = model
         if version is not None or alias is not None:
             updates.update(version=str(version) if version is not None else None, alias=alias)
+        overrides = {k: v for k, v in (("project", project), ("public", public)) if v is not None}
+        updates.update(overrides)
         if updates:
             spec = EndpointSpec.model_validate({**spec.model_dump(mode="json"), **updates})
         if self.registry is None:
@@ -295,11 +357,19 @@ class EndpointManager:
             if spec.split == "deployments":  # the version's app runs before the router may call it
                 self._put(self._version_app_config(spec, target, family))
                 self.serve.wait_app(version_app_name(name, target), timeout=self.timeout)
-            self._put(self._app_config(spec, traffic, family))
+            traffic = self._put_endpoint(spec, traffic, family, keys=[])
             if wait:
                 self.serve.wait_app(name, generation=traffic.generation, timeout=self.timeout)
             return {"name": name, "model": spec.model, "version": target, "url": self.url(name), "created": True}
         state = self.get(name, apps=everything)
+        if not given_spec and overrides:
+            spec = EndpointSpec.model_validate({**state.spec.model_dump(mode="json"), **overrides})
+            given_spec = True
+        if given_spec and spec.project != state.spec.project:
+            raise ConflictError(f"endpoint {name!r} belongs to project {state.spec.project!r}, not "
+                                f"{spec.project!r}", field="project", value=spec.project,
+                                fix=f"deploy with project {state.spec.project!r}, or delete the endpoint and "
+                                    f"deploy it again in project {spec.project!r}")
         if state.spec.model != spec.model:
             raise ConflictError(f"endpoint {name!r} serves model {state.spec.model!r}, not {spec.model!r}",
                                 field="model", value=spec.model, fix="give this endpoint another name")
@@ -346,8 +416,50 @@ class EndpointManager:
             for app in [name, *versions]:
                 self.serve.wait_app(app, gone=True, timeout=self.timeout)
 
+    # ------------------------------------------------------------------ endpoint keys
+    def keys(self, name: str) -> list[dict]:
+        """The endpoint's keys: id, name, created_at (never the key, never its hash)."""
+        return self.get(name).auth.listed()
+
+    def create_key(self, name: str, key_name: str, *, wait: bool = True) -> dict:
+        """A new key for endpoint `name`; the answer is the only place its text ever appears.
+        Returns once every replica accepts it (with `wait`)."""
+        with self._lock:
+            state = self.get(name)
+            keys = list(state.auth.keys)
+            if len(keys) >= MAX_KEYS:
+                raise ConflictError(f"endpoint {name!r} has {len(keys)} keys, the most it may have",
+                                    field="keys", value=len(keys), fix="revoke keys that are no longer used")
+            if any(k.get("name") == key_name for k in keys):
+                raise ConflictError(f"endpoint {name!r} already has a key named {key_name!r}", field="name",
+                                    value=key_name, fix="give the key another name, or revoke the old one first")
+            key, record = new_key(key_name)
+            generation = self._put_keys(state, [*keys, record])
+        if wait:
+            self._wait_applied(name, generation)
+        return {"id": record["id"], "name": record["name"], "key": key, "created_at": record["created_at"]}
+
+    def revoke_key(self, name: str, key_id: str, *, wait: bool = True) -> None:
+        """Remove a key; returns once no replica accepts it any more (with `wait`)."""
+        with self._lock:
+            state = self.get(name)
+            keys = list(state.auth.keys)
+            if not any(k.get("id") == key_id for k in keys):
+                raise NotFoundError("key", key_id, known=[k["id"] for k in keys],
+                                    fix=f"list them with GET /v1/endpoints/{name}/keys")
+            generation = self._put_keys(state, [k for k in keys if k.get("id") != key_id])
+        if wait:
+            self._wait_applied(name, generation)
+
+    def _put_keys(self, state: EndpointState, keys: list) -> int:
+        """The endpoint's app again with these keys and the next generation (so that the wait
+        knows when every replica has them); weights, versions and args stay as they are."""
+        traffic = dataclasses.replace(state.traffic, generation=state.traffic.generation + 1)
+        return self._put_endpoint(state.spec, traffic, state.family, keys=keys).generation
+
     def predict(self, name: str, payload: Any) -> dict:
-        resp = self.serve.request("POST", f"{route_prefix(name)}/predict", json=payload)
+        resp = self.serve.request("POST", f"{route_prefix(name)}/predict", json=payload,
+                                  headers=self.auth_headers(name))
         if resp.status_code == 404 and not self.exists(name):
             raise NotFoundError("endpoint", name, known=list(self._apps()))
         raise_for_endpoint(resp, name)

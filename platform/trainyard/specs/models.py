@@ -338,6 +338,9 @@ class EndpointSpec(_Model):
     alias: str | None = Field(None, min_length=1, max_length=L.MAX_TEXT, description="Registry alias to serve (default 'champion', else the latest version).")
     cluster: str | None = Field(None, min_length=1, max_length=L.MAX_TEXT,
                                 description="Registered cluster; default: the server's default cluster.")
+    project: str = Field("default", pattern=NAME_RE, description="The project the endpoint belongs to.")
+    public: bool = Field(False, description="true: anyone may predict on Serve's HTTP port; false (default): a "
+                                            "request needs an endpoint key (Authorization: Bearer <key>).")
     split: Literal["replica", "deployments"] = Field(
         "replica", description="replica: each replica holds every live version and picks by weight "
                                "(no extra hop); deployments: each version is its own Serve application "

@@ -8,15 +8,17 @@ import httpx
 
 
 class LoopClient:
-    def __init__(self, url: str, payload: dict, *, threads: int = 1, pause_s: float = 0.01):
+    def __init__(self, url: str, payload: dict, *, threads: int = 1, pause_s: float = 0.01, key: str | None = None):
+        """`key`: an endpoint key, sent as `Authorization: Bearer <key>` (none for a public endpoint)."""
         self.url, self.payload, self.pause_s = url, payload, pause_s
+        self.headers = {"authorization": f"Bearer {key}"} if key else {}
         self.answers: list[tuple[float, int, str | None, str]] = []  # (time, status, version, error)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
         self._lock = threading.Lock()
 
     def _run(self):
-        with httpx.Client(timeout=30) as http:
+        with httpx.Client(timeout=30, headers=self.headers) as http:
             while not self._stop.is_set():
                 try:
                     resp = http.post(self.url, json=self.payload)

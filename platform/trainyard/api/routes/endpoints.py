@@ -6,6 +6,9 @@
     DELETE /v1/endpoints/{name}
     POST   /v1/endpoints/{name}/predict    forwarded to Serve's HTTP port at the same path
     GET    /v1/endpoints/{name}/openapi.json   the family's request and response schema
+    POST   /v1/endpoints/{name}/keys       a new endpoint key (its text is in this answer only)
+    GET    /v1/endpoints/{name}/keys       the endpoint's keys (id, name, created_at; never the key)
+    DELETE /v1/endpoints/{name}/keys/{id}  revoke a key (no replica accepts it once this answers)
     POST   /v1/models/{name}/promote       run a promotion (background unless wait)
     GET    /v1/models/{name}/history       every promotion decision with its evidence
     GET    /v1/promotions/{id}             one promotion started by this server
@@ -15,6 +18,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Optional, Union
 
 from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +30,7 @@ from trainyard.api.idempotency import IdempotencyKey, idempotency_for
 from trainyard.api.params import (ALIAS_RE, MODEL_RE, NAME_RE, PREDICT_BODY_LIMIT, VERSION_RE, ModelName, Name,
                                   OptCluster, PromotionId)
 from trainyard.errors import SpecError
+from trainyard.serving.keys import KEY_NAME_RE
 
 router = APIRouter(tags=["endpoints"], dependencies=[Depends(require_admin)],
                    responses=error_responses(401, 403, 422, 502, 503))
@@ -92,6 +97,19 @@ class DeployRequest(BaseModel):
         None, description="Endpoint spec: a mapping or YAML text.")
     cluster: Optional[str] = Field(None, max_length=63, pattern=NAME_RE,
                                    description="Registered cluster; default 'local'.")
+    project: str = Field("default", max_length=63, pattern=NAME_RE,
+                         description="The endpoint's project (or give spec.project); an endpoint never changes "
+                                     "project once deployed.")
+    public: bool = Field(False, strict=True,
+                         description="true: Serve's HTTP port answers anyone; false: a request needs an endpoint "
+                                     "key (or goes through this server's predict route).")
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=64, pattern=KEY_NAME_RE,
+                      description="What the key is for (unique per endpoint), e.g. the client that holds it.")
 
 
 class PromoteRequest(BaseModel):
@@ -115,7 +133,18 @@ def _spec_from(body: DeployRequest) -> Any:
     data = load_yaml(body.spec, source="spec") if isinstance(body.spec, str) else dict(body.spec)
     if body.model and "model" not in data:
         data["model"] = body.model
+    for key in _given_access(body):  # given twice: they must agree
+        value = getattr(body, key)
+        if key in data and data[key] != value:
+            raise SpecError(f"the request says {key} {value!r} and its spec says {data[key]!r}", field=key,
+                            value=value, fix=f"give {key} once, in the spec or in the request")
+        data[key] = value
     return parse_endpoint_spec(data, source="spec")
+
+
+def _given_access(body: DeployRequest) -> list[str]:
+    """project and public as the request gave them: an omitted one leaves an existing endpoint's own."""
+    return [k for k in ("project", "public") if k in body.model_fields_set]
 
 
 @router.post("/v1/endpoints", status_code=201, summary="Deploy a model version as an endpoint (or move it)",
@@ -126,7 +155,10 @@ def deploy(body: DeployRequest, idempotency_key: IdempotencyKey = None, serving=
         spec = _spec_from(body)
         cluster = body.cluster or (spec.cluster if spec is not None else None)
         manager = serving.manager(cluster)
-        return manager.deploy(spec, model=body.model, version=body.version, alias=body.alias)
+        access = {k: getattr(body, k) for k in _given_access(body)} if spec is None else {}
+        # after the auth spine: authorize(principal, project=<the spec's project>, need=Role.MAINTAINER, ...)
+        # here, and on an existing endpoint its own project too (manager.get(name).spec.project)
+        return manager.deploy(spec, model=body.model, version=body.version, alias=body.alias, **access)
 
     idem = idempotency_for(idempotency_key, method="POST", route="/v1/endpoints", body=body.model_dump(mode="json"))
     return create() if idem is None else idem.run(ctx, create, status_code=201,
@@ -168,8 +200,11 @@ async def predict(name: Name, request: Request, cluster: OptCluster = None,
     from trainyard.errors import ClusterError, NotFoundError
 
     try:
+        # the server's own key for this endpoint (serving/keys.py): whoever passed this route's
+        # auth may predict, whether the endpoint is public or not
         resp = await run_in_threadpool(manager.serve.request, "POST", f"{route_prefix(name)}/predict",
-                                       content=body, headers={"content-type": "application/json"})
+                                       content=body, headers={"content-type": "application/json",
+                                                              **manager.auth_headers(name)})
     except ClusterError:
         # Serve's proxy is down or absent: an unknown endpoint is still a 404 (asked only when
         # forwarding failed, so a prediction costs no extra call)
@@ -189,9 +224,11 @@ async def predict(name: Name, request: Request, cluster: OptCluster = None,
         upstream = None
     if not isinstance(upstream, dict):
         upstream = {"message": resp.text[:500] or f"HTTP {resp.status_code}"}
+    if resp.status_code in (401, 403):  # deployed before keys existed, or under another secret key
+        raise ClusterError(f"endpoint {name!r} refused this server's key (HTTP {resp.status_code})",
+                           fix=f"deploy it again through this server (`trainyard endpoints deploy {name}`), "
+                               "which gives it this server's key; its endpoint keys stay")
     if resp.status_code >= 500:
-        from trainyard.errors import ClusterError
-
         raise ClusterError(f"endpoint {name!r} failed to answer (HTTP {resp.status_code}): "
                            f"{str(upstream.get('message') or upstream.get('detail') or '')[:300]}",
                            fix=f"see the endpoint's replicas with `trainyard endpoints show {name}`")
@@ -208,6 +245,43 @@ async def endpoint_openapi(name: Name, cluster: OptCluster = None, serving=Depen
 
     state = await run_in_threadpool(serving.manager(cluster).get, name)
     return build(name, state.family)
+
+
+def _endpoint_access(serving, name: str, cluster: str | None, *, need: str):
+    """The endpoint `name` (404 when unknown), once the caller may act on it with role `need`.
+
+    The one place the endpoint-key routes check access. Today the router's require_admin has
+    already let only the admin in; with the auth spine this becomes
+    `authorize(principal, project=state.spec.project, need=Role[need.upper()], what="endpoint",
+    ident=name)` (a project the caller cannot see answers 404 like a missing endpoint)."""
+    return serving.manager(cluster).get(name)
+
+
+KeyId = Annotated[str, PathParam(min_length=12, max_length=12, pattern=r"^[0-9a-f]{12}$",
+                                 description="A key id, as `POST /v1/endpoints/{name}/keys` returned it.")]
+
+
+@router.post("/v1/endpoints/{name}/keys", status_code=201, summary="Create an endpoint key (shown once)",
+             responses=error_responses(404, 409))
+def create_key(name: Name, body: KeyRequest, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
+    # no Idempotency-Key here: a replayed answer would have to keep the key's text
+    _endpoint_access(serving, name, cluster, need="maintainer")
+    return serving.manager(cluster).create_key(name, body.name)
+
+
+@router.get("/v1/endpoints/{name}/keys", summary="List an endpoint's keys (never their text)",
+            responses=error_responses(404))
+def list_keys(name: Name, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
+    state = _endpoint_access(serving, name, cluster, need="maintainer")
+    return {"keys": state.auth.listed()}
+
+
+@router.delete("/v1/endpoints/{name}/keys/{key_id}", status_code=204, summary="Revoke an endpoint key",
+               responses=error_responses(404))
+def revoke_key(name: Name, key_id: KeyId, cluster: OptCluster = None, serving=Depends(get_serving)):
+    _endpoint_access(serving, name, cluster, need="maintainer")
+    serving.manager(cluster).revoke_key(name, key_id)
+    return Response(status_code=204)
 
 
 @router.post("/v1/models/{name}/promote", status_code=202, summary="Promote the model's candidate",
