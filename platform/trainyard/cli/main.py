@@ -31,17 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
             Train deep-learning models on Ray clusters: Ray Train + DeepSpeed jobs,
             tracked in MLflow. Start a local stack with `trainyard up`, then submit jobs.
             Trainyard keeps its state in $TRAINYARD_HOME (default ~/.trainyard); the
-            server address and admin token of the local stack are found there.
+            server address and admin token of the local stack are found there. To use a
+            shared server, `trainyard login --server URL` saves it as the current context.
             """, """
             trainyard up                                   # Ray + MLflow + server on this machine
             trainyard jobs submit examples/cnn.yaml --wait # train, follow, print metrics
             trainyard jobs list
             trainyard down
+            trainyard login --server https://trainyard.example.com   # a team's server
             """))
     parser.epilog += "\n" + EXIT_CODES_HELP
     parser.add_argument("--version", action="version", version=f"trainyard {__version__}")
     parser.add_argument("--url", metavar="URL", dest="server",
-                        help="Trainyard server URL (or env TRAINYARD_URL; default: the local stack's)")
+                        help="Trainyard server URL (or env TRAINYARD_URL; default: the current context's "
+                             "server, else the local stack's)")
     nouns = parser.add_subparsers(dest="noun", metavar="COMMAND")
     nouns.required = True
 
@@ -182,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     from trainyard.cli import endpoints as endpoints_cli
 
     endpoints_cli.add_parser(nouns)
+
+    # -- teams: servers and identity, tokens, users, projects, audit (one module per noun)
+    from trainyard.cli import audit as audit_cli
+    from trainyard.cli import login as login_cli
+    from trainyard.cli import projects as projects_cli
+    from trainyard.cli import tokens as tokens_cli
+    from trainyard.cli import users as users_cli
+
+    for module in (login_cli, tokens_cli, users_cli, projects_cli, audit_cli):
+        module.add_parser(nouns)
     return parser
 
 
