@@ -115,6 +115,9 @@ def check_server(url: Any, *, field_name: str = "--server") -> str:
 
 def check_token(token: Any, *, field_name: str = "token") -> str:
     """A bearer token as it is sent and stored. Messages never include the token."""
+    if token is not None and not isinstance(token, str):
+        raise SpecError(f"must be text, got {type(token).__name__}", field=field_name,
+                        fix="give the token printed by `trainyard tokens create` (or your admin)")
     if not isinstance(token, str) or not token.strip():
         raise SpecError("is empty", field=field_name,
                         fix="give the token printed by `trainyard tokens create` (or your admin)")

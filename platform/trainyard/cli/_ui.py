@@ -115,7 +115,16 @@ def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]]) 
         tbl.add_row(*[v if isinstance(v, Text) else Text("" if v is None else str(v)) for v in row])
     out = stdout()
     # a terminal gets a table that fits it; a pipe or a log gets every column at full width
-    out.print(tbl, width=None if out.is_terminal else 10_000)
+    # (print(width=) is capped at the console's own width, so widen the console for this one table)
+    if out.is_terminal:
+        out.print(tbl)
+        return
+    saved = out.width
+    out.width = 10_000
+    try:
+        out.print(tbl)
+    finally:
+        out.width = saved
 
 
 def job_field(job: Mapping[str, Any] | Any, *names: str, default: Any = None) -> Any:

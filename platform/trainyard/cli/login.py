@@ -6,6 +6,7 @@ A context is a server and a token saved under a name in <TRAINYARD_HOME>/context
 """
 from __future__ import annotations
 
+import argparse
 import getpass
 import sys
 from pathlib import Path
@@ -16,9 +17,13 @@ from trainyard.errors import EXIT_OK, AuthError, SpecError
 
 __all__ = ["add_parser", "read_token"]
 
+# what a token looks like at a glance: a personal token, an endpoint key, a JWT
+_TOKEN_PREFIXES = ("tyk_", "tye_", "eyJ")
+
 
 def add_parser(nouns) -> None:
-    p = nouns.add_parser("login", help="save a server and your token as a context", **fmt("""
+    # allow_abbrev off: `--token X` must not be read as `--token-file X` (and then echoed as a file name)
+    p = nouns.add_parser("login", help="save a server and your token as a context", allow_abbrev=False, **fmt("""
         Check TOKEN against the server (GET /v1/me), then save the server and the token as a
         context in $TRAINYARD_HOME/contexts.json (private, 0600) and make it the current one:
         later commands talk to that server as you.
@@ -36,6 +41,8 @@ def add_parser(nouns) -> None:
     p.add_argument("--token-file", metavar="FILE", help="file holding your token (else stdin, else a prompt)")
     p.add_argument("--context", metavar="NAME", dest="context_name",
                    help="name of the context (default: the server's host and port)")
+    # taken only to be refused with a clear error that does not echo it
+    p.add_argument("--token", dest="plain_token", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_login)
 
     ctx = nouns.add_parser("context", help="list, switch and remove saved servers (contexts)", **fmt("""
@@ -89,6 +96,11 @@ def read_token(token_file: str | None, *, server: str) -> str:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
+            if token_file.startswith(_TOKEN_PREFIXES):
+                ui.add_secret(token_file)
+                raise SpecError("looks like a token, not the name of a file holding one", field="--token-file",
+                                fix="save the token in a file (or pipe it on stdin); as it is now in your shell "
+                                    "history, consider revoking it") from None
             raise SpecError(f"no such file: {token_file}", field="--token-file", value=token_file,
                             fix="give the file you saved your token in") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -112,6 +124,13 @@ def read_token(token_file: str | None, *, server: str) -> str:
 
 def cmd_login(args) -> int:
     from trainyard import contexts
+
+    if args.plain_token is not None:
+        ui.add_secret(args.plain_token)
+        raise SpecError("a token is never taken as an argument: it would stay in your shell history and show in "
+                        "the process list", field="--token",
+                        fix="use --token-file FILE, pipe it on stdin, or type it at the prompt; consider revoking "
+                            "that token, as it is now in your shell history")
 
     server = contexts.check_server(args.login_server)
     name = contexts.check_context_name(args.context_name) if args.context_name else contexts.default_name(server)
