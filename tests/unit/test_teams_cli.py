@@ -110,6 +110,16 @@ class FakeClient:
     def remove_member(self, project, user):
         self._call("remove_member", project, user)
 
+    def list_jobs(self, **filters):
+        self._call("list_jobs", filters)
+        return [{"id": "cnn-1", "name": "cnn", "state": "RUNNING", "project": "vision", "owner": "alice",
+                 "workload": "cnn"}]
+
+    def list_sweeps(self, **filters):
+        self._call("list_sweeps", filters)
+        return [{"id": "sw-1", "name": "sw", "state": "RUNNING", "project": "vision", "owner": "bob",
+                 "workload": "cnn"}]
+
     def audit(self, **filters):
         self._call("audit", filters)
         return {"events": self.events, "total": 7}
@@ -463,3 +473,18 @@ def test_audit_for_a_non_admin_exits_5(fake, capsys):
     fake.fail = E.AuthError("only an admin may read the audit trail", status=403)
     code, _, err = run(["audit"], capsys)
     assert code == E.EXIT_AUTH and "admin" in err
+
+
+# ----------------------------------------------------------------------------- lists by project
+
+
+def test_jobs_and_sweeps_lists_filter_by_project_and_show_the_owner(fake, capsys):
+    code, out, _ = run(["jobs", "list", "--project", "vision"], capsys)
+    assert code == 0 and fake.calls[-1] == ("list_jobs", {"project": "vision"})
+    row = next(line for line in out.splitlines() if "cnn-1" in line)
+    assert "vision" in row and "alice" in row
+    code, out, _ = run(["sweeps", "list", "--project", "vision"], capsys)
+    assert code == 0 and fake.calls[-1] == ("list_sweeps", {"project": "vision"}) and "bob" in out
+    assert run(["jobs", "list"], capsys)[0] == 0 and fake.calls[-1] == ("list_jobs", {})
+    code, _, err = run(["jobs", "list", "--project", "Vision!"], capsys)
+    assert code == E.EXIT_USAGE and "--project: must be 1 to 63" in err

@@ -115,10 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=cmd_jobs_submit)
 
-    p = verbs.add_parser("list", help="list jobs", **_fmt("List jobs, newest first.", """
+    p = verbs.add_parser("list", help="list jobs", **_fmt(
+        "List the jobs of the projects you can see, newest first.", """
         trainyard jobs list
+        trainyard jobs list --project vision
         trainyard jobs list --json
         """))
+    p.add_argument("--project", metavar="PROJECT", help="only this project's jobs")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_list)
 
@@ -424,7 +427,10 @@ def print_outcome(client, job: Any) -> None:
 
 
 def cmd_jobs_list(args) -> int:
-    jobs = _as_list(context.client(args).list_jobs())
+    project = getattr(args, "project", None)
+    if project is not None:
+        context.check_name(project, flag="--project", example="--project vision")
+    jobs = _as_list(context.client(args).list_jobs(**({"project": project} if project else {})))
     if args.json:
         ui.print_json(jobs)
         return EXIT_OK
@@ -437,11 +443,13 @@ def cmd_jobs_list(args) -> int:
         step, total = prog.get("step"), prog.get("total_steps")
         metric = ui.fmt_metrics(job_metrics(job) or prog.get("metrics"), limit=2)
         rows.append((_job_id(job), ui.job_field(job, "name", "spec.name"), _state(job),
+                     ui.job_field(job, "project", "spec.project"), ui.job_field(job, "owner"),
                      ui.job_field(job, "workload", "spec.workload"),
                      ui.job_field(job, "cluster", "cluster_name"),
                      f"{step}/{total}" if step is not None and total else "",
                      metric, ui.fmt_time(ui.job_field(job, "created_at", "submitted_at"))))
-    ui.table(None, ["id", "name", "state", "workload", "cluster", "progress", "metrics", "submitted"], rows)
+    ui.table(None, ["id", "name", "state", "project", "owner", "workload", "cluster", "progress", "metrics",
+                    "submitted"], rows)
     return EXIT_OK
 
 
@@ -464,6 +472,7 @@ def cmd_jobs_show(args) -> int:
         ("id", _job_id(job)), ("name", ui.job_field(job, "name", "spec.name")), ("state", _state(job)),
         ("workload", ui.job_field(job, "workload", "spec.workload")),
         ("project", ui.job_field(job, "project", "spec.project")),
+        ("owner", ui.job_field(job, "owner")),
         ("cluster", ui.job_field(job, "cluster", "cluster_name")),
         ("ray job", ui.job_field(job, "ray_job_id", "submission_id")),
         ("submitted", ui.fmt_time(ui.job_field(job, "created_at", "submitted_at"))),
