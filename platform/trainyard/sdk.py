@@ -426,8 +426,7 @@ class Client:
         Sent without an Idempotency-Key and never resent: a replayed answer would have to be
         stored with the token in it. A lost answer leaves a token nobody knows; revoke it."""
         body = {"name": name, "expires_in_days": expires_in_days, "user": user}
-        created = self._json("POST", "/v1/tokens", json=body)
-        return created
+        return self._json("POST", "/v1/tokens", json=body)
 
     def list_tokens(self, *, user: str | None = None) -> list[dict]:
         """Tokens (never their text): own ones, or `user`'s (admin)."""
