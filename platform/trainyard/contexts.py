@@ -74,7 +74,7 @@ def contexts_file() -> Path:
 
 
 def check_context_name(name: Any, *, field_name: str = "--context") -> str:
-    if not isinstance(name, str) or not re.match(CONTEXT_NAME_RE, name):
+    if not isinstance(name, str) or not re.fullmatch(CONTEXT_NAME_RE, name):
         shown = repr(name[:80]) if isinstance(name, str) else type(name).__name__
         raise SpecError(f"must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
                         f"got {shown}",
@@ -125,7 +125,7 @@ def check_token(token: Any, *, field_name: str = "token") -> str:
     if len(token) > MAX_TOKEN_CHARS:
         raise SpecError(f"is longer than {MAX_TOKEN_CHARS} characters; is it really a token?", field=field_name,
                         fix="give only the token, on one line")
-    if not _TOKEN_RE.match(token):
+    if not _TOKEN_RE.fullmatch(token):
         raise SpecError("holds spaces, line breaks or characters other than printable ASCII", field=field_name,
                         fix="give only the token, on one line (a file with anything else in it is not a token file)")
     return token

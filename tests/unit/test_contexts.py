@@ -99,6 +99,7 @@ BROKEN = [
     ('{"contexts": {"a b": {"server": "https://h", "token": "t"}}}', "contexts.a b: must be 1 to 64"),
     ('{"contexts": {"a": {"server": "https://h", "token": "two words %s"}}}' % TOKEN_A, "holds spaces"),
     ('{"contexts": {"a": ["https://h"]}}', "must be an object with server and token"),
+    ('{"contexts": {"a\\n": {"server": "https://h", "token": "t"}}}', "must be 1 to 64"),
 ]
 
 

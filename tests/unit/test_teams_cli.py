@@ -360,6 +360,7 @@ def test_server_refusals_map_to_exit_codes(fake, capsys, exc, code):
 def test_bad_user_name_exits_2(fake, capsys):
     code, _, err = run(["users", "create", "Alice Smith"], capsys)
     assert code == E.EXIT_USAGE and "NAME: must be 1 to 63 lower-case" in err and "'Alice Smith'" in err
+    assert run(["users", "create", "alice\n"], capsys)[0] == E.EXIT_USAGE  # `$` alone would let it through
     assert fake.calls == []
 
 

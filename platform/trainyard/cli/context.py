@@ -96,7 +96,7 @@ def check_name(value: str, *, flag: str, example: str) -> str:
     from trainyard.errors import SpecError
     from trainyard.specs.models import NAME_RE
 
-    if not re.match(NAME_RE, value or ""):
+    if not re.fullmatch(NAME_RE, value or ""):
         raise SpecError(f"must be 1 to 63 lower-case letters, digits or '-', starting and ending with a letter "
                         f"or digit, got {value[:80]!r}", field=flag, value=value, fix=f"e.g. {example}")
     return value
