@@ -230,6 +230,8 @@ def test_a_refused_token_exits_5_and_saves_nothing(fake, tmp_path, capsys, train
     (["--server", SERVER, "--token", LOGIN_TOKEN], "", "--token: a token is never taken as an argument"),
     (["--server", SERVER, "--token-file", LOGIN_TOKEN], "", "--token-file: looks like a token"),
     (["--server", SERVER, "--token-file", "/nonexistent/t.token"], "", "--token-file: no such file"),
+    (["--server", SERVER, "--token-file", "/"], "", "--token-file: cannot read /"),
+    (["--server", SERVER], "x" * 100_000, "stdin: is longer than"),
 ])
 def test_login_input_errors_exit_2_before_any_request(fake, monkeypatch, capsys, argv, stdin, expected):
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))

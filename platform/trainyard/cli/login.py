@@ -89,12 +89,13 @@ def add_parser(nouns) -> None:
 
 def read_token(token_file: str | None, *, server: str) -> str:
     """The token: from the file, else stdin when piped, else a hidden prompt. Checked, never echoed."""
-    from trainyard.contexts import check_token
+    from trainyard.contexts import MAX_TOKEN_CHARS, check_token
 
     if token_file is not None:
         path = Path(token_file).expanduser()
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open(encoding="utf-8") as fh:
+                text = fh.read(MAX_TOKEN_CHARS + 2)  # bounded: a wrong, large file is refused, not read whole
         except FileNotFoundError:
             if token_file.startswith(_TOKEN_PREFIXES):
                 ui.add_secret(token_file)
@@ -109,7 +110,7 @@ def read_token(token_file: str | None, *, server: str) -> str:
                             fix="give a readable text file holding only your token") from None
         where = "--token-file"
     elif not sys.stdin.isatty():
-        text = sys.stdin.read(64 * 1024)
+        text = sys.stdin.read(MAX_TOKEN_CHARS + 2)
         where = "stdin"
     else:
         try:
