@@ -1,13 +1,23 @@
 """The Python SDK: `trainyard.Client`. A thin HTTP client over the REST API.
 
     import trainyard
-    client = trainyard.Client()                 # the local stack (`trainyard up`)
+    client = trainyard.Client()                 # see "Which server" below
     job = client.submit_job("examples/cnn.yaml")
     final = client.wait_job(job["id"], on_progress=print)
 
 Errors come back as the same TrainyardError subclasses the server raised (rebuilt from
 the JSON body), so `except SpecError` works on both sides of the wire. When the server
 cannot be reached, ClusterError says so and how to fix it (`trainyard up`).
+
+Which server, and which token, `Client()` talks to, first found wins:
+  1. its arguments, `Client(url=..., token=...)`;
+  2. the environment, TRAINYARD_URL and TRAINYARD_TOKEN;
+  3. the current context (`trainyard login`, `trainyard context use`), in
+     <TRAINYARD_HOME>/contexts.json;
+  4. the local stack (`trainyard up`) and its admin token.
+A URL given by 1 or 2 without a token gets the token of a saved context for that same
+server, if any: a context's token is never sent to another server. Tokens never appear in
+a repr, a log line or an error.
 """
 from __future__ import annotations
 
@@ -18,18 +28,22 @@ import os
 import time
 import uuid
 import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import quote
 
 import httpx
 from tenacity import (RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay,
                       wait_exponential_jitter)
 
+from trainyard import contexts
 from trainyard import errors as E
+from trainyard import redact
 from trainyard.config import home, read_secret, read_stack
 
 __all__ = ["Client", "zip_folder", "error_from_response", "IDEMPOTENCY_HEADER", "RETRY_ERRORS",
-           "workload_meta_of"]
+           "workload_meta_of", "resolve_target", "AUDIT_FILTERS"]
 
 log = logging.getLogger("trainyard.sdk")
 
@@ -126,21 +140,51 @@ def new_key() -> str:
     return uuid.uuid4().hex
 
 
+def _admin_token() -> str | None:
+    return read_secret(Path(os.environ.get("TRAINYARD_ADMIN_TOKEN_FILE") or home() / "admin.token"))
+
+
+def resolve_target(url: str | None = None, token: str | None = None) -> tuple[str, str | None, str | None]:
+    """(server URL, token, context name or None): where `Client(url, token)` connects, in the
+    order the module docstring gives. Raises ClusterError when no server is known, SpecError
+    when the contexts file is broken."""
+    env_url = os.environ.get("TRAINYARD_URL") or None
+    env_token = os.environ.get("TRAINYARD_TOKEN") or None
+    if url or env_url:
+        target = str(url or env_url).rstrip("/")
+        if token is None:
+            token = env_token
+        context_name = None
+        if token is None:
+            saved = contexts.token_for_server(target)
+            if saved is not None:
+                token, context_name = saved.token, saved.name
+        return target, (token if token is not None else _admin_token()), context_name
+    saved = contexts.current()
+    if saved is not None:
+        return saved.server, token if token is not None else (env_token or saved.token), saved.name
+    target = str((read_stack().get("server") or {}).get("url") or "").rstrip("/")
+    if not target:
+        raise E.ClusterError("no Trainyard server is known: no context is current, the local stack is not "
+                             "running and no URL was given",
+                             fix="log in with `trainyard login --server URL`, start a local stack with "
+                                 "`trainyard up`, or pass Client(url=...) / set TRAINYARD_URL")
+    return target, token if token is not None else (env_token or _admin_token()), None
+
+
 class Client:
-    """Talks to a Trainyard server. Defaults: the local stack's URL and admin token."""
+    """Talks to a Trainyard server: the one its arguments, the environment, the current context
+    or the local stack names (see the module docstring)."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0,
                  retries: int = 4, retry_budget_s: float = 60.0):
         """`retries`: how many times a request whose answer was lost is sent again (GETs, DELETEs
         and creating requests, which carry an Idempotency-Key, so a resend creates nothing twice)."""
-        stack = read_stack()
-        self.url = (url or os.environ.get("TRAINYARD_URL") or (stack.get("server") or {}).get("url") or "").rstrip("/")
-        if not self.url:
-            raise E.ClusterError("no Trainyard server is known: the local stack is not running and no URL was given",
-                                 fix="start it with `trainyard up`, or pass Client(url=...) / set TRAINYARD_URL")
-        if token is None:
-            token = os.environ.get("TRAINYARD_TOKEN") or read_secret(
-                Path(os.environ.get("TRAINYARD_ADMIN_TOKEN_FILE") or home() / "admin.token"))
+        self.url, token, self.context = resolve_target(url, token)
+        if token:
+            # checked before httpx sees it: a header error would quote the token
+            token = contexts.check_token(token, field_name="token")
+        redact.register(token)  # whatever logs or prints an error in this process hides it
         self.retries = max(0, int(retries))
         self.retry_budget_s = retry_budget_s
         # connect errors (nothing sent yet) are retried by the transport for every request
@@ -158,7 +202,8 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Client(url={self.url!r})"
+        where = f", context={self.context!r}" if self.context else ""
+        return f"Client(url={self.url!r}{where})"
 
     # ------------------------------------------------------------------ plumbing
     def _request(self, method: str, path: str, *, key: str | None = None, **kwargs) -> httpx.Response:
@@ -357,9 +402,91 @@ class Client:
     def remove_cluster(self, name: str) -> None:
         self._request("DELETE", f"/v1/clusters/{name}")
 
+    # ------------------------------------------------------------------ identity, users, tokens
+    def me(self) -> dict:
+        """Who this client is: {"user", "kind", "admin", "via", "projects": {name: role}}."""
+        return self._json("GET", "/v1/me")
+
+    def create_user(self, name: str, *, kind: str = "user", admin: bool = False) -> dict:
+        """Add a user (kind "user") or a service account (kind "service"). Admin only."""
+        return self._json("POST", "/v1/users", json={"name": name, "kind": kind, "admin": bool(admin)},
+                          key=new_key())
+
+    def list_users(self) -> list[dict]:
+        return self._json("GET", "/v1/users")["users"]
+
+    def remove_user(self, name: str) -> None:
+        """Disable the user and revoke their tokens (the user `admin` cannot be removed)."""
+        self._request("DELETE", f"/v1/users/{_seg(name)}")
+
+    def create_token(self, name: str, *, expires_in_days: int | None = None, user: str | None = None) -> dict:
+        """A new API token for this client's user (or, as an admin, for `user`). The answer's
+        `token` is shown this once; the server keeps only its hash.
+
+        Sent without an Idempotency-Key and never resent: a replayed answer would have to be
+        stored with the token in it. A lost answer leaves a token nobody knows; revoke it."""
+        body = {"name": name, "expires_in_days": expires_in_days, "user": user}
+        return self._json("POST", "/v1/tokens", json=body)
+
+    def list_tokens(self, *, user: str | None = None) -> list[dict]:
+        """Tokens (never their text): own ones, or `user`'s (admin)."""
+        return self._json("GET", "/v1/tokens", params={"user": user} if user else None)["tokens"]
+
+    def revoke_token(self, token_id: str) -> None:
+        self._request("DELETE", f"/v1/tokens/{_seg(token_id)}")
+
+    # ------------------------------------------------------------------ projects
+    def create_project(self, name: str, *, description: str = "") -> dict:
+        return self._json("POST", "/v1/projects", json={"name": name, "description": description},
+                          key=new_key())
+
+    def list_projects(self) -> list[dict]:
+        """The projects this client may see, each with its `role` ("admin" for admins)."""
+        return self._json("GET", "/v1/projects")["projects"]
+
+    def get_project(self, name: str) -> dict:
+        """The project with its `members` [{"user", "role"}]."""
+        return self._json("GET", f"/v1/projects/{_seg(name)}")
+
+    def set_member(self, project: str, user: str, *, role: str) -> dict:
+        """Give `user` the `role` (viewer, member, maintainer) in `project`, adding them if needed."""
+        return self._json("PUT", f"/v1/projects/{_seg(project)}/members/{_seg(user)}", json={"role": role})
+
+    def remove_member(self, project: str, user: str) -> None:
+        self._request("DELETE", f"/v1/projects/{_seg(project)}/members/{_seg(user)}")
+
+    # ------------------------------------------------------------------ audit
+    def audit(self, **filters: Any) -> dict:
+        """The audit trail, newest first: {"events": [...], "total": n}. Filters (admin only):
+        actor, action, project, object_id, outcome ("ok", "refused", "error"), since (a datetime,
+        or ISO 8601 text; a naive datetime is UTC), limit, offset."""
+        unknown = sorted(set(filters) - set(AUDIT_FILTERS))
+        if unknown:
+            raise E.SpecError(f"is not an audit filter{E.did_you_mean(unknown[0], AUDIT_FILTERS)}", field=unknown[0],
+                              fix=f"filters: {', '.join(AUDIT_FILTERS)}")
+        params = {k: v for k, v in filters.items() if v is not None}
+        since = params.get("since")
+        if isinstance(since, datetime):
+            params["since"] = _iso_utc(since)
+        return self._json("GET", "/v1/audit", params=params)
+
     # ------------------------------------------------------------------ system
     def status(self) -> dict:
         return self._json("GET", "/v1/status")
 
     def health(self) -> dict:
         return self._json("GET", "/healthz")
+
+
+AUDIT_FILTERS = ("actor", "action", "project", "object_id", "outcome", "since", "limit", "offset")
+
+
+def _seg(value: str) -> str:
+    """One path segment: a name can never reach another route ("../users", "a/b")."""
+    return quote(str(value), safe="")
+
+
+def _iso_utc(when: datetime) -> str:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

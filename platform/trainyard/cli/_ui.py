@@ -33,6 +33,15 @@ def _load_home_secrets() -> None:
         add_secret(config.read_secret(config.home() / name))
     for var in ("TRAINYARD_TOKEN", "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_PASSWORD"):
         add_secret(os.environ.get(var))
+    from trainyard import contexts
+    from trainyard.errors import TrainyardError
+
+    try:
+        saved = contexts.load().contexts.values()
+    except TrainyardError:
+        saved = ()  # a broken file: the command that reads it says so (its errors quote no token)
+    for ctx in saved:
+        add_secret(ctx.token)
 
 
 def redact(text: str) -> str:
@@ -93,17 +102,29 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]]) -> None:
+    """Cells are plain text (a server's value such as "[/x]" is shown as is, never read as
+    markup); a cell that is a rich Text keeps its style."""
     from rich.table import Table
+    from rich.text import Text
 
     tbl = Table(title=title, title_justify="left", header_style="bold")
     for i, col in enumerate(columns):
         # the first column is what commands take (an id, a name): never broken, so it can be copied
         tbl.add_column(col, overflow="fold", no_wrap=i == 0)
     for row in rows:
-        tbl.add_row(*["" if v is None else str(v) for v in row])
+        tbl.add_row(*[v if isinstance(v, Text) else Text("" if v is None else str(v)) for v in row])
     out = stdout()
     # a terminal gets a table that fits it; a pipe or a log gets every column at full width
-    out.print(tbl, width=None if out.is_terminal else 10_000)
+    # (print(width=) is capped at the console's own width, so widen the console for this one table)
+    if out.is_terminal:
+        out.print(tbl)
+        return
+    saved = out.width
+    out.width = 10_000
+    try:
+        out.print(tbl)
+    finally:
+        out.width = saved
 
 
 def job_field(job: Mapping[str, Any] | Any, *names: str, default: Any = None) -> Any:

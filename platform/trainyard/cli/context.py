@@ -13,7 +13,11 @@ from typing import Any, Callable
 
 from trainyard.cli import _ui as ui
 
-__all__ = ["ui", "fmt", "EXIT_CODES_HELP", "client", "sdk_client", "use_client_factory"]
+__all__ = ["ui", "fmt", "EXIT_CODES_HELP", "client", "sdk_client", "use_client_factory", "check_name",
+           "check_text", "check_choice", "check_range", "ROLES"]
+
+# a project role, lowest first (trainyard.auth.roles on the server)
+ROLES = ("viewer", "member", "maintainer")
 
 EXIT_CODES_HELP = textwrap.dedent("""\
     exit codes:
@@ -34,10 +38,11 @@ def fmt(description: str, examples: str = "") -> dict:
 
 
 def sdk_client(args: argparse.Namespace) -> Any:
-    """The SDK client for the server that `--url` (or the environment, or the local stack) names."""
+    """The SDK client for the server that `--url` (or the environment, the current context, or
+    the local stack) names. `login_token`: the token `trainyard login` checks, with its --server."""
     from trainyard.sdk import Client
 
-    return Client(url=args.server) if getattr(args, "server", None) else Client()
+    return Client(url=getattr(args, "server", None), token=getattr(args, "login_token", None))
 
 
 def use_client_factory(args: argparse.Namespace, factory: Callable[[argparse.Namespace], Any]) -> None:
@@ -78,3 +83,54 @@ def load_spec_file(path_arg: str, *, parse: Callable[..., Any], example: str) ->
                             field="working_dir", value=spec.working_dir,
                             fix="working_dir is relative to the spec file; point it at your code folder")
     return raw, spec, working_dir
+
+
+# ----------------------------------------------------------------------------- argument checks
+# Run before anything is sent: a bad value is exit 2 with the flag, the value and the fix.
+
+
+def check_name(value: str, *, flag: str, example: str) -> str:
+    """A user, project or other name of the API: lower-case letters, digits and '-', at most 63."""
+    import re
+
+    from trainyard.errors import SpecError
+    from trainyard.specs.models import NAME_RE
+
+    if not re.fullmatch(NAME_RE, value or ""):
+        raise SpecError(f"must be 1 to 63 lower-case letters, digits or '-', starting and ending with a letter "
+                        f"or digit, got {value[:80]!r}", field=flag, value=value, fix=f"e.g. {example}")
+    return value
+
+
+def check_text(value: str, *, flag: str, max_chars: int, allow_empty: bool = False) -> str:
+    """Free text (a description, a token's name): bounded, one line, no control characters."""
+    from trainyard.errors import SpecError
+
+    if not allow_empty and not value.strip():
+        raise SpecError("is empty", field=flag, fix="give some text")
+    if len(value) > max_chars:
+        raise SpecError(f"is {len(value)} characters long, more than {max_chars}", field=flag,
+                        value=value[:40] + "...", fix=f"keep it to {max_chars} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise SpecError(f"holds a line break or a control character, got {value[:80]!r}", field=flag, value=value,
+                        fix="give one line of plain text")
+    return value
+
+
+def check_choice(value: str, *, flag: str, choices: tuple[str, ...]) -> str:
+    from trainyard.errors import SpecError, did_you_mean
+
+    if value not in choices:
+        hint = did_you_mean(value, choices)
+        raise SpecError(f"must be one of {', '.join(choices)}, got {value[:80]!r}" + (f";{hint}" if hint else ""),
+                        field=flag, value=value, fix=f"e.g. {flag} {choices[0]}")
+    return value
+
+
+def check_range(value: int | None, *, flag: str, low: int, high: int) -> int | None:
+    from trainyard.errors import SpecError
+
+    if value is not None and not low <= value <= high:
+        raise SpecError(f"must be between {low} and {high}, got {value}", field=flag, value=value,
+                        fix=f"give a whole number from {low} to {high}")
+    return value

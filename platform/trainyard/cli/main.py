@@ -31,17 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
             Train deep-learning models on Ray clusters: Ray Train + DeepSpeed jobs,
             tracked in MLflow. Start a local stack with `trainyard up`, then submit jobs.
             Trainyard keeps its state in $TRAINYARD_HOME (default ~/.trainyard); the
-            server address and admin token of the local stack are found there.
+            server address and admin token of the local stack are found there. To use a
+            shared server, `trainyard login --server URL` saves it as the current context.
             """, """
             trainyard up                                   # Ray + MLflow + server on this machine
             trainyard jobs submit examples/cnn.yaml --wait # train, follow, print metrics
             trainyard jobs list
             trainyard down
+            trainyard login --server https://trainyard.example.com   # a team's server
             """))
     parser.epilog += "\n" + EXIT_CODES_HELP
     parser.add_argument("--version", action="version", version=f"trainyard {__version__}")
     parser.add_argument("--url", metavar="URL", dest="server",
-                        help="Trainyard server URL (or env TRAINYARD_URL; default: the local stack's)")
+                        help="Trainyard server URL (or env TRAINYARD_URL; default: the current context's "
+                             "server, else the local stack's)")
     nouns = parser.add_subparsers(dest="noun", metavar="COMMAND")
     nouns.required = True
 
@@ -112,10 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=cmd_jobs_submit)
 
-    p = verbs.add_parser("list", help="list jobs", **_fmt("List jobs, newest first.", """
+    p = verbs.add_parser("list", help="list jobs", **_fmt(
+        "List the jobs of the projects you can see, newest first.", """
         trainyard jobs list
+        trainyard jobs list --project vision
         trainyard jobs list --json
         """))
+    p.add_argument("--project", metavar="PROJECT", help="only this project's jobs")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_list)
 
@@ -182,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     from trainyard.cli import endpoints as endpoints_cli
 
     endpoints_cli.add_parser(nouns)
+
+    # -- teams: servers and identity, tokens, users, projects, audit (one module per noun)
+    from trainyard.cli import audit as audit_cli
+    from trainyard.cli import login as login_cli
+    from trainyard.cli import projects as projects_cli
+    from trainyard.cli import tokens as tokens_cli
+    from trainyard.cli import users as users_cli
+
+    for module in (login_cli, tokens_cli, users_cli, projects_cli, audit_cli):
+        module.add_parser(nouns)
     return parser
 
 
@@ -411,7 +427,10 @@ def print_outcome(client, job: Any) -> None:
 
 
 def cmd_jobs_list(args) -> int:
-    jobs = _as_list(context.client(args).list_jobs())
+    project = getattr(args, "project", None)
+    if project is not None:
+        context.check_name(project, flag="--project", example="--project vision")
+    jobs = _as_list(context.client(args).list_jobs(**({"project": project} if project else {})))
     if args.json:
         ui.print_json(jobs)
         return EXIT_OK
@@ -424,11 +443,13 @@ def cmd_jobs_list(args) -> int:
         step, total = prog.get("step"), prog.get("total_steps")
         metric = ui.fmt_metrics(job_metrics(job) or prog.get("metrics"), limit=2)
         rows.append((_job_id(job), ui.job_field(job, "name", "spec.name"), _state(job),
+                     ui.job_field(job, "project", "spec.project"), ui.job_field(job, "owner"),
                      ui.job_field(job, "workload", "spec.workload"),
                      ui.job_field(job, "cluster", "cluster_name"),
                      f"{step}/{total}" if step is not None and total else "",
                      metric, ui.fmt_time(ui.job_field(job, "created_at", "submitted_at"))))
-    ui.table(None, ["id", "name", "state", "workload", "cluster", "progress", "metrics", "submitted"], rows)
+    ui.table(None, ["id", "name", "state", "project", "owner", "workload", "cluster", "progress", "metrics",
+                    "submitted"], rows)
     return EXIT_OK
 
 
@@ -451,6 +472,7 @@ def cmd_jobs_show(args) -> int:
         ("id", _job_id(job)), ("name", ui.job_field(job, "name", "spec.name")), ("state", _state(job)),
         ("workload", ui.job_field(job, "workload", "spec.workload")),
         ("project", ui.job_field(job, "project", "spec.project")),
+        ("owner", ui.job_field(job, "owner")),
         ("cluster", ui.job_field(job, "cluster", "cluster_name")),
         ("ray job", ui.job_field(job, "ray_job_id", "submission_id")),
         ("submitted", ui.fmt_time(ui.job_field(job, "created_at", "submitted_at"))),

@@ -43,7 +43,12 @@ def add_parser(nouns) -> None:
     p.add_argument("--json", action="store_true", help="print the sweep as JSON")
     p.set_defaults(func=cmd_submit)
 
-    p = verbs.add_parser("list", help="list sweeps", **fmt("List sweeps, newest first.", "trainyard sweeps list"))
+    p = verbs.add_parser("list", help="list sweeps", **fmt(
+        "List the sweeps of the projects you can see, newest first.", """
+        trainyard sweeps list
+        trainyard sweeps list --project vision
+        """))
+    p.add_argument("--project", metavar="PROJECT", help="only this project's sweeps")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_list)
 
@@ -159,7 +164,10 @@ def print_sweep(client, sweep: dict, limit: int | None = None) -> None:
 
 
 def cmd_list(args) -> int:
-    sweeps = context.client(args).list_sweeps()
+    project = getattr(args, "project", None)
+    if project is not None:
+        context.check_name(project, flag="--project", example="--project vision")
+    sweeps = context.client(args).list_sweeps(**({"project": project} if project else {}))
     if args.json:
         ui.print_json(sweeps)
         return EXIT_OK
@@ -169,10 +177,11 @@ def cmd_list(args) -> int:
     rows = []
     for s in sweeps:
         best = s.get("best") or {}
-        rows.append((s["id"], s.get("name"), s.get("state"), s.get("workload"), s.get("num_trials") or "",
+        rows.append((s["id"], s.get("name"), s.get("state"), s.get("project"), s.get("owner"), s.get("workload"),
+                     s.get("num_trials") or "",
                      f"{best['metric']:.4g} ({best.get('trial')})" if best.get("metric") is not None else "",
                      ui.fmt_time(s.get("created_at"))))
-    ui.table(None, ["id", "name", "state", "workload", "trials", "best", "submitted"], rows)
+    ui.table(None, ["id", "name", "state", "project", "owner", "workload", "trials", "best", "submitted"], rows)
     return EXIT_OK
 
 
