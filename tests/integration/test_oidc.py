@@ -252,3 +252,41 @@ def test_what_looks_like_a_jwt(issuer):
     assert not looks_like_jwt("Qm9ndXMtbGVnYWN5LWFkbWluLXRva2Vu")  # the legacy admin token's shape
     assert not looks_like_jwt("eyJ.a")
     assert not looks_like_jwt("eyJh." + "a" * 20000 + ".b")
+
+
+def test_a_real_server_takes_single_sign_on_tokens(issuer, test_root):
+    """The server process, configured with this issuer, over real HTTP: a signed-in user gets the
+    roles their groups map to, sees only those projects, and a stored membership adds to them."""
+    import httpx
+    from test_route_roles import MatrixServer
+
+    root = test_root / "oidc-server"
+    server = MatrixServer(root, None)
+    server.env.update({"TRAINYARD_OIDC_ISSUER": issuer.url, "TRAINYARD_OIDC_AUDIENCE": AUDIENCE,
+                       "TRAINYARD_OIDC_GROUP_ROLES": ROLES})
+    with server, httpx.Client(base_url=server.url, timeout=30) as http:
+        admin = {"Authorization": f"Bearer {server.admin_token}"}
+        for project in ("vision", "nlp", "secret"):
+            assert http.post("/v1/projects", json={"name": project}, headers=admin).status_code == 201
+        token = issuer.token()
+        sso = {"Authorization": f"Bearer {token}"}
+        me = http.get("/v1/me", headers=sso).json()
+        assert me["via"] == "oidc" and me["user"] == user_name_for("alice@example.com")
+        assert me["projects"] == {"vision": "member"} and me["admin"] is False
+        assert {p["name"] for p in http.get("/v1/projects", headers=sso).json()["projects"]} == {"vision"}
+        job = {"spec": {"name": "sso-job", "workload": "cnn", "project": "vision", "resources": {"workers": 1}}}
+        made = http.post("/v1/jobs", json=job, headers=sso)
+        assert made.status_code == 201 and made.json()["owner"] == me["user"], made.text
+        assert http.post("/v1/jobs", json={"spec": {**job["spec"], "project": "secret"}},
+                         headers=sso).status_code == 404
+        # a membership stored on the server adds to what the groups give
+        assert http.put(f"/v1/projects/secret/members/{me['user']}", json={"role": "viewer"},
+                        headers=admin).status_code == 200
+        assert http.get("/v1/me", headers=sso).json()["projects"] == {"vision": "member", "secret": "viewer"}
+        # refused tokens: 401, and the audit trail names no token
+        for bad in (issuer.token(aud="someone-else"), issuer.token(exp=int(time.time()) - 3600)):
+            resp = http.get("/v1/me", headers={"Authorization": f"Bearer {bad}"})
+            assert resp.status_code == 401 and bad not in resp.text
+        audit = http.get("/v1/audit", headers=admin).text
+        assert token not in audit and me["user"] in audit
+    assert token not in server.log()

@@ -45,8 +45,8 @@ def expect(*, viewer: int, other: int, member: int, maintainer: int, admin: int,
 
 ANY = dict(viewer=200, other=200, member=200, maintainer=200, admin=200)
 ADMIN_ONLY = dict(viewer=403, other=403, member=403, maintainer=403)
-# endpoints, models, promotions: admin-only until roles are wired into the serving routes
-SERVING = ADMIN_ONLY
+SERVE_DOWN = dict(viewer=502, other=502, member=502, maintainer=502, admin=502)
+NO_MLFLOW = dict(viewer=422, other=422, member=422, maintainer=422, admin=422)
 READ_PROJECT = dict(viewer=200, other=404, member=200, maintainer=200, admin=200)
 
 # (method, route) -> (path params or a function of the world, body, expected status per caller).
@@ -101,25 +101,26 @@ CASES: dict[tuple[str, str], Callable[[dict], Case]] = {
         {"name": PROJECT, "user": "departing"}, None,
         expect(viewer=403, other=404, member=403, maintainer=204, admin=204)),
     ("GET", "/v1/audit"): lambda w: ({}, None, expect(**ADMIN_ONLY, admin=200)),
-    # serving (MLflow and Serve are down here: an admin gets past auth and meets that)
-    ("POST", "/v1/endpoints"): lambda w: ({}, {"model": "nomodel"}, expect(**SERVING, admin=w["admin_codes"]["deploy"])),
-    ("GET", "/v1/endpoints"): lambda w: ({}, None, expect(**SERVING, admin=w["admin_codes"]["serve_read"])),
-    ("GET", "/v1/endpoints/{name}"): lambda w: ({"name": "noep"}, None,
-                                                expect(**SERVING, admin=w["admin_codes"]["serve_read"])),
-    ("DELETE", "/v1/endpoints/{name}"): lambda w: ({"name": "noep"}, None,
-                                                   expect(**SERVING, admin=w["admin_codes"]["serve_read"])),
-    ("POST", "/v1/endpoints/{name}/predict"): lambda w: ({"name": "noep"}, {"inputs": [1]},
-                                                         expect(**SERVING, admin=w["admin_codes"]["serve_read"])),
-    ("GET", "/v1/endpoints/{name}/openapi.json"): lambda w: ({"name": "noep"}, None,
-                                                             expect(**SERVING, admin=w["admin_codes"]["serve_read"])),
-    ("POST", "/v1/models/{name}/promote"): lambda w: ({"name": "nomodel"}, {},
-                                                      expect(**SERVING, admin=w["admin_codes"]["mlflow"])),
-    ("GET", "/v1/models/{name}/history"): lambda w: ({"name": "nomodel"}, None,
-                                                     expect(**SERVING, admin=w["admin_codes"]["mlflow"])),
-    ("GET", "/v1/promotions/{pid}"): lambda w: ({"pid": "abc123"}, None, expect(**SERVING, admin=404)),
+    # serving. Serve and MLflow are down here, so past authentication every caller meets them
+    # (502, 422): what each role may do to a real endpoint and model is tested where they run
+    # (test_serving.py's REST test). What this shows: no route answers without a valid token,
+    # and deploying into a project is refused by role before anything is asked of Serve.
+    ("POST", "/v1/endpoints"): lambda w: ({}, {"model": "nomodel", "project": PROJECT},
+                                          expect(viewer=403, other=404, member=403, maintainer=502, admin=502)),
+    ("GET", "/v1/endpoints"): lambda w: ({}, None, expect(**SERVE_DOWN)),
+    ("GET", "/v1/endpoints/{name}"): lambda w: ({"name": "noep"}, None, expect(**SERVE_DOWN)),
+    ("DELETE", "/v1/endpoints/{name}"): lambda w: ({"name": "noep"}, None, expect(**SERVE_DOWN)),
+    ("POST", "/v1/endpoints/{name}/predict"): lambda w: ({"name": "noep"}, {"inputs": [1]}, expect(**SERVE_DOWN)),
+    ("GET", "/v1/endpoints/{name}/openapi.json"): lambda w: ({"name": "noep"}, None, expect(**SERVE_DOWN)),
+    ("POST", "/v1/endpoints/{name}/keys"): lambda w: ({"name": "noep"}, {"name": "k"}, expect(**SERVE_DOWN)),
+    ("GET", "/v1/endpoints/{name}/keys"): lambda w: ({"name": "noep"}, None, expect(**SERVE_DOWN)),
+    ("DELETE", "/v1/endpoints/{name}/keys/{key_id}"): lambda w: ({"name": "noep", "key_id": "0" * 12}, None,
+                                                                 expect(**SERVE_DOWN)),
+    ("POST", "/v1/models/{name}/promote"): lambda w: ({"name": "nomodel"}, {}, expect(**NO_MLFLOW)),
+    ("GET", "/v1/models/{name}/history"): lambda w: ({"name": "nomodel"}, None, expect(**NO_MLFLOW)),
+    ("GET", "/v1/promotions/{pid}"): lambda w: ({"pid": "abc123"}, None,
+                                                expect(viewer=404, other=404, member=404, maintainer=404, admin=404)),
 }
-# what an admin meets behind the serving routes: Serve is down (502), MLflow is not configured (422)
-ADMIN_SERVING_CODES = {"deploy": 422, "serve_read": 502, "mlflow": 422}
 
 
 class MatrixServer:
@@ -195,7 +196,7 @@ def build_world(srv: MatrixServer) -> tuple[dict[str, str], dict[str, Any]]:
     job = _ok(httpx.post(f"{srv.url}/v1/jobs", json={"spec": job_spec("target")}, headers=as_maintainer), 201)
     sweep = _ok(httpx.post(f"{srv.url}/v1/sweeps", json={"spec": sweep_spec("target")}, headers=as_maintainer), 201)
     assert job["owner"] == "maintainer" and job["project"] == PROJECT
-    world = {"job": job["id"], "sweep": sweep["id"], "spare_token": spare["id"], "admin_codes": ADMIN_SERVING_CODES}
+    world = {"job": job["id"], "sweep": sweep["id"], "spare_token": spare["id"]}
     return tokens, world
 
 

@@ -389,6 +389,38 @@ def test_rest_api_cli_paths_deploy_predict_show_history_delete(serving, promoted
 
         hist = api.get("/v1/models/digits-p/history").json()
         assert hist["champion"] == promoted_model["v2"] and hist["events"]
+
+        # project roles: the endpoint and its model are project default's
+        def token_of(user: str, project: str, role: str) -> dict:
+            assert api.post("/v1/users", json={"name": user}).status_code == 201
+            if project != "default":
+                assert api.post("/v1/projects", json={"name": project}).status_code == 201
+            assert api.put(f"/v1/projects/{project}/members/{user}", json={"role": role}).status_code == 200
+            made = api.post("/v1/tokens", json={"name": "t", "user": user})
+            return {"Authorization": f"Bearer {made.json()['token']}"}
+
+        viewer, outsider = token_of("vic", "default", "viewer"), token_of("otto", "elsewhere", "maintainer")
+        assert api.get("/v1/endpoints/digits-api", headers=viewer).status_code == 200
+        assert api.post("/v1/endpoints/digits-api/predict", json={"inputs": images}, headers=viewer).status_code == 200
+        assert api.get("/v1/models/digits-p/history", headers=viewer).status_code == 200
+        for refused in (api.delete("/v1/endpoints/digits-api", headers=viewer),
+                        api.post("/v1/endpoints/digits-api/keys", json={"name": "v"}, headers=viewer),
+                        api.post("/v1/models/digits-p/promote", json={}, headers=viewer)):
+            assert refused.status_code == 403 and "maintainer" in refused.json()["message"], refused.text
+        # another project's maintainer: the endpoint and the model do not exist for them, in the
+        # very words a missing one gets, and no list or did-you-mean names them
+        missing = api.get("/v1/endpoints/nope", headers=outsider).json()["message"]
+        hidden = api.get("/v1/endpoints/digits-api", headers=outsider)
+        assert hidden.status_code == 404 and hidden.json()["message"] == missing.replace("nope", "digits-api")
+        assert "digits-api" not in api.get("/v1/endpoints", headers=outsider).text
+        for hidden in (api.post("/v1/endpoints/digits-api/predict", json={"inputs": images}, headers=outsider),
+                       api.delete("/v1/endpoints/digits-api", headers=outsider),
+                       api.get("/v1/models/digits-p/history", headers=outsider),
+                       api.post("/v1/models/digits-p/promote", json={}, headers=outsider),
+                       api.post("/v1/endpoints", json={"model": "digits-p", "project": "elsewhere",
+                                                       "spec": {"model": "digits-p", "name": "stolen"}},
+                                headers=outsider)):
+            assert hidden.status_code == 404, hidden.text
         assert api.delete("/v1/endpoints/digits-api").status_code == 204
         assert "/v1/endpoints/{name}/predict" in app.openapi()["paths"]
 

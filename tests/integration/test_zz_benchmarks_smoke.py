@@ -125,3 +125,12 @@ def test_submit_throughput_loses_nothing_when_killed():
     _numbers(out["ratio"], "http_vs_store_floor")
     # the one figure a smoke run does prove: acknowledged submissions survive kill -9
     assert out["crash"]["ok"] and out["crash"]["acknowledged_missing"] == 0, out["crash"]
+
+
+def test_auth_overhead():
+    out, _ = _run("auth_overhead", env=_standalone_env())
+    assert set(out["ops"]) == {"GET /v1/jobs", "POST /v1/jobs"}, out
+    for op in out["ops"].values():
+        _numbers(op, "ratio")
+        assert op["trainyard"]["errors"] == 0 and op["baseline"]["errors"] == 0, op
+    _numbers(out, "ratio")

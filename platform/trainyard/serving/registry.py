@@ -92,6 +92,11 @@ class Registry:
             known = [m.name for m in self.client.search_registered_models(max_results=200)]
             raise NotFoundError("model", name, known=known, fix="list them with `trainyard models list`") from None
 
+    def project(self, name: str) -> str:
+        """The project that owns registered model `name` (its `trainyard.project` tag, set when a
+        job registers it; `default` for models registered before projects existed)."""
+        return (self._model(name).tags or {}).get("trainyard.project") or "default"
+
     def versions(self, name: str) -> list[str]:
         self._model(name)
         found = self.client.search_model_versions(f"name='{name}'")

@@ -23,19 +23,25 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainyard.api.auth import require_admin
+from trainyard.api.auth import authorize, current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_body, error_responses
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
 from trainyard.api.params import (ALIAS_RE, MODEL_RE, NAME_RE, PREDICT_BODY_LIMIT, VERSION_RE, ModelName, Name,
                                   OptCluster, PromotionId)
-from trainyard.errors import SpecError
+from trainyard.auth.principal import Principal
+from trainyard.auth.roles import Role
+from trainyard.errors import NotFoundError, SpecError
 from trainyard.serving.keys import KEY_NAME_RE
 
-router = APIRouter(tags=["endpoints"], dependencies=[Depends(require_admin)],
+router = APIRouter(tags=["endpoints"],
                    responses=error_responses(401, 403, 422, 502, 503))
 
 MAX_SPEC_TEXT = 64 * 1024
+
+# every route needs a caller; what the caller may do is decided per endpoint or model, by the
+# project that owns it (an endpoint's spec; a model's `trainyard.project` tag)
+Caller = Annotated[Principal, Depends(current_principal)]
 
 
 def get_serving(request: Request, ctx: ServerContext = Depends(get_ctx)):
@@ -142,6 +148,23 @@ def _spec_from(body: DeployRequest) -> Any:
     return parse_endpoint_spec(data, source="spec")
 
 
+def _deploy_access(caller: Principal, serving, manager, *, spec, body: DeployRequest, cluster) -> None:
+    """Deploying needs maintainer in the endpoint's project (an existing endpoint's own, else the
+    one asked for, else `default`) and read access to the model it serves."""
+    model = spec.model if spec is not None else body.model
+    name = spec.endpoint_name() if spec is not None else body.model
+    asked = spec.project if spec is not None else (body.project if "project" in body.model_fields_set else None)
+    if asked is not None:  # checked first: it costs no call to Serve
+        authorize(caller, project=asked, need=Role.MAINTAINER, what="project", ident=asked,
+                  doing="deploy endpoints in it")
+    if manager.exists(name):  # moving an endpoint: its own project decides
+        _endpoint_access(caller, serving, name, cluster, need=Role.MAINTAINER, doing="deploy to it")
+    elif asked is None:
+        authorize(caller, project="default", need=Role.MAINTAINER, what="project", ident="default",
+                  doing="deploy endpoints in it")
+    _model_access(caller, serving, model, need=Role.VIEWER)
+
+
 def _given_access(body: DeployRequest) -> list[str]:
     """project and public as the request gave them: an omitted one leaves an existing endpoint's own."""
     return [k for k in ("project", "public") if k in body.model_fields_set]
@@ -149,15 +172,14 @@ def _given_access(body: DeployRequest) -> list[str]:
 
 @router.post("/v1/endpoints", status_code=201, summary="Deploy a model version as an endpoint (or move it)",
              responses=error_responses(404, 409, 413))
-def deploy(body: DeployRequest, idempotency_key: IdempotencyKey = None, serving=Depends(get_serving),
-           ctx: ServerContext = Depends(get_ctx)) -> Any:
+def deploy(body: DeployRequest, caller: Caller, idempotency_key: IdempotencyKey = None,
+           serving=Depends(get_serving), ctx: ServerContext = Depends(get_ctx)) -> Any:
     def create() -> dict:
         spec = _spec_from(body)
         cluster = body.cluster or (spec.cluster if spec is not None else None)
         manager = serving.manager(cluster)
         access = {k: getattr(body, k) for k in _given_access(body)} if spec is None else {}
-        # after the auth spine: authorize(principal, project=<the spec's project>, need=Role.MAINTAINER, ...)
-        # here, and on an existing endpoint its own project too (manager.get(name).spec.project)
+        _deploy_access(caller, serving, manager, spec=spec, body=body, cluster=cluster)
         return manager.deploy(spec, model=body.model, version=body.version, alias=body.alias, **access)
 
     idem = idempotency_for(idempotency_key, method="POST", route="/v1/endpoints", body=body.model_dump(mode="json"))
@@ -166,19 +188,24 @@ def deploy(body: DeployRequest, idempotency_key: IdempotencyKey = None, serving=
 
 
 @router.get("/v1/endpoints", summary="List endpoints", responses=error_responses(404))
-async def list_endpoints(cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
-    return {"endpoints": await run_in_threadpool(serving.manager(cluster).list)}
+async def list_endpoints(caller: Caller, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
+    endpoints = await run_in_threadpool(serving.manager(cluster).list)
+    visible = caller.visible_projects()
+    return {"endpoints": [e for e in endpoints if visible is None or e.get("project", "default") in visible]}
 
 
 @router.get("/v1/endpoints/{name}", summary="Show an endpoint: versions, weights, replicas, traffic",
             responses=error_responses(404))
-async def show_endpoint(name: Name, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
+async def show_endpoint(name: Name, caller: Caller, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
+    await run_in_threadpool(_endpoint_access, caller, serving, name, cluster, need=Role.VIEWER)
     return await run_in_threadpool(serving.manager(cluster).show, name)
 
 
 @router.delete("/v1/endpoints/{name}", status_code=204, summary="Delete an endpoint",
                responses=error_responses(404))
-async def delete_endpoint(name: Name, cluster: OptCluster = None, serving=Depends(get_serving)):
+async def delete_endpoint(name: Name, caller: Caller, cluster: OptCluster = None, serving=Depends(get_serving)):
+    await run_in_threadpool(_endpoint_access, caller, serving, name, cluster, need=Role.MAINTAINER,
+                            doing="delete it")
     await run_in_threadpool(serving.manager(cluster).delete, name)
     return Response(status_code=204)
 
@@ -191,11 +218,13 @@ async def delete_endpoint(name: Name, cluster: OptCluster = None, serving=Depend
                                                       "names the model version that answered",
                                        "content": {"application/json": {"schema": _family_response_schemas()}}}}},
              responses=error_responses(400, 404, 413, 422), max_body_size=PREDICT_BODY_LIMIT)
-async def predict(name: Name, request: Request, cluster: OptCluster = None,
+async def predict(name: Name, request: Request, caller: Caller, cluster: OptCluster = None,
                   serving=Depends(get_serving)) -> Response:
     from trainyard.serving.config import route_prefix
 
     manager = serving.manager(cluster)
+    if not caller.admin:  # a viewer of the endpoint's project may predict (one Serve read more)
+        await run_in_threadpool(_endpoint_access, caller, serving, name, cluster, need=Role.VIEWER)
     body = await request.body()
     from trainyard.errors import ClusterError, NotFoundError
 
@@ -240,21 +269,39 @@ async def predict(name: Name, request: Request, cluster: OptCluster = None,
 
 @router.get("/v1/endpoints/{name}/openapi.json", summary="The endpoint's OpenAPI page (its family's schema)",
             responses=error_responses(404))
-async def endpoint_openapi(name: Name, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
+async def endpoint_openapi(name: Name, caller: Caller, cluster: OptCluster = None,
+                           serving=Depends(get_serving)) -> dict:
     from trainyard.serving.openapi import endpoint_openapi as build
 
-    state = await run_in_threadpool(serving.manager(cluster).get, name)
+    state = await run_in_threadpool(_endpoint_access, caller, serving, name, cluster, need=Role.VIEWER)
     return build(name, state.family)
 
 
-def _endpoint_access(serving, name: str, cluster: str | None, *, need: str):
-    """The endpoint `name` (404 when unknown), once the caller may act on it with role `need`.
+def _endpoint_access(caller: Principal, serving, name: str, cluster: str | None, *, need: Role,
+                     doing: str = "do this"):
+    """The endpoint `name`, once `caller` may act on it with role `need` in its project.
 
-    The one place the endpoint-key routes check access. Today the router's require_admin has
-    already let only the admin in; with the auth spine this becomes
-    `authorize(principal, project=state.spec.project, need=Role[need.upper()], what="endpoint",
-    ident=name)` (a project the caller cannot see answers 404 like a missing endpoint)."""
-    return serving.manager(cluster).get(name)
+    An endpoint the caller cannot see answers exactly as a missing one, and a missing one names
+    no other endpoint to a non-admin (did-you-mean would list other projects' names)."""
+    try:
+        state = serving.manager(cluster).get(name)
+    except NotFoundError:
+        if caller.admin:
+            raise
+        raise NotFoundError("endpoint", name) from None
+    authorize(caller, project=state.spec.project, need=need, what="endpoint", ident=name, doing=doing)
+    return state
+
+
+def _model_access(caller: Principal, serving, name: str, *, need: Role, doing: str = "do this") -> None:
+    """Raise unless `caller` may act on registered model `name` with role `need` in its project."""
+    try:
+        project = serving.registry().project(name)
+    except NotFoundError:
+        if caller.admin:
+            raise
+        raise NotFoundError("model", name) from None
+    authorize(caller, project=project, need=need, what="model", ident=name, doing=doing)
 
 
 KeyId = Annotated[str, PathParam(min_length=12, max_length=12, pattern=r"^[0-9a-f]{12}$",
@@ -263,23 +310,25 @@ KeyId = Annotated[str, PathParam(min_length=12, max_length=12, pattern=r"^[0-9a-
 
 @router.post("/v1/endpoints/{name}/keys", status_code=201, summary="Create an endpoint key (shown once)",
              responses=error_responses(404, 409))
-def create_key(name: Name, body: KeyRequest, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
+def create_key(name: Name, body: KeyRequest, caller: Caller, cluster: OptCluster = None,
+               serving=Depends(get_serving)) -> dict:
     # no Idempotency-Key here: a replayed answer would have to keep the key's text
-    _endpoint_access(serving, name, cluster, need="maintainer")
+    _endpoint_access(caller, serving, name, cluster, need=Role.MAINTAINER, doing="manage its keys")
     return serving.manager(cluster).create_key(name, body.name)
 
 
 @router.get("/v1/endpoints/{name}/keys", summary="List an endpoint's keys (never their text)",
             responses=error_responses(404))
-def list_keys(name: Name, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
-    state = _endpoint_access(serving, name, cluster, need="maintainer")
+def list_keys(name: Name, caller: Caller, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
+    state = _endpoint_access(caller, serving, name, cluster, need=Role.MAINTAINER, doing="manage its keys")
     return {"keys": state.auth.listed()}
 
 
 @router.delete("/v1/endpoints/{name}/keys/{key_id}", status_code=204, summary="Revoke an endpoint key",
                responses=error_responses(404))
-def revoke_key(name: Name, key_id: KeyId, cluster: OptCluster = None, serving=Depends(get_serving)):
-    _endpoint_access(serving, name, cluster, need="maintainer")
+def revoke_key(name: Name, key_id: KeyId, caller: Caller, cluster: OptCluster = None,
+               serving=Depends(get_serving)):
+    _endpoint_access(caller, serving, name, cluster, need=Role.MAINTAINER, doing="manage its keys")
     serving.manager(cluster).revoke_key(name, key_id)
     return Response(status_code=204)
 
@@ -287,9 +336,10 @@ def revoke_key(name: Name, key_id: KeyId, cluster: OptCluster = None, serving=De
 @router.post("/v1/models/{name}/promote", status_code=202, summary="Promote the model's candidate",
              responses={200: {"description": "The promotion's record, when `wait` is true"},
                         **error_responses(404, 409, 413)})
-def promote(name: ModelName, body: PromoteRequest, idempotency_key: IdempotencyKey = None,
+def promote(name: ModelName, body: PromoteRequest, caller: Caller, idempotency_key: IdempotencyKey = None,
             serving=Depends(get_serving), ctx: ServerContext = Depends(get_ctx)) -> Any:
     status = 200 if body.wait else 202
+    _model_access(caller, serving, name, need=Role.MAINTAINER, doing="promote it")
 
     def create() -> dict:
         return serving.promote(name, policy=body.policy, candidate=body.candidate, endpoint=body.endpoint,
@@ -304,14 +354,26 @@ def promote(name: ModelName, body: PromoteRequest, idempotency_key: IdempotencyK
 
 @router.get("/v1/models/{name}/history", summary="Every promotion decision of a model, with its evidence",
             responses=error_responses(404))
-async def history(name: ModelName, serving=Depends(get_serving)) -> dict:
+async def history(name: ModelName, caller: Caller, serving=Depends(get_serving)) -> dict:
+    await run_in_threadpool(_model_access, caller, serving, name, need=Role.VIEWER)
     return await run_in_threadpool(serving.history, name)
 
 
 @router.get("/v1/promotions/{pid}", summary="One promotion started by this server",
             responses=error_responses(404))
-async def promotion(pid: PromotionId, serving=Depends(get_serving)) -> dict:
-    return serving.promotion(pid)
+async def promotion(pid: PromotionId, caller: Caller, serving=Depends(get_serving)) -> dict:
+    try:
+        record = serving.promotion(pid)
+    except NotFoundError:
+        if caller.admin:
+            raise
+        raise NotFoundError("promotion", pid, fix="see `trainyard models history MODEL`") from None
+    if not caller.admin:  # its model's project decides; one that cannot be read hides it too
+        try:
+            await run_in_threadpool(_model_access, caller, serving, record["model"], need=Role.VIEWER)
+        except NotFoundError:
+            raise NotFoundError("promotion", pid, fix="see `trainyard models history MODEL`") from None
+    return record
 
 
 async def _watch_sweeps(app, ctx: ServerContext, interval_s: float) -> None:
