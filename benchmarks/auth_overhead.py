@@ -12,9 +12,10 @@ uvicorn with the controller running:
   replaced by a fixed principal (the same member). Routes, validation, store work, role checks
   on that principal and the audit trail run as usual.
 
-For each round, in alternating order, N concurrent keep-alive clients run `GET /v1/jobs` and
-then `POST /v1/jobs` (a small cnn job into project `default`; it queues: the cluster's dashboard
-is a closed port) for S seconds against each server. Reported per operation: requests/s and p50
+Both stores are first given the same 200 queued jobs. Then, for R rounds in alternating order,
+N concurrent keep-alive clients run `GET /v1/jobs` for S seconds against each server; then the
+same for `POST /v1/jobs` (a small cnn job into project `default`; it queues: the cluster's
+dashboard is a closed port). Reported per operation: requests/s and p50
 and p99 latency (medians over rounds), and `ratio` = trainyard/baseline requests per second
 (1.0: free; the target is >= 0.95, authorization costing at most 5%).
 
@@ -36,6 +37,7 @@ from pathlib import Path
 
 TARGET_RATIO = 0.95
 OPS = ("GET /v1/jobs", "POST /v1/jobs")
+SEED_JOBS = 200  # queued on each side before the lists are timed
 
 
 def _request(conn: http.client.HTTPConnection, op: str, headers: dict, seq: int) -> int:
@@ -95,6 +97,17 @@ def load(port: int, op: str, *, token: str | None, clients: int, seconds: float)
             "p99_ms": round(flat[min(len(flat) - 1, int(len(flat) * 0.99))] * 1000, 2)}
 
 
+def seed(port: int, *, token: str | None, jobs: int) -> None:
+    """`jobs` queued jobs, one after another, so that both sides list the same queue."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for i in range(jobs):
+        status = _request(conn, "POST /v1/jobs", headers, 10_000_000 + i)
+        if status != 201:
+            raise _bench.BenchError(f"seeding the queue: POST /v1/jobs answered {status}")
+    conn.close()
+
+
 def _api(server: _bench.ApiServer, method: str, path: str, body: dict | None = None) -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     conn.request(method, path, body=json.dumps(body) if body is not None else None,
@@ -138,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers.values():
                 server.start()
             tokens = {"trainyard": member_token(servers["trainyard"]), "baseline": None}
-            for r in range(rounds):
-                order = ("trainyard", "baseline") if r % 2 == 0 else ("baseline", "trainyard")
-                for op in OPS:
+            for side, server in servers.items():  # the same queue on both sides for the lists
+                seed(server.port, token=tokens[side], jobs=SEED_JOBS)
+            # all lists first, then all submissions: a side that submitted more would list a
+            # longer queue (each server has its own store)
+            for op in OPS:
+                for r in range(rounds):
+                    order = ("trainyard", "baseline") if r % 2 == 0 else ("baseline", "trainyard")
                     for side in order:
                         results[side][op].append(load(servers[side].port, op, token=tokens[side],
                                                       clients=args.clients, seconds=seconds))
