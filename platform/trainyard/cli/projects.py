@@ -287,9 +287,8 @@ def _print_quota(name: str, quota: dict) -> None:
     nominal, borrow, lend = (quota.get(k) or {} for k in ("nominal", "borrowing_limit", "lending_limit"))
     keys = sorted(set(nominal) | set(borrow) | set(lend))
     if keys:
-        unlimited = "no limit" if quota.get("borrowing_limit") is not None else "no limit (none set)"
         ui.table("quota", ["resource", "nominal", "borrowing limit", "lending limit"],
-                 [(k, _fmt_amount(nominal.get(k)), _fmt_amount(borrow[k]) if k in borrow else unlimited,
+                 [(k, _fmt_amount(nominal.get(k)), _fmt_amount(borrow[k]) if k in borrow else "no limit",
                    _fmt_amount(lend[k]) if k in lend else "all of nominal") for k in keys])
     else:
         out.print("No quota: limited by capacity and fair share only.", highlight=False, markup=False)

@@ -44,7 +44,7 @@ from trainyard import redact
 from trainyard.clusters.ray_client import SubmitRejected
 from trainyard.clusters.registry import ClusterRegistry
 from trainyard.config import Settings
-from trainyard.controller import runtime, views
+from trainyard.controller import quotas, runtime, views
 from trainyard.controller.queue import QUIET, QueueMirror
 from trainyard.controller.service import packages_dir
 from trainyard.errors import ClusterError, NotFoundError
@@ -102,7 +102,7 @@ class Controller:
         self.demand = DemandStep(db, registry.client, health=self.health)
         # the queue in memory (queue.py) and what the last plan depended on
         self.queue = QueueMirror(db, resync_interval_s=resync_interval_s)
-        # Projects' weights, quotas and budgets come from the store (store/quotas.py), read
+        # Projects' weights, quotas and budgets come from the store (controller/quotas.py), read
         # again when one changes (projects_changed(), or every projects_interval_s for
         # changes made through another server). Preemption stays off until the controller
         # can ask a job to checkpoint and stop.
@@ -431,7 +431,7 @@ class Controller:
         fresh: dict[str, Project] = {}
         for name, weight, quota, budget in rows:
             try:
-                fresh[name] = quotas_repo.project_of(name, weight=weight, quota=quota, budget=budget).validate()
+                fresh[name] = quotas.project_of(name, weight=weight, quota=quota, budget=budget).validate()
             except Exception as exc:  # a bad row must not stop scheduling: that project runs unlimited
                 log.error("project %s: its quota or budget is invalid, ignored: %s", name, exc)
         self._projects_read_at = now
@@ -449,7 +449,7 @@ class Controller:
         window = max(b.window_s for b in budgeted.values())
         since = datetime.fromtimestamp(now - window, tz=timezone.utc)
         with self.db.session() as s:
-            records = quotas_repo.closed_usage(s, since=since, projects=budgeted)
+            records = quotas.closed_usage(s, since=since, projects=budgeted)
         for a in self.queue.active.values():
             if a.job.project in budgeted and a.started_at is not None and a.phase in (st.RUNNING, st.CANCELLING):
                 records.append(UsageRecord(project=a.job.project, start=a.started_at.timestamp(), end=None,

@@ -22,7 +22,7 @@ from trainyard.auth.roles import ROLE_NAMES, Role, parse_role, role_name
 from trainyard.auth.tokens import TOKEN_ID_RE, new_token
 from trainyard.controller.views import iso
 from trainyard.errors import ConflictError, NotFoundError, SpecError
-from trainyard.controller.views import job_demand
+from trainyard.controller import quotas
 from trainyard.scheduler.budgets import budget_status
 from trainyard.scheduler.model import DAY
 from trainyard.store import quotas as quotas_repo
@@ -346,11 +346,10 @@ def get_project(name: Name, principal: Principal = Depends(current_principal),
 
 
 def _quota_view(s, row: repo.ProjectRow) -> QuotaView:
-    settings = quotas_repo.project_of(row.name, weight=row.weight, quota=row.quota, budget=row.budget)
+    settings = quotas.project_of(row.name, weight=row.weight, quota=row.quota, budget=row.budget)
     window = settings.budget.window_s if settings.budget is not None else 30 * DAY
     now = time.time()
-    records = quotas_repo.usage_for(s, row.name, window_s=window, demand=job_demand,
-                                    now=datetime.fromtimestamp(now, tz=timezone.utc))
+    records = quotas.usage_for(s, row.name, window_s=window, now=datetime.fromtimestamp(now, tz=timezone.utc))
     status = budget_status(row.name, records, settings.budget, now=now, burn_window_s=DAY)
     usage = {}
     for kind in ("gpu", "cpu"):
@@ -372,7 +371,7 @@ def set_quota(name: Name, body: SetQuotaRequest, request: Request, principal: Pr
               ctx: ServerContext = Depends(get_ctx)) -> QuotaView:
     note = audit_note(request)
     note.object_type, note.object_id, note.project = "project_quota", name, name
-    settings = quotas_repo.check_settings(
+    settings = quotas.check_settings(
         name, weight=body.weight, nominal=body.nominal, borrowing_limit=body.borrowing_limit,
         lending_limit=body.lending_limit, budget=body.budget.model_dump() if body.budget is not None else None)
     with ctx.db.session() as s:
