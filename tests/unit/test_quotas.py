@@ -282,3 +282,37 @@ def test_set_quota_in_the_sdk_replaces_the_settings(cli_app):
     with pytest.raises(E.TrainyardError) as err:
         client.set_quota("vision", nominal={"CPU": -1})
     assert "nominal.CPU" in str(err.value)
+
+
+def test_migration_0004_keeps_projects_and_goes_both_ways(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from trainyard.store.db import MIGRATIONS_DIR
+
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+
+    def to(revision, verb=command.upgrade):
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("sqlalchemy.url", db.url)
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            verb(cfg, revision)
+
+    try:
+        to("0003")
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO projects (name, description, created_at) "
+                              "VALUES ('vision', '', '2026-01-01 00:00:00')"))
+        to("0004")
+        with db.session() as s:
+            row = teams_repo.get_project(s, "vision")
+            assert (row.weight, row.quota, row.budget) == (1.0, None, None)
+            assert quotas_repo.projects_with_settings(s) == []
+        to("0003", command.downgrade)
+        to("head")
+        assert db.current_revision() == "0004"
+    finally:
+        db.dispose()
