@@ -316,3 +316,19 @@ def test_migration_0004_keeps_projects_and_goes_both_ways(tmp_path):
         assert db.current_revision() == "0004"
     finally:
         db.dispose()
+
+
+def test_jobs_show_says_why_a_job_waits(trainyard_home, monkeypatch, capsys):
+    from trainyard.cli import main as cli
+
+    class Jobs:
+        def get_job(self, job_id):
+            return {"id": job_id, "name": "big", "state": "PENDING", "project": "capped",
+                    "message": "waiting: project 'capped' would hold 2 GPU but its quota allows 1 plus 0 borrowed",
+                    "pending": {"reason": {"code": "quota", "message": "...", "resource": "GPU"},
+                                "position_in_queue": 3, "position_in_project": 1, "position_in_cluster": None,
+                                "estimated_start": None}}
+
+    monkeypatch.setattr(cli, "_client", lambda args: Jobs())
+    code, out, _ = _run(cli, ["jobs", "show", "big-1"], capsys)
+    assert code == 0 and "quota (resource GPU)" in out and "3 in the queue, 1 in its project" in out
