@@ -445,8 +445,27 @@ class Client:
         return self._json("GET", "/v1/projects")["projects"]
 
     def get_project(self, name: str) -> dict:
-        """The project with its `members` [{"user", "role"}]."""
+        """The project with its `members` [{"user", "role"}] and its `quota` (weight, quota,
+        budget, usage: see get_quota)."""
         return self._json("GET", f"/v1/projects/{_seg(name)}")
+
+    def set_quota(self, project: str, *, weight: float = 1.0, nominal: dict[str, float] | None = None,
+                  borrowing_limit: dict[str, float] | None = None, lending_limit: dict[str, float] | None = None,
+                  gpu_hours: float | None = None, cpu_hours: float | None = None,
+                  window_days: float = 30.0) -> dict:
+        """Set `project`'s fair-share weight, quota and budget (admins), replacing what it had:
+        what is left out is unset. Resources: "CPU", "GPU", "memory" (bytes),
+        "accelerator_type:<T>" (GPUs of type T). Returns the settings with their usage
+        ({"weight", "nominal", ..., "budget", "usage": {"gpu": {...}, "cpu": {...}}})."""
+        body: dict = {"weight": weight, "nominal": nominal, "borrowing_limit": borrowing_limit,
+                      "lending_limit": lending_limit}
+        if gpu_hours is not None or cpu_hours is not None:
+            body["budget"] = {"gpu_hours": gpu_hours, "cpu_hours": cpu_hours, "window_days": window_days}
+        return self._json("PUT", f"/v1/projects/{_seg(project)}/quota", json=body)
+
+    def get_quota(self, project: str) -> dict:
+        """`project`'s weight, quota, budget and usage (used, remaining, burn per day)."""
+        return self.get_project(project)["quota"]
 
     def set_member(self, project: str, user: str, *, role: str) -> dict:
         """Give `user` the `role` (viewer, member, maintainer) in `project`, adding them if needed."""

@@ -100,6 +100,9 @@ CASES: dict[tuple[str, str], Callable[[dict], Case]] = {
     ("DELETE", "/v1/projects/{name}/members/{user}"): lambda w: (
         {"name": PROJECT, "user": "departing"}, None,
         expect(viewer=403, other=404, member=403, maintainer=204, admin=204)),
+    ("PUT", "/v1/projects/{name}/quota"): lambda w: (
+        {"name": PROJECT}, {"weight": 2, "nominal": {"CPU": 4}, "budget": {"gpu_hours": 10, "window_days": 7}},
+        expect(**ADMIN_ONLY, admin=200)),
     ("GET", "/v1/audit"): lambda w: ({}, None, expect(**ADMIN_ONLY, admin=200)),
     # serving. Serve and MLflow are down here, so past authentication every caller meets them
     # (502, 422): what each role may do to a real endpoint and model is tested where they run

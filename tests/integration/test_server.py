@@ -187,6 +187,9 @@ def test_tiny_job_succeeds_with_result_metrics(server, ray_head):
     assert (ray["metadata"]["trainyard_user"], ray["metadata"]["trainyard_project"]) == ("admin", "default")
     tail = client.job_logs(job["id"], offset=len(logs) - 10)
     assert tail == logs[-10:]
+    # what the attempt held is in the budgets' ledger: CPU-hours used by project default
+    used = client.get_quota("default")["usage"]["cpu"]["used_hours"]
+    assert 0 < used < 1
 
 
 def test_working_dir_is_shipped_to_the_cluster(server, tmp_path):

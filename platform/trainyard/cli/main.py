@@ -485,9 +485,25 @@ def cmd_jobs_show(args) -> int:
          if _result(job).get("model_name") else ""),
         ("mlflow run", _run_url(client, job)),
         ("message", ui.job_field(job, "error", "message", "status_message")),
+        *_pending_rows(job.get("pending") if isinstance(job, dict) else None),
     ]
     ui.table(f"job {_job_id(job)}", ["field", "value"], [(k, v) for k, v in rows if v not in (None, "")])
     return EXIT_OK
+
+
+def _pending_rows(pending: Any) -> list[tuple[str, str]]:
+    """Why a queued job waits (reason code: quota, budget, capacity, ...), and where it stands."""
+    if not isinstance(pending, dict) or not isinstance(pending.get("reason"), dict):
+        return []
+    reason = pending["reason"]
+    extra = ", ".join(f"{k} {reason[k]}" for k in ("resource", "cluster", "blocking_job") if reason.get(k))
+    where = [f"{pending[k]} in {label}" for k, label in (("position_in_queue", "the queue"),
+                                                         ("position_in_project", "its project"),
+                                                         ("position_in_cluster", "the cluster"))
+             if pending.get(k)]
+    return [("waiting for", str(reason.get("code", "")) + (f" ({extra})" if extra else "")),
+            ("position", ", ".join(where)),
+            ("estimated start", ui.fmt_time(pending["estimated_start"]) if pending.get("estimated_start") else "")]
 
 
 def _log_chunk(chunk: Any, offset: int) -> tuple[str, int]:

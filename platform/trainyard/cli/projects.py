@@ -1,16 +1,24 @@
-"""`trainyard projects create|list|show` and `trainyard projects members add|remove`.
+"""`trainyard projects create|list|show`, `trainyard projects members add|remove` and
+`trainyard projects quota set|show`.
 
 Thin over the SDK. Registered by cli.main.build_parser via add_parser.
 """
 from __future__ import annotations
 
+import math
+import re
+
 from trainyard.cli import context
 from trainyard.cli.context import ROLES, fmt, ui
-from trainyard.errors import EXIT_OK
+from trainyard.errors import EXIT_OK, SpecError
 
 __all__ = ["add_parser"]
 
 MAX_DESCRIPTION = 1000
+RESOURCE_HELP = ("cpu", "gpu", "memory (bytes)", "accelerator_type:<T> (GPUs of type T)")
+_CANON = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}
+_ACCEL = re.compile(r"^accelerator_type:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_PAIRS = 16
 
 
 def add_parser(nouns) -> None:
@@ -80,6 +88,50 @@ def add_parser(nouns) -> None:
     p.add_argument("user", metavar="USER")
     p.set_defaults(func=cmd_members_remove)
 
+    quota = verbs.add_parser("quota", help="a project's fair-share weight, quota and GPU-/CPU-hour budget", **fmt("""
+        A project's share of the fleet. Nominal: what it is guaranteed; borrowing limit: how
+        far beyond nominal it may go on idle capacity; lending limit: how much of its unused
+        nominal others may borrow. Budget: GPU-hours and CPU-hours over a rolling window,
+        counted from what its jobs really held. A job over the quota or the budget waits,
+        with the reason (`trainyard jobs show`); other projects' jobs go on. Admins set them.
+        """, """
+        trainyard projects quota set vision --weight 2 --nominal cpu=32,gpu=8 --borrowing-limit gpu=4
+        trainyard projects quota set vision --gpu-hours 500 --window-days 30
+        trainyard projects quota show vision
+        """))
+    qverbs = quota.add_subparsers(dest="quota_verb", metavar="VERB")
+    qverbs.required = True
+    p = qverbs.add_parser("set", help="set a project's weight, quota and budget (admin)", **fmt(f"""
+        Change the settings named by the flags; the others keep their values. Resources:
+        {', '.join(RESOURCE_HELP)}; as NAME=AMOUNT pairs separated by commas. An empty value
+        (--borrowing-limit "") unsets a map; --gpu-hours none unsets that budget.
+        """, """
+        trainyard projects quota set vision --nominal cpu=32,gpu=8,memory=256e9
+        trainyard projects quota set vision --nominal accelerator_type:A100=8 --lending-limit gpu=2
+        trainyard projects quota set vision --gpu-hours 500 --cpu-hours 20000 --window-days 30
+        """))
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--weight", metavar="W", help="fair-share weight, > 0 (default 1)")
+    p.add_argument("--nominal", metavar="RES=N,...", help="guaranteed amounts, e.g. cpu=4,gpu=2")
+    p.add_argument("--borrowing-limit", metavar="RES=N,...",
+                   help="how much beyond nominal it may borrow (a resource left out: no limit)")
+    p.add_argument("--lending-limit", metavar="RES=N,...",
+                   help="how much of its unused nominal others may borrow (left out: all of it)")
+    p.add_argument("--gpu-hours", metavar="N", help="GPU-hours per window, or 'none'")
+    p.add_argument("--cpu-hours", metavar="N", help="CPU-hours per window, or 'none'")
+    p.add_argument("--window-days", metavar="D", help="the budget's rolling window in days (default 30)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_quota_set)
+    p = qverbs.add_parser("show", help="show a project's quota, budget, usage and burn rate", **fmt(
+        "Nominal, borrowing and lending per resource; GPU-/CPU-hours used in the window, remaining, "
+        "and the burn rate over the last day.", """
+        trainyard projects quota show vision
+        trainyard projects quota show vision --json
+        """))
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_quota_show)
+
 
 def _project(name: str, flag: str = "NAME") -> str:
     return context.check_name(name, flag=flag, example="vision")
@@ -130,6 +182,8 @@ def cmd_show(args) -> int:
     else:
         out.print(f"No members. Add one: trainyard projects members add {project.get('name')} USER --role member",
                   highlight=False, markup=False)
+    if project.get("quota"):
+        _print_quota(project.get("name"), project["quota"])
     return EXIT_OK
 
 
@@ -150,4 +204,110 @@ def cmd_members_remove(args) -> int:
     user = context.check_name(args.user, flag="USER", example="alice")
     context.client(args).remove_member(project, user)
     ui.stdout().print(f"{user} removed from project {project}.", highlight=False, markup=False)
+    return EXIT_OK
+
+
+def _number(text: str, *, flag: str, positive: bool = False, upper: float = 1e15) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (positive and value == 0) or value > upper:
+        raise SpecError(f"must be a number {'> 0' if positive else '>= 0'} and at most {upper:g}, got {text[:80]!r}",
+                        field=flag, value=text, fix=f"e.g. {flag} {'2' if positive else '4'}")
+    return value
+
+
+def parse_amounts(text: str, *, flag: str) -> dict[str, float] | None:
+    """'cpu=4,gpu=2,accelerator_type:A100=8' -> {"CPU": 4, "GPU": 2, ...}; '' -> None (unset)."""
+    if not text.strip():
+        return None
+    out: dict[str, float] = {}
+    parts = text.split(",")
+    if len(parts) > MAX_PAIRS:
+        raise SpecError(f"names {len(parts)} resources, at most {MAX_PAIRS}", field=flag, value=text[:80],
+                        fix="name only the resources the quota limits")
+    for part in parts:
+        name, sep, amount = part.strip().partition("=")
+        key = _CANON.get(name.strip().lower()) or (name.strip() if _ACCEL.match(name.strip()) else None)
+        if not sep or key is None:
+            raise SpecError(f"{part.strip()[:80]!r} is not RESOURCE=AMOUNT with a known resource", field=flag,
+                            value=part[:80], fix=f"e.g. {flag} cpu=4,gpu=2 (resources: {', '.join(RESOURCE_HELP)})")
+        if key in out:
+            raise SpecError(f"names {key} twice", field=flag, value=text[:80], fix="name each resource once")
+        out[key] = _number(amount.strip(), flag=f"{flag} {key}")
+    return out
+
+
+def _hours(text: str, *, flag: str) -> float | None:
+    return None if text.strip().lower() == "none" else _number(text, flag=flag, upper=1e9)
+
+
+def cmd_quota_set(args) -> int:
+    name = _project(args.name)
+    changes = {}
+    if args.weight is not None:
+        changes["weight"] = _number(args.weight, flag="--weight", positive=True, upper=1e6)
+    for attr, flag in (("nominal", "--nominal"), ("borrowing_limit", "--borrowing-limit"),
+                       ("lending_limit", "--lending-limit")):
+        if getattr(args, attr) is not None:
+            changes[attr] = parse_amounts(getattr(args, attr), flag=flag)
+    for attr, flag in (("gpu_hours", "--gpu-hours"), ("cpu_hours", "--cpu-hours")):
+        if getattr(args, attr) is not None:
+            changes[attr] = _hours(getattr(args, attr), flag=flag)
+    if args.window_days is not None:
+        changes["window_days"] = _number(args.window_days, flag="--window-days", positive=True, upper=366)
+    if not changes:
+        raise SpecError("nothing to change", field="--weight", fix="give at least one of --weight, --nominal, "
+                        "--borrowing-limit, --lending-limit, --gpu-hours, --cpu-hours, --window-days")
+    client = context.client(args)
+    current = client.get_quota(name)  # flags change what they name; the rest is kept
+    budget = current.get("budget") or {}
+    settings = {"weight": current.get("weight", 1.0), "nominal": current.get("nominal"),
+                "borrowing_limit": current.get("borrowing_limit"), "lending_limit": current.get("lending_limit"),
+                "gpu_hours": budget.get("gpu_hours"), "cpu_hours": budget.get("cpu_hours"),
+                "window_days": budget.get("window_days", 30.0)}
+    settings.update(changes)
+    answer = client.set_quota(name, **settings)
+    if args.json:
+        ui.print_json(answer)
+        return EXIT_OK
+    ui.stdout().print(f"Quota of project {name} set.", highlight=False, markup=False)
+    _print_quota(name, answer)
+    return EXIT_OK
+
+
+def _fmt_amount(value) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _print_quota(name: str, quota: dict) -> None:
+    out = ui.stdout()
+    out.print(f"Project {name}: fair-share weight {_fmt_amount(quota.get('weight'))}", highlight=False, markup=False)
+    nominal, borrow, lend = (quota.get(k) or {} for k in ("nominal", "borrowing_limit", "lending_limit"))
+    keys = sorted(set(nominal) | set(borrow) | set(lend))
+    if keys:
+        ui.table("quota", ["resource", "nominal", "borrowing limit", "lending limit"],
+                 [(k, _fmt_amount(nominal.get(k)), _fmt_amount(borrow[k]) if k in borrow else "no limit",
+                   _fmt_amount(lend[k]) if k in lend else "all of nominal") for k in keys])
+    else:
+        out.print("No quota: limited by capacity and fair share only.", highlight=False, markup=False)
+    budget = quota.get("budget") or {}
+    usage = quota.get("usage") or {}
+    days = budget.get("window_days", 30)
+    ui.table(f"budget (rolling {days:g} days)", ["", "budget (h)", "used (h)", "remaining (h)", "burn (h/day)",
+                                                 "runs out"],
+             [(kind.upper() + "-hours", _fmt_amount(u.get("budget_hours")), f"{u.get('used_hours', 0.0):.2f}",
+               "no limit" if u.get("remaining_hours") is None else f"{u['remaining_hours']:.2f}",
+               f"{u.get('burn_per_day', 0.0):.2f}", ui.fmt_time(u.get("exhausted_at")) if u.get("exhausted_at") else "-")
+              for kind, u in ((k, usage.get(k) or {}) for k in ("gpu", "cpu"))])
+
+
+def cmd_quota_show(args) -> int:
+    name = _project(args.name)
+    quota = context.client(args).get_quota(name)
+    if args.json:
+        ui.print_json(quota)
+        return EXIT_OK
+    _print_quota(name, quota)
     return EXIT_OK

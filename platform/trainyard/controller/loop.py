@@ -44,15 +44,17 @@ from trainyard import redact
 from trainyard.clusters.ray_client import SubmitRejected
 from trainyard.clusters.registry import ClusterRegistry
 from trainyard.config import Settings
-from trainyard.controller import runtime, views
+from trainyard.controller import quotas, runtime, views
 from trainyard.controller.queue import QUIET, QueueMirror
 from trainyard.controller.service import packages_dir
 from trainyard.errors import ClusterError, NotFoundError
 from trainyard.scheduler import ClusterView, QueuedJob, RunningJob, TickConfig, plan_tick
+from trainyard.scheduler.model import Project, UsageRecord
 from trainyard.scheduler.reasons import CLUSTER_UNHEALTHY, Pending, Reason
 from trainyard.store import Database
 from trainyard.store import clusters as clusters_repo
 from trainyard.store import jobs as jobs_repo
+from trainyard.store import quotas as quotas_repo
 from trainyard.store import state as st
 from trainyard.store.models import JobRow
 
@@ -80,7 +82,8 @@ def _ray_time(ms: Any) -> datetime | None:
 class Controller:
     def __init__(self, db: Database, registry: ClusterRegistry, settings: Settings, *,
                  resources_interval_s: float = 2.0, resync_interval_s: float = 15.0,
-                 replan_interval_s: float = 15.0, positions_interval_s: float = 10.0):
+                 replan_interval_s: float = 15.0, positions_interval_s: float = 10.0,
+                 projects_interval_s: float = 60.0):
         self.db = db
         self.registry = registry
         self.settings = settings
@@ -99,10 +102,17 @@ class Controller:
         self.demand = DemandStep(db, registry.client, health=self.health)
         # the queue in memory (queue.py) and what the last plan depended on
         self.queue = QueueMirror(db, resync_interval_s=resync_interval_s)
-        # Projects, quotas and budgets are not stored yet: fair share across the jobs'
-        # `project` with equal weights. Preemption stays off until the controller can ask a
-        # job to checkpoint and stop.
+        # Projects' weights, quotas and budgets come from the store (controller/quotas.py), read
+        # again when one changes (projects_changed(), or every projects_interval_s for
+        # changes made through another server). Preemption stays off until the controller
+        # can ask a job to checkpoint and stop.
         self.tick_config = TickConfig(preemption=False)
+        self.projects_interval_s = projects_interval_s
+        self._projects: dict[str, Project] = {}
+        self._projects_read_at = float("-inf")
+        self._projects_stale = True
+        self._projects_rev = 0
+        self.usage_records = 0
         self.replan_interval_s = replan_interval_s
         self.positions_interval_s = positions_interval_s
         self._plan_key: str | None = None
@@ -252,14 +262,20 @@ class Controller:
                        message="cancelled (the cluster had nothing left to stop)")
 
     def _move(self, job_id: str, expected: str, new: str, *, reason: str, at: datetime | None = None,
-              **fields: Any) -> bool:
+              started: datetime | None = None, **fields: Any) -> bool:
         with self.db.session() as s:
             job = jobs_repo.find_job(s, job_id)
             if job is None or job.phase != expected:
                 return False  # someone else moved it: the next tick looks again
             if "message" in fields and fields["message"]:
                 fields["message"] = str(fields["message"])[:_MESSAGE_LIMIT]
+            if started is not None and job.started_at is None:
+                job.started_at = started  # it finished before a tick saw it RUNNING
             jobs_repo.transition(s, job, new, reason=reason, at=at, **fields)
+            if new in st.TERMINAL or new == st.PENDING:
+                # what the attempt held goes in the budgets' ledger, in the same transaction
+                if quotas_repo.record_usage(s, job, resources=views.job_demand(job), ended_at=at or job.ended_at):
+                    self.usage_records += 1
         log.info("job %s: %s -> %s (%s)", job_id, expected, new, reason)
         return True
 
@@ -305,15 +321,9 @@ class Controller:
             fields["mlflow_run_id"] = result.get("mlflow_run_id")
             fields["mlflow_experiment_id"] = (str(result["mlflow_experiment_id"])
                                               if result.get("mlflow_experiment_id") is not None else None)
-        started = _ray_time(info.get("start_time"))
-        self._move(job_id, phase, ray_phase, reason=reason, at=_ray_time(info.get("end_time")),
-                   message=message, **fields)
         # a job that finished before we ever saw it RUNNING still gets a start time
-        if started is not None:
-            with self.db.session() as s:
-                job = jobs_repo.find_job(s, job_id)
-                if job is not None and job.started_at is None:
-                    jobs_repo.update_job(s, job, started_at=started)
+        self._move(job_id, phase, ray_phase, reason=reason, at=_ray_time(info.get("end_time")),
+                   started=_ray_time(info.get("start_time")), message=message, **fields)
 
     # ------------------------------------------------------------------ 3. dispatch
     def _clusters(self) -> tuple[list[ClusterView], list[str], dict[str, list]]:
@@ -353,8 +363,10 @@ class Controller:
     def _dispatch(self) -> None:
         changed = self.queue.sync()
         cluster_views, unknown, live = self._clusters()
-        key = repr([(v.name, v.healthy, v.nodes_free, v.nodes_total, v.max_nodes) for v in cluster_views] + unknown)
         now = time.time()
+        projects = self._project_settings(now)
+        key = repr([(v.name, v.healthy, v.nodes_free, v.nodes_total, v.max_nodes) for v in cluster_views] + unknown
+                   + [self._projects_rev])
         if not changed and key == self._plan_key and now - self._planned_at < self.replan_interval_s:
             self.skipped += 1
             if self.demand.enabled and self._demand_key() != self._last_demand_key:
@@ -367,7 +379,9 @@ class Controller:
                               per_worker=a.job.per_worker, priority=a.job.priority,
                               started_at=a.started_at.timestamp() if a.started_at else now)
                    for a in self.queue.active.values() if a.cluster]
-        plan = plan_tick(queue, running=running, clusters=cluster_views, projects=(), now=now, config=self.tick_config)
+        usage = self._usage(projects, now)
+        plan = plan_tick(queue, running=running, clusters=cluster_views, projects=projects, usage=usage, now=now,
+                         config=self.tick_config)
         self.plans += 1
         self.last_plan_s = time.perf_counter() - started
         dispatched: list[tuple[str, str | None, None, QueuedJob]] = []
@@ -401,6 +415,46 @@ class Controller:
             # only autoscaling clusters get a demand: no need for the decisions otherwise
             decisions = plan.decisions() if any(v.max_nodes is not None for v in cluster_views) else []
             self._plan_demand(queue, decisions, cluster_views, live, dispatched)
+
+    # ------------------------------------------------------------------ projects, budgets
+    def projects_changed(self) -> None:
+        """A project's weight, quota or budget changed (the API calls this): read them again."""
+        self._projects_stale = True
+
+    def _project_settings(self, now: float) -> dict[str, Project]:
+        """Projects with settings, from the store; the same dict (by identity) until they change."""
+        if not self._projects_stale and now - self._projects_read_at < self.projects_interval_s:
+            return self._projects
+        self._projects_stale = False  # before the read: a change during it is read next time
+        with self.db.session() as s:
+            rows = [(r.name, r.weight, r.quota, r.budget) for r in quotas_repo.projects_with_settings(s)]
+        fresh: dict[str, Project] = {}
+        for name, weight, quota, budget in rows:
+            try:
+                fresh[name] = quotas.project_of(name, weight=weight, quota=quota, budget=budget).validate()
+            except Exception as exc:  # a bad row must not stop scheduling: that project runs unlimited
+                log.error("project %s: its quota or budget is invalid, ignored: %s", name, exc)
+        self._projects_read_at = now
+        if fresh != self._projects:
+            self._projects = fresh
+            self._projects_rev += 1
+        return self._projects
+
+    def _usage(self, projects: dict[str, Project], now: float) -> list[UsageRecord]:
+        """What counts against budgets: the ledger of ended attempts (only projects with a
+        budget, only within their window) and the running jobs held in memory."""
+        budgeted = {n: p.budget for n, p in projects.items() if p.budget is not None}
+        if not budgeted:
+            return []
+        window = max(b.window_s for b in budgeted.values())
+        since = datetime.fromtimestamp(now - window, tz=timezone.utc)
+        with self.db.session() as s:
+            records = quotas.closed_usage(s, since=since, projects=budgeted)
+        for a in self.queue.active.values():
+            if a.job.project in budgeted and a.started_at is not None and a.phase in (st.RUNNING, st.CANCELLING):
+                records.append(UsageRecord(project=a.job.project, start=a.started_at.timestamp(), end=None,
+                                           resources=a.job.demand))
+        return records
 
     def _demand_key(self) -> tuple:
         now = datetime.now(timezone.utc)

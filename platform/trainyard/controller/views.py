@@ -9,7 +9,7 @@ from trainyard.scheduler import ClusterView, Pending, QueuedJob, subtract_reserv
 from trainyard.store import state as st
 from trainyard.store.models import ClusterRow, JobRow
 
-__all__ = ["queued_job", "cluster_view", "job_dict", "cluster_dict", "iso", "reserved_by_cluster",
+__all__ = ["queued_job", "job_demand", "cluster_view", "job_dict", "cluster_dict", "iso", "reserved_by_cluster",
            "redacted_spec", "pending_of", "pending_record", "PENDING_KEY"]
 
 # A queued job has no result yet, so the why-pending record lives in the result column under
@@ -32,6 +32,11 @@ def queued_job(job_id: str, spec: dict[str, Any], *, priority: int = 0, seq: flo
     return QueuedJob(id=job_id, workers=int(res.get("workers", 1)),
                      per_worker=worker_bundle(per, res.get("accelerator_type")),
                      priority=priority, seq=seq, cluster=res.get("cluster"), project=project)
+
+
+def job_demand(job: JobRow) -> dict[str, float]:
+    """What a job's gang holds, in the scheduler's accounting space (for quotas and budgets)."""
+    return queued_job(job.id, job.spec or {}, project=job.project).demand
 
 
 def pending_of(result: Any) -> dict[str, Any] | None:

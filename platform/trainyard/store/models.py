@@ -8,14 +8,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from trainyard.store.crypto import EncryptedString, SpecJSON
 
 __all__ = ["Base", "UTCDateTime", "JobRow", "JobEventRow", "ClusterRow", "IdempotencyRow", "UserRow", "ApiTokenRow",
-           "ProjectRow", "ProjectMemberRow", "AuditEventRow", "utcnow"]
+           "ProjectRow", "ProjectMemberRow", "AuditEventRow", "UsageRow", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -179,6 +179,13 @@ class ProjectRow(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     description: Mapped[str] = mapped_column(String(1000), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The scheduler's settings (store/quotas.py checks them): fair-share weight; quota as
+    # {"nominal": {...}, "borrowing_limit": {...} | None, "lending_limit": {...} | None};
+    # budget as {"gpu_hours", "cpu_hours", "window_days"}. None: no quota, no budget.
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    quota: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    budget: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    quota_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ProjectMemberRow(Base):
@@ -211,3 +218,22 @@ class AuditEventRow(Base):
     source_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (Index("ix_audit_events_at", "at"), Index("ix_audit_events_actor", "actor"))
+
+
+class UsageRow(Base):
+    """What one attempt of a job held, from its start to its end: the budgets' ledger.
+
+    Written when the attempt leaves RUNNING (succeeded, failed, cancelled, requeued); jobs
+    still running are counted from the jobs table at read time. `resources` is the whole
+    gang's demand in the scheduler's accounting space ({"CPU": 8, "GPU": 2, ...})."""
+
+    __tablename__ = "usage"
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_usage_project_ended", "project", "ended_at"),)

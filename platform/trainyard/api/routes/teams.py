@@ -5,6 +5,7 @@ others too). Projects: admins create them; a project's maintainers manage its me
 """
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Optional
 
@@ -21,6 +22,10 @@ from trainyard.auth.roles import ROLE_NAMES, Role, parse_role, role_name
 from trainyard.auth.tokens import TOKEN_ID_RE, new_token
 from trainyard.controller.views import iso
 from trainyard.errors import ConflictError, NotFoundError, SpecError
+from trainyard.controller import quotas
+from trainyard.scheduler.budgets import budget_status
+from trainyard.scheduler.model import DAY
+from trainyard.store import quotas as quotas_repo
 from trainyard.store import teams as repo
 
 __all__ = ["me_router", "users_router", "tokens_router", "projects_router", "audit_router"]
@@ -231,8 +236,54 @@ class Member(BaseModel):
     role: str
 
 
+class BudgetBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # no "4" -> 4.0, no true -> 1.0
+
+    gpu_hours: Optional[float] = Field(None, description="GPU-hours the project may use per window; null: no limit.")
+    cpu_hours: Optional[float] = Field(None, description="CPU-hours the project may use per window; null: no limit.")
+    window_days: float = Field(30.0, description="The rolling window, in days (at most 366).")
+
+
+Amounts = Optional[dict[str, float]]
+
+
+class SetQuotaRequest(BaseModel):
+    """Replaces the project's scheduling settings as a whole (what is left out is unset)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    weight: float = Field(1.0, description="Fair-share weight (> 0): shares are weight / sum of weights.")
+    nominal: Amounts = Field(None, description="Guaranteed amounts per resource: CPU, GPU, memory (bytes), "
+                                               "accelerator_type:<T> (GPUs of type T).")
+    borrowing_limit: Amounts = Field(None, description="How much beyond nominal it may borrow, per resource "
+                                                       "(a resource left out: no limit; null: no limit at all).")
+    lending_limit: Amounts = Field(None, description="How much of its unused nominal others may borrow, per "
+                                                     "resource (left out: all of it).")
+    budget: Optional[BudgetBody] = None
+
+
+class BudgetUse(BaseModel):
+    used_hours: float
+    budget_hours: Optional[float]
+    remaining_hours: Optional[float]
+    burn_per_day: float = Field(..., description="Resource-hours used over the last day.")
+    exhausted_at: Optional[str] = Field(None, description="When the budget runs out at this burn rate.")
+
+
+class QuotaView(BaseModel):
+    weight: float
+    nominal: Optional[dict[str, float]]
+    borrowing_limit: Optional[dict[str, float]]
+    lending_limit: Optional[dict[str, float]]
+    budget: Optional[dict[str, Optional[float]]]
+    usage: dict[str, BudgetUse] = Field(..., description="'gpu' and 'cpu': used within the budget's window "
+                                                          "(30 days without a budget), remaining, burn rate.")
+    updated_at: Optional[str]
+
+
 class Project(ProjectSummary):
     members: list[Member]
+    quota: QuotaView
 
 
 class SetMemberRequest(BaseModel):
@@ -291,7 +342,44 @@ def get_project(name: Name, principal: Principal = Depends(current_principal),
     with ctx.db.session() as s:
         row = _visible_project(s, principal, name)
         members = [Member(user=m.user, role=m.role) for m in repo.members(s, name)]
-        return Project(**_summary(principal, row).model_dump(), members=members)
+        return Project(**_summary(principal, row).model_dump(), members=members, quota=_quota_view(s, row))
+
+
+def _quota_view(s, row: repo.ProjectRow) -> QuotaView:
+    settings = quotas.project_of(row.name, weight=row.weight, quota=row.quota, budget=row.budget)
+    window = settings.budget.window_s if settings.budget is not None else 30 * DAY
+    now = time.time()
+    records = quotas.usage_for(s, row.name, window_s=window, now=datetime.fromtimestamp(now, tz=timezone.utc))
+    status = budget_status(row.name, records, settings.budget, now=now, burn_window_s=DAY)
+    usage = {}
+    for kind in ("gpu", "cpu"):
+        at = getattr(status, f"{kind}_exhausted_at")
+        usage[kind] = BudgetUse(used_hours=getattr(status, f"{kind}_hours_used"),
+                                budget_hours=getattr(status, f"{kind}_hours_budget"),
+                                remaining_hours=getattr(status, f"{kind}_hours_remaining"),
+                                burn_per_day=getattr(status, f"{kind}_burn_per_hour") * 24.0,
+                                exhausted_at=iso(datetime.fromtimestamp(at, tz=timezone.utc)) if at else None)
+    quota = row.quota or {}
+    return QuotaView(weight=row.weight if row.weight is not None else 1.0, nominal=quota.get("nominal"),
+                     borrowing_limit=quota.get("borrowing_limit"), lending_limit=quota.get("lending_limit"),
+                     budget=row.budget, usage=usage, updated_at=iso(row.quota_updated_at))
+
+
+@projects_router.put("/{name}/quota", summary="Set a project's fair-share weight, quota and budget (admins)",
+                     response_model=QuotaView, responses=error_responses(404))
+def set_quota(name: Name, body: SetQuotaRequest, request: Request, principal: Principal = Depends(require_admin),
+              ctx: ServerContext = Depends(get_ctx)) -> QuotaView:
+    note = audit_note(request)
+    note.object_type, note.object_id, note.project = "project_quota", name, name
+    settings = quotas.check_settings(
+        name, weight=body.weight, nominal=body.nominal, borrowing_limit=body.borrowing_limit,
+        lending_limit=body.lending_limit, budget=body.budget.model_dump() if body.budget is not None else None)
+    with ctx.db.session() as s:
+        row = _visible_project(s, principal, name)
+        quotas_repo.set_quota(s, row, settings)
+        answer = _quota_view(s, row)
+    ctx.controller.projects_changed()
+    return answer
 
 
 @projects_router.put("/{name}/members/{user}", summary="Give a user a role in the project (maintainers)",
