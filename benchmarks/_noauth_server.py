@@ -9,28 +9,28 @@ from __future__ import annotations
 
 import _bench  # first: import paths
 
-import argparse
-import logging
+import sys
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--log-level", default="warning")
-    args = parser.parse_args()
-    logging.basicConfig(level=args.log_level.upper())
-    import uvicorn
-
-    from trainyard.api.app import create_app
+    """`python -m trainyard.api`'s own main (logging, log filter, umask, uvicorn settings), with
+    create_app wrapped so that the app it builds has the fixed caller."""
+    import trainyard.api.app as app_module
+    from trainyard.api.__main__ import main as serve
     from trainyard.api.auth import current_principal
     from trainyard.auth.principal import Principal
     from trainyard.auth.roles import Role
 
-    app = create_app()
     caller = Principal(user="bench", kind="user", admin=False, roles={"default": Role.MEMBER}, via="token")
-    app.dependency_overrides[current_principal] = lambda: caller
-    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level=args.log_level,
-                                  lifespan="on", timeout_graceful_shutdown=5)).run()
+    build = app_module.create_app
+
+    def create_app(*args, **kwargs):
+        app = build(*args, **kwargs)
+        app.dependency_overrides[current_principal] = lambda: caller
+        return app
+
+    app_module.create_app = create_app
+    serve(sys.argv[1:])
 
 
 if __name__ == "__main__":
