@@ -448,11 +448,26 @@ def _with(path: str, value) -> dict:
     ("ray.workers.gpu.gpusPerWorker", 0, r"gpusPerWorker.*minimum"),
     ("ray.autoscaler.upscalingMode", "Fast", r"upscalingMode"),
     ("s3.bucket", "x", r"s3/bucket"),
+    ("server.oidc.issuer", "http://idp.example.com", r"server/oidc/issuer"),
 ])
 def test_schema_rejects_bad_values(path, value, pattern):
     with pytest.raises(helm_python.HelmValuesError) as info:
         render(_with(path, value))
     assert re.search(pattern, str(info.value), re.S), str(info.value)
+
+
+def test_single_sign_on_reaches_the_server_only_when_configured(rendered):
+    def server_env(docs) -> dict:
+        return env_of(one(docs, "Deployment", "-server")["spec"]["template"]["spec"]["containers"][0])
+
+    assert not any(k.startswith("TRAINYARD_OIDC_") for k in server_env(render()))
+    env = server_env(render({"server": {"oidc": {"issuer": "https://idp.example.com", "audience": "trainyard",
+                                                 "groupRoles": "ml-team=vision:member,ops=*:admin"}}}))
+    assert env["TRAINYARD_OIDC_ISSUER"] == "https://idp.example.com" and env["TRAINYARD_OIDC_AUDIENCE"] == "trainyard"
+    assert env["TRAINYARD_OIDC_GROUP_ROLES"] == "ml-team=vision:member,ops=*:admin"
+    assert env["TRAINYARD_OIDC_USER_CLAIM"] == "email" and "TRAINYARD_OIDC_JWKS_URL" not in env
+    with pytest.raises(Exception, match="server.oidc.audience is required"):
+        render({"server": {"oidc": {"issuer": "https://idp.example.com"}}})
 
 
 def test_schema_rejects_unknown_top_level_key():
