@@ -138,7 +138,9 @@ class MatrixServer:
         self.db_url = db_url or f"sqlite:///{home / 'trainyard.db'}"
         self.env = {"TRAINYARD_HOME": str(home), "TRAINYARD_DB_URL": self.db_url,
                     "TRAINYARD_ADMIN_TOKEN_FILE": str(home / "admin.token"),
-                    "TRAINYARD_RAY_DASHBOARD_URL": DEAD, "TRAINYARD_MLFLOW_URI": "",
+                    # MLflow is down here, whatever this test process's environment says (an
+                    # earlier test may leave MLFLOW_TRACKING_URI, which the server falls back to)
+                    "TRAINYARD_RAY_DASHBOARD_URL": DEAD, "TRAINYARD_MLFLOW_URI": "", "MLFLOW_TRACKING_URI": "",
                     "TRAINYARD_POLL_INTERVAL_S": "1"}
         self.pid: int | None = None
 

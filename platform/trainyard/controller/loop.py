@@ -269,8 +269,11 @@ class Controller:
                 return False  # someone else moved it: the next tick looks again
             if "message" in fields and fields["message"]:
                 fields["message"] = str(fields["message"])[:_MESSAGE_LIMIT]
-            if started is not None and job.started_at is None:
-                job.started_at = started  # it finished before a tick saw it RUNNING
+            if started is not None and (job.started_at is None or started < job.started_at):
+                # Ray's own start time: it finished before a tick saw it RUNNING, or a tick saw
+                # it late (the ledger would count from the sighting, or nothing at all when the
+                # sighting came after Ray's end time)
+                job.started_at = started
             jobs_repo.transition(s, job, new, reason=reason, at=at, **fields)
             if new in st.TERMINAL or new == st.PENDING:
                 # what the attempt held goes in the budgets' ledger, in the same transaction
