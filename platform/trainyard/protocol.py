@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import threading
 from typing import Any
 
-__all__ = ["PROGRESS", "RESULT", "ERROR", "format_line", "parse_line", "last_progress", "find_result"]
+__all__ = ["PROGRESS", "RESULT", "ERROR", "format_line", "emit_line", "parse_line", "last_progress", "find_result"]
 
 PROGRESS = "TRAINYARD_PROGRESS"
 RESULT = "TRAINYARD_RESULT"
@@ -42,6 +44,19 @@ def _clean(value: Any) -> Any:
 def format_line(tag: str, payload: dict) -> str:
     assert tag in _TAGS, tag
     return f"{tag} {json.dumps(_clean(payload), separators=(',', ':'), sort_keys=True)}"
+
+
+_EMIT_LOCK = threading.Lock()
+
+
+def emit_line(line: str, stream=None) -> None:
+    """Print one protocol line in ONE write. print() writes the text and its newline separately,
+    and a thread that printed in between (Ray's log monitor relaying workers' output in the
+    driver) glued its own text onto the line, which then no longer parsed."""
+    stream = stream if stream is not None else sys.stdout
+    with _EMIT_LOCK:
+        stream.write(line + "\n")
+        stream.flush()
 
 
 def parse_line(line: str) -> tuple[str, dict] | None:

@@ -49,15 +49,15 @@ def _protect_secrets() -> None:
 
 def _error(kind: str, message: str) -> None:
     from trainyard import redact
-    from trainyard.protocol import ERROR, format_line
+    from trainyard.protocol import ERROR, emit_line, format_line
 
     message = redact.redact(message)
-    print(format_line(ERROR, {"error": kind, "message": message}), flush=True)
+    emit_line(format_line(ERROR, {"error": kind, "message": message}))
     print(f"trainyard runner: {message}", file=sys.stderr, flush=True)
 
 
 def job_main(args) -> int:
-    from trainyard.protocol import RESULT, format_line
+    from trainyard.protocol import RESULT, emit_line, format_line
 
     try:
         spec = _load_spec(args)
@@ -74,7 +74,7 @@ def job_main(args) -> int:
     except Exception as exc:  # training failed: the cause is in the worker traceback above
         _error("training_failed", _describe(exc))
         return EXIT_FAILED
-    print(format_line(RESULT, result), flush=True)
+    emit_line(format_line(RESULT, result))
     return EXIT_OK
 
 

@@ -111,7 +111,9 @@ def spec_error_in(exc: BaseException | None):
 
 
 def _emit(line: str) -> None:
-    print(line, flush=True)
+    from trainyard.protocol import emit_line
+
+    emit_line(line)
 
 
 def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str | None = None,

@@ -217,7 +217,9 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
 
     from trainyard.tracking import tracking_uri as _uri
 
-    emit = emit or (lambda line: print(line, flush=True))
+    from trainyard.protocol import emit_line
+
+    emit = emit or emit_line
     plan = plan_sweep(spec, sweep_id=sweep_id)
     # Tune saves its experiment state at most this often; a killed driver loses at most this
     # much (a trial finished in that window reruns). 'auto' could wait minutes.
@@ -385,7 +387,7 @@ def _final_board(grid, plan: SweepPlan, progress: _Progress) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """`python -m trainyard.runner sweep --sweep-id ID [--spec-file F] [--storage URI]`."""
     from trainyard.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SpecError, TrainyardError
-    from trainyard.protocol import ERROR, RESULT, format_line
+    from trainyard.protocol import ERROR, RESULT, emit_line, format_line
     from trainyard.runner import checked_spec
     from trainyard.specs import parse_sweep_spec
 
@@ -397,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def error(kind: str, message: str) -> None:
-        print(format_line(ERROR, {"error": kind, "message": message}), flush=True)
+        emit_line(format_line(ERROR, {"error": kind, "message": message}))
         print(f"trainyard sweep: {message}", file=sys.stderr, flush=True)
 
     try:
@@ -422,5 +424,5 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         error("sweep_failed", f"{type(exc).__name__}: {exc}"[:4000])
         return EXIT_FAILED
-    print(format_line(RESULT, result), flush=True)
+    emit_line(format_line(RESULT, result))
     return EXIT_OK
