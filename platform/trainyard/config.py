@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     serve_port: int | None = Field(None, ge=1, le=65535)
     serve_host: str | None = None
     serve_bind_host: str | None = None
+    # retention: replayable Idempotency-Key answers are kept this long (a client retries within
+    # minutes; a day is generous); audit events this many days (0 keeps them forever)
+    idempotency_ttl_s: float = Field(86400.0, ge=60, le=90 * 86400)
+    audit_retention_days: float = Field(90.0, ge=0, le=36500)
     # hosts that `POST /v1/clusters` may register (and so that the server may call),
     # comma-separated; empty: any host
     cluster_hosts: str = ""

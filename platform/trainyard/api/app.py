@@ -19,6 +19,7 @@ from trainyard.api.params import BODY_LIMIT
 from trainyard.api.routes import clusters, endpoints, jobs, sweeps, system, teams
 from trainyard.clusters.registry import ClientFactory, ClusterRegistry
 from trainyard.config import Settings, ensure_secret
+from trainyard.controller import housekeeping
 from trainyard.controller.loop import Controller
 from trainyard.controller.service import JobService
 from trainyard.store import Database
@@ -69,12 +70,14 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
             await ctx.controller.start()
             endpoints.start_promotion_recovery(app, ctx)  # a thread: startup does not wait for it
             promotions = endpoints.start_sweep_promotions(app, ctx)
+            retention = asyncio.create_task(housekeeping.run_forever(db, settings), name="retention")
         log.info("trainyard server %s ready (db %s)", __version__, db.engine.url.get_backend_name())
         try:
             yield
         finally:
             if run_controller:
                 promotions.cancel()
+                retention.cancel()
                 await ctx.controller.stop()
             registry.close()
             db.dispose()

@@ -20,7 +20,7 @@ __all__ = ["ADMIN_USER", "DEFAULT_PROJECT", "ADMIN_TOKEN_NAME", "find_user", "ge
            "list_users", "disable_user", "ensure_user", "add_token", "find_token_by_hash", "find_token",
            "list_tokens", "revoke_token", "revoke_user_tokens", "touch_token", "find_project", "get_project",
            "create_project", "ensure_project", "list_projects", "memberships", "members", "set_member",
-           "remove_member", "record_audit", "list_audit", "bootstrap_admin"]
+           "remove_member", "record_audit", "list_audit", "prune_audit", "bootstrap_admin"]
 
 ADMIN_USER = "admin"
 DEFAULT_PROJECT = "default"
@@ -209,6 +209,12 @@ def record_audit(session: Session, **fields: Any) -> AuditEventRow:
     session.add(row)
     session.flush()
     return row
+
+
+def prune_audit(session: Session, *, before: datetime) -> int:
+    """Forget audit events recorded before `before`; returns how many."""
+    result = session.execute(delete(AuditEventRow).where(AuditEventRow.at < before))
+    return int(result.rowcount or 0)
 
 
 def list_audit(session: Session, *, actor: str | None = None, action: str | None = None,
