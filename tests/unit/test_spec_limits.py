@@ -12,7 +12,7 @@ import pytest
 from trainyard.errors import SpecError, SpecTooLargeError
 from trainyard.scheduler import policy
 from trainyard.specs import limits, load_yaml, models
-from trainyard.specs.storage import confine_storage, project_prefix
+from trainyard.specs.storage import confine_storage
 from trainyard.sweeps import space
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,13 +119,6 @@ def test_storage_outside_the_roots_is_refused_naming_them(url):
 
 def test_any_bucket_when_the_server_names_no_s3_root():
     assert confine_storage("s3://own-bucket/x/.//y/", roots=["file:///srv/ty"]) == "s3://own-bucket/x/y"
-
-
-def test_project_prefixes_live_under_the_root():
-    assert project_prefix("file:///srv/ty/storage/", "vision") == "file:///srv/ty/storage/projects/vision"
-    assert project_prefix("s3://ckpt-bucket/team", "nlp-1") == "s3://ckpt-bucket/team/projects/nlp-1"
-    with pytest.raises(SpecError):
-        project_prefix("file:///srv", "../x")
 
 
 def test_settings_roots_always_hold_the_default_storage(monkeypatch, tmp_path):

@@ -3,8 +3,8 @@
 Pure: strings in, a normalised URL or an error out. The server's configured storage roots
 (`Settings.storage_roots`, with the default storage folder always among them) are the only
 places a `file://` URL may point under; `s3://` keys are normalised and may not climb out
-of their bucket. Projects get their own prefix under a root (`project_prefix`), which the
-teams feature builds on.
+of their bucket. A job's checkpoints then go under <storage>/<project>/<job_id>
+(`trainyard.runner.storage.resolve_storage`, which owns that layout).
 """
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from typing import Iterable, Sequence
 
 from trainyard.errors import SpecError
 
-__all__ = ["SCHEMES", "syntax_problem", "normalise_storage", "confine_storage", "project_prefix"]
+__all__ = ["SCHEMES", "syntax_problem", "normalise_storage", "confine_storage"]
 
 SCHEMES = ("file://", "s3://")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_PROJECT_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def _climbs(path: str) -> bool:
@@ -84,17 +83,6 @@ def confine_storage(url: str, *, roots: Sequence[str], field: str = "checkpoint.
             return norm
     raise SpecError(f"{norm!r} is outside the server's storage roots", field=field, value=url[:200],
                     fix=f"use a folder under one of: {_listed(roots)}, or leave checkpoint.storage out")
-
-
-def project_prefix(root: str, project: str) -> str:
-    """The storage prefix of `project` under `root`: <root>/projects/<project>."""
-    if not _PROJECT_RE.match(project):
-        raise SpecError(f"project name {project!r} is not valid", field="project", value=project[:80],
-                        fix="lower-case letters, digits and '-', at most 63")
-    problem = syntax_problem(root)
-    if problem is not None:
-        raise ValueError(f"storage root {root!r}: {problem}")
-    return f"{normalise_storage(root).rstrip('/')}/projects/{project}"
 
 
 def _listed(roots: Iterable[str]) -> str:
