@@ -63,6 +63,17 @@ __all__ = ["Controller"]
 log = logging.getLogger("trainyard.controller")
 _MESSAGE_LIMIT = 2000
 _UNREACHABLE = "unreachable: "
+_OVERRUN = "ran past its max_runtime_s"
+
+
+def _overrun(job: JobRow, now: datetime) -> str | None:
+    """The stop note of a RUNNING job past its declared max_runtime_s, else None. Backfill let
+    it start on that promise, so a job that breaks it would delay the job it jumped."""
+    limit = (job.spec or {}).get("max_runtime_s")
+    if job.phase != st.RUNNING or not limit or job.started_at is None:
+        return None
+    ran = (now - job.started_at).total_seconds()
+    return f"{_OVERRUN} ({int(limit)} s; it ran {ran:.0f} s)" if ran > limit else None
 
 
 def _failpoint(name: str) -> None:
@@ -190,10 +201,15 @@ class Controller:
 
     # ------------------------------------------------------------------ 2. reconcile
     def reconcile(self) -> None:
+        now = datetime.now(timezone.utc)
         with self.db.session() as s:
-            active = [(j.id, j.phase, j.cluster, j.submission_id, j.message) for j in jobs_repo.active_jobs(s)]
-        for job_id, phase, cluster, submission_id, message in active:
+            active = [(j.id, j.phase, j.cluster, j.submission_id, j.message, _overrun(j, now))
+                      for j in jobs_repo.active_jobs(s)]
+        for job_id, phase, cluster, submission_id, message, overrun in active:
             try:
+                if overrun and self._move(job_id, phase, st.CANCELLING, reason="max_runtime_s reached",
+                                          cancel_requested=1, message=overrun):
+                    phase, message = st.CANCELLING, overrun
                 self._reconcile_one(job_id, phase, cluster, submission_id, message)
             except StaleDataError:
                 log.info("job %s changed while reconciling; next tick decides", job_id)
@@ -230,7 +246,7 @@ class Controller:
             if ray_phase in (st.SUBMITTED, st.RUNNING):
                 client.stop(submission_id)
                 return
-            self._finish(job_id, phase, ray_phase, info, client, submission_id, cancelling=True)
+            self._finish(job_id, phase, ray_phase, info, client, submission_id, cancelling=True, note=message)
             return
         if ray_phase == phase and message and message.startswith(_UNREACHABLE):
             # the cluster answers again: drop the "did not answer" note
@@ -283,7 +299,7 @@ class Controller:
         return True
 
     def _finish(self, job_id: str, phase: str, ray_phase: str, info: dict, client, submission_id: str,
-                *, cancelling: bool = False) -> None:
+                *, cancelling: bool = False, note: str | None = None) -> None:
         from trainyard.protocol import ERROR, RESULT, parse_line
 
         try:
@@ -317,6 +333,8 @@ class Controller:
             reason = f"Ray reports FAILED: {first}"
         else:
             message = "cancelled" if cancelling else "stopped on the cluster (not through Trainyard)"
+            if cancelling and note and note.startswith(_OVERRUN):
+                message = f"cancelled: {note}"
             reason = "Ray reports STOPPED"
         message = redact.redact(message, secrets)
         if result is not None:
@@ -380,7 +398,8 @@ class Controller:
         queue = [q.job for q in self.queue.pending.values()]
         running = [RunningJob(id=a.job.id, project=a.job.project, cluster=a.cluster, workers=a.job.workers,
                               per_worker=a.job.per_worker, priority=a.job.priority,
-                              started_at=a.started_at.timestamp() if a.started_at else now)
+                              started_at=a.started_at.timestamp() if a.started_at else now,
+                              max_runtime=a.job.max_runtime)
                    for a in self.queue.active.values() if a.cluster]
         usage = self._usage(projects, now)
         plan = plan_tick(queue, running=running, clusters=cluster_views, projects=projects, usage=usage, now=now,

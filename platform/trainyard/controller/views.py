@@ -29,9 +29,11 @@ def queued_job(job_id: str, spec: dict[str, Any], *, priority: int = 0, seq: flo
     if res.get("gpus_per_worker"):
         per["GPU"] = float(res["gpus_per_worker"])
     per.update({k: float(v) for k, v in (res.get("custom_resources") or {}).items()})
+    limit = spec.get("max_runtime_s")
     return QueuedJob(id=job_id, workers=int(res.get("workers", 1)),
                      per_worker=worker_bundle(per, res.get("accelerator_type")),
-                     priority=priority, seq=seq, cluster=res.get("cluster"), project=project)
+                     priority=priority, seq=seq, cluster=res.get("cluster"), project=project,
+                     max_runtime=float(limit) if limit else None)
 
 
 def job_demand(job: JobRow) -> dict[str, float]:

@@ -29,6 +29,7 @@ MAX_NODES = 20_000  # values of every kind in one document
 MAX_KEY = 256  # any one mapping key
 MAX_LIST = 4096  # items of any one list
 MAX_DESCRIPTION = 8192
+MAX_RUNTIME_S = 30 * 24 * 3600  # a declared max_runtime_s above a month says nothing to a scheduler
 MAX_ENV_VARS = 128
 MAX_ENV_KEY = 128
 MAX_ENV_VALUE = 16 * 1024

@@ -194,6 +194,11 @@ class JobSpec(_Model):
                           description="Family name (cnn, rnn, ...) or module:attribute.")
     project: str = Field("default", pattern=NAME_RE)
     priority: int = Field(0, ge=0, le=1000, description="Higher runs first.")
+    max_runtime_s: int | None = Field(
+        None, ge=1, le=L.MAX_RUNTIME_S,
+        description="Declared longest run, in seconds. A job that declares it may start early on idle capacity "
+                    "(backfill) when it surely ends before the job at the head of the queue could start; a job "
+                    "still running after it is stopped (CANCELLED, 'ran past its max_runtime_s').")
     description: str = Field("", max_length=L.MAX_DESCRIPTION)
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, description=f"The family's hyperparameters (at most {L.MAX_FREEFORM_DEPTH} levels, "

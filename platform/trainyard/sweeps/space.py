@@ -213,7 +213,7 @@ def _clean(value: Any) -> Any:
 # step with trainyard.specs.models).
 INTEGER_FIELDS = frozenset({
     "workers", "epochs", "max_steps", "batch_size", "seed", "warmup_steps", "eval_every_steps", "log_every_steps",
-    "zero_stage", "gradient_accumulation_steps", "every_steps", "keep", "max_failures", "priority",
+    "zero_stage", "gradient_accumulation_steps", "every_steps", "keep", "max_failures", "priority", "max_runtime_s",
 })
 
 
