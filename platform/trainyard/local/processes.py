@@ -138,21 +138,25 @@ def start_ray_head(*, temp_dir: str | Path, token: str, num_cpus: int | None = N
     """`ray start --head` on private ports with token auth, waiting for the Jobs API."""
     temp_dir = Path(temp_dir)
     temp_dir.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in (
-        "node_manager", "object_manager", "client", "agent_listen", "agent_grpc",
-        "runtime_env", "metrics", "autoscaler_metrics", "dashboard_metrics")}
     gcs_port = gcs_port or free_port()
-    dashboard_port = dashboard_port or free_port()
     min_worker = 20000 + (gcs_port % 200) * 200
     if min_worker <= gcs_port < min_worker + 200:  # the GCS port is given: move the range
         min_worker = min_worker + 200 if min_worker < 59800 else 20000
-    # the worker range may cover ports picked above: Ray refuses to start then, so re-pick
-    # (range(min_worker, min_worker + 200) is not reserved, so free_port may land in it)
-    for name, port in list(ports.items()):
-        while min_worker <= port < min_worker + 200:
-            port = ports[name] = free_port()
-    while min_worker <= dashboard_port < min_worker + 200:
-        dashboard_port = free_port()
+    taken = {gcs_port} | ({dashboard_port} if dashboard_port else set())
+
+    def pick() -> int:
+        # Ray refuses to start when two components share a port, or one sits in the worker
+        # range; the OS may hand the same free port out twice, since each probe releases it
+        while True:
+            port = free_port()
+            if port not in taken and not min_worker <= port < min_worker + 200:
+                taken.add(port)
+                return port
+
+    dashboard_port = dashboard_port or pick()
+    ports = {name: pick() for name in (
+        "node_manager", "object_manager", "client", "agent_listen", "agent_grpc",
+        "runtime_env", "metrics", "autoscaler_metrics", "dashboard_metrics")}
     cmd = [
         venv_bin("ray"), "start", "--head", "--disable-usage-stats",
         "--node-ip-address", "127.0.0.1",
