@@ -1,0 +1,125 @@
+"""A job's cost record from the store: the ledger's attempts plus what the workers measured. Pure.
+
+Each attempt in the usage ledger (store.quotas) is one allocation of trainyard.costs.job_cost:
+the gang the spec asks for (workers x cpus/gpus per worker), from the attempt's start to its
+end. Attempts before the last ended in a requeue (the cluster lost the job, a stall), which
+job_cost counts as restarts. The workers' figures (steps, seconds inside steps, FLOPs of a
+step, device and dtype: trainyard.runner.usage) come with the last attempt's TRAINYARD_RESULT,
+so they describe the last allocation only; earlier ones count as held, not busy.
+
+Money needs a price per node type: a cluster registered from a launcher config whose
+provider is priced carries `max_resources.prices` (node type -> NodePrice fields). A job's
+allocation is priced at the node type its workers fit, when exactly one worker node type is
+priced; otherwise the record has no money figure and says so in `warnings`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from trainyard.costs import JobCost, NodePrice, job_cost
+from trainyard.errors import SpecError
+
+__all__ = ["allocations_for", "cost_record", "prices_of"]
+
+log = logging.getLogger("trainyard.controller")
+
+_USAGE_NUMBERS = ("steps", "step_seconds", "flops_per_step")
+
+
+def _ts(value: datetime | float) -> float:
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+def _runner_usage(result: Any) -> dict[str, Any] | None:
+    usage = result.get("usage") if isinstance(result, Mapping) else None
+    if not isinstance(usage, Mapping):
+        return None
+    for key in _USAGE_NUMBERS:
+        value = usage.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            return None  # a malformed line from a user's runner: held time only, no guessing
+    return dict(usage)
+
+
+def prices_of(max_resources: Any) -> dict[str, NodePrice]:
+    """The cluster's node prices (registered with its launcher config), or {} when it has none."""
+    raw = (max_resources or {}).get("prices") if isinstance(max_resources, Mapping) else None
+    if not isinstance(raw, Mapping):
+        return {}
+    out: dict[str, NodePrice] = {}
+    for name, entry in raw.items():
+        try:
+            out[str(name)] = NodePrice(**{k: entry[k] for k in NodePrice.__dataclass_fields__})
+        except (KeyError, TypeError):
+            log.warning("cluster prices: node type %r is malformed, ignored", name)
+    return out
+
+
+def _node_type(prices: Mapping[str, NodePrice], *, cpus: float, gpus: float) -> str | None:
+    fits = [p.node_type for p in prices.values() if p.cpus >= cpus and p.gpus >= gpus and (gpus > 0) == (p.gpus > 0)]
+    return fits[0] if len(fits) == 1 else None
+
+
+def allocations_for(spec: Mapping[str, Any], attempts: Iterable[tuple[datetime | float, datetime | float]], *,
+                    result: Any = None, running_since: datetime | float | None = None, now: float | None = None,
+                    prices: Mapping[str, NodePrice] | None = None) -> list[dict[str, Any]]:
+    """One allocation per attempt (start, end), in order, plus the running one (start, now)."""
+    res = spec.get("resources") or {}
+    workers = int(res.get("workers", 1) or 1)
+    cpus = float(res.get("cpus_per_worker", 1.0) or 0.0)
+    gpus = float(res.get("gpus_per_worker", 0.0) or 0.0)
+    node_type = _node_type(prices, cpus=cpus, gpus=gpus) if prices else None
+    spans = [(_ts(a), _ts(b)) for a, b in attempts]
+    if running_since is not None and now is not None:
+        spans.append((_ts(running_since), max(now, _ts(running_since))))
+    out: list[dict[str, Any]] = []
+    prev_end = None
+    for i, (start, end) in enumerate(spans):
+        if prev_end is not None and start < prev_end:
+            start = min(prev_end, end)  # a requeued job keeps its first start time: no overlap
+        last = i == len(spans) - 1
+        ended_by = ("running" if running_since is not None else "finished") if last else "restart"
+        out.append({"start": start, "end": end, "workers": workers, "cpus_per_worker": cpus,
+                    "gpus_per_worker": gpus, "node_type": node_type, "ended_by": ended_by})
+        prev_end = end
+    usage = _runner_usage(result)
+    if out and usage is not None and running_since is None:
+        last = out[-1]
+        held = last["end"] - last["start"]
+        steps = int(usage.get("steps") or 0)
+        seconds = float(usage.get("step_seconds") or 0.0) if steps else 0.0
+        # the workers' clocks against the controller's: never more busy than held
+        last["steps"] = steps
+        last["step_seconds"] = min(seconds, held)
+        if usage.get("flops_per_step"):
+            last["flops_per_step"] = float(usage["flops_per_step"])
+    return out
+
+
+def cost_record(spec: Mapping[str, Any], *, submitted_at: datetime | float, finished_at: datetime | float,
+                attempts: Iterable[tuple[datetime | float, datetime | float]], result: Any = None,
+                running_since: datetime | float | None = None,
+                prices: Mapping[str, NodePrice] | None = None) -> JobCost | None:
+    """The job's JobCost, or None when it cannot be made (logged: a cost never fails a job)."""
+    finished = _ts(finished_at)
+    allocs = allocations_for(spec, attempts, result=result, running_since=running_since, now=finished,
+                             prices=prices)
+    usage = _runner_usage(result) or {}
+    dtype = usage.get("dtype") if usage.get("dtype") in ("bf16", "fp16", "fp32") else None
+    if dtype is None:
+        precision = (spec.get("deepspeed") or {}).get("precision")
+        dtype = precision if precision in ("bf16", "fp16", "fp32") else (
+            "bf16" if (spec.get("resources") or {}).get("gpus_per_worker") else "fp32")
+    accelerator = usage.get("accelerator_type") if isinstance(usage.get("accelerator_type"), str) else None
+    submitted = min(_ts(submitted_at), *(a["start"] for a in allocs)) if allocs else _ts(submitted_at)
+    finished = max(finished, submitted, *(a["end"] for a in allocs))
+    try:
+        return job_cost(allocs, submitted_at=submitted, finished_at=finished,
+                        prices=prices or None, accelerator_type=accelerator, dtype=dtype)
+    except SpecError as exc:
+        log.warning("no cost record: %s", exc)
+        return None
