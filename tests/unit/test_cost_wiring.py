@@ -262,3 +262,30 @@ def test_cli_cells_and_rows():
     rows = dict(cost_rows(job))
     assert rows["MFU"] == "1.0% (estimate: CPU peak)" and rows["busy / goodput"] == "20.0% / 20.0%"
     assert cost_rows({"cost": None}) == [] and gpu_hours_cell({}) == ""
+
+
+def test_a_cluster_registered_with_node_prices_gives_jobs_a_money_figure(server):  # noqa: F811
+    client, ctx, fakes = server
+    price = {"node_type": "cpu-node", "instance_type": "m5.large", "market": "on_demand", "per_hour": 3.6,
+             "cpus": 2, "gpus": 0, "accelerator_type": None, "as_of": "2026-11-01", "currency": "USD"}
+    body = {"name": "priced", "address": "http://ray-priced.example:8265", "check": False,
+            "max_resources": {"nodes": [{"CPU": 2}], "prices": {"cpu-node": price}}}
+    resp = client.post("/v1/clusters", json=body)
+    assert resp.status_code in (200, 201), resp.text
+    bad = {**body, "name": "bad-priced", "max_resources": {"nodes": [{"CPU": 2}],
+                                                           "prices": {"cpu-node": {**price, "per_hour": -1}}}}
+    resp = client.post("/v1/clusters", json=bad)
+    assert resp.status_code == 422 and "per_hour" in resp.text
+    job = client.post("/v1/jobs", json={"spec": spec(resources={"workers": 1, "cpus_per_worker": 1,
+                                                                "cluster": "priced"})}).json()
+    ctx.controller.tick(refresh=True)
+    ray = fakes["priced"]
+    sid = ray.submissions[-1]["submission_id"]
+    ray.set(sid, "RUNNING")
+    ctx.controller.tick()
+    ray.set(sid, "SUCCEEDED", logs="done\n")
+    ctx.controller.tick()
+    cost = client.get(f"/v1/jobs/{job['id']}").json()["cost"]
+    # 100 s x one worker holding half the node (1 of its 2 CPUs) x 3.60 USD/h
+    assert cost["cost"] == round(100 / 3600 * 0.5 * 3.6, 2) and cost["currency"] == "USD"
+    assert cost["prices_as_of"] == "2026-11-01" and cost["markets"] == ["on_demand"]
