@@ -289,3 +289,49 @@ def test_a_cluster_registered_with_node_prices_gives_jobs_a_money_figure(server)
     # 100 s x one worker holding half the node (1 of its 2 CPUs) x 3.60 USD/h
     assert cost["cost"] == round(100 / 3600 * 0.5 * 3.6, 2) and cost["currency"] == "USD"
     assert cost["prices_as_of"] == "2026-11-01" and cost["markets"] == ["on_demand"]
+
+
+# -- sweeps: the sum of their trials -----------------------------------------------------------------
+
+def test_a_sweep_record_sums_its_trials_each_clipped_to_the_sweep():
+    job = {"resources": {"workers": 2, "cpus_per_worker": 1}}
+    t = T0.timestamp()
+    trials = [{"trial": "a", "start": t + 10, "end": t + 370, "steps": 10, "step_seconds": 100.0,
+               "flops_per_step": 1e9},
+              {"trial": "b", "start": t - 50, "end": t + 3610},  # stopped early: no figures; clipped
+              "junk", {"trial": "c", "start": "x", "end": 3}]
+    record = costs.sweep_record(job, started_at=T0, ended_at=T0 + timedelta(hours=1), trials_usage=trials)
+    assert record.trials == 2
+    assert record.cpu_hours == pytest.approx(2 * (360 + 3600) / 3600)
+    assert record.held_seconds == pytest.approx(360 + 3600)
+    assert record.busy_fraction == pytest.approx(2 * 100 / (2 * (360 + 3600)))
+    assert 0 < record.mfu <= 1
+    assert costs.sweep_record(job, started_at=T0, ended_at=T0, trials_usage=[]) is None
+
+
+def test_get_sweep_shows_the_sum_of_its_trials(server):  # noqa: F811
+    client, ctx, fakes = server
+    body = spec(resources={"workers": 1, "cpus_per_worker": 1})
+    body["sweep"] = {"num_trials": 2, "metric": "accuracy", "mode": "max",
+                     "search_space": {"training.lr": {"choice": [0.01, 0.02]}}}
+    resp = client.post("/v1/sweeps", json={"spec": body})
+    assert resp.status_code == 201, resp.text
+    sweep_id = resp.json()["id"]
+    ctx.controller.tick()
+    ray = fakes["local"]
+    sid = ray.submissions[-1]["submission_id"]
+    ray.set(sid, "RUNNING")
+    ctx.controller.tick()
+    start = 1_700_000_000  # the fake Ray's start time; it ends 100 s later
+    result = {"kind": "sweep", "metrics": {"best_accuracy": 0.9}, "mlflow_run_id": None,
+              "mlflow_experiment_id": None, "leaderboard": {"rows": []}, "best": None,
+              "trials_usage": [{"trial": "t1", "start": start + 5, "end": start + 45, "steps": 5.0,
+                                "step_seconds": 20.0, "flops_per_step": 1e9},
+                               {"trial": "t2", "start": start + 50, "end": start + 95}]}
+    ray.set(sid, "SUCCEEDED", logs="TRAINYARD_RESULT " + json.dumps(result) + "\n")
+    ctx.controller.tick()
+    got = client.get(f"/v1/sweeps/{sweep_id}").json()
+    cost = got["cost"]
+    assert got["state"] == "SUCCEEDED" and cost["trials"] == 2
+    assert cost["held_seconds"] == 85 and cost["cpu_hours"] == round(85 / 3600, 4)
+    assert cost["busy_fraction"] == round(20 / 85, 4)

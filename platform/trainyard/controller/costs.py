@@ -19,10 +19,10 @@ import math
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from trainyard.costs import JobCost, NodePrice, job_cost
+from trainyard.costs import JobCost, NodePrice, job_cost, sweep_cost
 from trainyard.errors import SpecError
 
-__all__ = ["allocations_for", "cost_record", "prices_of"]
+__all__ = ["allocations_for", "cost_record", "prices_of", "sweep_record", "record_for"]
 
 log = logging.getLogger("trainyard.controller")
 
@@ -123,3 +123,61 @@ def cost_record(spec: Mapping[str, Any], *, submitted_at: datetime | float, fini
     except SpecError as exc:
         log.warning("no cost record: %s", exc)
         return None
+
+
+MAX_TRIALS_USAGE = 10_000
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def sweep_record(spec: Mapping[str, Any], *, started_at: datetime | float, ended_at: datetime | float,
+                 trials_usage: Any, prices: Mapping[str, NodePrice] | None = None) -> JobCost | None:
+    """A sweep's record: the sum of its trials' (trainyard.costs.sweep_cost), each trial a job
+    that waited in the sweep from its start and held the spec's gang over its span (Tune's
+    clock, clipped to the sweep's own start and end). None when no trial reported a span."""
+    if not isinstance(trials_usage, list) or not trials_usage:
+        return None
+    start, end = _ts(started_at), _ts(ended_at)
+    records = []
+    for item in trials_usage[:MAX_TRIALS_USAGE]:
+        if not isinstance(item, Mapping):
+            continue
+        a, b = _number(item.get("start")), _number(item.get("end"))
+        if a is None or b is None:
+            continue
+        a, b = min(max(a, start), end), min(max(b, start), end)
+        if b < a:
+            continue
+        usage = {k: item[k] for k in ("steps", "step_seconds", "flops_per_step") if _number(item.get(k)) is not None}
+        usage["steps"] = int(usage.get("steps", 0))
+        record = cost_record(spec, submitted_at=start, finished_at=b, attempts=[(a, b)], result={"usage": usage},
+                             prices=prices)
+        if record is not None:
+            records.append(record)
+    if not records:
+        return None
+    try:
+        return sweep_cost(records)
+    except SpecError as exc:
+        log.warning("no sweep cost record: %s", exc)
+        return None
+
+
+def record_for(job: Any, *, attempts: list, finished_at: datetime | float, prices: Mapping[str, NodePrice],
+               running: bool = False) -> JobCost | None:
+    """The record the API shows for a job row: a sweep's is the sum of its trials (once it ended
+    with them on record), any other's its own allocations."""
+    spec = job.spec or {}
+    result = job.result if isinstance(job.result, Mapping) else {}
+    if job.kind == "sweep" and not running and job.started_at is not None and result.get("trials_usage"):
+        record = sweep_record(spec, started_at=job.started_at, ended_at=finished_at,
+                              trials_usage=result.get("trials_usage"), prices=prices)
+        if record is not None:
+            return record
+    return cost_record(spec, submitted_at=job.created_at, finished_at=finished_at, attempts=attempts,
+                       result=None if running else result, running_since=job.started_at if running else None,
+                       prices=prices)

@@ -361,10 +361,9 @@ class Controller:
     def _cost_of(self, s, job: JobRow) -> dict | None:
         try:
             row = clusters_repo.find_cluster(s, job.cluster) if job.cluster else None
-            record = costs.cost_record(job.spec or {}, submitted_at=job.created_at,
-                                       finished_at=job.ended_at or datetime.now(timezone.utc),
-                                       attempts=quotas_repo.attempts_of(s, job.id), result=job.result,
-                                       prices=costs.prices_of(row.max_resources if row is not None else None))
+            record = costs.record_for(job, attempts=quotas_repo.attempts_of(s, job.id),
+                                      finished_at=job.ended_at or datetime.now(timezone.utc),
+                                      prices=costs.prices_of(row.max_resources if row is not None else None))
         except Exception:  # a cost record must never keep a job from ending
             log.exception("job %s: no cost record", job.id)
             return None

@@ -202,10 +202,9 @@ class JobService:
 
         try:
             row = clusters_repo.find_cluster(s, job.cluster) if job.cluster else None
-            record = costs.cost_record(job.spec or {}, submitted_at=job.created_at,
-                                       finished_at=datetime.now(timezone.utc),
-                                       attempts=quotas_repo.attempts_of(s, job.id), running_since=job.started_at,
-                                       prices=costs.prices_of(row.max_resources if row is not None else None))
+            record = costs.record_for(job, attempts=quotas_repo.attempts_of(s, job.id),
+                                      finished_at=datetime.now(timezone.utc), running=True,
+                                      prices=costs.prices_of(row.max_resources if row is not None else None))
         except Exception:  # a nicety: never fail a GET for it
             log.exception("job %s: no live cost record", job.id)
             return None

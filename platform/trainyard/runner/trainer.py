@@ -130,12 +130,16 @@ class Trainer:
         final = {**self.meters.take_means(), **final_eval, "step": step, "epoch": epoch,
                  "total_steps": steps.total_steps, "trainyard_done": 1, **timing}
         model_info = self._log_model(final_eval)
+        usage = self._usage() if self.session.rank == 0 else None
+        if usage is not None:
+            # numbers only, so that Tune keeps them: a sweep's cost sums its trials' (sweep_driver)
+            final.update({f"trainyard_cost_{k}": float(usage[k]) for k in ("steps", "step_seconds", "flops_per_step")
+                          if usage.get(k) is not None})
         if self.session.rank == 0:
             final.update({f"trainyard_{k}": v for k, v in model_info.items() if v is not None})
             elapsed = time.monotonic() - self.meters.started
             print(f"[trainyard] job {self.config['job_id']}: {step} steps done in {elapsed:.1f}s; "
                   f"{json.dumps(final_eval)}", flush=True)
-        usage = self._usage() if self.session.rank == 0 else None
         if usage is not None:
             params, metrics = mlflow_figures(usage)
             self.tracker.log_params(params)
