@@ -62,6 +62,12 @@ def test_a_malformed_usage_payload_is_ignored_not_trusted():
         record = costs.cost_record(job, submitted_at=T0, finished_at=attempts[0][1], attempts=attempts,
                                    result={"usage": bad})
         assert record is not None and record.busy_fraction == 0 and record.mfu is None
+    # an accelerator the peak table does not know: the GPU job keeps its record, without an MFU
+    gpu = {"resources": {"workers": 1, "gpus_per_worker": 1}}
+    record = costs.cost_record(gpu, submitted_at=T0, finished_at=attempts[0][1], attempts=attempts,
+                               result={"usage": {"steps": 3, "step_seconds": 1.0, "flops_per_step": 1e9,
+                                                 "accelerator_type": "Z9000" * 100}})
+    assert record is not None and record.mfu is None and record.gpu_hours == pytest.approx(60 / 3600)
 
 
 def test_worker_step_time_over_the_ledger_span_is_clipped_not_an_error():
@@ -335,3 +341,29 @@ def test_get_sweep_shows_the_sum_of_its_trials(server):  # noqa: F811
     assert got["state"] == "SUCCEEDED" and cost["trials"] == 2
     assert cost["held_seconds"] == 85 and cost["cpu_hours"] == round(85 / 3600, 4)
     assert cost["busy_fraction"] == round(20 / 85, 4)
+
+
+def test_jobs_list_wide_and_jobs_show_print_the_cost(monkeypatch, capsys, trainyard_home):
+    from test_cli import FakeClient
+
+    from trainyard.cli import main as cli
+
+    cost = {"gpu_hours": 1.5, "cpu_hours": 12.0, "cost": 4.2, "currency": "USD", "prices_as_of": "2026-11-01",
+            "wall_seconds": 3700.0, "queued_seconds": 100.0, "running_seconds": 3600.0, "busy_fraction": 0.8,
+            "goodput": 0.75, "mfu": 0.41, "mfu_is_estimate": False, "accelerator_type": "A10G", "dtype": "bf16",
+            "lost_total_seconds": 60.0, "restarts": 1, "warnings": []}
+
+    class Client(FakeClient):
+        def get_job(self, job_id):
+            return {**super().get_job(job_id), "cost": cost}
+
+    client = Client()
+    monkeypatch.setattr(cli, "_client", lambda args: client)
+    assert cli.main(["jobs", "list"]) == 0
+    assert "GPU-h" not in capsys.readouterr().out
+    assert cli.main(["jobs", "list", "--wide"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU-h" in out and "1.5000" in out and "4.20 USD" in out
+    assert cli.main(["jobs", "show", "tiny-1"]) == 0
+    out = capsys.readouterr().out
+    assert "41.0%" in out and "80.0% / 75.0%" in out and "1 restart(s)" in out and "A10G (bf16)" in out

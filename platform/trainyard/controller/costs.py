@@ -19,7 +19,7 @@ import math
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from trainyard.costs import JobCost, NodePrice, job_cost, sweep_cost
+from trainyard.costs import JobCost, NodePrice, job_cost, resolve_accelerator, sweep_cost
 from trainyard.errors import SpecError
 
 __all__ = ["allocations_for", "cost_record", "prices_of", "sweep_record", "record_for"]
@@ -43,6 +43,17 @@ def _runner_usage(result: Any) -> dict[str, Any] | None:
                                   or not math.isfinite(value) or value < 0):
             return None  # a malformed line from a user's runner: held time only, no guessing
     return dict(usage)
+
+
+def _known_accelerator(name: Any) -> str | None:
+    """The runner's accelerator name when the peak table knows it; anything else (a user's runner
+    may print what it likes) is no accelerator: the record then has no MFU, not a wrong one."""
+    if not isinstance(name, str) or len(name) > 64:
+        return None
+    try:
+        return resolve_accelerator(name)
+    except SpecError:
+        return None
 
 
 def prices_of(max_resources: Any) -> dict[str, NodePrice]:
@@ -114,7 +125,7 @@ def cost_record(spec: Mapping[str, Any], *, submitted_at: datetime | float, fini
         precision = (spec.get("deepspeed") or {}).get("precision")
         dtype = precision if precision in ("bf16", "fp16", "fp32") else (
             "bf16" if (spec.get("resources") or {}).get("gpus_per_worker") else "fp32")
-    accelerator = usage.get("accelerator_type") if isinstance(usage.get("accelerator_type"), str) else None
+    accelerator = _known_accelerator(usage.get("accelerator_type"))
     submitted = min(_ts(submitted_at), *(a["start"] for a in allocs)) if allocs else _ts(submitted_at)
     finished = max(finished, submitted, *(a["end"] for a in allocs))
     try:
