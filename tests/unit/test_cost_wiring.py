@@ -367,3 +367,44 @@ def test_jobs_list_wide_and_jobs_show_print_the_cost(monkeypatch, capsys, trainy
     assert cli.main(["jobs", "show", "tiny-1"]) == 0
     out = capsys.readouterr().out
     assert "41.0%" in out and "80.0% / 75.0%" in out and "1 restart(s)" in out and "A10G (bf16)" in out
+
+
+# -- the runner's side (torch only where the counter needs it) ---------------------------------------
+
+def test_counted_counts_a_real_step_as_it_runs_and_keeps_its_update():
+    torch = pytest.importorskip("torch")
+    from trainyard.costs.flops import counted
+
+    model = torch.nn.Linear(16, 8, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model.weight.detach().clone()
+
+    def step():
+        opt.zero_grad()
+        model(torch.ones(4, 16)).sum().backward()
+        opt.step()
+        return {"loss": 1.0}
+
+    out, flops = counted(step)
+    # forward 2*B*in*out; backward the same again for the weight's gradient (the input needs none)
+    assert out == {"loss": 1.0} and flops == 2 * (2 * 4 * 16 * 8)
+    assert not torch.equal(model.weight, before)  # the step's update is the training's own
+
+
+def test_usage_record_mfu_and_busy_fraction_and_refusal():
+    from trainyard.runner.usage import mlflow_figures, usage_record
+
+    device = {"device_name": "cpu", "accelerator_type": None, "peak_flops_per_device": 1e11, "peak_per": "core",
+              "peak_is_estimate": True, "dtype": "fp32"}
+    usage = usage_record(steps=10, step_seconds=5.0, started_unix=100.0, flops_per_micro_batch=1e9,
+                         gradient_accumulation=2, world_size=2, devices_per_worker=1.0, device=device, now=120.0)
+    assert usage["flops_per_step"] == 4e9 and usage["busy_fraction"] == 5 / 20
+    assert usage["mfu"] == pytest.approx(10 * 4e9 / (1e11 * 2 * 5.0))
+    params, metrics = mlflow_figures(usage)
+    assert params["cost.peak_per"] == "core" and metrics["cost.mfu"] == usage["mfu"]
+    impossible = usage_record(steps=10, step_seconds=5.0, started_unix=100.0, flops_per_micro_batch=1e12,
+                              gradient_accumulation=1, world_size=1, devices_per_worker=1.0, device=device, now=120.0)
+    assert impossible["mfu"] is None  # above 1: a wrong peak or count, refused
+    none = usage_record(steps=0, step_seconds=0.0, started_unix=100.0, flops_per_micro_batch=None,
+                        gradient_accumulation=1, world_size=1, devices_per_worker=1.0, device=device, now=100.0)
+    assert none["mfu"] is None and none["busy_fraction"] is None and "cost.mfu" not in mlflow_figures(none)[1]
