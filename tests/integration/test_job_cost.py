@@ -94,11 +94,24 @@ def test_a_finished_job_has_a_consistent_cost_record_in_rest_and_mlflow(cost_ser
 
     from mlflow.tracking import MlflowClient
 
-    run = MlflowClient(tracking_uri=mlflow_uri).get_run(job["mlflow_run_id"])
+    # the runner's figures (at the end of training) and the controller's record (when the job
+    # ended, sent off the controller's tick: wait for it)
+    mlflow = MlflowClient(tracking_uri=mlflow_uri)
+    deadline = time.monotonic() + 30
+    while True:
+        run = mlflow.get_run(job["mlflow_run_id"])
+        if "cost.cpu_hours" in run.data.metrics or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     metrics, params = run.data.metrics, run.data.params
-    assert metrics["cost.steps"] == 4
+    assert metrics["cost.steps"] == 4 and metrics["cost.flops_per_step"] > 0
     assert cost["model_flops"] == pytest.approx(metrics["cost.flops_per_step"] * metrics["cost.steps"], rel=1e-9)
-    assert metrics["cost.flops_per_step"] > 0
-    assert cost["mfu"] == pytest.approx(metrics["cost.mfu"], abs=1e-4)
+    assert cost["mfu"] == pytest.approx(metrics["cost.worker_mfu"], abs=1e-4)
     assert params["cost.peak_per"] == "core"
     assert metrics["cost.step_seconds"] <= held
+    # the controller's copy of the record is the REST one
+    assert metrics["cost.cpu_hours"] == pytest.approx(cost["cpu_hours"], abs=1e-4)
+    assert metrics["cost.gpu_hours"] == 0 and metrics["cost.held_seconds"] == pytest.approx(held, abs=1e-2)
+    assert metrics["cost.mfu"] == pytest.approx(cost["mfu"], abs=1e-4)
+    assert metrics["cost.busy_fraction"] == pytest.approx(cost["busy_fraction"], abs=1e-4)
+    assert params["cost.dtype"] == "fp32" and "cost.money" not in metrics

@@ -401,10 +401,34 @@ def test_usage_record_mfu_and_busy_fraction_and_refusal():
     assert usage["flops_per_step"] == 4e9 and usage["busy_fraction"] == 5 / 20
     assert usage["mfu"] == pytest.approx(10 * 4e9 / (1e11 * 2 * 5.0))
     params, metrics = mlflow_figures(usage)
-    assert params["cost.peak_per"] == "core" and metrics["cost.mfu"] == usage["mfu"]
+    assert params["cost.peak_per"] == "core" and metrics["cost.worker_mfu"] == usage["mfu"]
     impossible = usage_record(steps=10, step_seconds=5.0, started_unix=100.0, flops_per_micro_batch=1e12,
                               gradient_accumulation=1, world_size=1, devices_per_worker=1.0, device=device, now=120.0)
     assert impossible["mfu"] is None  # above 1: a wrong peak or count, refused
     none = usage_record(steps=0, step_seconds=0.0, started_unix=100.0, flops_per_micro_batch=None,
                         gradient_accumulation=1, world_size=1, devices_per_worker=1.0, device=device, now=100.0)
-    assert none["mfu"] is None and none["busy_fraction"] is None and "cost.mfu" not in mlflow_figures(none)[1]
+    assert none["mfu"] is None and none["busy_fraction"] is None and "cost.worker_mfu" not in mlflow_figures(none)[1]
+
+
+def test_the_cost_sink_copies_the_record_into_the_run_and_never_raises(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+
+    from trainyard.controller.cost_sink import CostSink
+
+    uri = (tmp_path / "mlruns").as_uri()  # MLflow's own file store: no server, real client
+    client = MlflowClient(tracking_uri=uri)
+    run = client.create_run(client.create_experiment("cost-sink"))
+    record = costs.cost_record({"resources": {"workers": 2, "gpus_per_worker": 1}}, submitted_at=T0,
+                               finished_at=T0 + timedelta(hours=1), attempts=[(T0, T0 + timedelta(hours=1))],
+                               result={"usage": _usage()})
+    sink = CostSink(uri)
+    sink.submit(run.info.run_id, record)
+    sink.submit("no-such-run", record)  # MLflow refuses it: logged and dropped, nothing raised
+    sink.submit(None, record)  # a job without a run: nothing to do
+    assert sink.drain(timeout=30)
+    got = client.get_run(run.info.run_id).data
+    assert got.metrics["cost.gpu_hours"] == pytest.approx(2.0) and got.params["cost.accelerator_type"] == "H100-SXM"
+    assert (sink.sent, sink.dropped) == (1, 1)
+    assert not CostSink("").enabled

@@ -134,6 +134,9 @@ class Controller:
         self._stall_checked: dict[str, float] = {}
         self._stall_policies: dict[str, Any] = {}
         self.stalled_jobs = 0
+        from trainyard.controller.cost_sink import CostSink
+
+        self.cost_sink = CostSink(settings.mlflow_uri)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -298,9 +301,14 @@ class Controller:
                 # what the attempt held goes in the budgets' ledger, in the same transaction
                 if quotas_repo.record_usage(s, job, resources=views.job_demand(job), ended_at=at or job.ended_at):
                     self.usage_records += 1
+            record = None
             if new in st.TERMINAL:
                 # the cost record, from the ledger just written and the runner's figures
-                job.cost = self._cost_of(s, job)
+                record = self._cost_of(s, job)
+                job.cost = record.to_dict() if record is not None else None
+            run_id = job.mlflow_run_id
+        if record is not None:
+            self.cost_sink.submit(run_id, record)  # a copy into the job's MLflow run, off this thread
         log.info("job %s: %s -> %s (%s)", job_id, expected, new, reason)
         return True
 
@@ -358,7 +366,7 @@ class Controller:
                        message=f"stalled: its workers reported no step for {policy.timeout_s:.0f} s, so it was "
                                f"stopped ({why}); look at `trainyard jobs logs` for where it hung")
 
-    def _cost_of(self, s, job: JobRow) -> dict | None:
+    def _cost_of(self, s, job: JobRow):
         try:
             row = clusters_repo.find_cluster(s, job.cluster) if job.cluster else None
             record = costs.record_for(job, attempts=quotas_repo.attempts_of(s, job.id),
@@ -367,7 +375,7 @@ class Controller:
         except Exception:  # a cost record must never keep a job from ending
             log.exception("job %s: no cost record", job.id)
             return None
-        return record.to_dict() if record is not None else None
+        return record
 
     def _finish(self, job_id: str, phase: str, ray_phase: str, info: dict, client, submission_id: str,
                 *, cancelling: bool = False) -> None:

@@ -88,6 +88,10 @@ def mlflow_figures(usage: dict[str, Any]) -> tuple[dict[str, str], dict[str, flo
     """(params, metrics) for the run; params never clash with the controller's JobCost params."""
     params = {"cost.device_name": str(usage.get("device_name")), "cost.peak_per": str(usage.get("peak_per")),
               "cost.peak_flops_per_device": str(usage.get("peak_flops_per_device"))}
-    metrics = {f"cost.{k}": float(usage[k]) for k in ("steps", "step_seconds", "loop_seconds", "flops_per_step",
-                                                      "busy_fraction", "mfu") if usage.get(k) is not None}
+    # busy fraction and MFU over the workers' own loop, named apart from the controller's record
+    # (cost.busy_fraction, cost.mfu: over the time held), which goes to the same run when the job ends
+    names = {"steps": "cost.steps", "step_seconds": "cost.step_seconds", "loop_seconds": "cost.loop_seconds",
+             "flops_per_step": "cost.flops_per_step", "busy_fraction": "cost.loop_busy_fraction",
+             "mfu": "cost.worker_mfu"}
+    metrics = {name: float(usage[k]) for k, name in names.items() if usage.get(k) is not None}
     return params, metrics
