@@ -173,6 +173,7 @@ class Controller:
                 self._last_refresh = now
             self.reconcile()
             self.dispatch()
+            self._prune_stalls()
             try:
                 if self.demand.enabled:
                     self.demand.tick(self._demands)
@@ -203,11 +204,6 @@ class Controller:
     def reconcile(self) -> None:
         with self.db.session() as s:
             active = [(j.id, j.phase, j.cluster, j.submission_id, j.message) for j in jobs_repo.active_jobs(s)]
-        running = [a[0] for a in active if a[1] in (st.RUNNING, st.STALLED)]
-        self.stalls.keep_only(running)
-        for job_id in [j for j in self._stall_checked if j not in set(running)]:
-            del self._stall_checked[job_id]
-            self._stall_policies.pop(job_id, None)
         for job_id, phase, cluster, submission_id, message in active:
             try:
                 self._reconcile_one(job_id, phase, cluster, submission_id, message)
@@ -313,6 +309,14 @@ class Controller:
         return True
 
     # ------------------------------------------------------------------ stalls
+    def _prune_stalls(self) -> None:
+        """Forget the steps of jobs that left the active set (the mirror was synced by dispatch)."""
+        live = set(self.queue.active)
+        self.stalls.keep_only(live)
+        for job_id in [j for j in self._stall_checked if j not in live]:
+            del self._stall_checked[job_id]
+            self._stall_policies.pop(job_id, None)
+
     def _check_stall(self, job_id: str, phase: str, cluster: str, submission_id: str, client) -> None:
         """Read the job's last step (at most every few seconds) and act on a stall or a resume."""
         policy = self._stall_policies.get(job_id)
