@@ -193,7 +193,9 @@ class JobService:
 
     def _live_cost(self, s: Session, job) -> dict[str, Any] | None:
         """A running job's cost so far: its ended attempts and the current one up to now."""
-        if job.phase not in st.ACTIVE or job.started_at is None or job.cost is not None:
+        # only while an attempt holds resources: a requeued job waiting again keeps its first
+        # start time, which would count the wait as held
+        if job.phase not in (st.RUNNING, st.STALLED, st.CANCELLING) or job.started_at is None:
             return None
         from datetime import datetime, timezone
 
