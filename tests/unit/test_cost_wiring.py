@@ -220,6 +220,13 @@ def test_a_job_with_no_new_step_is_stalled_stopped_and_queued_again(server):  # 
     tos = [e["to"] for e in got["events"]]
     assert tos[tos.index("STALLED"):] == ["STALLED", "PENDING", "DISPATCHING", "SUBMITTED"]
     assert ray.submissions[-1]["submission_id"] == sid.rsplit("-", 1)[0] + "-2"  # the next attempt
+    assert got["started_at"] is None  # the next attempt starts its own clock
+    ray.set(ray.submissions[-1]["submission_id"], "RUNNING")
+    ctx.controller.tick()
+    ray.set(ray.submissions[-1]["submission_id"], "SUCCEEDED", logs="done\n")
+    ctx.controller.tick()
+    got = client.get(f"/v1/jobs/{job_id}").json()
+    assert got["state"] == "SUCCEEDED" and got["cost"]["restarts"] == 1 and got["cost"]["allocations"] == 2
 
 
 def test_on_stall_stop_fails_the_job_and_its_cost_counts_the_held_time(server):  # noqa: F811

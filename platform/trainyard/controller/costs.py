@@ -91,7 +91,10 @@ def allocations_for(spec: Mapping[str, Any], attempts: Iterable[tuple[datetime |
     prev_end = None
     for i, (start, end) in enumerate(spans):
         if prev_end is not None and start < prev_end:
-            start = min(prev_end, end)  # a requeued job keeps its first start time: no overlap
+            # never overlapping, never out of order (Ray's clock against ours, or a start time an
+            # older row kept): the later attempt starts where the earlier ended
+            start = prev_end
+        end = max(end, start)
         last = i == len(spans) - 1
         ended_by = ("running" if running_since is not None else "finished") if last else "restart"
         out.append({"start": start, "end": end, "workers": workers, "cpus_per_worker": cpus,

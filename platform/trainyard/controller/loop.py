@@ -297,6 +297,10 @@ class Controller:
                 # what the attempt held goes in the budgets' ledger, in the same transaction
                 if quotas_repo.record_usage(s, job, resources=views.job_demand(job), ended_at=at or job.ended_at):
                     self.usage_records += 1
+            if new == st.PENDING:
+                # queued again (a stall's requeue): the attempt is on the ledger now, and the next
+                # one starts its own clock, or the ledger and the cost record would count the wait
+                job.started_at = None
             record = None
             if new in st.TERMINAL:
                 # the cost record, from the ledger just written and the runner's figures
