@@ -439,3 +439,17 @@ def test_the_cost_sink_copies_the_record_into_the_run_and_never_raises(tmp_path,
     assert got.metrics["cost.gpu_hours"] == pytest.approx(2.0) and got.params["cost.accelerator_type"] == "H100-SXM"
     assert (sink.sent, sink.dropped) == (1, 1)
     assert not CostSink("").enabled
+
+
+def test_clusters_add_config_output_is_accepted_by_the_api_with_its_prices(server):  # noqa: F811
+    from pathlib import Path
+
+    from trainyard.clusters.limits import max_resources_from_args
+
+    client, ctx, fakes = server
+    aws = Path(__file__).resolve().parents[2] / "cluster" / "aws.yaml"
+    body = max_resources_from_args(config=str(aws))
+    assert body["prices"] and all(p["currency"] == "USD" and p["per_hour"] > 0 for p in body["prices"].values())
+    resp = client.post("/v1/clusters", json={"name": "aws", "address": "http://ray-aws.example:8265",
+                                             "check": False, "max_resources": body})
+    assert resp.status_code in (200, 201), resp.text

@@ -50,6 +50,8 @@ class MaxResources(BaseModel):
 
     nodes: list[dict[ResourceName, ResourceAmount]] = Field(
         ..., min_length=1, max_length=1000, description='One entry per node, e.g. {"CPU": 8, "GPU": 1}.')
+    # `trainyard clusters add --config F` names the file the maximum was read from
+    source: Optional[str] = Field(None, max_length=4096, description="Where the maximum was read from.")
     prices: Optional[dict[ResourceName, NodePriceModel]] = Field(
         None, max_length=100, description="Hourly price per node type (from the launcher config and "
                                           "trainyard's dated price table): jobs on it get a money figure.")
