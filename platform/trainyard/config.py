@@ -26,7 +26,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     mlflow_password: SecretStr | None = Field(
         None, validation_alias=AliasChoices("MLFLOW_TRACKING_PASSWORD", "mlflow_password"))
     poll_interval_s: float = Field(1.0, gt=0, le=3600)
+    # a RUNNING job whose workers print no new step for this long is STALLED (controller/stall.py);
+    # a spec's failure.stall_timeout_s / failure.on_stall override these per job
+    stall_timeout_s: float = Field(600.0, ge=1, le=7 * 24 * 3600)
+    on_stall: Literal["stop", "requeue", "none"] = "requeue"
+    # requeues of one job for stalling before it is failed instead (a job that always stalls)
+    stall_max_requeues: int = Field(2, ge=0, le=100)
     # what the driver command is (a stand-in runner in tests); {job_id} is replaced
     runner_entrypoint: str | None = None
     # the Python that demand requests run with on the cluster

@@ -8,7 +8,13 @@ and, when the job ends well, exactly one line
 
     TRAINYARD_RESULT {"metrics": {...final eval metrics...}, "mlflow_run_id": "...",
                       "mlflow_experiment_id": "...", "model_name": "...",
-                      "model_version": "3", "checkpoint": "s3://bucket/prefix/..."}
+                      "model_version": "3", "checkpoint": "s3://bucket/prefix/...",
+                      "usage": {...}}
+
+`usage` (optional) holds rank 0's figures for the cost record (trainyard.runner.usage):
+steps, step_seconds, loop_seconds, started_unix, flops_per_step (all workers), workers,
+devices_per_worker, device_name, accelerator_type, peak_flops_per_device, peak_per
+("device" or "core"), peak_is_estimate, dtype, busy_fraction, mfu.
 
 each a single line of JSON after the tag. Both are printed by the driver process itself,
 so the lines start at column 0 in the Ray job log (no "(pid=...)" prefix). On failure

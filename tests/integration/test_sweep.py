@@ -144,6 +144,11 @@ def test_bayesian_search_runs_through_optuna(ray_head, storage):
     result = run_sweep(spec, sweep_id=_sid(), tracking_uri=None, register=False)
     rows = result["leaderboard"]["rows"]
     assert len(rows) == 3 and all(r["state"] == "DONE" for r in rows)
+    # what the controller sums into the sweep's cost: each trial's span and its step figures
+    usage = result["trials_usage"]
+    assert sorted(u["trial"] for u in usage) == sorted(r["trial"] for r in rows)
+    assert all(u["start"] <= u["end"] and u["steps"] > 0 and 0 < u["step_seconds"] <= u["end"] - u["start"] + 1
+               and u["flops_per_step"] > 0 for u in usage)
     # the search state on disk is Optuna's (the searcher Tune checkpointed)
     exp = result["experiment_path"]
     assert any(name.startswith("searcher-state") for name in os.listdir(exp))

@@ -120,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
         trainyard jobs list
         trainyard jobs list --project vision
         trainyard jobs list --json
+        trainyard jobs list --wide
         """))
     p.add_argument("--project", metavar="PROJECT", help="only this project's jobs")
+    p.add_argument("--wide", action="store_true", help="also show GPU-hours (CPU-hours for CPU jobs) and cost")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_list)
 
@@ -427,6 +429,8 @@ def print_outcome(client, job: Any) -> None:
 
 
 def cmd_jobs_list(args) -> int:
+    from trainyard.cli.costs import gpu_hours_cell, money_cell
+
     project = getattr(args, "project", None)
     if project is not None:
         context.check_name(project, flag="--project", example="--project vision")
@@ -447,9 +451,10 @@ def cmd_jobs_list(args) -> int:
                      ui.job_field(job, "workload", "spec.workload"),
                      ui.job_field(job, "cluster", "cluster_name"),
                      f"{step}/{total}" if step is not None and total else "",
-                     metric, ui.fmt_time(ui.job_field(job, "created_at", "submitted_at"))))
+                     metric, ui.fmt_time(ui.job_field(job, "created_at", "submitted_at")),
+                     *((gpu_hours_cell(job), money_cell(job)) if getattr(args, "wide", False) else ())))
     ui.table(None, ["id", "name", "state", "project", "owner", "workload", "cluster", "progress", "metrics",
-                    "submitted"], rows)
+                    "submitted", *(("GPU-h", "cost") if getattr(args, "wide", False) else ())], rows)
     return EXIT_OK
 
 
@@ -462,6 +467,8 @@ def _as_list(value: Any) -> list:
 
 
 def cmd_jobs_show(args) -> int:
+    from trainyard.cli.costs import cost_rows
+
     client = context.client(args)
     job = client.get_job(args.job_id)
     if args.json:
@@ -488,6 +495,9 @@ def cmd_jobs_show(args) -> int:
         *_pending_rows(job.get("pending") if isinstance(job, dict) else None),
     ]
     ui.table(f"job {_job_id(job)}", ["field", "value"], [(k, v) for k, v in rows if v not in (None, "")])
+    cost = cost_rows(job)
+    if cost:
+        ui.table("cost", ["figure", "value"], cost)
     return EXIT_OK
 
 

@@ -40,7 +40,13 @@ def max_resources_from_args(*, config: str | None = None, max_resources: str | N
 
         data = load_config(config)
         validate_config(data)
-        return {**check_max_resources(max_nodes(data), field="--config"), "source": str(config)}
+        out = {**check_max_resources(max_nodes(data), field="--config"), "source": str(config)}
+        from trainyard.costs import node_prices
+
+        prices = node_prices(data)  # {} for an unpriced provider (local); a missing price is an error
+        if prices:
+            out["prices"] = {name: p.to_dict() for name, p in prices.items()}
+        return out
     if max_resources:
         try:
             value = json.loads(max_resources)

@@ -44,9 +44,10 @@ from trainyard import redact
 from trainyard.clusters.ray_client import SubmitRejected
 from trainyard.clusters.registry import ClusterRegistry
 from trainyard.config import Settings
-from trainyard.controller import quotas, runtime, views
+from trainyard.controller import costs, quotas, runtime, views
 from trainyard.controller.queue import QUIET, QueueMirror
 from trainyard.controller.service import packages_dir
+from trainyard.controller.stall import RESUMED, STALLED, StallWatch, policy_for
 from trainyard.errors import ClusterError, NotFoundError
 from trainyard.scheduler import ClusterView, QueuedJob, RunningJob, TickConfig, plan_tick
 from trainyard.scheduler.model import Project, UsageRecord
@@ -137,6 +138,16 @@ class Controller:
         self.notes_written = 0
         self.last_plan_s: float | None = None
         self.last_tick_s: float | None = None
+        # stuck-job detection (stall.py): steps seen per running job, on this clock (tests
+        # put a fake one here), with the job's logs read at most every few seconds
+        self.clock = time.monotonic
+        self.stalls = StallWatch()
+        self._stall_checked: dict[str, float] = {}
+        self._stall_policies: dict[str, Any] = {}
+        self.stalled_jobs = 0
+        from trainyard.controller.cost_sink import CostSink
+
+        self.cost_sink = CostSink(settings.mlflow_uri)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -173,6 +184,7 @@ class Controller:
                 self._last_refresh = now
             self.reconcile()
             self.dispatch()
+            self._prune_stalls()
             try:
                 if self.demand.enabled:
                     self.demand.tick(self._demands)
@@ -242,6 +254,9 @@ class Controller:
             self._adopt_missing(job_id, phase, cluster, submission_id)
             return
         ray_phase = st.ray_status_to_phase(info.get("status", ""))
+        if phase == st.STALLED and ray_phase == st.CANCELLED:
+            self._stalled_and_stopped(job_id)
+            return
         if phase == st.CANCELLING:
             if ray_phase in (st.SUBMITTED, st.RUNNING):
                 client.stop(submission_id)
@@ -251,6 +266,9 @@ class Controller:
         if ray_phase == phase and message and message.startswith(_UNREACHABLE):
             # the cluster answers again: drop the "did not answer" note
             self._note(job_id, "running" if phase == st.RUNNING else "submitted; Ray is starting the driver")
+        if phase in (st.RUNNING, st.STALLED) and ray_phase == st.RUNNING:
+            self._check_stall(job_id, phase, cluster, submission_id, client)
+            return
         if ray_phase in st.TERMINAL:
             self._finish(job_id, phase, ray_phase, info, client, submission_id)
         elif ray_phase != phase and st.can_transition(phase, ray_phase):
@@ -268,7 +286,7 @@ class Controller:
                        reason=f"Ray on '{cluster}' has no job {submission_id} (cluster restarted?); "
                               "it never started, so it is queued again",
                        message="re-queued: the cluster lost the job before it started")
-        elif phase == st.RUNNING:
+        elif phase in (st.RUNNING, st.STALLED):
             self._move(job_id, phase, st.FAILED,
                        reason=f"Ray on '{cluster}' has no job {submission_id}",
                        message=f"the job driver is gone: cluster '{cluster}' has no record of submission "
@@ -295,8 +313,93 @@ class Controller:
                 # what the attempt held goes in the budgets' ledger, in the same transaction
                 if quotas_repo.record_usage(s, job, resources=views.job_demand(job), ended_at=at or job.ended_at):
                     self.usage_records += 1
+            if new == st.PENDING:
+                # queued again (a stall's requeue): the attempt is on the ledger now, and the next
+                # one starts its own clock, or the ledger and the cost record would count the wait
+                job.started_at = None
+            record = None
+            if new in st.TERMINAL:
+                # the cost record, from the ledger just written and the runner's figures
+                record = self._cost_of(s, job)
+                job.cost = record.to_dict() if record is not None else None
+            run_id = job.mlflow_run_id
+        if record is not None:
+            self.cost_sink.submit(run_id, record)  # a copy into the job's MLflow run, off this thread
         log.info("job %s: %s -> %s (%s)", job_id, expected, new, reason)
         return True
+
+    # ------------------------------------------------------------------ stalls
+    def _prune_stalls(self) -> None:
+        """Forget the steps of jobs that left the active set (the mirror was synced by dispatch)."""
+        live = set(self.queue.active)
+        self.stalls.keep_only(live)
+        for job_id in [j for j in self._stall_checked if j not in live]:
+            del self._stall_checked[job_id]
+            self._stall_policies.pop(job_id, None)
+
+    def _check_stall(self, job_id: str, phase: str, cluster: str, submission_id: str, client) -> None:
+        """Read the job's last step (at most every few seconds) and act on a stall or a resume."""
+        policy = self._stall_policies.get(job_id)
+        if policy is None:  # the spec never changes: read once per job
+            with self.db.session() as s:
+                job = jobs_repo.find_job(s, job_id)
+                policy = policy_for((job.spec if job is not None else None) or {}, self.settings)
+            self._stall_policies[job_id] = policy
+        now = self.clock()
+        every = min(30.0, max(self.settings.poll_interval_s, policy.timeout_s / 10))
+        if now - self._stall_checked.get(job_id, float("-inf")) < every:
+            return
+        self._stall_checked[job_id] = now
+        from trainyard.protocol import last_progress
+
+        progress = last_progress(client.logs(submission_id) or "") or {}
+        step = progress.get("step")
+        seen = self.stalls.observe(job_id, step, now=now, timeout_s=policy.timeout_s)
+        if seen == STALLED and phase == st.RUNNING:
+            idle = self.stalls.idle_for(job_id, now=now)
+            what = f"no step for {idle:.0f} s" + (f" (last step {step})" if step is not None else " (no step yet)")
+            action = {"none": "left running (on_stall: none)", "stop": "stopping it (on_stall: stop)",
+                      "requeue": "stopping it to queue it again (on_stall: requeue)"}[policy.on_stall]
+            if self._move(job_id, phase, st.STALLED, reason=f"stalled: {what}",
+                          message=f"stalled: {what}; {action}"):
+                self.stalled_jobs += 1
+                phase = st.STALLED
+        elif seen == RESUMED and phase == st.STALLED:
+            self._move(job_id, phase, st.RUNNING, reason=f"a step arrived again (step {step})", message="running")
+            return
+        if phase == st.STALLED and policy.on_stall != "none":
+            client.stop(submission_id)  # again each check until Ray reports STOPPED
+
+    def _stalled_and_stopped(self, job_id: str) -> None:
+        """Ray stopped a STALLED job: queue it again (it resumes from its checkpoint) or fail it."""
+        with self.db.session() as s:
+            job = jobs_repo.find_job(s, job_id)
+            if job is None:
+                return
+            spec = job.spec or {}
+            stalls = sum(1 for e in jobs_repo.list_events(s, job_id) if e.to_phase == st.STALLED)
+        policy = policy_for(spec, self.settings)
+        self.stalls.forget(job_id)
+        if policy.outcome(stalls_so_far=stalls) == "requeue":
+            self._move(job_id, st.STALLED, st.PENDING, reason="stalled and stopped: queued again",
+                       message="re-queued after a stall; the next attempt resumes from the last checkpoint")
+        else:
+            why = ("on_stall: stop" if policy.on_stall != "requeue"
+                   else f"it stalled {stalls} times, more than stall_max_requeues ({policy.max_requeues})")
+            self._move(job_id, st.STALLED, st.FAILED, reason=f"stalled and stopped ({why})",
+                       message=f"stalled: its workers reported no step for {policy.timeout_s:.0f} s, so it was "
+                               f"stopped ({why}); look at `trainyard jobs logs` for where it hung")
+
+    def _cost_of(self, s, job: JobRow):
+        try:
+            row = clusters_repo.find_cluster(s, job.cluster) if job.cluster else None
+            record = costs.record_for(job, attempts=quotas_repo.attempts_of(s, job.id),
+                                      finished_at=job.ended_at or datetime.now(timezone.utc),
+                                      prices=costs.prices_of(row.max_resources if row is not None else None))
+        except Exception:  # a cost record must never keep a job from ending
+            log.exception("job %s: no cost record", job.id)
+            return None
+        return record
 
     def _finish(self, job_id: str, phase: str, ray_phase: str, info: dict, client, submission_id: str,
                 *, cancelling: bool = False, note: str | None = None) -> None:
@@ -473,7 +576,7 @@ class Controller:
         with self.db.session() as s:
             records = quotas.closed_usage(s, since=since, projects=budgeted)
         for a in self.queue.active.values():
-            if a.job.project in budgeted and a.started_at is not None and a.phase in (st.RUNNING, st.CANCELLING):
+            if a.job.project in budgeted and a.started_at is not None and a.phase in (st.RUNNING, st.STALLED, st.CANCELLING):
                 records.append(UsageRecord(project=a.job.project, start=a.started_at.timestamp(), end=None,
                                            resources=a.job.demand))
         return records

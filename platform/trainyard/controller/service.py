@@ -181,11 +181,36 @@ class JobService:
             job = jobs_repo.get_job(s, job_id)
             events = [{"at": views.iso(e.at), "from": e.from_phase, "to": e.to_phase, "reason": e.reason}
                       for e in jobs_repo.list_events(s, job_id)]
+            live_cost = self._live_cost(s, job)
         progress = None
-        if with_progress and job.phase in (st.RUNNING, st.CANCELLING) and job.submission_id and job.cluster:
+        if with_progress and job.phase in (st.RUNNING, st.STALLED, st.CANCELLING) and job.submission_id and job.cluster:
             progress = self._progress(job.cluster, job.submission_id)
-        return views.job_dict(job, mlflow_uri=self.settings.mlflow_uri, detail=True,
+        view = views.job_dict(job, mlflow_uri=self.settings.mlflow_uri, detail=True,
                               progress=progress, events=events)
+        if live_cost is not None:
+            view["cost"] = live_cost
+        return view
+
+    def _live_cost(self, s: Session, job) -> dict[str, Any] | None:
+        """A running job's cost so far: its ended attempts and the current one up to now."""
+        # only while an attempt holds resources: a requeued job waiting again keeps its first
+        # start time, which would count the wait as held
+        if job.phase not in (st.RUNNING, st.STALLED, st.CANCELLING) or job.started_at is None:
+            return None
+        from datetime import datetime, timezone
+
+        from trainyard.controller import costs
+        from trainyard.store import quotas as quotas_repo
+
+        try:
+            row = clusters_repo.find_cluster(s, job.cluster) if job.cluster else None
+            record = costs.record_for(job, attempts=quotas_repo.attempts_of(s, job.id),
+                                      finished_at=datetime.now(timezone.utc), running=True,
+                                      prices=costs.prices_of(row.max_resources if row is not None else None))
+        except Exception:  # a nicety: never fail a GET for it
+            log.exception("job %s: no live cost record", job.id)
+            return None
+        return record.to_dict() if record is not None else None
 
     def _progress(self, cluster: str, submission_id: str, *, ttl_s: float = 1.0) -> dict | None:
         from trainyard.protocol import last_progress
@@ -237,7 +262,7 @@ class JobService:
             if job.phase == st.PENDING:
                 jobs_repo.transition(s, job, st.CANCELLED, reason=reason, message="cancelled before it started",
                                      cancel_requested=1)
-            elif job.phase in (st.DISPATCHING, st.SUBMITTED, st.RUNNING):
+            elif job.phase in (st.DISPATCHING, st.SUBMITTED, st.RUNNING, st.STALLED):
                 jobs_repo.transition(s, job, st.CANCELLING, reason=reason, cancel_requested=1,
                                      message="cancelling: waiting for Ray to stop the job")
                 stop = (job.cluster, job.submission_id)

@@ -142,6 +142,9 @@ def job_dict(job: JobRow, *, mlflow_uri: str = "", detail: bool = False,
         "cancel_requested": bool(job.cancel_requested),
         # why it waits (reason code + sentence, positions, estimated start); None once it left the queue
         "pending": pending if job.phase == st.PENDING else None,
+        # trainyard.costs.JobCost.to_dict(): written when the job ends (describe adds a live one
+        # while it runs); None before it started or when no record could be made
+        "cost": job.cost,
     }
     if detail:
         body["progress"] = progress

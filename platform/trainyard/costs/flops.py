@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["count_step_flops"]
+__all__ = ["count_step_flops", "counted"]
 
 
 def _default_step(model: Any, batch: Any) -> None:
@@ -59,3 +59,16 @@ def count_step_flops(model: Any, example_batch: Any, *, step_fn: Callable[[Any, 
         with torch.no_grad():
             for p, grad in zip(params, saved):
                 p.grad = grad
+
+
+def counted(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """(fn(), the model FLOPs it ran): a real training step, counted as it runs.
+
+    Unlike count_step_flops, nothing is put back: the step's update is the training's own (the
+    runner counts its first step this way, so counting costs one step's dispatch overhead and
+    no extra compute). Only matmuls, convolutions and attention are counted, as in MFU."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        out = fn()
+    return out, int(counter.get_total_flops())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from trainyard.errors import SpecError, did_you_mean
 
-__all__ = ["Peak", "PEAKS", "DTYPES", "peak_flops", "resolve_accelerator"]
+__all__ = ["Peak", "PEAKS", "DTYPES", "peak_flops", "resolve_accelerator", "accelerator_from_device_name"]
 
 DTYPES = ("bf16", "fp16", "fp32")
 TERA = 1e12
@@ -94,3 +94,23 @@ def peak_flops(accelerator_type: str | None, *, dtype: str = "bf16") -> float:
         raise SpecError(f"{peak.name} has no {dtype} math units", field="dtype", value=dtype,
                         fix=f"train in {other} on {peak.name}, or record the job's dtype as {other}")
     return value
+
+
+# torch.cuda.get_device_name() spellings, most specific first: (substring, table name)
+_DEVICE_NAMES: tuple[tuple[str, str | None], ...] = (
+    ("H200", "H200"), ("H100 PCIE", "H100-PCIE"), ("H100", "H100-SXM"),
+    ("A100-SXM4-40GB", "A100-40G"), ("A100-PCIE-40GB", "A100-40G"), ("A100", "A100-80G"),
+    ("A10G", "A10G"), ("A10", "A10G"), ("L40", None), ("L4", "L4"), ("T4", "T4"), ("V100", "V100"),
+)
+
+
+def accelerator_from_device_name(device_name: str | None) -> str | None:
+    """The table's name for a device as torch names it ("NVIDIA H100 80GB HBM3" -> "H100-SXM"),
+    or None when the table has no entry for it: its MFU is then left out, never guessed."""
+    if not isinstance(device_name, str) or not device_name.strip():
+        return None
+    words = device_name.upper().replace("_", " ")
+    for needle, name in _DEVICE_NAMES:
+        if needle in words.replace("-", " ") or needle in words:
+            return name
+    return None

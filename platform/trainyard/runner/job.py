@@ -168,6 +168,9 @@ def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str 
                       result.checkpoint)
     end_job_run(run, status="FINISHED")
     payload = out.to_protocol()
+    usage = (printer.final or {}).get("usage")
+    if isinstance(usage, dict):  # the workers' figures for the cost record (trainyard.runner.usage)
+        payload["usage"] = usage
     if out.extra.get("model_error"):
         payload["model_error"] = out.extra["model_error"]
     return payload

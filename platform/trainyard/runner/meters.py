@@ -22,6 +22,11 @@ class Meters:
         self._warm_at: tuple[int, float] | None = None
         self._last_at: tuple[int, float] | None = None
         self._step_times: list[float] = []
+        # the cost record's busy fraction: wall time inside optimizer steps (data loading and
+        # evaluation between them excluded), over the steps this worker group ran
+        self.started_unix = time.time()
+        self.steps_run = 0
+        self.step_seconds = 0.0
 
     def step_done(self, step: int, values: dict[str, float]) -> None:
         if self.first_step_unix is None:
@@ -37,6 +42,11 @@ class Meters:
             self._window[k] = self._window.get(k, 0.0) + v
         self._count += 1
         self._window_n += 1
+
+    def busy(self, seconds: float) -> None:
+        """Add the wall time of one optimizer step (all its micro-batches' train_step calls)."""
+        self.step_seconds += seconds
+        self.steps_run += 1
 
     def take_means(self) -> dict[str, float]:
         """Mean of each value since the last report; starts the next report's sums."""

@@ -296,6 +296,7 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
         raise KeyboardInterrupt(f"sweep {sweep_id} was interrupted with {len(unfinished)} trial(s) unfinished; "
                                 "submit it again with the same id to resume")
     board = _final_board(grid, plan, progress)
+    trials_usage = _trials_usage(grid)
     result: dict[str, Any] = {
         "kind": "sweep", "sweep_id": sweep_id, "metric": plan.metric, "mode": plan.mode,
         "metrics": {f"best_{plan.metric}": board["best"]["metric"]} if board["best"] else {},
@@ -305,6 +306,8 @@ def run_sweep(spec, *, sweep_id: str, storage: str | None = None, tracking_uri: 
         # this driver
         "restores": progress.restores, "pbt_clones": progress.clones, "trial_executor": executor,
         "mlflow_run_id": tracking.get("parent_run_id"), "mlflow_experiment_id": tracking.get("experiment_id"),
+        # per trial: when it ran and what its workers measured; the controller sums their cost records
+        "trials_usage": trials_usage,
     }
     if scheduler is not None and callable(getattr(scheduler, "stats", None)):
         result["asha"] = scheduler.stats()  # promotion ASHA: pauses, resumes, rung sizes
@@ -347,6 +350,25 @@ def _trial_state(result, plan: SweepPlan, max_iter: int) -> str:
     if metrics.get("trainyard_done"):
         return "DONE"
     return "STOPPED"
+
+
+def _trials_usage(grid) -> list[dict]:
+    """Each trial's span (Tune's own clock: its last result's time, less its running time) and,
+    when it ran to the end, rank 0's step figures (trainer.py puts them in the final report)."""
+    out = []
+    for res in list(grid)[:10_000]:
+        metrics = res.metrics or {}
+        end, total = metrics.get("timestamp"), metrics.get("time_total_s")
+        if not isinstance(end, (int, float)) or not isinstance(total, (int, float)) or total < 0:
+            continue  # a trial that never reported held nothing Tune measured
+        item = {"trial": str(metrics.get("trial_id") or os.path.basename(str(res.path))),
+                "start": float(end) - float(total), "end": float(end)}
+        for key in ("steps", "step_seconds", "flops_per_step"):
+            value = metrics.get(f"trainyard_cost_{key}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                item[key] = float(value)
+        out.append(item)
+    return out
 
 
 def _final_board(grid, plan: SweepPlan, progress: _Progress) -> dict:

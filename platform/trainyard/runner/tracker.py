@@ -46,10 +46,16 @@ class Tracker:
         if self.logger is not None:
             self.logger.flush()
 
-    def progress(self, kind: str, step: int, epoch: int, metrics: dict) -> None:
+    def log_params(self, params: dict) -> None:
+        if self.logger is not None:
+            self.logger.log_params(params)
+
+    def progress(self, kind: str, step: int, epoch: int, metrics: dict, *, usage: dict | None = None) -> None:
         if self.rank == 0 and self.queue is not None:
-            self.queue.actor.put_nowait.remote({"kind": kind, "step": step, "total_steps": self.total_steps,
-                                                "epoch": epoch, "metrics": metrics})
+            item = {"kind": kind, "step": step, "total_steps": self.total_steps, "epoch": epoch, "metrics": metrics}
+            if usage is not None:  # the final item: what the cost record needs from the workers
+                item["usage"] = usage
+            self.queue.actor.put_nowait.remote(item)
 
     def close(self) -> None:
         """Send what is queued for MLflow; idempotent (a stopped trial leaves through here too)."""

@@ -15,6 +15,7 @@ from trainyard.runner.evaluator import Evaluator
 from trainyard.runner.meters import Meters
 from trainyard.runner.session import Session
 from trainyard.runner.tracker import Tracker
+from trainyard.runner.usage import count_flops_enabled, device_info, mlflow_figures, usage_record
 
 __all__ = ["Trainer", "train_loop_per_worker", "CRASH_ENV"]
 
@@ -41,6 +42,8 @@ class Trainer:
     session: Session
     micro: int = 0  # train_step calls done, all epochs
     resumed_from: str | None = None
+    flops_per_micro: int | None = None  # rank 0: model FLOPs of its first micro-batch (cost record)
+    _busy: float = 0.0  # seconds inside the current optimizer step's train_step calls
 
     def train(self) -> None:
         spec, steps = self.spec, self.steps
@@ -80,13 +83,24 @@ class Trainer:
             lr = self.engines.schedule_lr(step, self.steps.total_steps)
             if lr is not None:  # what the optimizer steps with, logged with that step's loss
                 self.tracker.log_metrics({"lr": lr}, step=step + 1)
-        out = self.workload.train_step(self.engines.by_name, self.engines.to_device(batch), self.ctx)
+        started = time.perf_counter()
+        run = lambda: self.workload.train_step(self.engines.by_name, self.engines.to_device(batch), self.ctx)  # noqa: E731
+        if self.session.rank == 0 and self.flops_per_micro is None and count_flops_enabled():
+            from trainyard.costs.flops import counted
+
+            # the first step itself is counted (no extra step): the MFU numerator
+            out, self.flops_per_micro = counted(run)
+        else:
+            out = run()
+        self._busy += time.perf_counter() - started
         self.micro += 1
         _maybe_crash_for_test(os.environ.get(CRASH_ENV), rank=self.session.rank, step=self.micro // gas)
         if self.micro % gas:
             return False
         step = self.micro // gas
         values = {k: float(v) for k, v in out.items()}
+        self.meters.busy(self._busy)
+        self._busy = 0.0
         self.meters.step_done(step, values)
         self.tracker.log_metrics(values, step=step)
         if self.session.rank == 0 and step % self.spec.training.log_every_steps == 0:
@@ -116,16 +130,36 @@ class Trainer:
         final = {**self.meters.take_means(), **final_eval, "step": step, "epoch": epoch,
                  "total_steps": steps.total_steps, "trainyard_done": 1, **timing}
         model_info = self._log_model(final_eval)
+        usage = self._usage() if self.session.rank == 0 else None
+        if usage is not None:
+            # numbers only, so that Tune keeps them: a sweep's cost sums its trials' (sweep_driver)
+            final.update({f"trainyard_cost_{k}": float(usage[k]) for k in ("steps", "step_seconds", "flops_per_step")
+                          if usage.get(k) is not None})
         if self.session.rank == 0:
             final.update({f"trainyard_{k}": v for k, v in model_info.items() if v is not None})
             elapsed = time.monotonic() - self.meters.started
             print(f"[trainyard] job {self.config['job_id']}: {step} steps done in {elapsed:.1f}s; "
                   f"{json.dumps(final_eval)}", flush=True)
+        if usage is not None:
+            params, metrics = mlflow_figures(usage)
+            self.tracker.log_params(params)
+            self.tracker.log_metrics(metrics, step=step)
         self.tracker.close()
         self.tracker.progress("final", step, epoch, {**final_eval, **{k: v for k, v in final.items()
-                                                                     if k.startswith("trainyard_")}})
+                                                                     if k.startswith("trainyard_")}},
+                              usage=usage)
         self.checkpointer.save_and_report(self.session, final, micro_step=micro, step=step, epoch=epoch,
                                           done=True)
+
+    def _usage(self) -> dict[str, Any]:
+        """Rank 0's figures for the cost record (trainyard.runner.usage)."""
+        res = self.spec.resources
+        on_gpu = bool(res.gpus_per_worker)
+        return usage_record(steps=self.meters.steps_run, step_seconds=self.meters.step_seconds,
+                            started_unix=self.meters.started_unix, flops_per_micro_batch=self.flops_per_micro,
+                            gradient_accumulation=self.steps.gas, world_size=self.session.world_size,
+                            devices_per_worker=float(res.gpus_per_worker if on_gpu else res.cpus_per_worker),
+                            device=device_info(on_gpu=on_gpu, dtype=self.plan.precision))
 
     def _log_model(self, final_eval: dict) -> dict[str, Any]:
         """Every rank takes part in gathering the weights; rank 0 logs them with the run's

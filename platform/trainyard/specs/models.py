@@ -179,6 +179,14 @@ class CheckpointSpec(_Model):
 class FailureSpec(_Model):
     max_failures: int = Field(0, ge=-1, le=10_000,
                               description="Worker-group restarts from the last checkpoint; -1: unlimited.")
+    stall_timeout_s: float | None = Field(
+        None, ge=30, le=7 * 24 * 3600,
+        description="A running job whose workers report no step for this long is STALLED; default: the "
+                    "server's stall_timeout_s. Keep it above the time between progress lines "
+                    "(training.log_every_steps steps) and the job's start-up.")
+    on_stall: Literal["stop", "requeue", "none"] | None = Field(
+        None, description="What a STALLED job gets: requeue (stopped, queued again, resumed from its "
+                          "checkpoint), stop (stopped, FAILED), none (only marked); default: the server's on_stall.")
 
 
 class TrackingSpec(_Model):

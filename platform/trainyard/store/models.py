@@ -71,6 +71,8 @@ class JobRow(Base):
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # set when a user asked to cancel; the controller finishes the job off
     cancel_requested: Mapped[int] = mapped_column(Integer, default=0)
+    # the cost record (trainyard.costs.JobCost.to_dict()), written when the job ends
+    cost: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # optimistic locking: the API (cancel) and the controller write the same rows from
     # different threads/processes; a stale write raises StaleDataError instead of undoing
     # the other's change

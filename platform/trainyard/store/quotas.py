@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from trainyard.store import state as st
 from trainyard.store.models import JobRow, ProjectRow, UsageRow, utcnow
 
-__all__ = ["projects_with_settings", "set_quota", "record_usage", "closed_usage", "running_jobs"]
+__all__ = ["projects_with_settings", "set_quota", "record_usage", "closed_usage", "running_jobs", "attempts_of"]
 
 
 def projects_with_settings(session: Session) -> list[ProjectRow]:
@@ -67,7 +67,13 @@ def closed_usage(session: Session, *, since: datetime,
 
 def running_jobs(session: Session, *, projects: Iterable[str] | None = None) -> list[JobRow]:
     """Jobs holding resources now (started, not yet ended)."""
-    stmt = select(JobRow).where(JobRow.phase.in_((st.RUNNING, st.CANCELLING)), JobRow.started_at.is_not(None))
+    stmt = select(JobRow).where(JobRow.phase.in_((st.RUNNING, st.STALLED, st.CANCELLING)), JobRow.started_at.is_not(None))
     if projects is not None:
         stmt = stmt.where(JobRow.project.in_(sorted(projects)))
     return list(session.scalars(stmt))
+
+
+def attempts_of(session: Session, job_id: str) -> list[tuple[datetime, datetime]]:
+    """(started_at, ended_at) of each ledger entry of one job, in attempt order (its cost record)."""
+    stmt = select(UsageRow.started_at, UsageRow.ended_at).where(UsageRow.job_id == job_id).order_by(UsageRow.attempt)
+    return [(a, b) for a, b in session.execute(stmt)]

@@ -13,6 +13,11 @@ so that a crash at any moment leaves a record of what was about to happen:
   refuses to run twice.
 - SUBMITTED: Ray accepted the job; its driver has not started (Ray's PENDING).
 - CANCELLING: the user asked to cancel; we wait for Ray to report STOPPED.
+- STALLED: RUNNING, but its workers reported no step for the stall timeout (controller/stall.py).
+  Public state RUNNING (it still holds its GPUs), phase STALLED. By the job's on_stall policy
+  the controller asks Ray to stop it and, once Ray reports STOPPED, queues it again (PENDING,
+  next attempt, resumed from its checkpoint) or fails it; with `none` it stays STALLED until a
+  step arrives (back to RUNNING) or the job ends.
 
 A job whose driver vanished before it started may go back to PENDING (re-queued, next
 attempt); one that was RUNNING goes to FAILED. Terminal phases never change again.
@@ -22,7 +27,7 @@ from __future__ import annotations
 from trainyard.errors import ConflictError
 
 __all__ = [
-    "PENDING", "DISPATCHING", "SUBMITTED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED",
+    "PENDING", "DISPATCHING", "SUBMITTED", "RUNNING", "STALLED", "CANCELLING", "SUCCEEDED", "FAILED",
     "CANCELLED", "PHASES", "PUBLIC_STATES", "TERMINAL", "ACTIVE", "public_state",
     "can_transition", "check_transition", "phases_for_public", "ray_status_to_phase",
 ]
@@ -31,22 +36,25 @@ PENDING = "PENDING"
 DISPATCHING = "DISPATCHING"
 SUBMITTED = "SUBMITTED"
 RUNNING = "RUNNING"
+STALLED = "STALLED"
 CANCELLING = "CANCELLING"
 SUCCEEDED = "SUCCEEDED"
 FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 
-PHASES = (PENDING, DISPATCHING, SUBMITTED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
+PHASES = (PENDING, DISPATCHING, SUBMITTED, RUNNING, STALLED, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
 PUBLIC_STATES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 # phases in which a Ray job may exist for the current attempt
-ACTIVE = frozenset({DISPATCHING, SUBMITTED, RUNNING, CANCELLING})
+ACTIVE = frozenset({DISPATCHING, SUBMITTED, RUNNING, STALLED, CANCELLING})
 
 _PUBLIC = {
     PENDING: PENDING,
     DISPATCHING: PENDING,
     SUBMITTED: PENDING,
     RUNNING: RUNNING,
+    # it still holds its resources; `phase` says STALLED
+    STALLED: RUNNING,
     # still running until Ray confirms the stop; `phase` says CANCELLING
     CANCELLING: RUNNING,
     SUCCEEDED: SUCCEEDED,
@@ -59,7 +67,9 @@ _ALLOWED: dict[str, frozenset[str]] = {
     # Ray may have finished a short job before we first polled it: any outcome is legal.
     DISPATCHING: frozenset({SUBMITTED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED, PENDING}),
     SUBMITTED: frozenset({RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED, PENDING}),
-    RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLING, CANCELLED}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLING, CANCELLED, STALLED}),
+    # a step arrived (RUNNING), requeued after the stop (PENDING), or ended
+    STALLED: frozenset({RUNNING, PENDING, SUCCEEDED, FAILED, CANCELLING, CANCELLED}),
     CANCELLING: frozenset({CANCELLED, SUCCEEDED, FAILED}),
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),

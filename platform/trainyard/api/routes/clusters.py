@@ -29,11 +29,32 @@ ResourceAmount = Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=1e9)]
 ResourceName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$")]
 
 
+class NodePriceModel(BaseModel):
+    """What one node of a node type costs an hour (trainyard.costs.NodePrice): jobs' cost records."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_type: ResourceName
+    instance_type: str = Field(..., min_length=1, max_length=128)
+    market: str = Field(..., pattern="^(on_demand|spot)$")
+    per_hour: Annotated[Union[StrictInt, StrictFloat], Field(gt=0, le=1e6)]
+    cpus: ResourceAmount
+    gpus: ResourceAmount
+    accelerator_type: Optional[str] = Field(None, max_length=64)
+    as_of: str = Field(..., pattern=r"^\d{4}-\d{2}-\d{2}$")
+    currency: str = Field(..., pattern="^[A-Z]{3}$")
+
+
 class MaxResources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     nodes: list[dict[ResourceName, ResourceAmount]] = Field(
         ..., min_length=1, max_length=1000, description='One entry per node, e.g. {"CPU": 8, "GPU": 1}.')
+    # `trainyard clusters add --config F` names the file the maximum was read from
+    source: Optional[str] = Field(None, max_length=4096, description="Where the maximum was read from.")
+    prices: Optional[dict[ResourceName, NodePriceModel]] = Field(
+        None, max_length=100, description="Hourly price per node type (from the launcher config and "
+                                          "trainyard's dated price table): jobs on it get a money figure.")
 
 
 class AddClusterRequest(BaseModel):

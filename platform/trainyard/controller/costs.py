@@ -1,0 +1,197 @@
+"""A job's cost record from the store: the ledger's attempts plus what the workers measured. Pure.
+
+Each attempt in the usage ledger (store.quotas) is one allocation of trainyard.costs.job_cost:
+the gang the spec asks for (workers x cpus/gpus per worker), from the attempt's start to its
+end. Attempts before the last ended in a requeue (the cluster lost the job, a stall), which
+job_cost counts as restarts. The workers' figures (steps, seconds inside steps, FLOPs of a
+step, device and dtype: trainyard.runner.usage) come with the last attempt's TRAINYARD_RESULT,
+so they describe the last allocation only; earlier ones count as held, not busy.
+
+Money needs a price per node type: a cluster registered from a launcher config whose
+provider is priced carries `max_resources.prices` (node type -> NodePrice fields). A job's
+allocation is priced at the node type its workers fit, when exactly one worker node type is
+priced; otherwise the record has no money figure and says so in `warnings`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from trainyard.costs import JobCost, NodePrice, job_cost, resolve_accelerator, sweep_cost
+from trainyard.errors import SpecError
+
+__all__ = ["allocations_for", "cost_record", "prices_of", "sweep_record", "record_for"]
+
+log = logging.getLogger("trainyard.controller")
+
+_USAGE_NUMBERS = ("steps", "step_seconds", "flops_per_step")
+
+
+def _ts(value: datetime | float) -> float:
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+def _runner_usage(result: Any) -> dict[str, Any] | None:
+    usage = result.get("usage") if isinstance(result, Mapping) else None
+    if not isinstance(usage, Mapping):
+        return None
+    for key in _USAGE_NUMBERS:
+        value = usage.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            return None  # a malformed line from a user's runner: held time only, no guessing
+    return dict(usage)
+
+
+def _known_accelerator(name: Any) -> str | None:
+    """The runner's accelerator name when the peak table knows it; anything else (a user's runner
+    may print what it likes) is no accelerator: the record then has no MFU, not a wrong one."""
+    if not isinstance(name, str) or len(name) > 64:
+        return None
+    try:
+        return resolve_accelerator(name)
+    except SpecError:
+        return None
+
+
+def prices_of(max_resources: Any) -> dict[str, NodePrice]:
+    """The cluster's node prices (registered with its launcher config), or {} when it has none."""
+    raw = (max_resources or {}).get("prices") if isinstance(max_resources, Mapping) else None
+    if not isinstance(raw, Mapping):
+        return {}
+    out: dict[str, NodePrice] = {}
+    for name, entry in raw.items():
+        try:
+            out[str(name)] = NodePrice(**{k: entry[k] for k in NodePrice.__dataclass_fields__})
+        except (KeyError, TypeError):
+            log.warning("cluster prices: node type %r is malformed, ignored", name)
+    return out
+
+
+def _node_type(prices: Mapping[str, NodePrice], *, cpus: float, gpus: float) -> str | None:
+    fits = [p.node_type for p in prices.values() if p.cpus >= cpus and p.gpus >= gpus and (gpus > 0) == (p.gpus > 0)]
+    return fits[0] if len(fits) == 1 else None
+
+
+def allocations_for(spec: Mapping[str, Any], attempts: Iterable[tuple[datetime | float, datetime | float]], *,
+                    result: Any = None, running_since: datetime | float | None = None, now: float | None = None,
+                    prices: Mapping[str, NodePrice] | None = None) -> list[dict[str, Any]]:
+    """One allocation per attempt (start, end), in order, plus the running one (start, now)."""
+    res = spec.get("resources") or {}
+    workers = int(res.get("workers", 1) or 1)
+    cpus = float(res.get("cpus_per_worker", 1.0) or 0.0)
+    gpus = float(res.get("gpus_per_worker", 0.0) or 0.0)
+    node_type = _node_type(prices, cpus=cpus, gpus=gpus) if prices else None
+    spans = [(_ts(a), _ts(b)) for a, b in attempts]
+    if running_since is not None and now is not None:
+        spans.append((_ts(running_since), max(now, _ts(running_since))))
+    out: list[dict[str, Any]] = []
+    prev_end = None
+    for i, (start, end) in enumerate(spans):
+        if prev_end is not None and start < prev_end:
+            # never overlapping, never out of order (Ray's clock against ours, or a start time an
+            # older row kept): the later attempt starts where the earlier ended
+            start = prev_end
+        end = max(end, start)
+        last = i == len(spans) - 1
+        ended_by = ("running" if running_since is not None else "finished") if last else "restart"
+        out.append({"start": start, "end": end, "workers": workers, "cpus_per_worker": cpus,
+                    "gpus_per_worker": gpus, "node_type": node_type, "ended_by": ended_by})
+        prev_end = end
+    usage = _runner_usage(result)
+    if out and usage is not None and running_since is None:
+        last = out[-1]
+        held = last["end"] - last["start"]
+        steps = int(usage.get("steps") or 0)
+        seconds = float(usage.get("step_seconds") or 0.0) if steps else 0.0
+        # the workers' clocks against the controller's: never more busy than held
+        last["steps"] = steps
+        last["step_seconds"] = min(seconds, held)
+        if usage.get("flops_per_step"):
+            last["flops_per_step"] = float(usage["flops_per_step"])
+    return out
+
+
+def cost_record(spec: Mapping[str, Any], *, submitted_at: datetime | float, finished_at: datetime | float,
+                attempts: Iterable[tuple[datetime | float, datetime | float]], result: Any = None,
+                running_since: datetime | float | None = None,
+                prices: Mapping[str, NodePrice] | None = None) -> JobCost | None:
+    """The job's JobCost, or None when it cannot be made (logged: a cost never fails a job)."""
+    finished = _ts(finished_at)
+    allocs = allocations_for(spec, attempts, result=result, running_since=running_since, now=finished,
+                             prices=prices)
+    usage = _runner_usage(result) or {}
+    dtype = usage.get("dtype") if usage.get("dtype") in ("bf16", "fp16", "fp32") else None
+    if dtype is None:
+        precision = (spec.get("deepspeed") or {}).get("precision")
+        dtype = precision if precision in ("bf16", "fp16", "fp32") else (
+            "bf16" if (spec.get("resources") or {}).get("gpus_per_worker") else "fp32")
+    accelerator = _known_accelerator(usage.get("accelerator_type"))
+    submitted = min(_ts(submitted_at), *(a["start"] for a in allocs)) if allocs else _ts(submitted_at)
+    finished = max(finished, submitted, *(a["end"] for a in allocs))
+    try:
+        return job_cost(allocs, submitted_at=submitted, finished_at=finished,
+                        prices=prices or None, accelerator_type=accelerator, dtype=dtype)
+    except SpecError as exc:
+        log.warning("no cost record: %s", exc)
+        return None
+
+
+MAX_TRIALS_USAGE = 10_000
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def sweep_record(spec: Mapping[str, Any], *, started_at: datetime | float, ended_at: datetime | float,
+                 trials_usage: Any, prices: Mapping[str, NodePrice] | None = None) -> JobCost | None:
+    """A sweep's record: the sum of its trials' (trainyard.costs.sweep_cost), each trial a job
+    that waited in the sweep from its start and held the spec's gang over its span (Tune's
+    clock, clipped to the sweep's own start and end). None when no trial reported a span."""
+    if not isinstance(trials_usage, list) or not trials_usage:
+        return None
+    start, end = _ts(started_at), _ts(ended_at)
+    records = []
+    for item in trials_usage[:MAX_TRIALS_USAGE]:
+        if not isinstance(item, Mapping):
+            continue
+        a, b = _number(item.get("start")), _number(item.get("end"))
+        if a is None or b is None:
+            continue
+        a, b = min(max(a, start), end), min(max(b, start), end)
+        if b < a:
+            continue
+        usage = {k: item[k] for k in ("steps", "step_seconds", "flops_per_step") if _number(item.get(k)) is not None}
+        usage["steps"] = int(usage.get("steps", 0))
+        record = cost_record(spec, submitted_at=start, finished_at=b, attempts=[(a, b)], result={"usage": usage},
+                             prices=prices)
+        if record is not None:
+            records.append(record)
+    if not records:
+        return None
+    try:
+        return sweep_cost(records)
+    except SpecError as exc:
+        log.warning("no sweep cost record: %s", exc)
+        return None
+
+
+def record_for(job: Any, *, attempts: list, finished_at: datetime | float, prices: Mapping[str, NodePrice],
+               running: bool = False) -> JobCost | None:
+    """The record the API shows for a job row: a sweep's is the sum of its trials (once it ended
+    with them on record), any other's its own allocations."""
+    spec = job.spec or {}
+    result = job.result if isinstance(job.result, Mapping) else {}
+    if job.kind == "sweep" and not running and job.started_at is not None and result.get("trials_usage"):
+        record = sweep_record(spec, started_at=job.started_at, ended_at=finished_at,
+                              trials_usage=result.get("trials_usage"), prices=prices)
+        if record is not None:
+            return record
+    return cost_record(spec, submitted_at=job.created_at, finished_at=finished_at, attempts=attempts,
+                       result=None if running else result, running_since=job.started_at if running else None,
+                       prices=prices)
