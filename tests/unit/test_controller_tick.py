@@ -77,9 +77,9 @@ def test_waiting_reasons_are_structured_written_once_and_an_idle_tick_reads_noth
         ctrl.tick()
     assert (ctrl.plans, ctrl.queue.scans, ctrl.notes_written) == (plans, scans, notes)
     # what is left per idle tick: reconciling the running job and reading the clusters table;
-    # the queue is not read (the only jobs query is reconcile's, over the 4 active phases)
+    # the queue is not read (the only jobs query is reconcile's, over the 5 active phases)
     assert statements and all(q.startswith("SELECT") for q in statements)
-    assert all("FROM jobs" not in q or "jobs.phase IN (?, ?, ?, ?)" in q for q in statements)
+    assert all("FROM jobs" not in q or "jobs.phase IN (?, ?, ?, ?, ?)" in q for q in statements)
 
 
 def test_a_new_submission_is_the_only_row_read_and_the_only_note_written(server):
