@@ -337,7 +337,7 @@ class Controller:
             if checkpoint:
                 message = (f"preempted at step {step}: checkpoint saved ({checkpoint}); queued again with its "
                            f"place kept, it resumes from there")
-                reason = f"preempted: checkpointed at step {step}"
+                reason = f"preempted: checkpointed at step {step} ({checkpoint})"
             else:
                 message = (f"preempted without a fresh checkpoint ({why}): the steps since its last checkpoint are "
                            f"lost; queued again with its place kept")
@@ -407,6 +407,10 @@ class Controller:
                                             f"line: killed after the {self.settings.preemption_grace_s:g}s grace "
                                             f"period, or before it could save", at=at, started=started)
                 return
+        if result is not None and ray_phase == st.CANCELLED and phase == st.PREEMPTING:
+            # it finished its last step before the stop reached it: Ray says STOPPED because it
+            # was asked to stop, but the job is done
+            ray_phase = st.SUCCEEDED
         with self.db.session() as s:
             spec = (jobs_repo.find_job(s, job_id) or JobRow(spec={})).spec or {}
         secrets = runtime.secret_values(spec, self.settings)
