@@ -117,3 +117,92 @@ def test_a_job_asked_to_stop_checkpoints_and_resumes_exactly(ray_head, mlflow_en
     assert sorted(b) == list(range(1, STEPS + 1)) and sorted(a) == list(range(1, STEPS + 1))
     assert [b[s] for s in range(1, STEPS + 1)] == [a[s] for s in range(1, STEPS + 1)], (a, b)
     assert second["metrics"]["accuracy"] == straight["metrics"]["accuracy"]
+
+
+@pytest.fixture(scope="module")
+def preempt_server(test_root, ray_head, mlflow_env):
+    """A real server process with the real runner, preemption on (no minimum runtime)."""
+    from trainyard.local.processes import free_port, start_process, stop_process
+    from trainyard.local.stack import server_command
+
+    root = test_root / "preempt-server"
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "ray.token").write_text(ray_head.token + "\n")
+    token = "preempt-token-" + os.urandom(4).hex()
+    (home / "admin.token").write_text(token + "\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"TRAINYARD_HOME": str(home), "TRAINYARD_RAY_DASHBOARD_URL": ray_head.dashboard_url,
+           "TRAINYARD_RAY_TOKEN_FILE": str(home / "ray.token"), "TRAINYARD_ADMIN_TOKEN_FILE": str(home / "admin.token"),
+           "TRAINYARD_MLFLOW_URI": mlflow_env, "TRAINYARD_POLL_INTERVAL_S": "0.3",
+           "TRAINYARD_STORAGE": f"file://{root / 'storage'}",
+           "TRAINYARD_PREEMPTION_MIN_RUNTIME_S": "0", "TRAINYARD_PREEMPTION_GRACE_S": "90",
+           # the real runner, with this Python (the session's head has no venv on its PATH)
+           "TRAINYARD_RUNNER_ENTRYPOINT": f"{sys.executable} -m trainyard.runner job --job-id {{job_id}}"}
+    proc = start_process("server", server_command(port), url=url, health_url=f"{url}/healthz",
+                         log_file=root / "server.log", env=env, timeout=60)
+    import httpx
+
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    try:
+        yield client, root
+    finally:
+        client.close()
+        stop_process(proc.pid)
+
+
+def _wait_job(client, job_id: str, until, *, timeout: float = 240.0, what: str = "") -> dict:
+    deadline = time.monotonic() + timeout
+    job: dict = {}
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if until(job):
+            return job
+        if job.get("state") in ("FAILED", "CANCELLED"):
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id}: never {what}: {job}")
+
+
+def test_the_controller_preempts_a_low_priority_job_for_a_high_priority_one(preempt_server, mlflow_env):
+    """End to end: server -> plan_tick -> Ray stop_job -> SIGTERM -> checkpoint -> requeued with
+    its place kept -> the high-priority job runs -> the low one resumes where it stopped."""
+    from mlflow.tracking import MlflowClient
+
+    client, root = preempt_server
+    low_spec = _spec(storage=f"file://{root / 'storage'}", env={"TRAINYARD_TEST_STEP_DELAY_S": "0.5"})
+    body = low_spec.model_dump(mode="json", exclude_none=True)
+    body["checkpoint"].pop("storage")  # the server's default storage
+    resp = client.post("/v1/jobs", json={"spec": {**body, "name": "low"}})
+    assert resp.status_code == 201, resp.text
+    low = resp.json()["id"]
+    _wait_job(client, low, lambda j: ((j.get("progress") or {}).get("step") or 0) >= 2, what="at step 2")
+
+    high_spec = {"name": "high", "workload": "cnn", "priority": 10, "data": {"train_limit": 128},
+                 "hyperparameters": {"channels": 4, "hidden": 8},
+                 "resources": {"workers": 2, "cpus_per_worker": 1},
+                 "training": {"max_steps": 2, "batch_size": 32}, "tracking": {"register_model": False}}
+    resp = client.post("/v1/jobs", json={"spec": high_spec})
+    assert resp.status_code == 201, resp.text
+    high = resp.json()["id"]
+
+    done_high = _wait_job(client, high, lambda j: j["state"] == "SUCCEEDED", what="SUCCEEDED")
+    done_low = _wait_job(client, low, lambda j: j["state"] == "SUCCEEDED", what="SUCCEEDED")
+    moves = [(e["from"], e["to"]) for e in done_low["events"]]
+    assert moves.index(("RUNNING", "PREEMPTING")) < moves.index(("PREEMPTING", "PREEMPTED")) \
+        < moves.index(("PREEMPTED", "DISPATCHING"))
+    checkpointed = next(e["reason"] for e in done_low["events"] if e["to"] == "PREEMPTED")
+    assert checkpointed.startswith("preempted: checkpointed at step "), checkpointed
+    step = int(checkpointed.split("step ")[1].split(" ")[0])
+    assert 2 <= step < STEPS
+    assert done_low["preemptions"] == 1 and done_low["preempted_s"] > 0 and done_low["attempt"] == 2
+    # the high-priority job started after the low one was asked to leave, and before it came back
+    high_started = next(e["at"] for e in done_high["events"] if e["to"] == "RUNNING")
+    asked = next(e["at"] for e in done_low["events"] if e["to"] == "PREEMPTING")
+    back = [e["at"] for e in done_low["events"] if e["to"] == "RUNNING"][-1]
+    assert asked < high_started < back
+    run = MlflowClient(mlflow_env).get_run(done_low["mlflow_run_id"])
+    assert run.data.tags["trainyard.resumed_from_step"] == str(step)
+    history = MlflowClient(mlflow_env).get_metric_history(run.info.run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(1, STEPS + 1))  # each step once: none lost, none redone

@@ -246,3 +246,22 @@ def test_bad_preemption_settings_are_refused_naming_the_field(field, value):
     with pytest.raises(ValidationError) as err:
         Settings(**{field: value})
     assert field in str(err.value)
+
+
+def test_jobs_show_says_how_often_a_job_was_preempted(trainyard_home, monkeypatch, capsys):
+    from trainyard.cli import main as cli
+
+    class Jobs:
+        def __init__(self, count):
+            self.count = count
+
+        def get_job(self, job_id):
+            return {"id": job_id, "name": "low", "state": "PENDING", "phase": "PREEMPTED",
+                    "preemptions": self.count, "preempted_s": 95.04}
+
+    monkeypatch.setattr(cli, "_client", lambda args: Jobs(2))
+    assert cli.main(["jobs", "show", "low-1"]) == 0
+    assert "2 times, 95.0 s stopping" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "_client", lambda args: Jobs(0))
+    assert cli.main(["jobs", "show", "low-1"]) == 0
+    assert "preempted" not in capsys.readouterr().out
