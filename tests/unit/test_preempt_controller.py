@@ -149,7 +149,7 @@ def test_no_checkpoint_within_the_grace_period_requeues_and_says_steps_were_lost
         job = jobs_repo.get_job(s, low["id"])
         job.preempt_requested_at = job.preempt_requested_at - timedelta(seconds=500)
     ctx.controller.tick()
-    assert "no checkpoint after" in get(client, low["id"])["message"]
+    assert "no checkpoint within the grace period (120s)" in get(client, low["id"])["message"]
     ray.set(sub, "STOPPED", logs="killed\n")  # Ray's SIGKILL: no line
     ray.jobs[sub]["end_time"] = int(time.time() * 1000)
     ctx.controller.tick()

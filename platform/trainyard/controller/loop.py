@@ -315,8 +315,9 @@ class Controller:
             client.stop(submission_id)
             waited = (utcnow() - asked_at).total_seconds() if asked_at else 0.0
             if waited > self.settings.preemption_grace_s:
-                self._note(job_id, f"preempting: no checkpoint after {waited:.0f}s (grace "
-                                   f"{self.settings.preemption_grace_s:g}s); Ray is stopping the job")
+                # the same words every tick: _note writes only a change
+                self._note(job_id, f"preempting: no checkpoint within the grace period "
+                                   f"({self.settings.preemption_grace_s:g}s); Ray is stopping the job")
             return
         self._finish(job_id, st.PREEMPTING, ray_phase, info, client, submission_id)
 
