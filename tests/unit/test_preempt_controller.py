@@ -184,6 +184,16 @@ def test_a_stop_notice_nobody_here_sent_requeues_a_running_job(server):
     assert ("RUNNING", "PREEMPTED") in [(e["from"], e["to"]) for e in job["events"]]
 
 
+def test_a_ray_job_stop_behind_the_controllers_back_stays_a_cancellation(server):
+    client, ctx, fakes = server
+    low, sub = running_low_job(client, ctx, fakes)
+    line = format_line(PREEMPTED, {"step": 3, "checkpoint": "file:///c/checkpoint_000001"})
+    fakes["local"].set(sub, "STOPPED", logs=line + "\n")
+    ctx.controller.tick()
+    job = get(client, low["id"])
+    assert job["state"] == "CANCELLED" and job["preemptions"] == 0
+
+
 def test_cancelling_a_preempting_or_preempted_job(server):
     client, ctx, fakes = server
     ray = fakes["local"]

@@ -394,9 +394,11 @@ class Controller:
                 error_payload = parsed[1]
             elif parsed and parsed[0] == PREEMPTED:
                 preempted = parsed[1]
-        if result is None and not cancelling and (phase == st.PREEMPTING or preempted is not None):
-            # asked to stop by us (PREEMPTING), or it took a stop notice on its own (a node
-            # going away): it checkpointed, or it was killed before it could
+        # asked to stop by us (PREEMPTING), or it took a stop notice on its own (SIGTERM from a
+        # node going away: exit 75, which Ray reports FAILED; a `ray job stop` behind our back
+        # reads STOPPED and stays a cancellation): it checkpointed, or it was killed before it could
+        noticed = preempted is not None and ray_phase != st.CANCELLED
+        if result is None and not cancelling and (phase == st.PREEMPTING or noticed):
             at, started = _ray_time(info.get("end_time")), _ray_time(info.get("start_time"))
             if preempted is not None:
                 self._requeue_preempted(job_id, phase, checkpoint=preempted.get("checkpoint") or "unknown",
