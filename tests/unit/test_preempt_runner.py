@@ -62,3 +62,20 @@ def test_the_preempted_line_round_trips(payload):
     from trainyard.protocol import PREEMPTED, format_line, parse_line
 
     assert parse_line("(pid=1) " + format_line(PREEMPTED, payload)) == (PREEMPTED, payload)
+
+
+def test_a_preempted_run_prints_one_preempted_line_and_exits_75(monkeypatch, capsys):
+    import json
+
+    from trainyard.errors import EXIT_PREEMPTED
+    from trainyard.protocol import PREEMPTED, parse_line
+    from trainyard.runner import __main__ as entry
+    from trainyard.runner import job as job_module
+
+    stopped = {"preempted": True, "step": 4, "total_steps": 10, "checkpoint": "file:///s/checkpoint_1",
+               "mlflow_run_id": "r", "mlflow_experiment_id": "1"}
+    monkeypatch.setattr(job_module, "run_job", lambda spec, job_id, storage=None: dict(stopped))
+    monkeypatch.setenv("TRAINYARD_SPEC", json.dumps({"name": "p", "workload": "cnn"}))
+    assert entry.main(["job", "--job-id", "p-1"]) == EXIT_PREEMPTED == 75
+    lines = [parse_line(line) for line in capsys.readouterr().out.splitlines() if line.startswith("TRAINYARD_")]
+    assert lines == [(PREEMPTED, {k: v for k, v in stopped.items() if k != "preempted"})]
