@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     # off: leave scaling to Ray's own demand
     autoscaler_demand: bool = True
     demand_running_grace_s: float = Field(0.0, ge=0)
+    # Preemption (docs/scheduling.md): a higher-priority job, or a project reclaiming its
+    # guaranteed share, may stop a running job, which checkpoints and is queued again.
+    # TRAINYARD_PREEMPTION=false turns it off. A job younger than the minimum runtime is never
+    # preempted (no thrashing); one whose checkpoint has not come within the grace period is
+    # stopped by Ray (the steps since its last checkpoint are lost) and queued all the same.
+    preemption: bool = True
+    preemption_min_runtime_s: float = Field(300.0, ge=0, le=30 * 86400)
+    preemption_grace_s: float = Field(120.0, gt=0, le=86400)
     # Ray Serve's HTTP proxy: the port, the host clients reach it on, the host it binds
     serve_port: int | None = Field(None, ge=1, le=65535)
     serve_host: str | None = None

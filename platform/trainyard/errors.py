@@ -28,6 +28,7 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "EXIT_AUTH",
     "EXIT_CONFLICT",
+    "EXIT_PREEMPTED",
 ]
 
 # CLI exit codes. They are part of the public surface: scripts branch on them.
@@ -38,6 +39,9 @@ EXIT_NOT_FOUND = 3
 EXIT_UNREACHABLE = 4  # the server or a cluster could not be reached
 EXIT_AUTH = 5
 EXIT_CONFLICT = 6  # e.g. a port is taken, a state transition is not allowed
+# the job driver checkpointed and stopped when asked (preemption, SIGTERM): run it again to
+# resume (sysexits' EX_TEMPFAIL, "try again later")
+EXIT_PREEMPTED = 75
 
 
 def did_you_mean(value: str, known: Iterable[str]) -> str:

@@ -19,6 +19,12 @@ devices_per_worker, device_name, accelerator_type, peak_flops_per_device, peak_p
 each a single line of JSON after the tag. Both are printed by the driver process itself,
 so the lines start at column 0 in the Ray job log (no "(pid=...)" prefix). On failure
 the driver prints `TRAINYARD_ERROR {"error": ..., "message": ...}` and exits non-zero.
+A job asked to stop (preemption: Ray's stop_job sends SIGTERM; or a node's stop notice)
+checkpoints at its next step boundary and prints, instead of a result,
+
+    TRAINYARD_PREEMPTED {"step": 40, "total_steps": 600, "checkpoint": "s3://...", "mlflow_run_id": "..."}
+
+then exits with code 75 (errors.EXIT_PREEMPTED); the next run of the same job resumes there.
 """
 from __future__ import annotations
 
@@ -28,12 +34,13 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["PROGRESS", "RESULT", "ERROR", "format_line", "emit_line", "parse_line", "last_progress", "find_result"]
+__all__ = ["PROGRESS", "RESULT", "ERROR", "PREEMPTED", "format_line", "emit_line", "parse_line", "last_progress", "find_result"]
 
 PROGRESS = "TRAINYARD_PROGRESS"
 RESULT = "TRAINYARD_RESULT"
 ERROR = "TRAINYARD_ERROR"
-_TAGS = (PROGRESS, RESULT, ERROR)
+PREEMPTED = "TRAINYARD_PREEMPTED"
+_TAGS = (PROGRESS, RESULT, ERROR, PREEMPTED)
 
 
 def _clean(value: Any) -> Any:

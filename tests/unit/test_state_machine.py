@@ -46,7 +46,7 @@ def test_public_mapping_has_exactly_five_states():
     assert st.public_state(st.DISPATCHING) == st.PENDING
     assert st.public_state(st.SUBMITTED) == st.PENDING
     assert st.public_state(st.CANCELLING) == st.RUNNING
-    assert set(st.phases_for_public(st.PENDING)) == {st.PENDING, st.DISPATCHING, st.SUBMITTED}
+    assert set(st.phases_for_public(st.PENDING)) == {st.PENDING, st.DISPATCHING, st.SUBMITTED, st.PREEMPTED}
 
 
 def test_ray_status_mapping():

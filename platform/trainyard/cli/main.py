@@ -493,12 +493,23 @@ def cmd_jobs_show(args) -> int:
         ("mlflow run", _run_url(client, job)),
         ("message", ui.job_field(job, "error", "message", "status_message")),
         *_pending_rows(job.get("pending") if isinstance(job, dict) else None),
+        ("preempted", _preempted(job)),
     ]
     ui.table(f"job {_job_id(job)}", ["field", "value"], [(k, v) for k, v in rows if v not in (None, "")])
     cost = cost_rows(job)
     if cost:
         ui.table("cost", ["figure", "value"], cost)
     return EXIT_OK
+
+
+def _preempted(job: Any) -> str:
+    """"2 times, 95.0 s stopping" when the scheduler took the job's place for others; "" when never."""
+    count = ui.job_field(job, "preemptions") or 0
+    if not isinstance(count, int) or count <= 0:
+        return ""
+    text = f"{count} time{'s' if count != 1 else ''}"
+    held = ui.job_field(job, "preempted_s")
+    return f"{text}, {held:.1f} s stopping" if isinstance(held, (int, float)) else text
 
 
 def _pending_rows(pending: Any) -> list[tuple[str, str]]:

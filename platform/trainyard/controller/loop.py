@@ -11,6 +11,11 @@ Each tick (run in a worker thread, so the API's event loop never waits on Ray):
        Ray PENDING/RUNNING   -> SUBMITTED/RUNNING (CANCELLING: ask Ray to stop, again)
        Ray SUCCEEDED/FAILED  -> same, with TRAINYARD_RESULT parsed from the logs
        Ray STOPPED           -> CANCELLED
+       PREEMPTING: Ray still running -> ask it to stop again (Ray's stop_job sends SIGTERM;
+                             the driver checkpoints at the next step boundary); ended ->
+                             PREEMPTED (queued again, place kept; checkpointed or, past
+                             the grace period, killed by Ray and the steps since its last
+                             checkpoint lost)
   3. dispatch  plan_tick's plan for the PENDING queue (fair share across projects, why
      pending, positions, estimated starts), from the queue held in memory (queue.py: only
      what changed is read) and planned only when a job, a cluster or its health changed;
@@ -19,6 +24,8 @@ Each tick (run in a worker thread, so the API's event loop never waits on Ray):
      the submission_id and the cluster are committed (DISPATCHING) *before* Ray is called.
      A crash between the two is repaired by step 2, and Ray refuses a second job with
      the same submission_id: a job never runs twice.
+     The plan's preemptions are applied here too: the victim goes RUNNING -> PREEMPTING
+     (write-ahead again) and then Ray is asked to stop it (see runner/preempt.py).
 
 Restart = the same tick: reconciliation is not a special mode, so it is exercised all
 the time. Writes use optimistic locking (jobs.version): if the API changed a job while
@@ -37,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, update
+from sqlalchemy import JSON, bindparam, literal, or_, update
 from sqlalchemy.orm.exc import StaleDataError
 
 from trainyard import redact
@@ -51,13 +58,14 @@ from trainyard.controller.stall import RESUMED, STALLED, StallWatch, policy_for
 from trainyard.errors import ClusterError, NotFoundError
 from trainyard.scheduler import ClusterView, QueuedJob, RunningJob, TickConfig, plan_tick
 from trainyard.scheduler.model import Project, UsageRecord
+from trainyard.scheduler.preemption import LEAVING, Preemption
 from trainyard.scheduler.reasons import CLUSTER_UNHEALTHY, Pending, Reason
 from trainyard.store import Database
 from trainyard.store import clusters as clusters_repo
 from trainyard.store import jobs as jobs_repo
 from trainyard.store import quotas as quotas_repo
 from trainyard.store import state as st
-from trainyard.store.models import JobRow
+from trainyard.store.models import JobRow, utcnow
 
 __all__ = ["Controller"]
 
@@ -75,6 +83,7 @@ def _overrun(job: JobRow, now: datetime) -> str | None:
         return None
     ran = (now - job.started_at).total_seconds()
     return f"{_OVERRUN} ({int(limit)} s; it ran {ran:.0f} s)" if ran > limit else None
+_HOLDING = (st.RUNNING, st.STALLED, st.CANCELLING, st.PREEMPTING)  # phases whose job holds what it asked for
 
 
 def _failpoint(name: str) -> None:
@@ -116,9 +125,10 @@ class Controller:
         self.queue = QueueMirror(db, resync_interval_s=resync_interval_s)
         # Projects' weights, quotas and budgets come from the store (controller/quotas.py), read
         # again when one changes (projects_changed(), or every projects_interval_s for
-        # changes made through another server). Preemption stays off until the controller
-        # can ask a job to checkpoint and stop.
-        self.tick_config = TickConfig(preemption=False)
+        # changes made through another server). Preemption: settings.preemption*.
+        self.tick_config = TickConfig(preemption=settings.preemption,
+                                      min_runtime_s=settings.preemption_min_runtime_s).validate()
+        self.preemptions = 0
         self.projects_interval_s = projects_interval_s
         self._projects: dict[str, Project] = {}
         self._projects_read_at = float("-inf")
@@ -215,10 +225,13 @@ class Controller:
     def reconcile(self) -> None:
         now = datetime.now(timezone.utc)
         with self.db.session() as s:
-            active = [(j.id, j.phase, j.cluster, j.submission_id, j.message, _overrun(j, now))
-                      for j in jobs_repo.active_jobs(s)]
-        for job_id, phase, cluster, submission_id, message, overrun in active:
+            active = [(j.id, j.phase, j.cluster, j.submission_id, j.message, j.preempt_requested_at,
+                       _overrun(j, now)) for j in jobs_repo.active_jobs(s)]
+        for job_id, phase, cluster, submission_id, message, asked_at, overrun in active:
             try:
+                if phase == st.PREEMPTING:
+                    self._reconcile_preempting(job_id, cluster, submission_id, asked_at)
+                    continue
                 if overrun and self._move(job_id, phase, st.CANCELLING, reason="max_runtime_s reached",
                                           cancel_requested=1, message=overrun):
                     phase, message = st.CANCELLING, overrun
@@ -295,11 +308,90 @@ class Controller:
             self._move(job_id, phase, st.CANCELLED, reason=f"Ray on '{cluster}' has no job {submission_id}",
                        message="cancelled (the cluster had nothing left to stop)")
 
-    def _move(self, job_id: str, expected: str, new: str, *, reason: str, at: datetime | None = None,
-              started: datetime | None = None, **fields: Any) -> bool:
+    # ------------------------------------------------------------------ preemption
+    def _preempt(self, p: Preemption) -> None:
+        """Ask a running victim to checkpoint and stop: PREEMPTING first (write-ahead: a crash
+        after it leaves a record that the next tick's reconcile finishes), then Ray's stop_job,
+        whose SIGTERM the driver turns into "checkpoint at the next step boundary, then exit"
+        (Ray waits the grace period before it kills: RAY_JOB_STOP_WAIT_TIME_S, runtime.py)."""
+        with self.db.session() as s:
+            job = jobs_repo.find_job(s, p.job_id)
+            if job is None or job.phase != st.RUNNING or job.kind != "job":
+                return  # it moved meanwhile (ended, cancelled): nothing to take
+            jobs_repo.transition(s, job, st.PREEMPTING, reason=p.reason, preempt_requested_at=utcnow(),
+                                 message=f"preempting: {p.reason}; asked to checkpoint and stop"[:_MESSAGE_LIMIT])
+            cluster, submission_id = job.cluster, job.submission_id
+        self.preemptions += 1
+        log.info("job %s: RUNNING -> PREEMPTING (%s)", p.job_id, p.reason)
+        _failpoint("after_preempting")
+        try:
+            self.registry.client(cluster).stop(submission_id)
+        except (ClusterError, NotFoundError) as exc:  # reconcile asks again next tick
+            log.warning("stop of %s on %s failed, will retry: %s", submission_id, cluster, exc)
+
+    def _reconcile_preempting(self, job_id: str, cluster: str | None, submission_id: str | None,
+                              asked_at: datetime | None) -> None:
+        if not cluster or not submission_id or cluster not in self.registry.names():
+            self._requeue_preempted(job_id, st.PREEMPTING, checkpoint=None, step=None,
+                                    why=f"cluster '{cluster}' is gone")
+            return
+        client = self.registry.client(cluster)
+        info = client.status(submission_id)
+        if info is None:
+            self._requeue_preempted(job_id, st.PREEMPTING, checkpoint=None, step=None,
+                                    why=f"Ray on '{cluster}' has no job {submission_id}")
+            return
+        ray_phase = st.ray_status_to_phase(info.get("status", ""))
+        if ray_phase in (st.SUBMITTED, st.RUNNING):
+            # Ask again (idempotent for Ray): the first stop may not have arrived. Ray kills
+            # the driver itself once the grace period is over; this only says so.
+            client.stop(submission_id)
+            waited = (utcnow() - asked_at).total_seconds() if asked_at else 0.0
+            if waited > self.settings.preemption_grace_s:
+                # the same words every tick: _note writes only a change
+                self._note(job_id, f"preempting: no checkpoint within the grace period "
+                                   f"({self.settings.preemption_grace_s:g}s); Ray is stopping the job")
+            return
+        self._finish(job_id, st.PREEMPTING, ray_phase, info, client, submission_id)
+
+    def _requeue_preempted(self, job_id: str, expected: str, *, checkpoint: str | None, step: Any,
+                           why: str, at: datetime | None = None, started: datetime | None = None) -> bool:
+        """PREEMPTING (or RUNNING, for a stop notice nobody here sent) -> PREEMPTED: queued
+        again with its place (created_at) kept, the attempt's usage closed with reason
+        "preemption", the time since the request added to preempted_s."""
+        end = at or utcnow()
         with self.db.session() as s:
             job = jobs_repo.find_job(s, job_id)
             if job is None or job.phase != expected:
+                return False
+            if started is not None and (job.started_at is None or started < job.started_at):
+                job.started_at = started
+            asked = job.preempt_requested_at
+            held = max(0.0, (end - asked).total_seconds()) if asked is not None else 0.0
+            if checkpoint:
+                message = (f"preempted at step {step}: checkpoint saved ({checkpoint}); queued again with its "
+                           f"place kept, it resumes from there")
+                reason = f"preempted: checkpointed at step {step} ({checkpoint})"
+            else:
+                message = (f"preempted without a fresh checkpoint ({why}): the steps since its last checkpoint are "
+                           f"lost; queued again with its place kept")
+                reason = f"preempted: {why}; no checkpoint at the stop, steps since the last one lost"
+            # the ledger's entry for this attempt first: it reads started_at, which the next
+            # attempt's start replaces
+            if quotas_repo.record_usage(s, job, resources=views.job_demand(job), ended_at=end, reason="preemption"):
+                self.usage_records += 1
+            jobs_repo.transition(s, job, st.PREEMPTED, reason=reason, at=end, message=message[:_MESSAGE_LIMIT],
+                                 preemptions=int(job.preemptions or 0) + 1,
+                                 preempted_s=float(job.preempted_s or 0.0) + held,
+                                 preempt_requested_at=None, started_at=None)
+        log.info("job %s: %s -> PREEMPTED (%s)", job_id, expected, reason)
+        return True
+
+    def _move(self, job_id: str, expected: str | frozenset, new: str, *, reason: str, at: datetime | None = None,
+              started: datetime | None = None, **fields: Any) -> bool:
+        with self.db.session() as s:
+            job = jobs_repo.find_job(s, job_id)
+            if job is None or (job.phase not in expected if isinstance(expected, frozenset) else job.phase != expected):
                 return False  # someone else moved it: the next tick looks again
             if "message" in fields and fields["message"]:
                 fields["message"] = str(fields["message"])[:_MESSAGE_LIMIT]
@@ -403,7 +495,7 @@ class Controller:
 
     def _finish(self, job_id: str, phase: str, ray_phase: str, info: dict, client, submission_id: str,
                 *, cancelling: bool = False, note: str | None = None) -> None:
-        from trainyard.protocol import ERROR, RESULT, parse_line
+        from trainyard.protocol import ERROR, PREEMPTED, RESULT, parse_line
 
         try:
             text = client.logs(submission_id) or ""
@@ -411,12 +503,35 @@ class Controller:
             text = ""
         result = None
         error_payload = None
+        preempted = None
         for line in text.splitlines():
             parsed = parse_line(line)
             if parsed and parsed[0] == RESULT:
                 result = parsed[1]
             elif parsed and parsed[0] == ERROR:
                 error_payload = parsed[1]
+            elif parsed and parsed[0] == PREEMPTED:
+                preempted = parsed[1]
+        # asked to stop by us (PREEMPTING), or it took a stop notice on its own (SIGTERM from a
+        # node going away: exit 75, which Ray reports FAILED; a `ray job stop` behind our back
+        # reads STOPPED and stays a cancellation): it checkpointed, or it was killed before it could
+        noticed = preempted is not None and ray_phase != st.CANCELLED
+        if result is None and not cancelling and (phase == st.PREEMPTING or noticed):
+            at, started = _ray_time(info.get("end_time")), _ray_time(info.get("start_time"))
+            if preempted is not None:
+                self._requeue_preempted(job_id, phase, checkpoint=preempted.get("checkpoint") or "unknown",
+                                        step=preempted.get("step"), why="", at=at, started=started)
+                return
+            if not (ray_phase == st.FAILED and error_payload is not None):  # else: it failed on its own
+                self._requeue_preempted(job_id, phase, checkpoint=None, step=None,
+                                        why=f"Ray reports {info.get('status')} and the job printed no checkpoint "
+                                            f"line: killed after the {self.settings.preemption_grace_s:g}s grace "
+                                            f"period, or before it could save", at=at, started=started)
+                return
+        if result is not None and ray_phase == st.CANCELLED and phase == st.PREEMPTING:
+            # it finished its last step before the stop reached it: Ray says STOPPED because it
+            # was asked to stop, but the job is done
+            ray_phase = st.SUCCEEDED
         with self.db.session() as s:
             spec = (jobs_repo.find_job(s, job_id) or JobRow(spec={})).spec or {}
         secrets = runtime.secret_values(spec, self.settings)
@@ -499,10 +614,14 @@ class Controller:
         self._plan_key = None  # a tick that fails half-way plans again next time
         started = time.perf_counter()
         queue = [q.job for q in self.queue.pending.values()]
+        # only a running job can be asked to checkpoint and stop (a sweep cannot); one asked
+        # already is leaving, and the job it was chosen for counts on it
         running = [RunningJob(id=a.job.id, project=a.job.project, cluster=a.cluster, workers=a.job.workers,
                               per_worker=a.job.per_worker, priority=a.job.priority,
                               started_at=a.started_at.timestamp() if a.started_at else now,
-                              max_runtime=a.job.max_runtime)
+                              max_runtime=a.job.max_runtime,
+                              preemptible=a.phase == st.RUNNING and a.kind == "job",
+                              leaving=a.phase == st.PREEMPTING)
                    for a in self.queue.active.values() if a.cluster]
         usage = self._usage(projects, now)
         plan = plan_tick(queue, running=running, clusters=cluster_views, projects=projects, usage=usage, now=now,
@@ -518,6 +637,13 @@ class Controller:
                     self._submit(d.job_id)
             except StaleDataError:
                 log.info("job %s changed while dispatching; next tick decides", d.job_id)
+        for p in plan.preempt:
+            if p.kind == LEAVING:
+                continue  # asked already
+            try:
+                self._preempt(p)
+            except StaleDataError:
+                log.info("job %s changed while preempting it; next tick decides", p.job_id)
         notes: list[tuple[str, str, Any]] = []
         for r in plan.reject:
             job = self.queue.pending[r.job_id].job
@@ -527,7 +653,7 @@ class Controller:
                 notes.append((r.job_id, f"waiting: {text}", Pending(r.job_id, Reason(CLUSTER_UNHEALTHY, text), 0, 0)))
                 continue
             try:
-                self._move(r.job_id, st.PENDING, st.FAILED, reason="rejected by the scheduler",
+                self._move(r.job_id, st.QUEUED, st.FAILED, reason="rejected by the scheduler",
                            message=f"{r.field}: {r.reason}" if r.field else r.reason)
             except StaleDataError:
                 log.info("job %s changed while rejecting; next tick decides", r.job_id)
@@ -576,7 +702,7 @@ class Controller:
         with self.db.session() as s:
             records = quotas.closed_usage(s, since=since, projects=budgeted)
         for a in self.queue.active.values():
-            if a.job.project in budgeted and a.started_at is not None and a.phase in (st.RUNNING, st.STALLED, st.CANCELLING):
+            if a.job.project in budgeted and a.started_at is not None and a.phase in _HOLDING:
                 records.append(UsageRecord(project=a.job.project, start=a.started_at.timestamp(), end=None,
                                            resources=a.job.demand))
         return records
@@ -632,7 +758,8 @@ class Controller:
             return
         table = JobRow.__table__
         where = (table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version"),
-                 table.c.phase == st.PENDING)
+                 # literal phases, not IN (...): an expanding IN cannot go in an executemany
+                 or_(*(table.c.phase == literal(p) for p in sorted(st.QUEUED))))
         with self.db.session() as s:
             full = [r for r in rows if r["free"]]
             if full:
@@ -651,7 +778,7 @@ class Controller:
     def _write_ahead(self, job_id: str, cluster: str) -> bool:
         with self.db.session() as s:
             job = jobs_repo.find_job(s, job_id)
-            if job is None or job.phase != st.PENDING:
+            if job is None or job.phase not in st.QUEUED:
                 return False
             attempt = job.attempt + 1
             extra = {"result": None} if views.pending_of(job.result) is not None else {}
@@ -659,7 +786,7 @@ class Controller:
                                  attempt=attempt, cluster=cluster,
                                  submission_id=jobs_repo.submission_id_for(job.id, attempt),
                                  message=f"dispatching to cluster '{cluster}'", **extra)
-        log.info("job %s: PENDING -> DISPATCHING (cluster '%s', attempt %d)", job_id, cluster, attempt)
+        log.info("job %s: queued -> DISPATCHING (cluster '%s', attempt %d)", job_id, cluster, attempt)
         return True
 
     def _submit(self, job_id: str) -> None:
@@ -682,7 +809,8 @@ class Controller:
                     return
                 working_dir = client.upload_package(path.read_bytes())
             env = runtime.runtime_env_for(job_id, spec, self.settings, owner=owner, project=project,
-                                          working_dir_uri=working_dir)
+                                          working_dir_uri=working_dir,
+                                          stop_wait_s=self.settings.preemption_grace_s if kind == "job" else None)
             outcome = client.submit(submission_id=submission_id,
                                     entrypoint=runtime.entrypoint_for(job_id, self.settings, kind=kind),
                                     runtime_env=env, metadata={"trainyard_job_id": job_id,
@@ -716,6 +844,7 @@ class Controller:
             "queue": {"pending": len(self.queue.pending), "active": len(self.queue.active),
                       "plans": self.plans, "skipped": self.skipped, "scans": self.queue.scans,
                       "rows_read": self.queue.rows_read, "notes_written": self.notes_written,
+                      "preemptions": self.preemptions,
                       "last_plan_ms": round(self.last_plan_s * 1000, 1) if self.last_plan_s is not None else None,
                       "last_dispatch_ms": (round(self.last_tick_s * 1000, 1) if self.last_tick_s is not None
                                            else None)},

@@ -2,7 +2,7 @@
 
 Reading every queued job (and parsing its spec) on every tick cost more than deciding about
 it: 1.6 s a tick at 9,400 queued. The mirror reads only what changed:
-- a scan of (id, version, phase) of the PENDING and active jobs, through the phase index.
+- a scan of (id, version, phase) of the queued (PENDING, PREEMPTED) and active jobs, through the phase index.
   `version` is bumped by every ORM write (optimistic locking), so a job whose version did
   not move did not change;
 - the full rows (with the spec JSON) only of jobs that are new or whose version moved.
@@ -40,7 +40,7 @@ __all__ = ["QueueMirror", "Queued", "Active", "QUIET"]
 
 # execution option: a write to the jobs table that must not wake the mirror
 QUIET = "trainyard_mirror_quiet"
-_TRACKED = sorted({st.PENDING} | st.ACTIVE)
+_TRACKED = sorted(st.QUEUED | st.ACTIVE)
 _CHUNK = 500  # ids per IN (...) query
 _WRITES = ("INSERT INTO jobs ", "UPDATE jobs ", "DELETE FROM jobs ")
 _TARGETED_MAX = 2000  # more rows written than this: one scan of everything is cheaper
@@ -111,6 +111,7 @@ class Active:
     cluster: str | None
     started_at: datetime | None
     job: QueuedJob
+    kind: str = "job"  # only jobs can checkpoint and stop on request (preemption); sweeps cannot
 
 
 class _WriteWatch:
@@ -142,7 +143,7 @@ class _WriteWatch:
 
 
 class QueueMirror:
-    """PENDING jobs (`pending`) and jobs that may hold resources (`active`), by id."""
+    """Queued jobs (`pending`: PENDING and PREEMPTED) and jobs that may hold resources (`active`), by id."""
 
     def __init__(self, db: Database, *, resync_interval_s: float = 15.0,
                  clock: Callable[[], float] = time.monotonic):
@@ -200,8 +201,9 @@ class QueueMirror:
                 ids: set[str] = set()
                 for job_id, version, phase in seen:
                     ids.add(job_id)
-                    have = self.pending.get(job_id) if phase == st.PENDING else self.active.get(job_id)
-                    if have is None or have.version != version or (phase != st.PENDING and have.phase != phase):
+                    queued = phase in st.QUEUED
+                    have = self.pending.get(job_id) if queued else self.active.get(job_id)
+                    if have is None or have.version != version or (not queued and have.phase != phase):
                         stale.append(job_id)
                 if everything:
                     gone = [i for i in self.pending if i not in ids] + [i for i in self.active if i not in ids]
@@ -216,7 +218,7 @@ class QueueMirror:
 
     def _load(self, conn, job_ids: list[str], *, whole: bool) -> None:
         cols = (JobRow.id, JobRow.version, JobRow.phase, JobRow.spec, JobRow.priority, JobRow.project,
-                JobRow.created_at, JobRow.started_at, JobRow.cluster, JobRow.message, JobRow.result)
+                JobRow.created_at, JobRow.started_at, JobRow.cluster, JobRow.message, JobRow.result, JobRow.kind)
         if whole:  # after a burst (or at start) one read of everything beats many IN lists
             batches = [conn.execute(select(*cols).where(JobRow.phase.in_(_TRACKED)))]
             wanted: set[str] | None = set(job_ids)
@@ -226,7 +228,7 @@ class QueueMirror:
             wanted = None
         for rows in batches:
             for (job_id, version, phase, spec, priority, project, created_at, started_at, cluster, message,
-                 result) in rows:
+                 result, kind) in rows:
                 if wanted is not None and job_id not in wanted:
                     continue
                 self.rows_read += 1
@@ -235,12 +237,12 @@ class QueueMirror:
                 job = views.queued_job(job_id, spec or {}, priority=priority or 0,
                                        seq=created_at.timestamp() if created_at else 0.0,
                                        project=project or "default")
-                if phase == st.PENDING:
+                if phase in st.QUEUED:
                     record = views.pending_of(result)
                     self.pending[job_id] = Queued(version, job, message, record,
                                                   result is None or record is not None)
                 elif phase in st.ACTIVE:
-                    self.active[job_id] = Active(version, phase, cluster, started_at, job)
+                    self.active[job_id] = Active(version, phase, cluster, started_at, job, kind or "job")
 
     def noted(self, job_id: str, *, message: str, pending: dict[str, Any] | None, written: tuple | None) -> None:
         """Record what the controller just wrote for a queued job (its version is unchanged)."""

@@ -6,13 +6,14 @@ The contract with the runner (trainyard.runner):
                 MLFLOW_TRACKING_USERNAME/PASSWORD when MLflow needs credentials),
                 TRAINYARD_STORAGE, TRAINYARD_USER and TRAINYARD_PROJECT (whose job it is: the
                 job row's owner and project), and for s3:// storage TRAINYARD_S3_ENDPOINT_URL,
-                AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; plus spec.env (which cannot override
-                any of these).
+                AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; RAY_JOB_STOP_WAIT_TIME_S for jobs (the
+                preemption grace period); plus spec.env (which cannot override any of these).
     working_dir gcs://_ray_pkg_<sha1>.zip when the job shipped a folder.
 """
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pydantic import SecretStr
@@ -67,9 +68,12 @@ def mlflow_credentials(settings: Settings) -> dict[str, str]:
 
 
 def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *, owner: str, project: str,
-                    working_dir_uri: str | None = None) -> dict[str, Any]:
+                    working_dir_uri: str | None = None, stop_wait_s: float | None = None) -> dict[str, Any]:
     """owner, project: the job row's; the runner tags the job's MLflow runs with them and puts
-    its experiment and checkpoints under the project."""
+    its experiment and checkpoints under the project.
+    stop_wait_s: how long Ray's stop_job waits after its SIGTERM before it kills the driver
+    (RAY_JOB_STOP_WAIT_TIME_S, read by Ray's job supervisor, which runs in this runtime_env;
+    Ray's default is 3 s): the time a preempted job has to checkpoint."""
     env: dict[str, str] = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
     storage = storage_for(spec, settings)
     env.update({
@@ -79,6 +83,8 @@ def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *, ow
         "TRAINYARD_USER": owner,
         "TRAINYARD_PROJECT": project,
     })
+    if stop_wait_s is not None:
+        env["RAY_JOB_STOP_WAIT_TIME_S"] = str(max(1, math.ceil(stop_wait_s)))
     if settings.mlflow_uri:
         env["MLFLOW_TRACKING_URI"] = settings.mlflow_uri
         env.update(mlflow_credentials(settings))

@@ -183,7 +183,7 @@ class JobService:
                       for e in jobs_repo.list_events(s, job_id)]
             live_cost = self._live_cost(s, job)
         progress = None
-        if with_progress and job.phase in (st.RUNNING, st.STALLED, st.CANCELLING) and job.submission_id and job.cluster:
+        if with_progress and job.phase in (st.RUNNING, st.STALLED, st.CANCELLING, st.PREEMPTING) and job.submission_id and job.cluster:
             progress = self._progress(job.cluster, job.submission_id)
         view = views.job_dict(job, mlflow_uri=self.settings.mlflow_uri, detail=True,
                               progress=progress, events=events)
@@ -259,10 +259,12 @@ class JobService:
         stop = None
         with self.db.session() as s:
             job = jobs_repo.get_job(s, job_id)
-            if job.phase == st.PENDING:
-                jobs_repo.transition(s, job, st.CANCELLED, reason=reason, message="cancelled before it started",
-                                     cancel_requested=1)
-            elif job.phase in (st.DISPATCHING, st.SUBMITTED, st.RUNNING, st.STALLED):
+            if job.phase in st.QUEUED:
+                started = job.phase == st.PENDING
+                jobs_repo.transition(s, job, st.CANCELLED, reason=reason, cancel_requested=1,
+                                     message="cancelled before it started" if started
+                                     else "cancelled while queued after a preemption")
+            elif job.phase in (st.DISPATCHING, st.SUBMITTED, st.RUNNING, st.STALLED, st.PREEMPTING):
                 jobs_repo.transition(s, job, st.CANCELLING, reason=reason, cancel_requested=1,
                                      message="cancelling: waiting for Ray to stop the job")
                 stop = (job.cluster, job.submission_id)

@@ -141,10 +141,14 @@ def job_dict(job: JobRow, *, mlflow_uri: str = "", detail: bool = False,
         "mlflow_url": _mlflow_url(mlflow_uri, job.mlflow_experiment_id, job.mlflow_run_id),
         "cancel_requested": bool(job.cancel_requested),
         # why it waits (reason code + sentence, positions, estimated start); None once it left the queue
-        "pending": pending if job.phase == st.PENDING else None,
+        "pending": pending if job.phase in st.QUEUED else None,
         # trainyard.costs.JobCost.to_dict(): written when the job ends (describe adds a live one
         # while it runs); None before it started or when no record could be made
         "cost": job.cost,
+        # times the scheduler took its place for another job, and the seconds those
+        # preemptions held it between the request and its stop
+        "preemptions": int(job.preemptions or 0),
+        "preempted_s": round(float(job.preempted_s or 0.0), 1),
     }
     if detail:
         body["progress"] = progress

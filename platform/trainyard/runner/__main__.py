@@ -4,6 +4,8 @@ The JobSpec comes as JSON (or YAML) in $TRAINYARD_SPEC, or from --spec-file PATH
 stdout protocol (see trainyard.protocol): TRAINYARD_PROGRESS lines while training,
 one TRAINYARD_RESULT line at the end; exit 0. On failure one TRAINYARD_ERROR line, a
 message on stderr, and a non-zero exit code (2: the spec is wrong, 1: training failed).
+Asked to stop (SIGTERM: Ray's stop_job, a node's stop notice): it checkpoints after the
+current step, prints one TRAINYARD_PREEMPTED line and exits 75; running it again resumes.
 
 `python -m trainyard.runner sweep ...` is handed to trainyard.runner.sweep_driver.main(argv).
 """
@@ -13,7 +15,7 @@ import argparse
 import os
 import sys
 
-from trainyard.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SpecError, TrainyardError
+from trainyard.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, SpecError, TrainyardError
 
 
 def _load_spec(args):
@@ -57,7 +59,7 @@ def _error(kind: str, message: str) -> None:
 
 
 def job_main(args) -> int:
-    from trainyard.protocol import RESULT, emit_line, format_line
+    from trainyard.protocol import PREEMPTED, RESULT, emit_line, format_line
 
     try:
         spec = _load_spec(args)
@@ -74,6 +76,9 @@ def job_main(args) -> int:
     except Exception as exc:  # training failed: the cause is in the worker traceback above
         _error("training_failed", _describe(exc))
         return EXIT_FAILED
+    if result.pop("preempted", False):
+        emit_line(format_line(PREEMPTED, result))
+        return EXIT_PREEMPTED
     emit_line(format_line(RESULT, result))
     return EXIT_OK
 

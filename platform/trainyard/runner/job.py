@@ -55,6 +55,7 @@ class _ProgressPrinter:
     def __init__(self, queue, emit: Callable[[str], None], *, poll_s: float = 0.2):
         self.queue, self.emit, self.poll_s = queue, emit, poll_s
         self.final: dict | None = None
+        self.preempted: dict | None = None  # rank 0 stopped as asked: {"step", ...}
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one drain at a time: lines keep the queue's order
         self._thread = threading.Thread(target=self._run, name="trainyard-progress", daemon=True)
@@ -77,6 +78,9 @@ class _ProgressPrinter:
             for item in items:
                 if item.get("kind") == "final":
                     self.final = item
+                    continue
+                if item.get("kind") == "preempted":
+                    self.preempted = item
                     continue
                 self.emit(format_line(PROGRESS, {k: item[k] for k in ("step", "total_steps", "epoch", "metrics")}))
             return len(items)
@@ -120,10 +124,16 @@ def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str 
             emit: Callable[[str], None] = _emit, log_model: bool = True) -> dict:
     """Train `spec` as job `job_id` on the connected Ray cluster (ray.init is done here if
     needed) and return the TRAINYARD_RESULT payload. Raises on failure (after marking the
-    MLflow run FAILED)."""
+    MLflow run FAILED).
+
+    SIGTERM while it trains (Ray's stop_job: preemption; a node's stop notice) asks the
+    workers to checkpoint after their current step and stop (runner/preempt.py); the
+    payload is then the TRAINYARD_PREEMPTED one, with "preempted": True, and the MLflow run
+    is left KILLED (the next run of the job reopens it and resumes from the checkpoint)."""
     import ray
     from ray.util.queue import Queue
 
+    from trainyard.runner.preempt import DriverStop, new_token
     from trainyard.tracking import PROJECT_TAG, experiment_for, identity_tags
     from trainyard.tracking import tracking_uri as _uri
     from trainyard.tracking.runs import end_job_run, run_tags, start_job_run
@@ -137,12 +147,14 @@ def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str 
                         uri=uri, tags={**identity, "trainyard.workload": spec.workload})
     queue = Queue(actor_options={"num_cpus": 0})
     printer = _ProgressPrinter(queue, emit)
+    token = new_token(job_id)
     # the project goes with the run to rank 0, which registers the model under it
     trainer = build_trainer(spec, job_id=job_id, storage=storage,
                             mlflow_run={**run.to_config(), "project": identity[PROJECT_TAG]},
-                            progress_queue=queue, extra_config={"log_model": log_model})
+                            progress_queue=queue, extra_config={"log_model": log_model, "preempt_token": token})
     try:
-        result = trainer.fit()
+        with DriverStop(token):
+            result = trainer.fit()
     except BaseException as exc:
         printer.stop()
         try:
@@ -164,7 +176,15 @@ def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str 
         tags = run_tags(run)
     except Exception:
         pass
-    out = _job_result(run, dict((printer.final or {}).get("metrics") or {}), dict(result.metrics or {}), tags,
+    reported = dict(result.metrics or {})
+    if printer.preempted is not None or (printer.final is None and reported and not reported.get("trainyard_done")):
+        # stopped as asked: no final report, the last checkpoint is where it resumes
+        step = (printer.preempted or {}).get("step", reported.get("step"))
+        where = _job_result(run, {}, {}, {}, result.checkpoint).checkpoint
+        end_job_run(run, status="KILLED")
+        return {"preempted": True, "step": step, "total_steps": reported.get("total_steps"), "checkpoint": where,
+                "mlflow_run_id": run.run_id, "mlflow_experiment_id": run.experiment_id}
+    out = _job_result(run, dict((printer.final or {}).get("metrics") or {}), reported, tags,
                       result.checkpoint)
     end_job_run(run, status="FINISHED")
     payload = out.to_protocol()

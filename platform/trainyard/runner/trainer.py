@@ -17,9 +17,11 @@ from trainyard.runner.session import Session
 from trainyard.runner.tracker import Tracker
 from trainyard.runner.usage import count_flops_enabled, device_info, mlflow_figures, usage_record
 
-__all__ = ["Trainer", "train_loop_per_worker", "CRASH_ENV"]
+__all__ = ["Trainer", "train_loop_per_worker", "CRASH_ENV", "STEP_DELAY_ENV"]
 
 CRASH_ENV = "TRAINYARD_TEST_CRASH"  # tests only: "rank:step:marker_path"
+# tests only: seconds to sleep after each optimizer step, so a test can stop a short job mid-run
+STEP_DELAY_ENV = "TRAINYARD_TEST_STEP_DELAY_S"
 
 
 @dataclass
@@ -44,6 +46,8 @@ class Trainer:
     resumed_from: str | None = None
     flops_per_micro: int | None = None  # rank 0: model FLOPs of its first micro-batch (cost record)
     _busy: float = 0.0  # seconds inside the current optimizer step's train_step calls
+    stop: Any = None  # runner.preempt.StopWatch: "checkpoint now and stop" (preemption); None: never asked
+    preempted_at: int | None = None  # the step it stopped after, when it was asked to
 
     def train(self) -> None:
         spec, steps = self.spec, self.steps
@@ -63,12 +67,19 @@ class Trainer:
                     step, end_of_epoch = self.micro // steps.gas, self.micro % steps.per_epoch == 0
                     ckpt_due = (step % every_ckpt == 0) if every_ckpt else end_of_epoch
                     eval_due = (step % every_eval == 0) if every_eval else end_of_epoch
+                    # a collective: every rank asks at every step boundary, and all stop together
+                    stop = self.stop is not None and self.stop.agreed()
+                    if stop:
+                        self._checkpoint_and_stop(step, epoch, end_of_epoch=end_of_epoch, evaluate=eval_due)
+                        return
                     if ckpt_due or eval_due:
                         self._evaluate_and_report(step, epoch, end_of_epoch=end_of_epoch, checkpoint=ckpt_due)
                 if self.micro % steps.per_epoch != 0 and self.micro < steps.total_micro:
                     break  # cannot happen: an epoch always ends on its last batch
             self._finish()
         finally:
+            if self.stop is not None:
+                self.stop.close()
             # a trial that Tune stops (ASHA, PBT) leaves through session.report with SystemExit,
             # a failed step with its exception: either way what rank 0 queued for MLflow is sent
             # (an inline trial's actor runs the next trial)
@@ -97,6 +108,8 @@ class Trainer:
         _maybe_crash_for_test(os.environ.get(CRASH_ENV), rank=self.session.rank, step=self.micro // gas)
         if self.micro % gas:
             return False
+        if os.environ.get(STEP_DELAY_ENV):
+            time.sleep(float(os.environ[STEP_DELAY_ENV]))
         step = self.micro // gas
         values = {k: float(v) for k, v in out.items()}
         self.meters.busy(self._busy)
@@ -117,6 +130,24 @@ class Trainer:
             self.checkpointer.save_and_report(self.session, report, micro_step=self.micro, step=step, epoch=epoch)
         else:
             self.session.report(report)
+
+    def _checkpoint_and_stop(self, step: int, epoch: int, *, end_of_epoch: bool, evaluate: bool) -> None:
+        """Asked to stop (preemption): save this step's state and leave. Only what the
+        uninterrupted run would do at this step is done (its evaluation, when one is due), so
+        a run resumed from here draws the same numbers as one that never stopped."""
+        if evaluate:
+            self._evaluate_and_report(step, epoch, end_of_epoch=end_of_epoch, checkpoint=True)
+        else:
+            report = {**self.meters.take_means(), "step": step, "epoch": epoch, "total_steps": self.steps.total_steps}
+            self.tracker.progress("progress", step, epoch, report)
+            self.tracker.flush()
+            self.checkpointer.save_and_report(self.session, report, micro_step=self.micro, step=step, epoch=epoch)
+        self.preempted_at = step
+        if self.session.rank == 0:
+            print(f"[trainyard] job {self.config['job_id']}: stopped after step {step} as asked "
+                  f"(checkpoint saved)", flush=True)
+        self.tracker.close()
+        self.tracker.progress("preempted", step, epoch, {})
 
     def _finish(self) -> None:
         """Final evaluation, the model into the run, the last checkpoint with the final report."""
@@ -250,12 +281,17 @@ class Trainer:
         tracker = Tracker(rank=rank, tracking=config.get("mlflow"), queue=config.get("progress_queue"),
                           total_steps=total_steps)
         start_step = micro // gas
+        stop = None
+        if config.get("preempt_token"):
+            from trainyard.runner.preempt import StopWatch
+
+            stop = StopWatch(config["preempt_token"], device=engines.device)
         warmup = int(config.get("timing_warmup_steps", max(1, min(10, (total_steps - start_step) // 5))))
         return cls(spec=spec, config=config, workload=workload, ctx=ctx, plan=plan, steps=steps, batches=batches,
                    engines=engines, checkpointer=checkpointer,
                    evaluator=Evaluator(workload, engines, eval_ds, ctx, tracker),
                    meters=Meters(start_step=start_step, warmup=warmup), tracker=tracker, session=session,
-                   micro=micro, resumed_from=resumed_from)
+                   micro=micro, resumed_from=resumed_from, stop=stop)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -281,6 +317,9 @@ def train_loop_per_worker(config: dict) -> None:
         resume_from ray.train.Checkpoint|None: start from this checkpoint (one this loop
                     saved) when Ray Train has none for this run (sweeps: restore / PBT clone).
         timing_warmup_steps  int: steps excluded from the final "train_steps_per_s".
+        preempt_token  str|None: the driver's stop key (runner/preempt.py). When it is set
+                    in Ray's KV the ranks checkpoint after the current step and return;
+                    rank 0 queues {"kind": "preempted", "step": ...}.
 
     Resume order: Ray Train's latest checkpoint of this run; else the newest complete
     checkpoint in this run's storage folder (one a dying worker left unregistered); else

@@ -156,6 +156,9 @@ class RunningJob:
     progress_rate: float | None = None
     nodes: tuple[Mapping[str, float], ...] | None = None
     preemptible: bool = True
+    # already asked to checkpoint and stop (being preempted): it leaves whatever happens, so
+    # the blocked job it was chosen for counts on it first, and no extra victim is taken
+    leaving: bool = False
 
     def demand(self) -> dict[str, float]:
         return demand_of(self.per_worker, self.workers)

@@ -11,6 +11,9 @@ Among those, the cheapest victims are taken: lower priority first, then the most
 started (least work since its start to redo). A single victim that frees enough is preferred;
 otherwise victims are added cheapest first until the gang fits, and any victim the gang
 turns out not to need is dropped again, most expensive first.
+A job already leaving (asked to stop by an earlier tick, `RunningJob.leaving`) is counted on
+first, whatever its priority or age ("leaving"): it goes anyway, so waiting for it costs
+nobody else their place. The controller applies only the new preemptions.
 The controller asks the victims to checkpoint and requeues them (they keep their place).
 """
 from __future__ import annotations
@@ -23,9 +26,9 @@ from trainyard.scheduler.model import RunningJob, TickConfig, demand_of
 from trainyard.scheduler.policy import QueuedJob, pack
 from trainyard.scheduler.quotas import QuotaLedger
 
-__all__ = ["Preemption", "PRIORITY", "RECLAIM", "choose_victims"]
+__all__ = ["Preemption", "PRIORITY", "RECLAIM", "LEAVING", "choose_victims"]
 
-PRIORITY, RECLAIM = "priority", "reclaim"
+PRIORITY, RECLAIM, LEAVING = "priority", "reclaim", "leaving"
 _EPS = 1e-9
 
 
@@ -34,12 +37,14 @@ class Preemption:
     job_id: str  # the running job to stop (checkpoint, then requeue)
     cluster: str
     for_job: str  # the queued job it makes room for
-    kind: str  # "priority" | "reclaim"
+    kind: str  # "priority" | "reclaim" | "leaving" (asked to stop already)
     reason: str
 
 
 def _eligible(job: QueuedJob, victim: RunningJob, ledger: QuotaLedger | None, reclaiming: bool, now: float,
               config: TickConfig, job_keys: set[str]) -> str | None:
+    if victim.leaving:
+        return LEAVING
     if not victim.preemptible or now - victim.started_at < config.min_runtime_s:
         return None
     if victim.priority < job.priority:
@@ -70,7 +75,7 @@ def choose_victims(job: QueuedJob, *, cluster: str, free: Sequence[Mapping[str, 
             continue
         kind = _eligible(job, victim, ledger, reclaiming, now, config, set(demand))
         if kind is not None:
-            candidates.append(((victim.priority, -victim.started_at, victim.id), victim, kind))
+            candidates.append(((kind != LEAVING, victim.priority, -victim.started_at, victim.id), victim, kind))
     candidates.sort(key=lambda c: c[0])
     candidates = candidates[:config.max_preemption_candidates]
     if not candidates:
@@ -107,13 +112,16 @@ def choose_victims(job: QueuedJob, *, cluster: str, free: Sequence[Mapping[str, 
                 break
         else:
             return []
-        for item in sorted(chosen, key=lambda c: (c[0].priority, -c[0].started_at, c[0].id), reverse=True):
+        for item in sorted(chosen, key=lambda c: (c[1] != LEAVING, c[0].priority, -c[0].started_at, c[0].id),
+                           reverse=True):
             rest = [v for v, _ in chosen if v is not item[0]]
             if len(rest) < len(chosen) and _fits(job, free, rest):
                 chosen = [c for c in chosen if c[0] is not item[0]]
     out = []
     for victim, kind in chosen:
-        if kind == PRIORITY:
+        if kind == LEAVING:
+            why = f"already stopping (preempted earlier); job '{job.id}' takes its place"
+        elif kind == PRIORITY:
             why = (f"preempted for job '{job.id}' (priority {job.priority} > {victim.priority}) after "
                    f"{now - victim.started_at:.0f}s of running")
         else:

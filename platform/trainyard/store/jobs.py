@@ -113,7 +113,8 @@ def list_jobs(session: Session, *, phases: Iterable[str] | None = None, project:
 
 
 def pending_jobs(session: Session) -> list[JobRow]:
-    return list(session.scalars(select(JobRow).where(JobRow.phase == st.PENDING)
+    """Queued jobs (PENDING, and PREEMPTED waiting for their next attempt), oldest first."""
+    return list(session.scalars(select(JobRow).where(JobRow.phase.in_(sorted(st.QUEUED)))
                                 .order_by(JobRow.created_at, JobRow.id)))
 
 

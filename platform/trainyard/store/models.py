@@ -73,6 +73,12 @@ class JobRow(Base):
     cancel_requested: Mapped[int] = mapped_column(Integer, default=0)
     # the cost record (trainyard.costs.JobCost.to_dict()), written when the job ends
     cost: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # preemption (store.state PREEMPTING/PREEMPTED): how often the scheduler took the job's
+    # place, the seconds it spent between the request and its stop (all attempts), and when
+    # the current request was made (None: none pending)
+    preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    preempted_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    preempt_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # optimistic locking: the API (cancel) and the controller write the same rows from
     # different threads/processes; a stale write raises StaleDataError instead of undoing
     # the other's change
@@ -237,5 +243,7 @@ class UsageRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
     resources: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # why the attempt ended: its final phase in lower case, or "preemption"; None before 0005
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (Index("ix_usage_project_ended", "project", "ended_at"),)

@@ -34,9 +34,10 @@ def set_quota(session: Session, project: ProjectRow, settings: Mapping[str, Any]
 
 
 def record_usage(session: Session, job: JobRow, *, resources: Mapping[str, float],
-                 ended_at: datetime | None = None) -> UsageRow | None:
+                 ended_at: datetime | None = None, reason: str | None = None) -> UsageRow | None:
     """Ledger entry for the job's current attempt, when it had started; idempotent.
-    `resources`: the gang's demand in accounting space (controller.views.job_demand)."""
+    `resources`: the gang's demand in accounting space (controller.views.job_demand);
+    `reason`: why the attempt ended ("preemption", or the phase it ended in, lower case)."""
     if job.started_at is None:
         return None
     end = ended_at or job.ended_at or utcnow()
@@ -45,7 +46,8 @@ def record_usage(session: Session, job: JobRow, *, resources: Mapping[str, float
     if session.get(UsageRow, (job.id, attempt)) is not None:
         return None
     row = UsageRow(job_id=job.id, attempt=attempt, project=job.project, started_at=job.started_at, ended_at=end,
-                   resources={k: float(v) for k, v in resources.items()})
+                   resources={k: float(v) for k, v in resources.items()},
+                   reason=(reason or job.phase.lower())[:32])
     try:
         with session.begin_nested():
             session.add(row)
@@ -67,7 +69,8 @@ def closed_usage(session: Session, *, since: datetime,
 
 def running_jobs(session: Session, *, projects: Iterable[str] | None = None) -> list[JobRow]:
     """Jobs holding resources now (started, not yet ended)."""
-    stmt = select(JobRow).where(JobRow.phase.in_((st.RUNNING, st.STALLED, st.CANCELLING)), JobRow.started_at.is_not(None))
+    stmt = select(JobRow).where(JobRow.phase.in_((st.RUNNING, st.STALLED, st.CANCELLING, st.PREEMPTING)),
+                                JobRow.started_at.is_not(None))
     if projects is not None:
         stmt = stmt.where(JobRow.project.in_(sorted(projects)))
     return list(session.scalars(stmt))

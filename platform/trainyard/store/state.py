@@ -8,6 +8,10 @@ so that a crash at any moment leaves a record of what was about to happen:
        │            └───────────────┴────────────┴──> CANCELLING ──> CANCELLED
        └──> CANCELLED (never dispatched)
 
+    RUNNING ──> PREEMPTING ──> PREEMPTED ──> DISPATCHING ... (the next attempt)
+                    │              └──> CANCELLED
+                    └──> CANCELLING | SUCCEEDED | FAILED
+
 - DISPATCHING: the submission_id and attempt are written, Ray has not confirmed yet
   (write-ahead). Reconciliation resubmits with the *same* submission_id, which Ray
   refuses to run twice.
@@ -18,6 +22,11 @@ so that a crash at any moment leaves a record of what was about to happen:
   the controller asks Ray to stop it and, once Ray reports STOPPED, queues it again (PENDING,
   next attempt, resumed from its checkpoint) or fails it; with `none` it stays STALLED until a
   step arrives (back to RUNNING) or the job ends.
+- PREEMPTING: the scheduler took the job's place for another; the job was asked to
+  checkpoint at its next step boundary and stop (public state: still RUNNING).
+- PREEMPTED: it stopped (checkpointed, or stopped by Ray after the grace period) and is
+  queued again with its place kept (public state: PENDING; QUEUED holds both queued
+  phases). Its next attempt resumes from the checkpoint.
 
 A job whose driver vanished before it started may go back to PENDING (re-queued, next
 attempt); one that was RUNNING goes to FAILED. Terminal phases never change again.
@@ -28,7 +37,7 @@ from trainyard.errors import ConflictError
 
 __all__ = [
     "PENDING", "DISPATCHING", "SUBMITTED", "RUNNING", "STALLED", "CANCELLING", "SUCCEEDED", "FAILED",
-    "CANCELLED", "PHASES", "PUBLIC_STATES", "TERMINAL", "ACTIVE", "public_state",
+    "CANCELLED", "PREEMPTING", "PREEMPTED", "PHASES", "QUEUED", "PUBLIC_STATES", "TERMINAL", "ACTIVE", "public_state",
     "can_transition", "check_transition", "phases_for_public", "ray_status_to_phase",
 ]
 
@@ -41,12 +50,17 @@ CANCELLING = "CANCELLING"
 SUCCEEDED = "SUCCEEDED"
 FAILED = "FAILED"
 CANCELLED = "CANCELLED"
+PREEMPTING = "PREEMPTING"
+PREEMPTED = "PREEMPTED"
 
-PHASES = (PENDING, DISPATCHING, SUBMITTED, RUNNING, STALLED, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
+PHASES = (PENDING, DISPATCHING, SUBMITTED, RUNNING, STALLED, CANCELLING, SUCCEEDED, FAILED, CANCELLED, PREEMPTING,
+          PREEMPTED)
 PUBLIC_STATES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 # phases in which a Ray job may exist for the current attempt
-ACTIVE = frozenset({DISPATCHING, SUBMITTED, RUNNING, STALLED, CANCELLING})
+ACTIVE = frozenset({DISPATCHING, SUBMITTED, RUNNING, STALLED, CANCELLING, PREEMPTING})
+# phases of a job waiting in the queue for its (next) attempt
+QUEUED = frozenset({PENDING, PREEMPTED})
 
 _PUBLIC = {
     PENDING: PENDING,
@@ -60,6 +74,10 @@ _PUBLIC = {
     SUCCEEDED: SUCCEEDED,
     FAILED: FAILED,
     CANCELLED: CANCELLED,
+    # still holds its resources until it has checkpointed and stopped
+    PREEMPTING: RUNNING,
+    # queued again, with its place kept
+    PREEMPTED: PENDING,
 }
 
 _ALLOWED: dict[str, frozenset[str]] = {
@@ -67,9 +85,14 @@ _ALLOWED: dict[str, frozenset[str]] = {
     # Ray may have finished a short job before we first polled it: any outcome is legal.
     DISPATCHING: frozenset({SUBMITTED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED, PENDING}),
     SUBMITTED: frozenset({RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED, PENDING}),
-    RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLING, CANCELLED, STALLED}),
+    # PREEMPTED straight from RUNNING: the driver took a stop notice (SIGTERM: a node going
+    # away) that the controller did not send, checkpointed and stopped
+    RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLING, CANCELLED, STALLED, PREEMPTING, PREEMPTED}),
     # a step arrived (RUNNING), requeued after the stop (PENDING), or ended
     STALLED: frozenset({RUNNING, PENDING, SUCCEEDED, FAILED, CANCELLING, CANCELLED}),
+    # it may finish, fail or be cancelled before its checkpoint lands
+    PREEMPTING: frozenset({PREEMPTED, SUCCEEDED, FAILED, CANCELLING, CANCELLED}),
+    PREEMPTED: frozenset({DISPATCHING, CANCELLED, FAILED}),
     CANCELLING: frozenset({CANCELLED, SUCCEEDED, FAILED}),
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),
