@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test test-unit test-integration test-e2e test-slow bench bench-smoke schemas up down clean
+.PHONY: help venv demo test test-unit test-integration test-e2e test-slow bench bench-smoke schemas up down clean console chromium
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*## /\t/' | expand -t 20
@@ -24,7 +24,7 @@ venv: $(STAMP)  ## create .venv and install Trainyard with its dev tools
 demo: venv  ## start the local stack; train, sweep, promote and predict over HTTP; stop
 	$(PY) examples/demo.py
 
-test: venv  ## run the whole test suite (unit, integration, e2e)
+test: venv chromium  ## run the whole test suite (unit, integration, e2e)
 	$(PY) -m pytest tests --durations=25
 
 test-unit: venv  ## unit tests only (no Ray)
@@ -33,7 +33,7 @@ test-unit: venv  ## unit tests only (no Ray)
 test-integration: venv
 	$(PY) -m pytest tests/integration
 
-test-e2e: venv
+test-e2e: venv chromium
 	$(PY) -m pytest tests/e2e
 
 test-slow: venv  ## the quality bars of every example spec (long)
@@ -47,6 +47,18 @@ bench: venv  ## every benchmark at full size, one JSON line each (holds the meas
 
 bench-smoke: venv  ## every benchmark at its --smoke size (seconds each): the JSON lines, no measurement
 	for b in $(BENCHMARKS); do out=$$($(PY) $$b --smoke) || exit 1; echo "$$out" | tail -n 1; done
+
+# The console's tests drive Debian's Chromium through Playwright (Playwright cannot fetch its own
+# browser here); CI runs as root on Debian. Elsewhere, without root, the browser tests skip.
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium not installed: the console's browser tests will skip"; }
+
+# The web console: console/ (Vite + Vue + ECharts) built into platform/trainyard/console/, which
+# is committed, so that demo and test need no Node; tests/unit/test_console_build.py checks it.
+console:  ## rebuild the web console's assets (needs Node 20 and npm)
+	cd console && npm ci --no-audit --no-fund && npx vite build
 
 schemas: venv  ## regenerate the checked-in JSON Schemas of the specs
 	$(PY) -m trainyard.specs > platform/trainyard/schemas/specs.json

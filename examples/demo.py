@@ -276,6 +276,20 @@ class Demo:
                        f"{os.cpu_count()} CPUs).", highlight=False)
 
 
+    def console_hint(self, *, running: bool) -> None:
+        """The last line: where the web console is (see docs/console.md)."""
+        client = getattr(self, "client", None)
+        if client is None:
+            return
+        home = _shown_home()
+        token = f"{home}/admin.token"
+        if running:
+            self.out.print(f"Web console: {client.url}/  (sign in with the token in {token})", highlight=False)
+        else:
+            self.out.print(f"Web console: {client.url}/ once `TRAINYARD_HOME={home} trainyard up` runs again "
+                           f"(sign in with the token in {token})", highlight=False)
+
+
 class _Traffic:
     """Requests to the endpoint while a canary is observed (a second demo run has a champion)."""
 
@@ -361,6 +375,7 @@ def main() -> int:
             else:
                 out.print("The stack was running before the demo; left it running (`trainyard down` stops it).")
         demo.summary()
+        demo.console_hint(running=not started_here)
     return code
 
 

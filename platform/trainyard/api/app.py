@@ -13,10 +13,11 @@ from fastapi import FastAPI
 from trainyard import __version__, redact
 from trainyard.api.audit import AuditMiddleware
 from trainyard.api.auth import Authenticator
+from trainyard.api.console import install_console
 from trainyard.api.context import ServerContext
 from trainyard.api.errors import install_error_handlers
 from trainyard.api.params import BODY_LIMIT
-from trainyard.api.routes import clusters, endpoints, jobs, sweeps, system, teams
+from trainyard.api.routes import clusters, endpoints, job_metrics, jobs, sweeps, system, teams
 from trainyard.clusters.registry import ClientFactory, ClusterRegistry
 from trainyard.config import Settings, ensure_secret
 from trainyard.controller import housekeeping
@@ -30,7 +31,7 @@ log = logging.getLogger("trainyard.api")
 
 ROUTERS = [system.health_router, system.router, jobs.router, clusters.router, sweeps.router,
            endpoints.router, teams.me_router, teams.users_router, teams.tokens_router, teams.projects_router,
-           teams.audit_router]
+           teams.audit_router, job_metrics.router]
 
 
 def _bootstrap_teams(db: Database, admin_token: str) -> None:
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
         # request bodies: 1 MiB unless a route says more (submissions carry a zip, predictions
         # images); set per router, not per app, so that the 413 gets the error schema
         app.include_router(router, max_body_size=BODY_LIMIT)
+    install_console(app)  # last: its catch-all answers only what no API route took
     # outermost: sees every answer's final status, the error handlers' and CatchAll's included
     app.add_middleware(AuditMiddleware, db_of=lambda a: a.state.ctx.db)
     return app
