@@ -93,7 +93,8 @@ def add_cluster(body: AddClusterRequest, idempotency_key: IdempotencyKey = None,
     idem = idempotency_for(idempotency_key, method="POST", route="/v1/clusters", body=body.model_dump(mode="json"))
     if idem is None:
         return _add_cluster(body, ctx)
-    return idem.run(ctx, lambda: answer(Cluster, _add_cluster(body, ctx)), status_code=201, resource_id=lambda r: r.get("name"))
+    return idem.run(ctx, lambda: answer(Cluster, _add_cluster(body, ctx)), status_code=201,
+                    resource_id=lambda r: r.get("name"))
 
 
 def _add_cluster(body: AddClusterRequest, ctx: ServerContext) -> dict:
