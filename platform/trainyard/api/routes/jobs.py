@@ -150,7 +150,7 @@ def get_job(job_id: JobId, principal: Principal = Depends(current_principal),
     return JobDetail.model_validate(ctx.jobs.describe(job_id))
 
 
-@router.get("/{job_id}/logs", response_model=None, response_class=PlainTextResponse,
+@router.get("/{job_id}/logs", response_model=None,
             summary="The job driver's log from `offset` (characters); headers give the next offset",
             responses={200: {"description": "The log text", "content": {"text/plain": {"schema": {"type": "string"}}}},
                        **error_responses(404, 502)})
