@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from trainyard import apitypes as T
 
-__all__ = ["job_view", "job_item"]
+__all__ = ["job_view", "job_item", "sweep_view", "sweep_item"]
 
 
 def job_view(job_id: str = "tiny-1", **fields) -> T.JobDetail:
@@ -21,3 +21,17 @@ def job_view(job_id: str = "tiny-1", **fields) -> T.JobDetail:
 def job_item(job_id: str = "tiny-1", **fields) -> T.Job:
     """A job as lists show it (the API's Job model)."""
     return T.Job.model_validate(job_view(job_id, **fields).model_dump(exclude={"progress", "result", "spec", "events"}))
+
+
+def sweep_view(sweep_id: str = "sw-1", *, leaderboard=None, best=None, sweep=None, promote=None, model=None,
+               **fields) -> T.Sweep:
+    """A sweep as the SDK returns it (the API's Sweep model)."""
+    job = job_view(sweep_id, kind="sweep", **fields).model_dump()
+    return T.Sweep.model_validate({**job, "leaderboard": leaderboard, "best": best, "sweep": sweep,
+                                   "promote": promote, "model": model})
+
+
+def sweep_item(sweep_id: str = "sw-1", *, best=None, num_trials=None, **fields) -> T.SweepSummary:
+    """A sweep as lists show it (the API's SweepSummary model)."""
+    return T.SweepSummary.model_validate({**job_item(sweep_id, kind="sweep", **fields).model_dump(),
+                                          "best": best, "num_trials": num_trials})
