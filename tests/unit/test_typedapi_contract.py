@@ -182,3 +182,39 @@ def test_completion_scripts(capsys, shell):
     assert cli.main(["completion", shell]) == 0
     script = capsys.readouterr().out
     assert "trainyard" in script and "sweeps" in script and "--output" in script
+
+
+class ServingFake:
+    """The SDK's serving answers (models), for the endpoints and models commands."""
+
+    version = {"version": "2", "weight": 0.9, "role": "stable", "requests": 40, "errors": 1, "error_rate": 0.025,
+               "p50_ms": 3.0, "p99_ms": 9.5, "request_rate": 2.0, "recent_error_rate": None, "recent_p50_ms": None,
+               "recent_p99_ms": 8.0}
+
+    def get_endpoint(self, name, cluster=None):
+        return T.Endpoint.model_validate({
+            "name": name, "model": "digits", "project": "default", "public": False, "keys": 1, "family": "cnn",
+            "status": "RUNNING", "url": "http://127.0.0.1:8000/digits/predict", "split": "replica", "generation": 3,
+            "replicas": {"Endpoint": {"running": 1, "target": 1, "status": "HEALTHY"}},
+            "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4},
+            "versions": [self.version]})
+
+    def list_endpoints(self, cluster=None):
+        return [T.EndpointSummary(name="digits", model="digits", project="default", public=False, status="RUNNING",
+                                  weights={"2": 1.0}, canary=None, route="/digits", url="http://h/digits/predict")]
+
+    def model_history(self, model):
+        return T.ModelHistory(model=model, champion="2", candidate="3", active=[], events=[
+            {"time": 0, "kind": "promoted", "candidate": "2", "champion": None, "reason": "first candidate"}])
+
+
+def test_serving_commands_read_the_models(monkeypatch, capsys, trainyard_home):
+    monkeypatch.setattr(cli, "_client", lambda args: ServingFake())
+    assert cli.main(["endpoints", "show", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "Endpoint digits (digits, family cnn) RUNNING" in out and "Endpoint: 1/1 running" in out and "90%" in out
+    assert cli.main(["endpoints", "list"]) == 0 and "v2:100%" in capsys.readouterr().out
+    assert cli.main(["models", "history", "digits"]) == 0
+    assert "champion v2, candidate v3" in capsys.readouterr().out
+    assert cli.main(["models", "history", "digits", "-o", "yaml"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["events"][0]["kind"] == "promoted"
