@@ -50,7 +50,8 @@ audit_router = APIRouter(prefix="/v1/audit", tags=["auth"], dependencies=[Depend
                          responses=error_responses(401, 403, 422))
 
 
-# ----------------------------------------------------------------------------- /v1/me
+# ----------------------------------------------------------------------------- /v1/me (answers: trainyard.apitypes)
+
 
 @me_router.get("/me", summary="Who the token belongs to, and its roles", response_model=Me)
 def me(principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> Me:
@@ -69,8 +70,6 @@ class CreateUserRequest(BaseModel):
     name: UserName
     kind: Literal["user", "service"] = Field("user", description="'user' (a person) or 'service' (CI, pipelines).")
     admin: bool = False
-
-
 
 
 def _user(row: repo.UserRow) -> User:
@@ -115,9 +114,6 @@ class CreateTokenRequest(BaseModel):
     user: Optional[str] = Field(None, min_length=1, max_length=63, pattern=USER_RE,
                                 description="Whose token (admins only, for another user or a service account); "
                                             "default: the caller.")
-
-
-
 
 
 def _token(row: repo.ApiTokenRow) -> Token:
@@ -184,9 +180,6 @@ class CreateProjectRequest(BaseModel):
     description: str = Field("", max_length=1000)
 
 
-
-
-
 class BudgetBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # no "4" -> 4.0, no true -> 1.0
 
@@ -213,14 +206,10 @@ class SetQuotaRequest(BaseModel):
     budget: Optional[BudgetBody] = None
 
 
-
-
-
 class SetMemberRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: str = Field(..., max_length=32, description=f"One of: {', '.join(ROLE_NAMES)}.")
-
 
 
 def _role_label(principal: Principal, project: str) -> str:
