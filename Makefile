@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test test-unit test-integration test-e2e test-slow bench bench-smoke schemas up down clean console chromium
+.PHONY: help venv demo test test-unit test-integration test-e2e test-slow bench bench-smoke schemas api-client up down clean console chromium
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*## /\t/' | expand -t 20
@@ -62,6 +62,12 @@ console:  ## rebuild the web console's assets (needs Node 20 and npm)
 
 schemas: venv  ## regenerate the checked-in JSON Schemas of the specs
 	$(PY) -m trainyard.specs > platform/trainyard/schemas/specs.json
+
+# console/openapi.json is the API's contract as committed; the console's TypeScript types are
+# generated from it by openapi-typescript (pinned in console/package.json). Unit tests check both.
+api-client: venv  ## regenerate console/openapi.json and the console's TypeScript API types (types: needs Node)
+	$(PY) -m trainyard.api.openapi_doc > console/openapi.json
+	cd console && npm ci --no-audit --no-fund && npm run -s api-types
 
 up: venv
 	$(VENV)/bin/trainyard up

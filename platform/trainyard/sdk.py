@@ -5,6 +5,10 @@
     job = client.submit_job("examples/cnn.yaml")
     final = client.wait_job(job["id"], on_progress=print)
 
+Answers are the API's typed models (trainyard.apitypes): `job.id`, `job.state`. Dict-style
+access (`job["id"]`) still works but is deprecated. A field a newer server adds is ignored
+(kept in `model_extra`) rather than refused, so an older SDK keeps working.
+
 Errors come back as the same TrainyardError subclasses the server raised (rebuilt from
 the JSON body), so `except SpecError` works on both sides of the wire. When the server
 cannot be reached, ClusterError says so and how to fix it (`trainyard up`).
@@ -30,20 +34,22 @@ import uuid
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
 from tenacity import (RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay,
                       wait_exponential_jitter)
 
+from trainyard import apitypes as T
 from trainyard import contexts
 from trainyard import errors as E
 from trainyard import redact
 from trainyard.config import home, read_secret, read_stack
 
 __all__ = ["Client", "zip_folder", "error_from_response", "IDEMPOTENCY_HEADER", "RETRY_ERRORS",
-           "workload_meta_of", "resolve_target", "AUDIT_FILTERS"]
+           "workload_meta_of", "resolve_target", "AUDIT_FILTERS", "parse"]
 
 log = logging.getLogger("trainyard.sdk")
 
@@ -241,6 +247,9 @@ class Client:
         resp = self._request(method, path, **kwargs)
         return resp.json() if resp.content else None
 
+    def _model(self, model: type[M], method: str, path: str, **kwargs) -> M:
+        return parse(model, self._json(method, path, **kwargs))
+
     # ------------------------------------------------------------------ jobs
     def submit_job(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None = None,
                    _path: str = "/v1/jobs") -> dict:
@@ -274,60 +283,61 @@ class Client:
         meta = workload_meta_of(data, working_dir=folder_path)
         if meta is not None:
             body["workload_meta"] = meta
-        return self._json("POST", _path, json=body, key=new_key())
+        return parse(T.Sweep if _path == "/v1/sweeps" else T.JobDetail,
+                     self._json("POST", _path, json=body, key=new_key()))
 
     def list_jobs(self, *, state: str | None = None, project: str | None = None, kind: str | None = None,
-                  cluster: str | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
+                  cluster: str | None = None, limit: int = 100, offset: int = 0) -> list[T.Job]:
         params = {k: v for k, v in {"state": state, "project": project, "kind": kind, "cluster": cluster,
                                     "limit": limit, "offset": offset}.items() if v is not None}
-        return self._json("GET", "/v1/jobs", params=params)["jobs"]
+        return self._model(T.JobList, "GET", "/v1/jobs", params=params).jobs
 
-    def get_job(self, job_id: str) -> dict:
-        return self._json("GET", f"/v1/jobs/{job_id}")
+    def get_job(self, job_id: str) -> T.JobDetail:
+        return self._model(T.JobDetail, "GET", f"/v1/jobs/{job_id}")
 
     def job_logs(self, job_id: str, offset: int = 0) -> str:
         """The driver's log from character `offset`; the next offset is offset + len(text)."""
         return self._request("GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset}).text
 
-    def cancel_job(self, job_id: str) -> dict:
-        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+    def cancel_job(self, job_id: str) -> T.JobDetail:
+        return self._model(T.JobDetail, "POST", f"/v1/jobs/{job_id}/cancel")
 
     def wait_job(self, job_id: str, *, timeout: float | None = None, poll: float = 1.0,
-                 on_progress: Callable[[dict], None] | None = None) -> dict:
+                 on_progress: Callable[[T.JobDetail], None] | None = None) -> T.JobDetail:
         """Poll until the job ends; returns its final description. `on_progress(job)` is
         called whenever state or progress changed. Raises TimeoutError after `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last = None
         while True:
             job = self.get_job(job_id)
-            seen = (job.get("state"), job.get("phase"), repr(job.get("progress")))
+            seen = (job.state, job.phase, repr(job.progress))
             if on_progress is not None and seen != last:
                 on_progress(job)
             last = seen
-            if job.get("state") in TERMINAL_STATES:
+            if job.state in TERMINAL_STATES:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} is still {job.get('state')} after {timeout:g}s")
+                raise TimeoutError(f"job {job_id} is still {job.state} after {timeout:g}s")
             time.sleep(poll)
 
     # ------------------------------------------------------------------ sweeps
-    def submit_sweep(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None = None) -> dict:
+    def submit_sweep(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None = None) -> T.Sweep:
         """Submit a sweep: a job spec plus a `sweep:` block (docs/sweeps.md). Same inputs as submit_job."""
         return self.submit_job(spec, working_dir=working_dir, _path="/v1/sweeps")
 
-    def list_sweeps(self, *, project: str | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
+    def list_sweeps(self, *, project: str | None = None, limit: int = 100, offset: int = 0) -> list[T.SweepSummary]:
         params = {k: v for k, v in {"project": project, "limit": limit, "offset": offset}.items() if v is not None}
-        return self._json("GET", "/v1/sweeps", params=params)["sweeps"]
+        return self._model(T.SweepList, "GET", "/v1/sweeps", params=params).sweeps
 
-    def get_sweep(self, sweep_id: str) -> dict:
+    def get_sweep(self, sweep_id: str) -> T.Sweep:
         """The sweep, with `leaderboard` (final when done, live while it runs) and `best`."""
-        return self._json("GET", f"/v1/sweeps/{sweep_id}")
+        return self._model(T.Sweep, "GET", f"/v1/sweeps/{sweep_id}")
 
-    def cancel_sweep(self, sweep_id: str) -> dict:
-        return self._json("POST", f"/v1/sweeps/{sweep_id}/cancel")
+    def cancel_sweep(self, sweep_id: str) -> T.Sweep:
+        return self._model(T.Sweep, "POST", f"/v1/sweeps/{sweep_id}/cancel")
 
     def wait_sweep(self, sweep_id: str, *, timeout: float | None = None, poll: float = 2.0,
-                   on_progress: Callable[[dict], None] | None = None) -> dict:
+                   on_progress: Callable[[T.Sweep], None] | None = None) -> T.Sweep:
         """Poll until the sweep ends; returns its final description (with the leaderboard)."""
         self.wait_job(sweep_id, timeout=timeout, poll=poll,
                       on_progress=(lambda _job: on_progress(self.get_sweep(sweep_id))) if on_progress else None)
@@ -336,7 +346,7 @@ class Client:
     # ------------------------------------------------------------------ endpoints (trainyard.serving)
     def deploy_endpoint(self, model: str | None = None, *, version: str | None = None, alias: str | None = None,
                         spec: str | Path | Mapping[str, Any] | None = None, cluster: str | None = None,
-                        timeout: float = 300.0) -> dict:
+                        timeout: float = 300.0) -> T.Deployment:
         """Serve MODEL (its champion, else its latest version) or move an endpoint to a version.
 
         `spec`: an endpoint spec (path, YAML text or mapping) for autoscaling, batching, name.
@@ -345,14 +355,15 @@ class Client:
             spec = Path(spec).read_text()
         body = {"model": model, "version": str(version) if version is not None else None, "alias": alias,
                 "spec": spec if spec is None or isinstance(spec, str) else dict(spec), "cluster": cluster}
-        return self._json("POST", "/v1/endpoints", json={k: v for k, v in body.items() if v is not None},
-                          timeout=timeout, key=new_key())
+        return self._model(T.Deployment, "POST", "/v1/endpoints", json={k: v for k, v in body.items() if v is not None},
+                           timeout=timeout, key=new_key())
 
-    def list_endpoints(self, *, cluster: str | None = None) -> list[dict]:
-        return self._json("GET", "/v1/endpoints", params={"cluster": cluster} if cluster else None)["endpoints"]
+    def list_endpoints(self, *, cluster: str | None = None) -> list[T.EndpointSummary]:
+        return self._model(T.EndpointList, "GET", "/v1/endpoints",
+                           params={"cluster": cluster} if cluster else None).endpoints
 
-    def get_endpoint(self, name: str, *, cluster: str | None = None) -> dict:
-        return self._json("GET", f"/v1/endpoints/{name}", params={"cluster": cluster} if cluster else None)
+    def get_endpoint(self, name: str, *, cluster: str | None = None) -> T.Endpoint:
+        return self._model(T.Endpoint, "GET", f"/v1/endpoints/{name}", params={"cluster": cluster} if cluster else None)
 
     def delete_endpoint(self, name: str, *, cluster: str | None = None, timeout: float = 300.0) -> None:
         self._request("DELETE", f"/v1/endpoints/{name}", params={"cluster": cluster} if cluster else None,
@@ -365,27 +376,27 @@ class Client:
 
     def promote_model(self, model: str, *, candidate: str | None = None, policy: Mapping[str, Any] | None = None,
                       endpoint: Mapping[str, Any] | None = None, cluster: str | None = None, wait: bool = True,
-                      timeout: float = 3600.0) -> dict:
+                      timeout: float = 3600.0) -> T.Promotion:
         """Run a promotion of MODEL's candidate (compare -> canary -> promote or roll back)."""
         body = {"candidate": str(candidate) if candidate is not None else None,
                 "policy": dict(policy) if policy else None, "endpoint": dict(endpoint) if endpoint else None,
                 "cluster": cluster, "wait": wait}
-        return self._json("POST", f"/v1/models/{model}/promote",
-                          json={k: v for k, v in body.items() if v is not None}, timeout=timeout, key=new_key())
+        return self._model(T.Promotion, "POST", f"/v1/models/{model}/promote",
+                           json={k: v for k, v in body.items() if v is not None}, timeout=timeout, key=new_key())
 
-    def model_history(self, model: str) -> dict:
+    def model_history(self, model: str) -> T.ModelHistory:
         """Champion, candidate, and every promotion event with its evidence."""
-        return self._json("GET", f"/v1/models/{model}/history")
+        return self._model(T.ModelHistory, "GET", f"/v1/models/{model}/history")
 
-    def get_promotion(self, promotion_id: str) -> dict:
-        return self._json("GET", f"/v1/promotions/{promotion_id}")
+    def get_promotion(self, promotion_id: str) -> T.Promotion:
+        return self._model(T.Promotion, "GET", f"/v1/promotions/{promotion_id}")
 
     # ------------------------------------------------------------------ clusters
-    def list_clusters(self) -> list[dict]:
-        return self._json("GET", "/v1/clusters")["clusters"]
+    def list_clusters(self) -> list[T.Cluster]:
+        return self._model(T.ClusterList, "GET", "/v1/clusters").clusters
 
     def add_cluster(self, name: str, address: str, *, token: str | None = None, token_file: str | None = None,
-                    max_resources: dict | None = None, check: bool = True) -> dict:
+                    max_resources: dict | None = None, check: bool = True) -> T.Cluster:
         """Register a cluster. `token_file` is read here, on the client: the server takes the
         token by value and reads no file a request names."""
         if token_file is not None:
@@ -396,63 +407,63 @@ class Client:
                 raise E.SpecError("the token file is missing or empty", field="token_file", value=str(token_file),
                                   fix="give a readable file holding the cluster's token")
         body = {"name": name, "address": address, "token": token, "max_resources": max_resources, "check": check}
-        return self._json("POST", "/v1/clusters", json={k: v for k, v in body.items() if v is not None},
-                          key=new_key())
+        return self._model(T.Cluster, "POST", "/v1/clusters", json={k: v for k, v in body.items() if v is not None},
+                           key=new_key())
 
     def remove_cluster(self, name: str) -> None:
         self._request("DELETE", f"/v1/clusters/{name}")
 
     # ------------------------------------------------------------------ identity, users, tokens
-    def me(self) -> dict:
+    def me(self) -> T.Me:
         """Who this client is: {"user", "kind", "admin", "via", "projects": {name: role}}."""
-        return self._json("GET", "/v1/me")
+        return self._model(T.Me, "GET", "/v1/me")
 
-    def create_user(self, name: str, *, kind: str = "user", admin: bool = False) -> dict:
+    def create_user(self, name: str, *, kind: str = "user", admin: bool = False) -> T.User:
         """Add a user (kind "user") or a service account (kind "service"). Admin only."""
-        return self._json("POST", "/v1/users", json={"name": name, "kind": kind, "admin": bool(admin)},
-                          key=new_key())
+        return self._model(T.User, "POST", "/v1/users", json={"name": name, "kind": kind, "admin": bool(admin)},
+                           key=new_key())
 
-    def list_users(self) -> list[dict]:
-        return self._json("GET", "/v1/users")["users"]
+    def list_users(self) -> list[T.User]:
+        return self._model(T.UserList, "GET", "/v1/users").users
 
     def remove_user(self, name: str) -> None:
         """Disable the user and revoke their tokens (the user `admin` cannot be removed)."""
         self._request("DELETE", f"/v1/users/{_seg(name)}")
 
-    def create_token(self, name: str, *, expires_in_days: int | None = None, user: str | None = None) -> dict:
+    def create_token(self, name: str, *, expires_in_days: int | None = None, user: str | None = None) -> T.CreatedToken:
         """A new API token for this client's user (or, as an admin, for `user`). The answer's
         `token` is shown this once; the server keeps only its hash.
 
         Sent without an Idempotency-Key and never resent: a replayed answer would have to be
         stored with the token in it. A lost answer leaves a token nobody knows; revoke it."""
         body = {"name": name, "expires_in_days": expires_in_days, "user": user}
-        return self._json("POST", "/v1/tokens", json=body)
+        return self._model(T.CreatedToken, "POST", "/v1/tokens", json=body)
 
-    def list_tokens(self, *, user: str | None = None) -> list[dict]:
+    def list_tokens(self, *, user: str | None = None) -> list[T.Token]:
         """Tokens (never their text): own ones, or `user`'s (admin)."""
-        return self._json("GET", "/v1/tokens", params={"user": user} if user else None)["tokens"]
+        return self._model(T.TokenList, "GET", "/v1/tokens", params={"user": user} if user else None).tokens
 
     def revoke_token(self, token_id: str) -> None:
         self._request("DELETE", f"/v1/tokens/{_seg(token_id)}")
 
     # ------------------------------------------------------------------ projects
-    def create_project(self, name: str, *, description: str = "") -> dict:
-        return self._json("POST", "/v1/projects", json={"name": name, "description": description},
-                          key=new_key())
+    def create_project(self, name: str, *, description: str = "") -> T.ProjectSummary:
+        return self._model(T.ProjectSummary, "POST", "/v1/projects", json={"name": name, "description": description},
+                           key=new_key())
 
-    def list_projects(self) -> list[dict]:
+    def list_projects(self) -> list[T.ProjectSummary]:
         """The projects this client may see, each with its `role` ("admin" for admins)."""
-        return self._json("GET", "/v1/projects")["projects"]
+        return self._model(T.ProjectList, "GET", "/v1/projects").projects
 
-    def get_project(self, name: str) -> dict:
+    def get_project(self, name: str) -> T.Project:
         """The project with its `members` [{"user", "role"}] and its `quota` (weight, quota,
         budget, usage: see get_quota)."""
-        return self._json("GET", f"/v1/projects/{_seg(name)}")
+        return self._model(T.Project, "GET", f"/v1/projects/{_seg(name)}")
 
     def set_quota(self, project: str, *, weight: float = 1.0, nominal: dict[str, float] | None = None,
                   borrowing_limit: dict[str, float] | None = None, lending_limit: dict[str, float] | None = None,
                   gpu_hours: float | None = None, cpu_hours: float | None = None,
-                  window_days: float = 30.0) -> dict:
+                  window_days: float = 30.0) -> T.QuotaView:
         """Set `project`'s fair-share weight, quota and budget (admins), replacing what it had:
         what is left out is unset. Resources: "CPU", "GPU", "memory" (bytes),
         "accelerator_type:<T>" (GPUs of type T). Returns the settings with their usage
@@ -461,21 +472,22 @@ class Client:
                       "lending_limit": lending_limit}
         if gpu_hours is not None or cpu_hours is not None:
             body["budget"] = {"gpu_hours": gpu_hours, "cpu_hours": cpu_hours, "window_days": window_days}
-        return self._json("PUT", f"/v1/projects/{_seg(project)}/quota", json=body)
+        return self._model(T.QuotaView, "PUT", f"/v1/projects/{_seg(project)}/quota", json=body)
 
-    def get_quota(self, project: str) -> dict:
+    def get_quota(self, project: str) -> T.QuotaView:
         """`project`'s weight, quota, budget and usage (used, remaining, burn per day)."""
-        return self.get_project(project)["quota"]
+        return self.get_project(project).quota
 
-    def set_member(self, project: str, user: str, *, role: str) -> dict:
+    def set_member(self, project: str, user: str, *, role: str) -> T.Membership:
         """Give `user` the `role` (viewer, member, maintainer) in `project`, adding them if needed."""
-        return self._json("PUT", f"/v1/projects/{_seg(project)}/members/{_seg(user)}", json={"role": role})
+        return self._model(T.Membership, "PUT", f"/v1/projects/{_seg(project)}/members/{_seg(user)}",
+                           json={"role": role})
 
     def remove_member(self, project: str, user: str) -> None:
         self._request("DELETE", f"/v1/projects/{_seg(project)}/members/{_seg(user)}")
 
     # ------------------------------------------------------------------ audit
-    def audit(self, **filters: Any) -> dict:
+    def audit(self, **filters: Any) -> T.AuditList:
         """The audit trail, newest first: {"events": [...], "total": n}. Filters (admin only):
         actor, action, project, object_id, outcome ("ok", "refused", "error"), since (a datetime,
         or ISO 8601 text; a naive datetime is UTC), limit, offset."""
@@ -487,17 +499,51 @@ class Client:
         since = params.get("since")
         if isinstance(since, datetime):
             params["since"] = _iso_utc(since)
-        return self._json("GET", "/v1/audit", params=params)
+        return self._model(T.AuditList, "GET", "/v1/audit", params=params)
 
     # ------------------------------------------------------------------ system
-    def status(self) -> dict:
-        return self._json("GET", "/v1/status")
+    def status(self) -> T.Status:
+        return self._model(T.Status, "GET", "/v1/status")
 
-    def health(self) -> dict:
-        return self._json("GET", "/healthz")
+    def health(self) -> T.Health:
+        return self._model(T.Health, "GET", "/healthz")
 
 
 AUDIT_FILTERS = ("actor", "action", "project", "object_id", "outcome", "since", "limit", "offset")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: Any) -> M:
+    """`data` as `model`. Keys the model does not know (a newer server's fields) are dropped,
+    not refused: the models forbid extra keys so that the server cannot drift from them, but a
+    client must outlive the server version it was written against. Anything else that does not
+    fit is the server breaking its contract: a ClusterError that names the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if not all(e["type"] == "extra_forbidden" for e in errors):
+            first = errors[0]
+            raise E.ClusterError(f"the server's answer does not fit {model.__name__} at "
+                               f"{'.'.join(str(p) for p in first['loc']) or '(root)'}: {first['msg']}",
+                               fix="use a client of the server's version (`trainyard version`)") from None
+        data = _without(data, [e["loc"] for e in errors])
+    return model.model_validate(data)
+
+
+def _without(data: Any, locs: list[tuple]) -> Any:
+    """A copy of `data` without the keys at `locs`."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for loc in locs:
+        parent = data
+        for part in loc[:-1]:
+            parent = parent[part]
+        parent.pop(loc[-1], None)
+    return data
 
 
 def _seg(value: str) -> str:

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from trainyard import apitypes as T
 from trainyard import errors, redact
 from trainyard.cli import _ui
 from trainyard.cli import main as cli
+
+from api_views import job_item, job_view
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,7 +36,7 @@ def _home(trainyard_home):
 
 
 class FakeClient:
-    """Records calls; answers like the server would."""
+    """Records calls; answers like the SDK does (the API's models)."""
 
     def __init__(self, *, fail: Exception | None = None, final_state: str = "SUCCEEDED"):
         self.fail = fail
@@ -47,42 +50,52 @@ class FakeClient:
     def submit_job(self, spec, working_dir=None):
         self.calls.append(("submit_job", spec, working_dir))
         self._maybe_fail()
-        return {"id": "tiny-1", "name": spec["name"], "state": "PENDING"}
+        return job_view(name=spec["name"])
 
     def wait_job(self, job_id, on_progress=None):
         self._maybe_fail()
         for step in (1, 3, 5):
-            on_progress({"step": step, "total_steps": 5, "epoch": 0, "metrics": {"loss": 1.0 / step}})
+            on_progress(job_view(job_id, state="RUNNING", phase="RUNNING", progress={
+                "step": step, "total_steps": 5, "epoch": 0, "metrics": {"loss": 1.0 / step}}))
         return self.get_job(job_id)
 
     def get_job(self, job_id):
         self._maybe_fail()
-        return {"id": job_id, "name": "tiny", "state": self.final_state, "workload": "cnn",
-                "progress": {"step": 5, "total_steps": 5, "epoch": 0, "metrics": {}},
-                "result": {"metrics": {"accuracy": 0.97, "eval_loss": 0.1}, "mlflow_run_id": "abc",
-                           "mlflow_experiment_id": "1", "model_name": "tiny", "model_version": "1"},
-                "message": "boom" if self.final_state == "FAILED" else None}
+        return job_view(job_id, state=self.final_state, phase=self.final_state,
+                        progress={"step": 5, "total_steps": 5, "epoch": 0, "metrics": {}},
+                        metrics={"accuracy": 0.97, "eval_loss": 0.1}, mlflow_run_id="abc", mlflow_experiment_id="1",
+                        result={"metrics": {"accuracy": 0.97, "eval_loss": 0.1}, "model_name": "tiny",
+                                "model_version": "1"},
+                        message="boom" if self.final_state == "FAILED" else None)
 
     def list_jobs(self):
         self._maybe_fail()
-        return [self.get_job("tiny-1")]
+        job = self.get_job("tiny-1")
+        return [job_item(**job.model_dump(exclude={"id", "progress", "result", "spec", "events"}))]
 
     def job_logs(self, job_id, offset=0):
         self._maybe_fail()
-        text = "line one\nline two\n"
-        return {"text": text[offset:], "offset": len(text)}
+        return "line one\nline two\n"[offset:]
 
     def cancel_job(self, job_id):
         self._maybe_fail()
-        return {"id": job_id, "state": "CANCELLED"}
+        return job_view(job_id, state="CANCELLED", phase="CANCELLED")
 
     def status(self):
-        return {"mlflow_uri": "http://mlflow.example:5000"}
+        return T.Status.model_validate({
+            "server": {"version": "0.1.0", "uptime_s": 1.0, "db": "sqlite", "mlflow_uri": "http://mlflow.example:5000",
+                       "storage": ""},
+            "clusters": [], "jobs": {},
+            "controller": {"ticks": 0, "last_tick_at": None, "last_error": None, "poll_interval_s": 1.0,
+                           "autoscaler_demand": {}, "queue": {
+                               "pending": 0, "active": 0, "plans": 0, "skipped": 0, "scans": 0, "rows_read": 0,
+                               "notes_written": 0, "last_plan_ms": None, "last_dispatch_ms": None}}})
 
     def list_clusters(self):
         self._maybe_fail()
-        return [{"name": "local", "dashboard_url": "http://127.0.0.1:8265", "healthy": True,
-                 "resources": {"CPU": 2.0}}]
+        return [T.Cluster(name="local", address="http://127.0.0.1:8265", auth="token", token_file=None, reachable=True,
+                          nodes=1, resources_total={"CPU": 2.0}, resources_free={"CPU": 1.0}, max_resources=None,
+                          last_seen_at=None, last_error=None, created_at=None)]
 
     def add_cluster(self, name, *, address, token=None):
         self.calls.append(("add_cluster", name, address, token))

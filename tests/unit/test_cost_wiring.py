@@ -362,7 +362,7 @@ def test_jobs_list_wide_and_jobs_show_print_the_cost(monkeypatch, capsys, trainy
 
     class Client(FakeClient):
         def get_job(self, job_id):
-            return {**super().get_job(job_id), "cost": cost}
+            return super().get_job(job_id).model_copy(update={"cost": cost})
 
     client = Client()
     monkeypatch.setattr(cli, "_client", lambda args: client)

@@ -266,8 +266,10 @@ def test_jobs_show_says_how_often_a_job_was_preempted(trainyard_home, monkeypatc
             self.count = count
 
         def get_job(self, job_id):
-            return {"id": job_id, "name": "low", "state": "PENDING", "phase": "PREEMPTED",
-                    "preemptions": self.count, "preempted_s": 95.04}
+            from api_views import job_view
+
+            return job_view(job_id, name="low", state="PENDING", phase="PREEMPTED", preemptions=self.count,
+                            preempted_s=95.04)
 
     monkeypatch.setattr(cli, "_client", lambda args: Jobs(2))
     assert cli.main(["jobs", "show", "low-1"]) == 0

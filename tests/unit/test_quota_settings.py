@@ -325,11 +325,13 @@ def test_jobs_show_says_why_a_job_waits(trainyard_home, monkeypatch, capsys):
 
     class Jobs:
         def get_job(self, job_id):
-            return {"id": job_id, "name": "big", "state": "PENDING", "project": "capped",
-                    "message": "waiting: project 'capped' would hold 2 GPU but its quota allows 1 plus 0 borrowed",
-                    "pending": {"reason": {"code": "quota", "message": "...", "resource": "GPU"},
-                                "position_in_queue": 3, "position_in_project": 1, "position_in_cluster": None,
-                                "estimated_start": None}}
+            from api_views import job_view
+
+            return job_view(job_id, name="big", project="capped",
+                            message="waiting: project 'capped' would hold 2 GPU but its quota allows 1 plus 0 borrowed",
+                            pending={"reason": {"code": "quota", "message": "...", "resource": "GPU"},
+                                     "position_in_queue": 3, "position_in_project": 1, "position_in_cluster": None,
+                                     "estimated_start": None})
 
     monkeypatch.setattr(cli, "_client", lambda args: Jobs())
     code, out, _ = _run(cli, ["jobs", "show", "big-1"], capsys)

@@ -7,6 +7,8 @@ import pytest
 
 from trainyard.cli import main as cli
 
+from api_views import sweep_item, sweep_view
+
 REPO = Path(__file__).resolve().parents[2]
 
 BOARD = {"metric": "accuracy", "mode": "max",
@@ -24,11 +26,12 @@ class FakeClient:
         self.cancelled = []
 
     def _sweep(self, state="SUCCEEDED"):
-        return {"id": "sw-1", "name": "cnn-sweep", "workload": "cnn", "state": state, "kind": "sweep",
-                "sweep": {"algorithm": "random", "scheduler": "asha", "num_trials": 2, "max_concurrent_trials": 2},
-                "leaderboard": BOARD, "best": BOARD["rows"][0],
-                "model": {"model_name": "cnn-digits", "model_version": "4", "model_alias": "candidate",
-                          "registered_trial": "t2"}, "mlflow_url": "http://mlflow/#/x"}
+        return sweep_view("sw-1", name="cnn-sweep", workload="cnn", state=state, phase=state,
+                          sweep={"algorithm": "random", "scheduler": "asha", "num_trials": 2,
+                                 "max_concurrent_trials": 2},
+                          leaderboard=BOARD, best=BOARD["rows"][0],
+                          model={"model_name": "cnn-digits", "model_version": "4", "model_alias": "candidate",
+                                 "registered_trial": "t2"}, mlflow_url="http://mlflow/#/x")
 
     def submit_sweep(self, spec, *, working_dir=None):
         self.submitted.append(spec)
@@ -38,11 +41,12 @@ class FakeClient:
         return self._sweep()
 
     def list_sweeps(self):
-        return [{**self._sweep(), "num_trials": 2, "created_at": None}]
+        return [sweep_item("sw-1", name="cnn-sweep", workload="cnn", state="SUCCEEDED", phase="SUCCEEDED",
+                           best=BOARD["rows"][0], num_trials=2, created_at=None)]
 
     def cancel_sweep(self, sweep_id):
         self.cancelled.append(sweep_id)
-        return {**self._sweep("CANCELLED")}
+        return self._sweep("CANCELLED")
 
 
 @pytest.fixture()

@@ -19,6 +19,8 @@ from trainyard.cli import audit as audit_cli
 from trainyard.cli import main as cli
 from trainyard.cli.tokens import token_state
 
+from api_views import job_item, sweep_item
+
 NEW_TOKEN = "tyk_00112233aabb_" + "S" * 43
 LOGIN_TOKEN = "tyk_aabbccddeeff_" + "L" * 43
 SERVER = "https://ty.example.com"
@@ -112,13 +114,13 @@ class FakeClient:
 
     def list_jobs(self, **filters):
         self._call("list_jobs", filters)
-        return [{"id": "cnn-1", "name": "cnn", "state": "RUNNING", "project": "vision", "owner": "alice",
-                 "workload": "cnn"}]
+        return [job_item("cnn-1", name="cnn", state="RUNNING", phase="RUNNING", project="vision", owner="alice",
+                         workload="cnn")]
 
     def list_sweeps(self, **filters):
         self._call("list_sweeps", filters)
-        return [{"id": "sw-1", "name": "sw", "state": "RUNNING", "project": "vision", "owner": "bob",
-                 "workload": "cnn"}]
+        return [sweep_item("sw-1", name="sw", state="RUNNING", phase="RUNNING", project="vision", owner="bob",
+                           workload="cnn")]
 
     def audit(self, **filters):
         self._call("audit", filters)

@@ -18,6 +18,26 @@ from trainyard.sdk import IDEMPOTENCY_HEADER, Client
 TOKEN = "tyk_0123456789ab_" + "z" * 43
 
 
+USER = {"name": "ci-bot", "kind": "service", "admin": False, "disabled": False, "created_at": None}
+TOKEN_ROW = {"id": "00112233aabb", "name": "ci", "user": "ci-bot", "created_at": None, "expires_at": None}
+PROJECT = {"name": "vision", "description": "", "created_at": None, "role": "admin"}
+USAGE = {"used_hours": 0.0, "budget_hours": None, "remaining_hours": None, "burn_per_day": 0.0}
+QUOTA = {"weight": 1.0, "nominal": None, "borrowing_limit": None, "lending_limit": None, "budget": None,
+         "usage": {"gpu": USAGE, "cpu": USAGE}, "updated_at": None}
+
+
+def _answer(request: httpx.Request) -> dict:
+    """What the server answers (the API's models, complete) when a test sets nothing else."""
+    method, path = request.method, request.url.path
+    if path.startswith("/v1/projects/") and "/members/" in path:
+        return {"project": "vision", "user": "alice", "role": "member"}
+    if path.startswith("/v1/projects/"):
+        return {**PROJECT, "members": [], "quota": QUOTA}
+    return {("POST", "/v1/users"): USER, ("GET", "/v1/users"): {"users": []},
+            ("POST", "/v1/tokens"): {**TOKEN_ROW, "token": "tyk_x"}, ("GET", "/v1/tokens"): {"tokens": []},
+            ("POST", "/v1/projects"): PROJECT, ("GET", "/v1/audit"): {"events": [], "total": 0}}[(method, path)]
+
+
 class Recorder:
     def __init__(self):
         self.requests: list[httpx.Request] = []
@@ -30,8 +50,7 @@ class Recorder:
             return answer
         if request.method == "DELETE":
             return httpx.Response(204)
-        return httpx.Response(200, json={"ok": True, "users": [], "tokens": [], "projects": [], "events": [],
-                                         "total": 0})
+        return httpx.Response(200, json=_answer(request))
 
     @property
     def last(self) -> httpx.Request:
@@ -56,7 +75,7 @@ def test_me_sends_the_token(sdk):
     client, rec = sdk
     rec.answers[("GET", "/v1/me")] = httpx.Response(200, json={"user": "alice", "kind": "user", "admin": False,
                                                                "via": "token", "projects": {"vision": "member"}})
-    assert client.me()["projects"] == {"vision": "member"}
+    assert client.me().projects == {"vision": "member"}
     assert rec.last.headers["Authorization"] == f"Bearer {TOKEN}"
 
 
@@ -66,16 +85,16 @@ def test_users(sdk):
     assert (rec.last.method, rec.last.url.path) == ("POST", "/v1/users")
     assert rec.body() == {"name": "ci-bot", "kind": "service", "admin": False}
     assert rec.last.headers.get(IDEMPOTENCY_HEADER)
-    rec.answers[("GET", "/v1/users")] = httpx.Response(200, json={"users": [{"name": "admin"}]})
-    assert client.list_users() == [{"name": "admin"}]
+    rec.answers[("GET", "/v1/users")] = httpx.Response(200, json={"users": [{**USER, "name": "admin"}]})
+    assert [u.name for u in client.list_users()] == ["admin"]
     client.remove_user("ci-bot")
     assert (rec.last.method, rec.last.url.path) == ("DELETE", "/v1/users/ci-bot")
 
 
 def test_tokens_are_created_without_an_idempotency_key(sdk):
     client, rec = sdk
-    rec.answers[("POST", "/v1/tokens")] = httpx.Response(201, json={"id": "00112233aabb", "token": "tyk_x"})
-    assert client.create_token("ci", expires_in_days=30, user="ci-bot")["id"] == "00112233aabb"
+    rec.answers[("POST", "/v1/tokens")] = httpx.Response(201, json={**TOKEN_ROW, "token": "tyk_x"})
+    assert client.create_token("ci", expires_in_days=30, user="ci-bot").id == "00112233aabb"
     assert rec.body() == {"name": "ci", "expires_in_days": 30, "user": "ci-bot"}
     # a replayed answer would have to be stored with the token in it
     assert IDEMPOTENCY_HEADER not in rec.last.headers
@@ -111,7 +130,7 @@ def test_a_name_is_one_path_segment(sdk):
 def test_audit_filters(sdk):
     client, rec = sdk
     page = client.audit(actor="bob", outcome="refused", since=datetime(2026, 12, 5, 9, 30), limit=10)
-    assert page == {"ok": True, "users": [], "tokens": [], "projects": [], "events": [], "total": 0}
+    assert page.events == [] and page.total == 0
     assert rec.last.url.path == "/v1/audit"
     assert dict(rec.last.url.params) == {"actor": "bob", "outcome": "refused", "since": "2026-12-05T09:30:00Z",
                                          "limit": "10"}

@@ -247,9 +247,14 @@ def test_the_sdk_sends_the_metadata_with_the_spec(user_module):
 
     sent = []
 
+    from api_views import job_view
+
     def handler(request):
         sent.append(json.loads(request.content))
-        return httpx.Response(201, json={"id": "j-1"})
+        job = job_view("j-1").model_dump(mode="json")
+        if request.url.path == "/v1/sweeps":
+            job.update(kind="sweep", leaderboard=None, best=None, sweep=None, promote=None, model=None)
+        return httpx.Response(201, json=job)
 
     client = Client(url="http://testserver", token="t")
     client._http = httpx.Client(base_url="http://testserver", transport=httpx.MockTransport(handler))

@@ -16,8 +16,12 @@ from typing import Any, Iterable, Mapping
 
 from trainyard import redact as _redact
 
-__all__ = ["stdout", "stderr", "add_secret", "redact", "table", "print_json", "JobFollower",
-           "job_field", "TERMINAL_STATES", "fmt_metrics", "fmt_time"]
+__all__ = ["stdout", "stderr", "add_secret", "redact", "table", "print_json", "print_data", "render", "set_output",
+           "OUTPUT_FORMATS", "JobFollower", "TERMINAL_STATES", "fmt_metrics", "fmt_time"]
+
+OUTPUT_FORMATS = ("table", "json", "yaml")
+# what --output asked for; "table" is the human view, which each command prints its own way
+_output = {"format": "table"}
 
 TERMINAL_STATES = {"SUCCEEDED", "FAILED", "CANCELLED", "STOPPED"}
 
@@ -97,8 +101,34 @@ def stderr():
     return _console("err")
 
 
+def set_output(fmt: str) -> None:
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(fmt)
+    _output["format"] = fmt
+
+
+def render(data: Any, fmt: str | None = None) -> str:
+    """The data (API models, lists of them, plain data) as JSON or YAML text, secrets NOT hidden.
+    `fmt`: json or yaml; default: what --output asked for, JSON for the human view (--json)."""
+    from trainyard.apitypes import to_plain
+
+    fmt = fmt or (_output["format"] if _output["format"] != "table" else "json")
+    plain = json.loads(json.dumps(to_plain(data), default=str))
+    if fmt == "yaml":
+        import yaml
+
+        return yaml.safe_dump(plain, sort_keys=True, default_flow_style=False, allow_unicode=True)
+    return json.dumps(plain, indent=2, sort_keys=True) + "\n"
+
+
+def print_data(data: Any, fmt: str | None = None) -> None:
+    """render(data), with every secret this process knows hidden."""
+    sys.stdout.write(redact(render(data, fmt)))
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(redact(json.dumps(data, indent=2, sort_keys=True, default=str)) + "\n")
+    """The machine-readable view (--json, --output json|yaml)."""
+    print_data(data)
 
 
 def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]]) -> None:
@@ -127,23 +157,6 @@ def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]]) 
         out.width = saved
 
 
-def job_field(job: Mapping[str, Any] | Any, *names: str, default: Any = None) -> Any:
-    """First present field among `names` (the API's names, with their older spellings)."""
-    if not isinstance(job, Mapping):
-        job = getattr(job, "__dict__", {}) or {}
-    for name in names:
-        current: Any = job
-        for part in name.split("."):
-            if isinstance(current, Mapping) and current.get(part) is not None:
-                current = current[part]
-            else:
-                current = None
-                break
-        if current is not None:
-            return current
-    return default
-
-
 def fmt_metrics(metrics: Mapping[str, Any] | None, limit: int = 4) -> str:
     if not metrics:
         return ""
@@ -164,14 +177,9 @@ def fmt_time(value: Any) -> str:
     return str(value).replace("T", " ").split(".")[0]
 
 
-def _progress_of(update: Any) -> dict:
-    """The TRAINYARD_PROGRESS dict inside whatever the SDK hands to on_progress."""
-    if not isinstance(update, Mapping):
-        update = getattr(update, "__dict__", {}) or {}
-    if "step" in update or "total_steps" in update:
-        return dict(update)
-    nested = update.get("progress")
-    return dict(nested) if isinstance(nested, Mapping) else {}
+def _progress_of(job: Any) -> dict:
+    """The job's last TRAINYARD_PROGRESS record (the SDK hands on_progress a JobDetail)."""
+    return dict(getattr(job, "progress", None) or {})
 
 
 class JobFollower:
@@ -208,9 +216,9 @@ class JobFollower:
             self._progress.__exit__(*exc)
 
     def update(self, update: Any) -> None:
-        state = job_field(update, "state", "status", "phase") if isinstance(update, Mapping) else None
-        if state:
-            self.state = str(state)
+        """`update`: the job (apitypes.JobDetail) as wait_job hands it over."""
+        if update.state:
+            self.state = update.state
         prog = _progress_of(update)
         step, total = prog.get("step"), prog.get("total_steps")
         epoch, metrics = prog.get("epoch"), prog.get("metrics") or {}
@@ -232,9 +240,9 @@ class JobFollower:
             where = f"step {step}/{total or '?'} " if step is not None else ""
             self.console.print(f"{self.name}: {where}{info}".rstrip())
 
-    def finish(self, job: Mapping[str, Any]) -> None:
+    def finish(self, job: Any) -> None:
         if self._progress is not None:
-            state = str(job_field(job, "state", "status", "phase", default=""))
+            state = job.state
             prog = _progress_of(job)
             total = prog.get("total_steps")
             if state == "SUCCEEDED" and total:

@@ -139,9 +139,9 @@ def cmd_deploy(args) -> int:
     if args.json:
         ui.print_json(out)
     else:
-        verb = "Deployed" if out.get("created") else "Moved"
-        ui.stdout().print(f"{verb} endpoint [bold]{out['name']}[/]: {out['model']} version {out['version']}\n"
-                             f"  POST {out['url']}", highlight=False)
+        verb = "Deployed" if out.created else "Moved"
+        ui.stdout().print(f"{verb} endpoint [bold]{out.name}[/]: {out.model} version {out.version}\n"
+                          f"  POST {out.url}", highlight=False)
     return EXIT_OK
 
 
@@ -153,9 +153,8 @@ def cmd_list(args) -> int:
     if not eps:
         ui.stdout().print("No endpoints. Deploy one: trainyard endpoints deploy MODEL")
         return EXIT_OK
-    rows = [(e["name"], e["model"], e["status"],
-             ", ".join(f"v{v}:{w:.0%}" for v, w in e["weights"].items()), e.get("canary") or "", e["url"])
-            for e in eps]
+    rows = [(e.name, e.model, e.status, ", ".join(f"v{v}:{w:.0%}" for v, w in e.weights.items()), e.canary or "",
+             e.url) for e in eps]
     ui.table(None, ["name", "model", "status", "traffic", "canary", "url"], rows)
     return EXIT_OK
 
@@ -170,18 +169,17 @@ def cmd_show(args) -> int:
         ui.print_json(ep)
         return EXIT_OK
     out = ui.stdout()
-    out.print(f"Endpoint [bold]{ep['name']}[/] ({ep['model']}, family {ep.get('family')}) {ep['status']}\n"
-              f"  POST {ep['url']}", highlight=False)
-    reps = ", ".join(f"{k}: {v['running']}/{v['target']} running" for k, v in ep["replicas"].items())
-    a = ep["autoscaling"]
+    out.print(f"Endpoint [bold]{ep.name}[/] ({ep.model}, family {ep.family}) {ep.status}\n"
+              f"  POST {ep.url}", highlight=False)
+    reps = ", ".join(f"{k}: {v.running}/{v.target} running" for k, v in ep.replicas.items())
+    a = ep.autoscaling
     out.print(f"  replicas: {reps} (autoscaling {a['min_replicas']}..{a['max_replicas']}, "
               f"target {a['target_ongoing_requests']} in flight each)", highlight=False)
     rows = []
-    for v in ep["versions"]:
-        rate = v.get("error_rate")
-        rows.append((v["version"], f"{v['weight']:.0%}", v["role"], v["requests"], f"{v['request_rate']:.1f}/s",
-                     "" if rate is None else f"{rate:.2%}", _ms(v.get("p50_ms")), _ms(v.get("p99_ms")),
-                     _ms(v.get("recent_p99_ms"))))
+    for v in ep.versions:
+        rate = v.error_rate
+        rows.append((v.version, f"{v.weight:.0%}", v.role, v.requests, f"{v.request_rate:.1f}/s",
+                     "" if rate is None else f"{rate:.2%}", _ms(v.p50_ms), _ms(v.p99_ms), _ms(v.recent_p99_ms)))
     ui.table(None, ["version", "weight", "role", "requests", "rate", "errors", "p50 ms", "p99 ms", "p99 10s"], rows)
     return EXIT_OK
 
@@ -222,13 +220,13 @@ def cmd_promote(args) -> int:
     if args.json:
         ui.print_json(record)
     else:
-        for event in record.get("events") or []:
-            print_event(event)
+        for event in record.events:
+            print_event(event.model_dump())
         if args.no_wait:
-            ui.stdout().print(f"Promotion {record['id']} started; follow it: trainyard models history {args.model}")
-        elif record.get("error"):
-            ui.stdout().print(f"[red]failed:[/] {record['error'].get('message')}")
-    return EXIT_OK if args.no_wait or record.get("state") == "promoted" else EXIT_FAILED
+            ui.stdout().print(f"Promotion {record.id} started; follow it: trainyard models history {args.model}")
+        elif record.error:
+            ui.stdout().print(f"[red]failed:[/] {record.error.get('message')}")
+    return EXIT_OK if args.no_wait or record.state == "promoted" else EXIT_FAILED
 
 
 def print_event(e: dict) -> None:
@@ -250,10 +248,10 @@ def cmd_history(args) -> int:
     if args.json:
         ui.print_json(hist)
         return EXIT_OK
-    ui.stdout().print(f"Model [bold]{args.model}[/]: champion v{hist.get('champion')}, "
-                      f"candidate v{hist.get('candidate')}", highlight=False)
-    if not hist["events"]:
+    ui.stdout().print(f"Model [bold]{args.model}[/]: champion v{hist.champion}, "
+                      f"candidate v{hist.candidate}", highlight=False)
+    if not hist.events:
         ui.stdout().print("No promotion yet. Run one: trainyard models promote " + args.model)
-    for event in hist["events"]:
+    for event in hist.events:
         print_event(event)
     return EXIT_OK

@@ -199,7 +199,9 @@ def cmd_whoami(args) -> int:
     me = client.me()
     server, ctx_name = getattr(client, "url", None), getattr(client, "context", None)
     if args.json:
-        ui.print_json({**me, "server": server, "context": ctx_name})
+        from trainyard.apitypes import to_plain
+
+        ui.print_json({**to_plain(me), "server": server, "context": ctx_name})
         return EXIT_OK
     out = ui.stdout()
     kind = me.get("kind", "user")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from trainyard import __version__
+from trainyard.apitypes import Job, JobDetail, PendingInfo
 from trainyard.cli import context
 from trainyard.cli.context import EXIT_CODES_HELP, ui
 from trainyard.cli.context import fmt as _fmt
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
             """))
     parser.epilog += "\n" + EXIT_CODES_HELP
     parser.add_argument("--version", action="version", version=f"trainyard {__version__}")
+    parser.add_argument("-o", "--output", choices=ui.OUTPUT_FORMATS, default="table",
+                        help="how commands that print data print it: table (for people; the default), json or "
+                             "yaml (for scripts: the API's fields as they are). Also after the command: "
+                             "`trainyard jobs list -o yaml`")
     parser.add_argument("--url", metavar="URL", dest="server",
                         help="Trainyard server URL (or env TRAINYARD_URL; default: the current context's "
                              "server, else the local stack's)")
@@ -200,7 +205,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (login_cli, tokens_cli, users_cli, projects_cli, audit_cli):
         module.add_parser(nouns)
+
+    p = nouns.add_parser("completion", help="print a shell completion script", **_fmt("""
+        Print the completion script of SHELL (every command, flag and choice of this
+        version). Load it in your shell's start-up file.
+        """, """
+        trainyard completion bash > ~/.local/share/bash-completion/completions/trainyard
+        trainyard completion zsh > "${fpath[1]}/_trainyard"
+        echo 'eval "$(trainyard completion bash)"' >> ~/.bashrc
+        """))
+    p.add_argument("shell", choices=COMPLETION_SHELLS, metavar="SHELL", help="bash or zsh")
+    p.set_defaults(func=cmd_completion)
+    _output_on_data_commands(parser)
     return parser
+
+
+COMPLETION_SHELLS = ("bash", "zsh")
+
+
+def _subcommands(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.values()
+
+
+def _output_on_data_commands(parser: argparse.ArgumentParser) -> None:
+    """`-o/--output` after the command too, on every command that prints data (those with
+    --json): the same option as before the command, which stays the default."""
+    for sub in _subcommands(parser):
+        if "--json" in sub._option_string_actions and "--output" not in sub._option_string_actions:
+            sub.add_argument("-o", "--output", choices=ui.OUTPUT_FORMATS, default=argparse.SUPPRESS,
+                             help="table (the default), json or yaml")
+        _output_on_data_commands(sub)
+
+
+def cmd_completion(args) -> int:
+    import shtab
+
+    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -222,7 +265,7 @@ def _mlflow_url(client) -> str | None:
         info = client.status()
     except TrainyardError:
         return None
-    return ui.job_field(info, "server.mlflow_uri", "mlflow_uri")
+    return info.server.mlflow_uri
 
 
 # ----------------------------------------------------------------------------- stack commands
@@ -355,29 +398,25 @@ def cmd_jobs_submit(args) -> int:
         return 130
 
 
-def _job_id(job: Any) -> str:
-    if isinstance(job, str):
-        return job
-    return str(ui.job_field(job, "id", "job_id"))
+def _job_id(job: Job) -> str:
+    return job.id
 
 
-def _state(job: Any) -> str:
-    return str(ui.job_field(job, "state", "status", "phase", default="UNKNOWN"))
+def _state(job: Job) -> str:
+    return job.state
 
 
-def follow_job(client, job_id: str, name: str = "") -> dict:
+def follow_job(client, job_id: str, name: str = "") -> JobDetail:
     """Show a progress bar until the job ends; return the final job (used by the demo too)."""
     with ui.JobFollower(job_id, name) as follower:
         final = client.wait_job(job_id, on_progress=follower.update)
-        if not isinstance(final, dict):
-            final = client.get_job(job_id)
         follower.finish(final)
     return final
 
 
-def job_metrics(job: Any) -> dict:
+def job_metrics(job: Job) -> dict:
     """The job's final metrics (from the runner's TRAINYARD_RESULT)."""
-    return _result(job).get("metrics") or ui.job_field(job, "metrics") or {}
+    return _result(job).get("metrics") or job.metrics or {}
 
 
 def _follow(client, job_id: str, name: str, *, as_json: bool = False) -> int:
@@ -389,25 +428,22 @@ def _follow(client, job_id: str, name: str, *, as_json: bool = False) -> int:
     return EXIT_OK if _state(final) == "SUCCEEDED" else EXIT_FAILED
 
 
-def _result(job: Any) -> dict:
-    res = ui.job_field(job, "result")
-    return res if isinstance(res, dict) else {}
+def _result(job: Job) -> dict:
+    """The runner's TRAINYARD_RESULT (jobs described one by one carry it; list items do not)."""
+    return getattr(job, "result", None) or {}
 
 
-def _run_url(client, job: Any) -> str | None:
+def _run_url(client, job: Job) -> str | None:
     from trainyard.local.stack import mlflow_run_url
 
-    direct = ui.job_field(job, "mlflow_url", "mlflow_run_url", "result.mlflow_run_url")
-    if direct:
-        return direct
-    run_id = ui.job_field(job, "mlflow_run_id", "result.mlflow_run_id")
-    exp_id = ui.job_field(job, "mlflow_experiment_id", "result.mlflow_experiment_id")
-    if not run_id:
+    if job.mlflow_url:  # the server knows MLflow's web address
+        return job.mlflow_url
+    if not job.mlflow_run_id:
         return None
-    return mlflow_run_url(_mlflow_url(client) or "", exp_id, run_id)
+    return mlflow_run_url(_mlflow_url(client) or "", job.mlflow_experiment_id, job.mlflow_run_id)
 
 
-def print_outcome(client, job: Any) -> None:
+def print_outcome(client, job: JobDetail) -> None:
     out = ui.stdout()
     state = _state(job)
     metrics = job_metrics(job)
@@ -422,9 +458,8 @@ def print_outcome(client, job: Any) -> None:
     url = _run_url(client, job)
     if url:
         out.print(f"MLflow run: {url}")
-    message = ui.job_field(job, "error", "message", "status_message")
-    if state != "SUCCEEDED" and message:
-        out.print(f"[red]{message}[/]")
+    if state != "SUCCEEDED" and job.message:
+        out.print(f"[red]{job.message}[/]")
         out.print(f"See the logs: trainyard jobs logs {_job_id(job)}")
 
 
@@ -434,36 +469,20 @@ def cmd_jobs_list(args) -> int:
     project = getattr(args, "project", None)
     if project is not None:
         context.check_name(project, flag="--project", example="--project vision")
-    jobs = _as_list(context.client(args).list_jobs(**({"project": project} if project else {})))
+    jobs = context.client(args).list_jobs(**({"project": project} if project else {}))
     if args.json:
         ui.print_json(jobs)
         return EXIT_OK
     if not jobs:
         ui.stdout().print("No jobs yet. Submit one: trainyard jobs submit examples/cnn.yaml")
         return EXIT_OK
-    rows = []
-    for job in jobs:
-        prog = ui.job_field(job, "progress") or {}
-        step, total = prog.get("step"), prog.get("total_steps")
-        metric = ui.fmt_metrics(job_metrics(job) or prog.get("metrics"), limit=2)
-        rows.append((_job_id(job), ui.job_field(job, "name", "spec.name"), _state(job),
-                     ui.job_field(job, "project", "spec.project"), ui.job_field(job, "owner"),
-                     ui.job_field(job, "workload", "spec.workload"),
-                     ui.job_field(job, "cluster", "cluster_name"),
-                     f"{step}/{total}" if step is not None and total else "",
-                     metric, ui.fmt_time(ui.job_field(job, "created_at", "submitted_at")),
-                     *((gpu_hours_cell(job), money_cell(job)) if getattr(args, "wide", False) else ())))
-    ui.table(None, ["id", "name", "state", "project", "owner", "workload", "cluster", "progress", "metrics",
-                    "submitted", *(("GPU-h", "cost") if getattr(args, "wide", False) else ())], rows)
+    wide = getattr(args, "wide", False)
+    rows = [(job.id, job.name, job.state, job.project, job.owner, job.workload, job.cluster,
+             ui.fmt_metrics(job_metrics(job), limit=2), ui.fmt_time(job.created_at),
+             *((gpu_hours_cell(job), money_cell(job)) if wide else ())) for job in jobs]
+    ui.table(None, ["id", "name", "state", "project", "owner", "workload", "cluster", "metrics", "submitted",
+                    *(("GPU-h", "cost") if wide else ())], rows)
     return EXIT_OK
-
-
-def _as_list(value: Any) -> list:
-    if isinstance(value, dict):
-        for key in ("jobs", "items", "clusters", "data"):
-            if isinstance(value.get(key), list):
-                return value[key]
-    return list(value or [])
 
 
 def cmd_jobs_show(args) -> int:
@@ -474,25 +493,22 @@ def cmd_jobs_show(args) -> int:
     if args.json:
         ui.print_json(job)
         return EXIT_OK
-    prog = ui.job_field(job, "progress") or {}
+    prog = job.progress or {}
     rows = [
-        ("id", _job_id(job)), ("name", ui.job_field(job, "name", "spec.name")), ("state", _state(job)),
-        ("workload", ui.job_field(job, "workload", "spec.workload")),
-        ("project", ui.job_field(job, "project", "spec.project")),
-        ("owner", ui.job_field(job, "owner")),
-        ("cluster", ui.job_field(job, "cluster", "cluster_name")),
-        ("ray job", ui.job_field(job, "ray_job_id", "submission_id")),
-        ("submitted", ui.fmt_time(ui.job_field(job, "created_at", "submitted_at"))),
-        ("started", ui.fmt_time(ui.job_field(job, "started_at"))),
-        ("finished", ui.fmt_time(ui.job_field(job, "finished_at", "ended_at"))),
+        ("id", job.id), ("name", job.name), ("state", job.state), ("workload", job.workload),
+        ("project", job.project), ("owner", job.owner), ("cluster", job.cluster),
+        ("ray job", job.submission_id),
+        ("submitted", ui.fmt_time(job.created_at)),
+        ("started", ui.fmt_time(job.started_at)),
+        ("finished", ui.fmt_time(job.ended_at)),
         ("progress", f"step {prog.get('step')}/{prog.get('total_steps')} epoch {prog.get('epoch')}"
          if prog.get("step") is not None else ""),
         ("metrics", ui.fmt_metrics(job_metrics(job) or prog.get("metrics"), limit=20)),
         ("model", f"{_result(job).get('model_name')} v{_result(job).get('model_version')}"
          if _result(job).get("model_name") else ""),
         ("mlflow run", _run_url(client, job)),
-        ("message", ui.job_field(job, "error", "message", "status_message")),
-        *_pending_rows(job.get("pending") if isinstance(job, dict) else None),
+        ("message", job.message),
+        *_pending_rows(job.pending),
         ("preempted", _preempted(job)),
     ]
     ui.table(f"job {_job_id(job)}", ["field", "value"], [(k, v) for k, v in rows if v not in (None, "")])
@@ -504,37 +520,32 @@ def cmd_jobs_show(args) -> int:
 
 def _preempted(job: Any) -> str:
     """"2 times, 95.0 s stopping" when the scheduler took the job's place for others; "" when never."""
-    count = ui.job_field(job, "preemptions") or 0
+    count = job.preemptions or 0
     if not isinstance(count, int) or count <= 0:
         return ""
     text = f"{count} time{'s' if count != 1 else ''}"
-    held = ui.job_field(job, "preempted_s")
+    held = job.preempted_s
     return f"{text}, {held:.1f} s stopping" if isinstance(held, (int, float)) else text
 
 
-def _pending_rows(pending: Any) -> list[tuple[str, str]]:
+def _pending_rows(pending: PendingInfo | None) -> list[tuple[str, str]]:
     """Why a queued job waits (reason code: quota, budget, capacity, ...), and where it stands."""
-    if not isinstance(pending, dict) or not isinstance(pending.get("reason"), dict):
+    if pending is None:
         return []
-    reason = pending["reason"]
+    reason = pending.reason
     extra = ", ".join(f"{k} {reason[k]}" for k in ("resource", "cluster", "blocking_job") if reason.get(k))
-    where = [f"{pending[k]} in {label}" for k, label in (("position_in_queue", "the queue"),
-                                                         ("position_in_project", "its project"),
-                                                         ("position_in_cluster", "the cluster"))
-             if pending.get(k)]
+    where = [f"{n} in {label}" for n, label in ((pending.position_in_queue, "the queue"),
+                                                (pending.position_in_project, "its project"),
+                                                (pending.position_in_cluster, "the cluster")) if n]
     return [("waiting for", str(reason.get("code", "")) + (f" ({extra})" if extra else "")),
             ("position", ", ".join(where)),
-            ("estimated start", ui.fmt_time(pending["estimated_start"]) if pending.get("estimated_start") else "")]
+            ("estimated start", ui.fmt_time(pending.estimated_start))]
 
 
-def _log_chunk(chunk: Any, offset: int) -> tuple[str, int]:
-    if isinstance(chunk, tuple):
-        return str(chunk[0] or ""), int(chunk[1])
-    if isinstance(chunk, str):
-        return chunk, offset + len(chunk)
-    text = ui.job_field(chunk, "text", "logs", "content", default="")
-    new = ui.job_field(chunk, "next_offset", "offset", default=offset + len(text))
-    return str(text), int(new)
+def _log_chunk(client, job_id: str, offset: int) -> tuple[str, int]:
+    """The log from character `offset`, and the offset after it."""
+    text = client.job_logs(job_id, offset)
+    return text, offset + len(text)
 
 
 def cmd_jobs_logs(args) -> int:
@@ -543,7 +554,7 @@ def cmd_jobs_logs(args) -> int:
     client = context.client(args)
     offset = 0
     while True:
-        text, offset = _log_chunk(client.job_logs(args.job_id, offset), offset)
+        text, offset = _log_chunk(client, args.job_id, offset)
         if text:
             sys.stdout.write(ui.redact(text))
             sys.stdout.flush()
@@ -552,7 +563,7 @@ def cmd_jobs_logs(args) -> int:
         if not text:
             if _state(client.get_job(args.job_id)) in ui.TERMINAL_STATES:
                 # one last read: lines written between the two calls
-                text, offset = _log_chunk(client.job_logs(args.job_id, offset), offset)
+                text, offset = _log_chunk(client, args.job_id, offset)
                 sys.stdout.write(ui.redact(text))
                 return EXIT_OK
             time.sleep(1.0)
@@ -560,8 +571,7 @@ def cmd_jobs_logs(args) -> int:
 
 def cmd_jobs_cancel(args) -> int:
     job = context.client(args).cancel_job(args.job_id)
-    state = _state(job) if job is not None and not isinstance(job, bool) else "CANCELLED"
-    ui.stdout().print(f"Job {args.job_id}: {state}")
+    ui.stdout().print(f"Job {args.job_id}: {job.state}")
     return EXIT_OK
 
 
@@ -569,7 +579,7 @@ def cmd_jobs_cancel(args) -> int:
 
 
 def cmd_clusters_list(args) -> int:
-    items = _as_list(context.client(args).list_clusters())
+    items = context.client(args).list_clusters()
     if args.json:
         ui.print_json(items)
         return EXIT_OK
@@ -577,11 +587,8 @@ def cmd_clusters_list(args) -> int:
         ui.stdout().print("No clusters registered. Add one: trainyard clusters add NAME --address URL")
         return EXIT_OK
     ui.table(None, ["name", "address", "reachable", "nodes", "resources (total)", "free", "error"],
-             [(ui.job_field(c, "name"), ui.job_field(c, "address", "dashboard_url"),
-               _yes(ui.job_field(c, "reachable", "healthy")), ui.job_field(c, "nodes"),
-               _resources(ui.job_field(c, "resources_total", "resources")),
-               _resources(ui.job_field(c, "resources_free")), ui.job_field(c, "last_error"))
-              for c in items])
+             [(c.name, c.address, _yes(c.reachable), c.nodes, _resources(c.resources_total),
+               _resources(c.resources_free), c.last_error) for c in items])
     return EXIT_OK
 
 
@@ -633,6 +640,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # looked up now, so that a test's replacement of `_client` reaches every noun module
     context.use_client_factory(args, _client)
+    # --json is --output json; --output json|yaml turns each command's machine-readable view on
+    fmt = "json" if getattr(args, "json", False) and args.output == "table" else args.output
+    if fmt != "table" and hasattr(args, "json"):
+        args.json = True
+    ui.set_output(fmt)
     func: Callable[[Any], int] = args.func
     try:
         return int(func(args) or 0)

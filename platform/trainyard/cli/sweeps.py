@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainyard.apitypes import Sweep
 from trainyard.cli import context
 from trainyard.cli.context import fmt, ui
 from trainyard.errors import EXIT_FAILED, EXIT_OK, SpecError
@@ -78,10 +79,15 @@ def _load(path_arg: str):
     return context.load_spec_file(path_arg, parse=parse_sweep_spec, example="examples/sweep-cnn.yaml")
 
 
-def _print_board(out, sweep: dict, limit: int | None = None) -> None:
+def _board(sweep: Sweep) -> dict:
+    """The leaderboard as the pure sweeps code reads it (a mapping; what is unknown left out)."""
+    return sweep.leaderboard.model_dump(exclude_none=True) if sweep.leaderboard is not None else {}
+
+
+def _print_board(out, sweep: Sweep, limit: int | None = None) -> None:
     from trainyard.sweeps.leaderboard import board_table
 
-    table = board_table(sweep.get("leaderboard") or {}, limit=limit)
+    table = board_table(_board(sweep), limit=limit)
     # a terminal gets a table that fits it; a pipe or a log gets every column at full width
     out.print(table, width=None if out.is_terminal else 10_000)
 
@@ -102,65 +108,63 @@ def cmd_submit(args) -> int:
     if args.json and not args.wait:
         ui.print_json(sweep)
         return EXIT_OK
-    ui.stdout().print(f"Submitted sweep [bold]{sweep['id']}[/] ({spec.name}, workload {spec.workload}).")
+    ui.stdout().print(f"Submitted sweep [bold]{sweep.id}[/] ({spec.name}, workload {spec.workload}).")
     if not args.wait:
-        ui.stdout().print(f"Follow it: trainyard sweeps show {sweep['id']}")
+        ui.stdout().print(f"Follow it: trainyard sweeps show {sweep.id}")
         return EXIT_OK
-    final = follow_sweep(client, sweep["id"])
+    final = follow_sweep(client, sweep.id)
     if args.json:
         ui.print_json(final)
     else:
         print_sweep(client, final)
-    return EXIT_OK if final.get("state") == "SUCCEEDED" else EXIT_FAILED
+    return EXIT_OK if final.state == "SUCCEEDED" else EXIT_FAILED
 
 
-def follow_sweep(client, sweep_id: str) -> dict:
+def follow_sweep(client, sweep_id: str) -> Sweep:
     last = None
     while True:
         sweep = client.get_sweep(sweep_id)
-        rows = (sweep.get("leaderboard") or {}).get("rows") or []
-        seen = (sweep.get("state"), tuple((r.get("trial"), r.get("iterations"), r.get("state")) for r in rows))
+        rows = sweep.leaderboard.rows if sweep.leaderboard is not None else []
+        seen = (sweep.state, tuple((r.get("trial"), r.get("iterations"), r.get("state")) for r in rows))
         if seen != last:
-            best = sweep.get("best") or {}
+            best = sweep.best or {}
             done = sum(1 for r in rows if r.get("state") in ("DONE", "STOPPED", "ERROR"))
-            line = f"[{time.strftime('%H:%M:%S')}] {sweep.get('state')}: {done}/{len(rows)} trials ended"
+            line = f"[{time.strftime('%H:%M:%S')}] {sweep.state}: {done}/{len(rows)} trials ended"
             if best.get("metric") is not None:
                 line += f", best {best.get('trial')} = {best['metric']:.4g}"
             print(line, flush=True)
             last = seen
-        if sweep.get("state") in TERMINAL:
+        if sweep.state in TERMINAL:
             return sweep
         time.sleep(2.0)
 
 
-def print_sweep(client, sweep: dict, limit: int | None = None) -> None:
+def print_sweep(client, sweep: Sweep, limit: int | None = None) -> None:
     out = ui.stdout()
-    state = sweep.get("state")
-    spec_sweep = sweep.get("sweep") or {}
-    out.print(f"Sweep {sweep['id']} ({sweep.get('name')}, workload {sweep.get('workload')}) "
+    state = sweep.state
+    spec_sweep = sweep.sweep or {}
+    out.print(f"Sweep {sweep.id} ({sweep.name}, workload {sweep.workload}) "
               f"[{'green' if state == 'SUCCEEDED' else 'yellow' if state == 'RUNNING' else 'red'}]{state}[/]")
     out.print(f"search: {spec_sweep.get('algorithm')} / {spec_sweep.get('scheduler')}, "
               f"{spec_sweep.get('num_trials') or 'default'} trials, "
               f"{spec_sweep.get('max_concurrent_trials')} at a time", highlight=False)
-    best = sweep.get("best")
+    best = sweep.best
     if best and best.get("metric") is not None:
-        board = sweep.get("leaderboard") or {}
-        out.print(f"best: trial {best['trial']}  {board.get('metric', 'metric')} = {best['metric']:.4g}  "
+        out.print(f"best: trial {best['trial']}  {_board(sweep).get('metric', 'metric')} = {best['metric']:.4g}  "
                   + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                               for k, v in (best.get("params") or {}).items()), highlight=False)
-    model = sweep.get("model")
+    model = sweep.model
     if model:
-        out.print(f"registered: {model['model_name']} version {model['model_version']} "
-                  f"(alias {model.get('model_alias')}, trial {model.get('registered_trial')})", highlight=False)
-    url = sweep.get("mlflow_url")
-    if url:
-        out.print(f"MLflow run: {url}", highlight=False)
-    if sweep.get("leaderboard"):
+        out.print(f"registered: {model.model_name} version {model.model_version} "
+                  f"(alias {model.model_alias}, trial {model.registered_trial})", highlight=False)
+    if sweep.mlflow_url:
+        out.print(f"MLflow run: {sweep.mlflow_url}", highlight=False)
+    if sweep.leaderboard is not None:
         _print_board(out, sweep, limit)
     elif state not in TERMINAL:
         out.print("no trial has reported yet")
-    if state in ("FAILED", "CANCELLED") and sweep.get("message"):
-        out.print(f"[red]{sweep['message']}[/]")
+    if state in ("FAILED", "CANCELLED") and sweep.message:
+        out.print(f"[red]{sweep.message}[/]")
 
 
 def cmd_list(args) -> int:
@@ -176,11 +180,10 @@ def cmd_list(args) -> int:
         return EXIT_OK
     rows = []
     for s in sweeps:
-        best = s.get("best") or {}
-        rows.append((s["id"], s.get("name"), s.get("state"), s.get("project"), s.get("owner"), s.get("workload"),
-                     s.get("num_trials") or "",
+        best = s.best or {}
+        rows.append((s.id, s.name, s.state, s.project, s.owner, s.workload, s.num_trials or "",
                      f"{best['metric']:.4g} ({best.get('trial')})" if best.get("metric") is not None else "",
-                     ui.fmt_time(s.get("created_at"))))
+                     ui.fmt_time(s.created_at)))
     ui.table(None, ["id", "name", "state", "project", "owner", "workload", "trials", "best", "submitted"], rows)
     return EXIT_OK
 
@@ -193,18 +196,18 @@ def cmd_show(args) -> int:
     else:
         print_sweep(client, sweep, args.limit)
     if args.plot:
-        board = sweep.get("leaderboard") or {}
+        board = _board(sweep)
         if not board.get("curves"):
             raise SpecError("this sweep has no learning curves yet (no trial has reported)", field="--plot",
                             value=args.plot, fix="try again once trials have reported")
         from trainyard.sweeps.plot import plot_board
 
-        path = plot_board(board, args.plot, title=f"sweep {sweep['id']} ({sweep.get('name')})")
+        path = plot_board(board, args.plot, title=f"sweep {sweep.id} ({sweep.name})")
         ui.stdout().print(f"wrote {path}", highlight=False)
     return EXIT_OK
 
 
 def cmd_cancel(args) -> int:
     sweep = context.client(args).cancel_sweep(args.sweep_id)
-    ui.stdout().print(f"Sweep {args.sweep_id}: {sweep.get('state')}")
+    ui.stdout().print(f"Sweep {args.sweep_id}: {sweep.state}")
     return EXIT_OK

@@ -78,7 +78,8 @@ def cmd_create(args) -> int:
         raise SpecError("the server answered without the token", field="token",
                         fix="revoke it (`trainyard tokens list`) and create another")
     if args.json:
-        sys.stdout.write(_json(created) + "\n")
+        # not ui.print_data: that one hides every token this process knows, and this is the token's one showing
+        sys.stdout.write(ui.render(created))
     else:
         # the one time it is printed: plain, on a line of its own, so that `> file` or a copy gets exactly it
         sys.stdout.write(token + "\n")
@@ -88,13 +89,6 @@ def cmd_create(args) -> int:
                       f"{expires}. Copy it now: it will not be shown again.", style="yellow", highlight=False,
                       markup=False)
     return EXIT_OK
-
-
-def _json(data: Any) -> str:
-    import json
-
-    # not ui.print_json: that one hides every token this process knows, and this is the token's one showing
-    return json.dumps(data, indent=2, sort_keys=True, default=str)
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 from trainyard.api.auth import current_principal, require_admin
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
+from trainyard.api.models import Cluster, ClusterList, answer
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
 from trainyard.api.params import NAME_RE, Name
 from trainyard.clusters.ray_client import RayClusterClient
@@ -99,21 +100,22 @@ def check_address(address: str, *, allowed_hosts: tuple[str, ...]) -> None:
 
 
 @router.get("", summary="List registered clusters")
-def list_clusters(ctx: ServerContext = Depends(get_ctx)) -> dict:
+def list_clusters(ctx: ServerContext = Depends(get_ctx)) -> ClusterList:
     with ctx.db.session() as s:
         rows = repo.list_clusters(s)
         items = [views.cluster_dict(r, health=ctx.controller.health.get(r.name)) for r in rows]
-    return {"clusters": items}
+    return ClusterList(clusters=items)
 
 
 @router.post("", status_code=201, summary="Register a Ray cluster (admins)", responses=error_responses(409, 413),
-             dependencies=[Depends(require_admin)])
+             response_model=Cluster, dependencies=[Depends(require_admin)])
 def add_cluster(body: AddClusterRequest, idempotency_key: IdempotencyKey = None,
                 ctx: ServerContext = Depends(get_ctx)) -> Any:
     idem = idempotency_for(idempotency_key, method="POST", route="/v1/clusters", body=body.model_dump(mode="json"))
     if idem is None:
         return _add_cluster(body, ctx)
-    return idem.run(ctx, lambda: _add_cluster(body, ctx), status_code=201, resource_id=lambda r: r.get("name"))
+    return idem.run(ctx, lambda: answer(Cluster, _add_cluster(body, ctx)), status_code=201,
+                    resource_id=lambda r: r.get("name"))
 
 
 def _add_cluster(body: AddClusterRequest, ctx: ServerContext) -> dict:

@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from trainyard.api.auth import authorize, current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_body, error_responses
+from trainyard.api.models import (CreatedEndpointKey, Deployment, Endpoint, EndpointKeyList, EndpointList,
+                                  ModelHistory, OpenAPIDocument, Promotion, answer)
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
 from trainyard.api.params import (ALIAS_RE, MODEL_RE, NAME_RE, PREDICT_BODY_LIMIT, VERSION_RE, ModelName, Name,
                                   OptCluster, PromotionId)
@@ -171,7 +173,7 @@ def _given_access(body: DeployRequest) -> list[str]:
 
 
 @router.post("/v1/endpoints", status_code=201, summary="Deploy a model version as an endpoint (or move it)",
-             responses=error_responses(404, 409, 413))
+             response_model=Deployment, responses=error_responses(404, 409, 413))
 def deploy(body: DeployRequest, caller: Caller, idempotency_key: IdempotencyKey = None,
            serving=Depends(get_serving), ctx: ServerContext = Depends(get_ctx)) -> Any:
     def create() -> dict:
@@ -180,7 +182,8 @@ def deploy(body: DeployRequest, caller: Caller, idempotency_key: IdempotencyKey 
         manager = serving.manager(cluster)
         access = {k: getattr(body, k) for k in _given_access(body)} if spec is None else {}
         _deploy_access(caller, serving, manager, spec=spec, body=body, cluster=cluster)
-        return manager.deploy(spec, model=body.model, version=body.version, alias=body.alias, **access)
+        return answer(Deployment, manager.deploy(spec, model=body.model, version=body.version, alias=body.alias,
+                                                 **access))
 
     idem = idempotency_for(idempotency_key, method="POST", route="/v1/endpoints", body=body.model_dump(mode="json"))
     return create() if idem is None else idem.run(ctx, create, status_code=201,
@@ -188,17 +191,18 @@ def deploy(body: DeployRequest, caller: Caller, idempotency_key: IdempotencyKey 
 
 
 @router.get("/v1/endpoints", summary="List endpoints", responses=error_responses(404))
-async def list_endpoints(caller: Caller, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
+async def list_endpoints(caller: Caller, cluster: OptCluster = None, serving=Depends(get_serving)) -> EndpointList:
     endpoints = await run_in_threadpool(serving.manager(cluster).list)
     visible = caller.visible_projects()
-    return {"endpoints": [e for e in endpoints if visible is None or e.get("project", "default") in visible]}
+    return EndpointList(endpoints=[e for e in endpoints if visible is None or e.get("project", "default") in visible])
 
 
 @router.get("/v1/endpoints/{name}", summary="Show an endpoint: versions, weights, replicas, traffic",
             responses=error_responses(404))
-async def show_endpoint(name: Name, caller: Caller, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
+async def show_endpoint(name: Name, caller: Caller, cluster: OptCluster = None,
+                        serving=Depends(get_serving)) -> Endpoint:
     await run_in_threadpool(_endpoint_access, caller, serving, name, cluster, need=Role.VIEWER)
-    return await run_in_threadpool(serving.manager(cluster).show, name)
+    return Endpoint.model_validate(await run_in_threadpool(serving.manager(cluster).show, name))
 
 
 @router.delete("/v1/endpoints/{name}", status_code=204, summary="Delete an endpoint",
@@ -270,11 +274,11 @@ async def predict(name: Name, request: Request, caller: Caller, cluster: OptClus
 @router.get("/v1/endpoints/{name}/openapi.json", summary="The endpoint's OpenAPI page (its family's schema)",
             responses=error_responses(404))
 async def endpoint_openapi(name: Name, caller: Caller, cluster: OptCluster = None,
-                           serving=Depends(get_serving)) -> dict:
+                           serving=Depends(get_serving)) -> OpenAPIDocument:
     from trainyard.serving.openapi import endpoint_openapi as build
 
     state = await run_in_threadpool(_endpoint_access, caller, serving, name, cluster, need=Role.VIEWER)
-    return build(name, state.family)
+    return OpenAPIDocument(build(name, state.family))
 
 
 def _endpoint_access(caller: Principal, serving, name: str, cluster: str | None, *, need: Role,
@@ -311,17 +315,18 @@ KeyId = Annotated[str, PathParam(min_length=12, max_length=12, pattern=r"^[0-9a-
 @router.post("/v1/endpoints/{name}/keys", status_code=201, summary="Create an endpoint key (shown once)",
              responses=error_responses(404, 409))
 def create_key(name: Name, body: KeyRequest, caller: Caller, cluster: OptCluster = None,
-               serving=Depends(get_serving)) -> dict:
+               serving=Depends(get_serving)) -> CreatedEndpointKey:
     # no Idempotency-Key here: a replayed answer would have to keep the key's text
     _endpoint_access(caller, serving, name, cluster, need=Role.MAINTAINER, doing="manage its keys")
-    return serving.manager(cluster).create_key(name, body.name)
+    return CreatedEndpointKey.model_validate(serving.manager(cluster).create_key(name, body.name))
 
 
 @router.get("/v1/endpoints/{name}/keys", summary="List an endpoint's keys (never their text)",
             responses=error_responses(404))
-def list_keys(name: Name, caller: Caller, cluster: OptCluster = None, serving=Depends(get_serving)) -> dict:
+def list_keys(name: Name, caller: Caller, cluster: OptCluster = None,
+              serving=Depends(get_serving)) -> EndpointKeyList:
     state = _endpoint_access(caller, serving, name, cluster, need=Role.MAINTAINER, doing="manage its keys")
-    return {"keys": state.auth.listed()}
+    return EndpointKeyList(keys=state.auth.listed())
 
 
 @router.delete("/v1/endpoints/{name}/keys/{key_id}", status_code=204, summary="Revoke an endpoint key",
@@ -334,7 +339,8 @@ def revoke_key(name: Name, key_id: KeyId, caller: Caller, cluster: OptCluster = 
 
 
 @router.post("/v1/models/{name}/promote", status_code=202, summary="Promote the model's candidate",
-             responses={200: {"description": "The promotion's record, when `wait` is true"},
+             response_model=Promotion,
+             responses={200: {"model": Promotion, "description": "The promotion's record, when `wait` is true"},
                         **error_responses(404, 409, 413)})
 def promote(name: ModelName, body: PromoteRequest, caller: Caller, idempotency_key: IdempotencyKey = None,
             serving=Depends(get_serving), ctx: ServerContext = Depends(get_ctx)) -> Any:
@@ -342,26 +348,29 @@ def promote(name: ModelName, body: PromoteRequest, caller: Caller, idempotency_k
     _model_access(caller, serving, name, need=Role.MAINTAINER, doing="promote it")
 
     def create() -> dict:
-        return serving.promote(name, policy=body.policy, candidate=body.candidate, endpoint=body.endpoint,
-                               cluster=body.cluster, wait=body.wait)
+        return answer(Promotion, serving.promote(name, policy=body.policy, candidate=body.candidate,
+                                                 endpoint=body.endpoint, cluster=body.cluster, wait=body.wait))
 
     idem = idempotency_for(idempotency_key, method="POST", route=f"/v1/models/{name}/promote",
                            body=body.model_dump(mode="json"))
     record = create() if idem is None else idem.run(ctx, create, status_code=status,
                                                     resource_id=lambda r: str(r.get("id") or ""))
-    return record if isinstance(record, Response) else JSONResponse(record, status_code=status)
+    if isinstance(record, Response):  # an idempotent replay: the answer recorded the first time
+        return record
+    # the status depends on `wait`, so the answer is built here (create() validated it)
+    return JSONResponse(record, status_code=status)
 
 
 @router.get("/v1/models/{name}/history", summary="Every promotion decision of a model, with its evidence",
             responses=error_responses(404))
-async def history(name: ModelName, caller: Caller, serving=Depends(get_serving)) -> dict:
+async def history(name: ModelName, caller: Caller, serving=Depends(get_serving)) -> ModelHistory:
     await run_in_threadpool(_model_access, caller, serving, name, need=Role.VIEWER)
-    return await run_in_threadpool(serving.history, name)
+    return ModelHistory.model_validate(await run_in_threadpool(serving.history, name))
 
 
 @router.get("/v1/promotions/{pid}", summary="One promotion started by this server",
             responses=error_responses(404))
-async def promotion(pid: PromotionId, caller: Caller, serving=Depends(get_serving)) -> dict:
+async def promotion(pid: PromotionId, caller: Caller, serving=Depends(get_serving)) -> Promotion:
     try:
         record = serving.promotion(pid)
     except NotFoundError:
@@ -373,7 +382,7 @@ async def promotion(pid: PromotionId, caller: Caller, serving=Depends(get_servin
             await run_in_threadpool(_model_access, caller, serving, record["model"], need=Role.VIEWER)
         except NotFoundError:
             raise NotFoundError("promotion", pid, fix="see `trainyard models history MODEL`") from None
-    return record
+    return Promotion.model_validate(record)
 
 
 async def _watch_sweeps(app, ctx: ServerContext, interval_s: float) -> None:

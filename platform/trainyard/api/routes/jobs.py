@@ -1,7 +1,7 @@
 """/v1/jobs: submit, list, describe, logs, cancel."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Callable, Optional, Union
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse
@@ -11,6 +11,7 @@ from trainyard.api.audit import audit_note
 from trainyard.api.auth import authorize, current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
+from trainyard.api.models import JobDetail, JobList, answer
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
 from trainyard.api.params import SUBMIT_BODY_LIMIT, JobId, Limit, LogOffset, Offset, OptName
 from trainyard.controller import views
@@ -61,15 +62,15 @@ def _phases(state: str | None) -> list[str] | None:
 
 
 @router.post("", status_code=201, summary="Submit a job", max_body_size=SUBMIT_BODY_LIMIT,
-             responses=error_responses(409, 413))
+             response_model=JobDetail, responses=error_responses(409, 413))
 def submit_job(body: SubmitJobRequest, request: Request, idempotency_key: IdempotencyKey = None,
                principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> Any:
     return submit_kind(ctx, body, idempotency_key, kind="job", route="/v1/jobs", principal=principal,
-                       request=request)
+                       request=request, view=lambda job: answer(JobDetail, job))
 
 
 def submit_kind(ctx: ServerContext, body: Any, key: Optional[str], *, kind: str, route: str,
-                principal: Principal, request: Request, view=lambda job: job) -> Any:
+                principal: Principal, request: Request, view: Callable[[dict], dict]) -> Any:
     """Submit a job or a sweep as `principal` (its owner); with a key, at most once (its record
     is written with the row). The project comes from the validated spec; the role check runs in
     the transaction that creates the row, so a refused submission leaves nothing behind."""
@@ -132,21 +133,21 @@ def list_jobs(state: Annotated[Optional[str], Query(max_length=200, description=
               project: OptName = None,
               kind: Annotated[Optional[str], Query(pattern="^(job|sweep)$")] = None,
               cluster: OptName = None, limit: Limit = 100, offset: Offset = 0,
-              principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> dict:
+              principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> JobList:
     phases = _phases(state)
     with ctx.db.session() as s:
         rows = jobs_repo.list_jobs(s, phases=phases, project=project, kind=kind, cluster=cluster,
                                    limit=limit, offset=offset, projects=principal.visible_projects())
         items = [views.job_dict(r, mlflow_uri=ctx.settings.mlflow_uri) for r in rows]
-    return {"jobs": items, "count": len(items), "limit": limit, "offset": offset}
+    return JobList(jobs=items, count=len(items), limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", summary="Describe a job (progress while it runs, result when done)",
             responses=error_responses(404, 502))
 def get_job(job_id: JobId, principal: Principal = Depends(current_principal),
-            ctx: ServerContext = Depends(get_ctx)) -> dict:
+            ctx: ServerContext = Depends(get_ctx)) -> JobDetail:
     visible_job(ctx, principal, job_id)
-    return ctx.jobs.describe(job_id)
+    return JobDetail.model_validate(ctx.jobs.describe(job_id))
 
 
 @router.get("/{job_id}/logs", response_model=None,
@@ -165,6 +166,6 @@ def job_logs(job_id: JobId, response: Response, offset: LogOffset = 0,
 @router.post("/{job_id}/cancel", summary="Cancel a job (PENDING at once; RUNNING once Ray stopped it)",
              responses=error_responses(404, 409, 502))
 def cancel_job(job_id: JobId, request: Request, principal: Principal = Depends(current_principal),
-               ctx: ServerContext = Depends(get_ctx)) -> dict:
+               ctx: ServerContext = Depends(get_ctx)) -> JobDetail:
     visible_job(ctx, principal, job_id, need=Role.MEMBER, own=True, doing="cancel it", request=request)
-    return ctx.jobs.cancel(job_id, reason=f"cancelled by {principal.user}")
+    return JobDetail.model_validate(ctx.jobs.cancel(job_id, reason=f"cancelled by {principal.user}"))

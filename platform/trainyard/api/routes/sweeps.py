@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trainyard.api.auth import current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
+from trainyard.api.models import Sweep, SweepList, answer
 from trainyard.api.idempotency import IdempotencyKey
 from trainyard.api.params import SUBMIT_BODY_LIMIT, JobId, Limit, Offset, OptName
 from trainyard.api.routes.jobs import MAX_ZIP_B64, submit_kind, visible_job
@@ -75,16 +76,17 @@ def _describe(ctx: ServerContext, principal: Principal, sweep_id: str, *, need: 
 
 
 @router.post("", status_code=201, summary="Submit a sweep", max_body_size=SUBMIT_BODY_LIMIT,
-             responses=error_responses(409, 413))
+             response_model=Sweep, responses=error_responses(409, 413))
 def submit_sweep(body: SubmitSweepRequest, request: Request, idempotency_key: IdempotencyKey = None,
                  principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> Any:
-    return submit_kind(ctx, body, idempotency_key, kind="sweep", route="/v1/sweeps", view=sweep_view,
+    return submit_kind(ctx, body, idempotency_key, kind="sweep", route="/v1/sweeps",
+                       view=lambda job: answer(Sweep, sweep_view(job)),
                        principal=principal, request=request)
 
 
 @router.get("", summary="List sweeps, newest first")
 def list_sweeps(project: OptName = None, limit: Limit = 100, offset: Offset = 0,
-                principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> dict:
+                principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> SweepList:
     with ctx.db.session() as s:
         rows = jobs_repo.list_jobs(s, project=project, kind="sweep", limit=limit, offset=offset,
                                    projects=principal.visible_projects())
@@ -95,18 +97,18 @@ def list_sweeps(project: OptName = None, limit: Limit = 100, offset: Offset = 0,
             item["best"] = result.get("best")
             item["num_trials"] = ((row.spec or {}).get("sweep") or {}).get("num_trials")
             items.append(item)
-    return {"sweeps": items, "count": len(items), "limit": limit, "offset": offset}
+    return SweepList(sweeps=items, count=len(items), limit=limit, offset=offset)
 
 
 @router.get("/{sweep_id}", summary="Describe a sweep, with its leaderboard", responses=error_responses(404, 502))
 def get_sweep(sweep_id: JobId, principal: Principal = Depends(current_principal),
-              ctx: ServerContext = Depends(get_ctx)) -> dict:
-    return sweep_view(_describe(ctx, principal, sweep_id))
+              ctx: ServerContext = Depends(get_ctx)) -> Sweep:
+    return Sweep.model_validate(sweep_view(_describe(ctx, principal, sweep_id)))
 
 
 @router.post("/{sweep_id}/cancel", summary="Cancel a sweep (its running trials stop with it)",
              responses=error_responses(404, 409, 502))
 def cancel_sweep(sweep_id: JobId, request: Request, principal: Principal = Depends(current_principal),
-                 ctx: ServerContext = Depends(get_ctx)) -> dict:
+                 ctx: ServerContext = Depends(get_ctx)) -> Sweep:
     _describe(ctx, principal, sweep_id, need=Role.MEMBER, request=request)
-    return sweep_view(ctx.jobs.cancel(sweep_id, reason=f"cancelled by {principal.user}"))
+    return Sweep.model_validate(sweep_view(ctx.jobs.cancel(sweep_id, reason=f"cancelled by {principal.user}")))

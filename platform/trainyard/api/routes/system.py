@@ -11,6 +11,7 @@ from trainyard.api.auth import current_principal
 from trainyard.auth.principal import Principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
+from trainyard.api.models import Health, Status
 from trainyard.controller import views
 from trainyard.store import clusters as clusters_repo
 from trainyard.store import state as st
@@ -22,12 +23,12 @@ router = APIRouter(prefix="/v1", tags=["system"], dependencies=[Depends(current_
 
 
 @health_router.get("/healthz", summary="Liveness (no auth)")
-def healthz() -> dict:
-    return {"ok": True, "version": __version__}
+def healthz() -> Health:
+    return Health(ok=True, version=__version__)
 
 
 @router.get("/status", summary="Server, clusters, job counts, controller")
-def status(principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> dict:
+def status(principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> Status:
     visible = principal.visible_projects()
     query = select(JobRow.phase, func.count()).group_by(JobRow.phase)
     if visible is not None:  # job counts of the caller's projects only
@@ -38,11 +39,11 @@ def status(principal: Principal = Depends(current_principal), ctx: ServerContext
             counts[st.public_state(phase)] += n
         clusters = [views.cluster_dict(r, health=ctx.controller.health.get(r.name))
                     for r in clusters_repo.list_clusters(s)]
-    return {
+    return Status.model_validate({
         "server": {"version": __version__, "uptime_s": round(time.time() - ctx.started_at, 1),
                    "db": ctx.db.engine.url.get_backend_name(), "mlflow_uri": ctx.settings.mlflow_uri or None,
                    "storage": ctx.settings.storage},
         "clusters": clusters,
         "jobs": counts,
         "controller": ctx.controller.snapshot(),
-    }
+    })

@@ -16,6 +16,8 @@ from trainyard.api.audit import audit_note
 from trainyard.api.auth import authenticator, authorize, current_principal, require_admin
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
+from trainyard.api.models import (AuditEvent, AuditList, BudgetUse, CreatedToken, Me, Member, Membership, Project,
+                                  ProjectList, ProjectSummary, QuotaView, Token, TokenList, User, UserList)
 from trainyard.api.params import NAME_RE, Limit, Name, Offset
 from trainyard.auth.principal import Principal
 from trainyard.auth.roles import ROLE_NAMES, Role, parse_role, role_name
@@ -48,14 +50,7 @@ audit_router = APIRouter(prefix="/v1/audit", tags=["auth"], dependencies=[Depend
                          responses=error_responses(401, 403, 422))
 
 
-# ----------------------------------------------------------------------------- /v1/me
-class Me(BaseModel):
-    user: str
-    kind: Literal["user", "service"]
-    admin: bool
-    via: Literal["token", "oidc"]
-    projects: dict[str, str] = Field(..., description="The caller's role per project (admins: every project, "
-                                                      "as 'admin').")
+# ----------------------------------------------------------------------------- /v1/me (answers: trainyard.apitypes)
 
 
 @me_router.get("/me", summary="Who the token belongs to, and its roles", response_model=Me)
@@ -75,18 +70,6 @@ class CreateUserRequest(BaseModel):
     name: UserName
     kind: Literal["user", "service"] = Field("user", description="'user' (a person) or 'service' (CI, pipelines).")
     admin: bool = False
-
-
-class User(BaseModel):
-    name: str
-    kind: str
-    admin: bool
-    disabled: bool
-    created_at: Optional[str]
-
-
-class UserList(BaseModel):
-    users: list[User]
 
 
 def _user(row: repo.UserRow) -> User:
@@ -131,29 +114,6 @@ class CreateTokenRequest(BaseModel):
     user: Optional[str] = Field(None, min_length=1, max_length=63, pattern=USER_RE,
                                 description="Whose token (admins only, for another user or a service account); "
                                             "default: the caller.")
-
-
-class CreatedToken(BaseModel):
-    id: str
-    name: str
-    user: str
-    token: str = Field(..., description="Shown this once; the server keeps only its hash.")
-    created_at: Optional[str]
-    expires_at: Optional[str]
-
-
-class Token(BaseModel):
-    id: str
-    name: str
-    user: str
-    created_at: Optional[str]
-    expires_at: Optional[str]
-    last_used_at: Optional[str]
-    revoked_at: Optional[str]
-
-
-class TokenList(BaseModel):
-    tokens: list[Token]
 
 
 def _token(row: repo.ApiTokenRow) -> Token:
@@ -220,22 +180,6 @@ class CreateProjectRequest(BaseModel):
     description: str = Field("", max_length=1000)
 
 
-class ProjectSummary(BaseModel):
-    name: str
-    description: str
-    created_at: Optional[str]
-    role: str = Field(..., description="The caller's role: viewer, member, maintainer, or admin.")
-
-
-class ProjectList(BaseModel):
-    projects: list[ProjectSummary]
-
-
-class Member(BaseModel):
-    user: str
-    role: str
-
-
 class BudgetBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # no "4" -> 4.0, no true -> 1.0
 
@@ -262,40 +206,10 @@ class SetQuotaRequest(BaseModel):
     budget: Optional[BudgetBody] = None
 
 
-class BudgetUse(BaseModel):
-    used_hours: float
-    budget_hours: Optional[float]
-    remaining_hours: Optional[float]
-    burn_per_day: float = Field(..., description="Resource-hours used over the last day.")
-    exhausted_at: Optional[str] = Field(None, description="When the budget runs out at this burn rate.")
-
-
-class QuotaView(BaseModel):
-    weight: float
-    nominal: Optional[dict[str, float]]
-    borrowing_limit: Optional[dict[str, float]]
-    lending_limit: Optional[dict[str, float]]
-    budget: Optional[dict[str, Optional[float]]]
-    usage: dict[str, BudgetUse] = Field(..., description="'gpu' and 'cpu': used within the budget's window "
-                                                          "(30 days without a budget), remaining, burn rate.")
-    updated_at: Optional[str]
-
-
-class Project(ProjectSummary):
-    members: list[Member]
-    quota: QuotaView
-
-
 class SetMemberRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: str = Field(..., max_length=32, description=f"One of: {', '.join(ROLE_NAMES)}.")
-
-
-class Membership(BaseModel):
-    project: str
-    user: str
-    role: str
 
 
 def _role_label(principal: Principal, project: str) -> str:
@@ -420,22 +334,6 @@ def remove_member(name: Name, user: Name, request: Request, principal: Principal
 
 
 # ----------------------------------------------------------------------------- /v1/audit
-class AuditEvent(BaseModel):
-    id: int
-    at: Optional[str]
-    actor: str
-    action: str
-    object_type: str
-    object_id: Optional[str]
-    project: Optional[str]
-    status_code: int
-    outcome: str
-    source_ip: Optional[str]
-
-
-class AuditList(BaseModel):
-    events: list[AuditEvent]
-    total: int
 
 
 @audit_router.get("", summary="The audit trail, newest first (admins)", response_model=AuditList)
