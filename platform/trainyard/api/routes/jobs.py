@@ -12,12 +12,13 @@ from trainyard.api.auth import authorize, current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
-from trainyard.api.params import SUBMIT_BODY_LIMIT, JobId, Limit, LogOffset, Offset, OptName
+from trainyard.api.params import MAX_OFFSET, NAME_RE, SUBMIT_BODY_LIMIT, JobId, LogOffset, OptName
 from trainyard.controller import views
 from trainyard.auth.principal import Principal
 from trainyard.auth.roles import Role
 from trainyard.errors import NotFoundError, SpecError, did_you_mean
 from trainyard.store import jobs as jobs_repo
+from trainyard.store.paging import MAX_CURSOR_LEN, decode_cursor
 from trainyard.store import state as st
 from trainyard.store import teams as teams_repo
 
@@ -44,19 +45,31 @@ class SubmitJobRequest(BaseModel):
                           "imports no user code. Ignored for registered families that ship metadata.")
 
 
-def _phases(state: str | None) -> list[str] | None:
+MAX_PAGE = 500  # jobs per page of GET /v1/jobs
+DEFAULT_PAGE = 50
+MAX_STATE_VALUES = 16  # `state` values, repeated or comma-separated
+
+
+def _phases(state: str | list[str] | None) -> list[str] | None:
+    """The internal phases that the `state` filter (public states or phases, repeated or
+    comma-separated) selects; None: no filter. SpecError naming `state` for an unknown one."""
     if not state:
         return None
+    items = [item.strip().upper() for value in ([state] if isinstance(state, str) else state)
+             for item in value.split(",")]
+    if len(items) > MAX_STATE_VALUES:
+        raise SpecError(f"names {len(items)} states, at most {MAX_STATE_VALUES} are allowed", field="state",
+                        value=len(items), fix=f"use some of: {', '.join(st.PUBLIC_STATES)}")
     wanted: list[str] = []
-    for item in state.split(","):
-        item = item.strip().upper()
+    for item in items:
         if item in st.PUBLIC_STATES:
             wanted += st.phases_for_public(item)
         elif item in st.PHASES:
             wanted.append(item)
         else:
             raise SpecError(f"unknown state {item[:40]!r};{did_you_mean(item, st.PUBLIC_STATES) or ''} "
-                            f"known: {', '.join(st.PUBLIC_STATES)}", field="state", value=item[:40])
+                            f"known: {', '.join(st.PUBLIC_STATES)}", field="state", value=item[:40],
+                            fix="give one or more known states, e.g. state=PENDING,RUNNING")
     return wanted
 
 
@@ -126,19 +139,40 @@ def visible_job(ctx: ServerContext, principal: Principal, job_id: str, *, need: 
               owner=owner if own else None, doing=doing)
 
 
-@router.get("", summary="List jobs, newest first")
-def list_jobs(state: Annotated[Optional[str], Query(max_length=200, description="PENDING, RUNNING, ... "
-                                                                                 "(comma-separated)")] = None,
+@router.get("", summary="List jobs, newest first, a page at a time")
+def list_jobs(state: Annotated[Optional[list[str]], Query(
+                  description="Public states (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED) or phases; "
+                              "repeat the parameter or separate with commas.")] = None,
               project: OptName = None,
+              user: Annotated[Optional[str], Query(max_length=63, pattern=NAME_RE,
+                                                   description="Only jobs this user submitted (their owner).")] = None,
               kind: Annotated[Optional[str], Query(pattern="^(job|sweep)$")] = None,
-              cluster: OptName = None, limit: Limit = 100, offset: Offset = 0,
+              cluster: OptName = None,
+              limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Jobs per page, at most {MAX_PAGE}.")]
+              = DEFAULT_PAGE,
+              cursor: Annotated[Optional[str], Query(max_length=MAX_CURSOR_LEN,
+                                                     description="The `next_cursor` of the previous page.")] = None,
+              offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip (older callers; "
+                                                                            "prefer `cursor`).")] = 0,
               principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> dict:
+    """`{jobs, total, next_cursor}`: `total` counts every job under the filters that the caller
+    may see (not only this page); `next_cursor` is null on the last page. Paging by cursor is
+    stable while jobs are submitted: new jobs sort before the pages already read."""
+    for value in state or ():
+        if len(value) > 200:
+            raise SpecError(f"is {len(value)} characters long, at most 200 are allowed", field="state",
+                            value=value[:40], fix="give one or more known states, e.g. state=PENDING,RUNNING")
     phases = _phases(state)
+    after = decode_cursor(cursor) if cursor is not None else None
+    if after is not None and offset:
+        raise SpecError("cannot be combined with cursor", field="offset", value=offset,
+                        fix="page with cursor alone (offset=0)")
     with ctx.db.session() as s:
-        rows = jobs_repo.list_jobs(s, phases=phases, project=project, kind=kind, cluster=cluster,
-                                   limit=limit, offset=offset, projects=principal.visible_projects())
-        items = [views.job_dict(r, mlflow_uri=ctx.settings.mlflow_uri) for r in rows]
-    return {"jobs": items, "count": len(items), "limit": limit, "offset": offset}
+        page = jobs_repo.page_jobs(s, limit=limit, after=after, offset=offset, phases=phases, project=project,
+                                   kind=kind, cluster=cluster, owner=user, projects=principal.visible_projects())
+        items = [views.job_dict(r, mlflow_uri=ctx.settings.mlflow_uri) for r in page.rows]
+    return {"jobs": items, "total": page.total, "next_cursor": page.next_cursor, "count": len(items),
+            "limit": limit, "offset": offset}
 
 
 @router.get("/{job_id}", summary="Describe a job (progress while it runs, result when done)",
