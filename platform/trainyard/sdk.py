@@ -30,7 +30,7 @@ import uuid
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
 import httpx
@@ -42,7 +42,7 @@ from trainyard import errors as E
 from trainyard import redact
 from trainyard.config import home, read_secret, read_stack
 
-__all__ = ["Client", "zip_folder", "error_from_response", "IDEMPOTENCY_HEADER", "RETRY_ERRORS",
+__all__ = ["Client", "JobPage", "JOB_PAGE_MAX", "zip_folder", "error_from_response", "IDEMPOTENCY_HEADER", "RETRY_ERRORS",
            "workload_meta_of", "resolve_target", "AUDIT_FILTERS"]
 
 log = logging.getLogger("trainyard.sdk")
@@ -56,6 +56,20 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 
 _SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", "node_modules", ".tox"}
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+JOB_PAGE_MAX = 500  # the server's largest page of GET /v1/jobs
+
+
+class JobPage(list):
+    """A page of jobs: the list of job dicts that list_jobs always returned, and the page's
+    `total` (every job under the filters) and `next_cursor` (None on the last page)."""
+
+    def __init__(self, jobs: Iterable[dict] = (), *, total: int = 0, next_cursor: str | None = None):
+        super().__init__(jobs)
+        self.total = total
+        self.next_cursor = next_cursor
+
+    def __repr__(self) -> str:
+        return f"JobPage({len(self)} of {self.total}, next_cursor={self.next_cursor!r})"
 
 _BY_CODE: dict[str, type[E.TrainyardError]] = {
     "invalid_spec": E.SpecError,
@@ -276,11 +290,46 @@ class Client:
             body["workload_meta"] = meta
         return self._json("POST", _path, json=body, key=new_key())
 
-    def list_jobs(self, *, state: str | None = None, project: str | None = None, kind: str | None = None,
-                  cluster: str | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
-        params = {k: v for k, v in {"state": state, "project": project, "kind": kind, "cluster": cluster,
-                                    "limit": limit, "offset": offset}.items() if v is not None}
-        return self._json("GET", "/v1/jobs", params=params)["jobs"]
+    def list_jobs(self, *, state: str | Iterable[str] | None = None, project: str | None = None,
+                  user: str | None = None, kind: str | None = None, cluster: str | None = None,
+                  limit: int = 50, cursor: str | None = None, offset: int = 0) -> "JobPage":
+        """One page of jobs, newest first: a list of job dicts with `.total` (every job under the
+        filters that you may see) and `.next_cursor` (pass it as `cursor` for the next page;
+        None on the last). `state`: public states (or phases), one or several. `user`: the
+        jobs' owner. A `limit` above the server's page size (500) is fetched in several pages."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise E.SpecError(f"must be a whole number >= 1, got {limit!r}", field="limit", value=limit,
+                              fix="ask for 1 or more jobs")
+        params: dict[str, Any] = {k: v for k, v in {"project": project, "user": user, "kind": kind,
+                                                    "cluster": cluster}.items() if v is not None}
+        if state is not None:
+            params["state"] = [state] if isinstance(state, str) else list(state)
+        if offset:
+            params["offset"] = offset
+        jobs: list[dict] = []
+        total, following = 0, cursor
+        while True:
+            page = self._json("GET", "/v1/jobs", params={**params, "limit": min(limit - len(jobs), JOB_PAGE_MAX),
+                                                         **({"cursor": following} if following else {})})
+            jobs += page["jobs"]
+            total, following = page.get("total", len(jobs)), page.get("next_cursor")
+            params.pop("offset", None)
+            if not following or len(jobs) >= limit:
+                return JobPage(jobs, total=total, next_cursor=following)
+
+    def iter_jobs(self, *, page_size: int = JOB_PAGE_MAX, **filters: Any) -> Iterator[dict]:
+        """Every job under the filters (those of list_jobs, but `limit`), newest first, a page
+        at a time: each job once, also while new jobs are submitted (they sort before the pages read)."""
+        for bad in ("limit", "cursor", "offset"):
+            if bad in filters:
+                raise E.SpecError("is not a filter of iter_jobs", field=bad, fix="use list_jobs to read one page")
+        cursor = None
+        while True:
+            page = self.list_jobs(limit=page_size, cursor=cursor, **filters)
+            yield from page
+            cursor = page.next_cursor
+            if not cursor:
+                return
 
     def get_job(self, job_id: str) -> dict:
         return self._json("GET", f"/v1/jobs/{job_id}")

@@ -114,3 +114,80 @@ def test_cursor_and_offset_together_are_refused(server):
     cursor = client.get("/v1/jobs", params={"limit": 1}).json()["next_cursor"]
     resp = client.get("/v1/jobs", params={"cursor": cursor, "offset": 1})
     assert resp.status_code == 422 and resp.json()["field"] == "offset"
+
+
+# ----------------------------------------------------------------------------- SDK and CLI
+
+
+@pytest.fixture()
+def sdk(server):  # noqa: F811
+    from test_api import TOKEN
+    from trainyard.sdk import Client
+
+    client, ctx, fakes = server
+    sdk = Client(url="http://testserver", token=TOKEN)
+    sdk._http = client
+    return sdk, ctx
+
+
+def test_sdk_pages_iterates_and_splits_big_limits(sdk, monkeypatch):
+    import trainyard.sdk as sdk_mod
+
+    client, ctx = sdk
+    ids = {client.submit_job(spec(name=f"s{i}"))["id"] for i in range(5)}
+    page = client.list_jobs(limit=2)
+    assert len(page) == 2 and page.total == 5 and page.next_cursor
+    assert [j["id"] for j in client.list_jobs(limit=2, cursor=page.next_cursor)] != [j["id"] for j in page]
+    assert {j["id"] for j in client.iter_jobs(page_size=2)} == ids and len(list(client.iter_jobs(page_size=2))) == 5
+    assert client.list_jobs(state=["pending", "running"]).total == 5 and client.list_jobs(state="FAILED").total == 0
+    # a limit above the server's page is fetched in pages
+    monkeypatch.setattr(sdk_mod, "JOB_PAGE_MAX", 2)
+    every = client.list_jobs(limit=4)
+    assert len(every) == 4 and every.total == 5 and every.next_cursor
+    for bad in (0, -1, True, "5"):
+        with pytest.raises(SpecError):
+            client.list_jobs(limit=bad)
+    with pytest.raises(SpecError):
+        next(client.iter_jobs(limit=3))
+
+
+class _ListClient:
+    def __init__(self, jobs):
+        self.jobs, self.calls = jobs, []
+
+    def list_jobs(self, **filters):
+        from trainyard.sdk import JobPage
+
+        self.calls.append(("list_jobs", filters))
+        limit = filters.get("limit", 50)
+        return JobPage(self.jobs[:limit], total=len(self.jobs), next_cursor="c" if limit < len(self.jobs) else None)
+
+    def iter_jobs(self, **filters):
+        self.calls.append(("iter_jobs", filters))
+        return iter(self.jobs)
+
+
+def _run_cli(argv, fake, monkeypatch, capsys):
+    from trainyard.cli import main as cli
+
+    monkeypatch.setattr(cli, "_client", lambda args: fake)
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_jobs_list_flags_and_n_of_total(monkeypatch, capsys, trainyard_home):
+    jobs = [{"id": f"j-{i}", "name": "j", "state": "PENDING", "project": "default", "owner": "admin"}
+            for i in range(3)]
+    fake = _ListClient(jobs)
+    code, out, _ = _run_cli(["jobs", "list", "--state", "pending,running", "--state", "failed", "--project",
+                             "vision", "--user", "ann", "--limit", "2"], fake, monkeypatch, capsys)
+    assert code == 0 and "2 of 3" in out and "--all for more" in out
+    assert fake.calls[-1] == ("list_jobs", {"state": ["pending", "running", "failed"], "project": "vision",
+                                            "user": "ann", "limit": 2})
+    code, out, _ = _run_cli(["jobs", "list", "--all"], fake, monkeypatch, capsys)
+    assert code == 0 and "3 of 3" in out and fake.calls[-1] == ("iter_jobs", {})
+    for argv, flag in ((["--limit", "0"], "--limit"), (["--limit", "2", "--all"], "--limit"),
+                       (["--user", "Ann!"], "--user")):
+        code, out, err = _run_cli(["jobs", "list", *argv], fake, monkeypatch, capsys)
+        assert code == 2 and flag in err and "Traceback" not in err

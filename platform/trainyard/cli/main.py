@@ -115,13 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=cmd_jobs_submit)
 
-    p = verbs.add_parser("list", help="list jobs", **_fmt(
-        "List the jobs of the projects you can see, newest first.", """
+    p = verbs.add_parser("list", help="list jobs", **_fmt("""
+        List the jobs of the projects you can see, newest first: the newest 50, or --limit N,
+        or --all of them. Under the table, "N of TOTAL" says how many jobs match the filters.
+        """, """
         trainyard jobs list
-        trainyard jobs list --project vision
-        trainyard jobs list --json
+        trainyard jobs list --state pending --state running --project vision
+        trainyard jobs list --user ann --limit 200
+        trainyard jobs list --state failed --all --json
         """))
+    p.add_argument("--state", metavar="STATE", action="append",
+                   help="only jobs in this state (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED); "
+                        "repeat it or separate with commas")
     p.add_argument("--project", metavar="PROJECT", help="only this project's jobs")
+    p.add_argument("--user", metavar="USER", help="only the jobs this user submitted")
+    p.add_argument("--cluster", metavar="CLUSTER", help="only jobs placed on this cluster")
+    p.add_argument("--limit", metavar="N", type=int, help=f"show at most N jobs (default 50, at most {LIST_MAX})")
+    p.add_argument("--all", action="store_true", help="show every matching job (fetched a page at a time)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_list)
 
@@ -426,30 +436,57 @@ def print_outcome(client, job: Any) -> None:
         out.print(f"See the logs: trainyard jobs logs {_job_id(job)}")
 
 
+LIST_MAX = 100_000  # --limit; --all has no bound but the server's total
+
+
 def cmd_jobs_list(args) -> int:
-    project = getattr(args, "project", None)
-    if project is not None:
-        context.check_name(project, flag="--project", example="--project vision")
-    jobs = _as_list(context.client(args).list_jobs(**({"project": project} if project else {})))
+    filters: dict[str, Any] = {}
+    for flag in ("project", "user", "cluster"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            filters[flag] = context.check_name(value, flag=f"--{flag}", example=f"--{flag} vision")
+    states = getattr(args, "state", None)
+    if states:
+        filters["state"] = [item.strip() for value in states for item in value.split(",") if item.strip()]
+    limit, every = getattr(args, "limit", None), getattr(args, "all", False)
+    if limit is not None and every:
+        raise SpecError("cannot be combined with --all", field="--limit", value=limit,
+                        fix="give --limit N for the newest N jobs, or --all for every one")
+    context.check_range(limit, flag="--limit", low=1, high=LIST_MAX)
+    client = context.client(args)
+    if every:
+        jobs = list(client.iter_jobs(**filters))
+        total = len(jobs)
+    else:
+        page = client.list_jobs(**filters, **({"limit": limit} if limit is not None else {}))
+        jobs = _as_list(page)
+        total = getattr(page, "total", None)
+        if total is None:
+            total = page.get("total", len(jobs)) if isinstance(page, dict) else len(jobs)
     if args.json:
         ui.print_json(jobs)
         return EXIT_OK
     if not jobs:
-        ui.stdout().print("No jobs yet. Submit one: trainyard jobs submit examples/cnn.yaml")
+        if filters and total == 0:
+            ui.stdout().print("No jobs match these filters.")
+        else:
+            ui.stdout().print("No jobs yet. Submit one: trainyard jobs submit examples/cnn.yaml")
         return EXIT_OK
     rows = []
     for job in jobs:
         prog = ui.job_field(job, "progress") or {}
-        step, total = prog.get("step"), prog.get("total_steps")
+        step, steps = prog.get("step"), prog.get("total_steps")
         metric = ui.fmt_metrics(job_metrics(job) or prog.get("metrics"), limit=2)
         rows.append((_job_id(job), ui.job_field(job, "name", "spec.name"), _state(job),
                      ui.job_field(job, "project", "spec.project"), ui.job_field(job, "owner"),
                      ui.job_field(job, "workload", "spec.workload"),
                      ui.job_field(job, "cluster", "cluster_name"),
-                     f"{step}/{total}" if step is not None and total else "",
+                     f"{step}/{steps}" if step is not None and steps else "",
                      metric, ui.fmt_time(ui.job_field(job, "created_at", "submitted_at"))))
     ui.table(None, ["id", "name", "state", "project", "owner", "workload", "cluster", "progress", "metrics",
                     "submitted"], rows)
+    more = "" if len(jobs) >= total else "  (--limit N or --all for more)"
+    ui.stdout().print(f"{len(jobs)} of {total}{more}")
     return EXIT_OK
 
 
