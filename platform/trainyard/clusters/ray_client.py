@@ -6,7 +6,8 @@ redaction of what was sent along (runtime_env values) from Ray's answers.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable
+import threading
+from typing import Any, Iterable, Iterator
 
 from trainyard.clusters.dashboard import DashboardClient, DashboardRejected
 from trainyard.errors import ClusterError
@@ -66,6 +67,45 @@ class RayClusterClient(DashboardClient):
         if resp.status_code == 404:
             return None
         return resp.json().get("logs", "")
+
+    def tail_logs(self, submission_id: str, *, stop: threading.Event | None = None,
+                  poll_s: float = 1.0) -> Iterator[str]:
+        """The driver's log as Ray writes it: from its start, then each new chunk, until the job
+        ended (Ray closes the stream then) or `stop` is set. Ray's Jobs API has no offset on
+        /logs; its tail websocket sends each byte once, so a follower never downloads the log again."""
+        from websockets.exceptions import ConnectionClosedOK, InvalidStatus, WebSocketException
+        from websockets.sync.client import connect
+
+        url = "ws" + self.url[len("http"):] + f"/api/jobs/{submission_id}/logs/tail"
+        auth = self._dash.headers.get("Authorization")
+        try:
+            ws = connect(url, additional_headers={"Authorization": auth} if auth else None, open_timeout=10,
+                         proxy=None, max_size=16 * 1024 * 1024)
+        except InvalidStatus as exc:
+            code = exc.response.status_code
+            if code == 404:
+                raise ClusterError(f"cluster '{self.name}' does not know Ray job {submission_id}",
+                                   value=submission_id, fix="its logs are gone with the cluster's job record") from None
+            what = {401: "no token", 403: "a token it does not accept"}.get(code, f"HTTP {code}")
+            raise ClusterError(f"cluster '{self.name}' at {self.url} refused the log tail ({what})",
+                               fix="check the cluster's token (`trainyard clusters add`)") from None
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise ClusterError(f"cluster '{self.name}' at {self.url} is unreachable for the log tail "
+                               f"({type(exc).__name__})", fix="check that it runs (`trainyard status`)") from None
+        try:
+            while stop is None or not stop.is_set():
+                try:
+                    message = ws.recv(timeout=poll_s)
+                except TimeoutError:
+                    continue
+                except ConnectionClosedOK:
+                    return
+                except WebSocketException as exc:
+                    raise ClusterError(f"cluster '{self.name}' dropped the log tail of {submission_id} "
+                                       f"({type(exc).__name__})", fix="follow the logs again") from None
+                yield message if isinstance(message, str) else message.decode("utf-8", "replace")
+        finally:
+            ws.close()
 
     def stop(self, submission_id: str) -> bool:
         """Ask Ray to stop the job. False when it was already over or is unknown."""

@@ -1,10 +1,14 @@
 """/v1/jobs: submit, list, describe, logs, cancel."""
 from __future__ import annotations
 
+import itertools
+import re
+import time
+from datetime import datetime
 from typing import Annotated, Any, Optional, Union
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainyard.api.audit import audit_note
@@ -183,17 +187,69 @@ def get_job(job_id: JobId, principal: Principal = Depends(current_principal),
     return ctx.jobs.describe(job_id)
 
 
+MAX_TAIL = 10_000  # lines; the server keeps the newest 20,000 of a followed log (controller/logtail.py)
+MAX_SINCE_S = 10 * 366 * 86400
+
+
+def parse_since(value: str | None, *, now: float | None = None) -> float | None:
+    """`since`: an RFC 3339 time with its zone (2026-12-05T14:00:00Z), or seconds before now
+    (300). A Unix time; SpecError naming `since` for anything else."""
+    if value is None:
+        return None
+    now = time.time() if now is None else now
+    text = value.strip()
+    fix = "give an RFC 3339 time with its zone (2026-12-05T14:00:00Z) or a number of seconds (300)"
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+        seconds = float(text)
+        if seconds > MAX_SINCE_S:
+            raise SpecError(f"{seconds:g} seconds is more than ten years", field="since", value=text[:40], fix=fix)
+        return now - seconds
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise SpecError(f"is neither a time nor a number of seconds: {text[:40]!r}", field="since",
+                        value=text[:40], fix=fix) from None
+    if when.tzinfo is None:
+        raise SpecError(f"has no time zone: {text[:40]!r}", field="since", value=text[:40], fix=fix)
+    return when.timestamp()
+
+
 @router.get("/{job_id}/logs", response_model=None,
-            summary="The job driver's log from `offset` (characters); headers give the next offset",
-            responses={200: {"description": "The log text", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            summary="The job driver's log: from `offset`, the last `tail` lines, or followed (server-sent events)",
+            responses={200: {"description": "The log text (text/plain), or with follow=true a stream of server-sent "
+                                            "events: `id: <line number>` + `data: <line>` per line, a `: keep-alive` "
+                                            "comment while quiet, then `event: end` (data {state, phase}) when the "
+                                            "job ended, or `event: error` (data {message}).",
+                             "content": {"text/plain": {"schema": {"type": "string"}},
+                                         "text/event-stream": {"schema": {"type": "string"}}}},
                        **error_responses(404, 502)})
-def job_logs(job_id: JobId, response: Response, offset: LogOffset = 0,
+def job_logs(job_id: JobId, offset: LogOffset = 0,
+             follow: Annotated[bool, Query(description="Stream the log until the job ends (server-sent events).")]
+             = False,
+             tail: Annotated[Optional[int], Query(ge=0, le=MAX_TAIL, description=f"Only the last N lines "
+                                                                                 f"(at most {MAX_TAIL}).")] = None,
+             since: Annotated[Optional[str], Query(max_length=40, description=(
+                 "Only lines the server read at or after this time: RFC 3339 with a zone, or seconds before "
+                 "now. Ray's log lines carry no time: lines written before the server began to follow the "
+                 "job count as read then."))] = None,
              principal: Principal = Depends(current_principal),
-             ctx: ServerContext = Depends(get_ctx)) -> PlainTextResponse:
+             ctx: ServerContext = Depends(get_ctx)) -> Response:
     visible_job(ctx, principal, job_id)
-    text, state = ctx.jobs.logs(job_id, offset=offset)
-    return PlainTextResponse(text, headers={"X-Trainyard-Job-State": state,
-                                            "X-Trainyard-Next-Offset": str(offset + len(text))})
+    since_ts = parse_since(since)
+    if not follow and tail is None and since_ts is None:
+        text, state = ctx.jobs.logs(job_id, offset=offset)
+        return PlainTextResponse(text, headers={"X-Trainyard-Job-State": state,
+                                                "X-Trainyard-Next-Offset": str(offset + len(text))})
+    if offset:
+        raise SpecError("cannot be combined with follow, tail or since", field="offset", value=offset,
+                        fix="use offset alone (polling), or follow/tail/since without it")
+    if not follow:
+        text, state = ctx.jobs.log_lines(job_id, tail=tail, since=since_ts)
+        return PlainTextResponse(text, headers={"X-Trainyard-Job-State": state})
+    events = ctx.jobs.stream_log(job_id, tail=tail, since=since_ts)
+    first = next(events)  # errors (no such job, a cluster that cannot stream) answer before the stream starts
+    return StreamingResponse(itertools.chain([first], events), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a job (PENDING at once; RUNNING once Ray stopped it)",
