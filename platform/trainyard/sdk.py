@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import os
 import time
@@ -199,6 +200,7 @@ class Client:
             # checked before httpx sees it: a header error would quote the token
             token = contexts.check_token(token, field_name="token")
         redact.register(token)  # whatever logs or prints an error in this process hides it
+        self.last_stream_state: str | None = None  # set by stream_logs when the job ended
         self.retries = max(0, int(retries))
         self.retry_budget_s = retry_budget_s
         # connect errors (nothing sent yet) are retried by the transport for every request
@@ -338,6 +340,58 @@ class Client:
         """The driver's log from character `offset`; the next offset is offset + len(text)."""
         return self._request("GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset}).text
 
+    def stream_logs(self, job_id: str, *, follow: bool = True, tail: int | None = None,
+                    since: datetime | float | str | None = None) -> Iterator[str]:
+        """The job driver's log, line by line (redacted by the server). With `follow`, lines
+        keep coming until the job ends (the server streams server-sent events); the final
+        public state is then in `self.last_stream_state`. `tail`: only the last N lines first;
+        `since`: a datetime (naive is UTC), RFC 3339 text, or seconds before now."""
+        params: dict[str, Any] = {"follow": "true" if follow else "false"}
+        if tail is not None:
+            params["tail"] = tail
+        if since is not None:
+            params["since"] = _iso_utc(since) if isinstance(since, datetime) else str(since)
+        self.last_stream_state = None
+        if not follow:
+            text = self._request("GET", f"/v1/jobs/{_seg(job_id)}/logs", params=params).text
+            yield from text.splitlines()
+            return
+        # no read timeout beyond the server's keep-alive comments (every 15 s)
+        timeout = httpx.Timeout(self._http.timeout.connect or 30.0, read=120.0)
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{_seg(job_id)}/logs", params=params, timeout=timeout) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise error_from_response(resp)
+                kind, data = None, []
+                for line in resp.iter_lines():
+                    if line.startswith(":"):
+                        continue
+                    if line:
+                        field, _, value = line.partition(": ") if ": " in line else (line.rstrip(":"), "", "")
+                        if field == "event":
+                            kind = value
+                        elif field == "data":
+                            data.append(value)
+                        continue
+                    if not data and kind is None:
+                        continue
+                    payload = "\n".join(data)
+                    if kind == "end":
+                        self.last_stream_state = (json.loads(payload) or {}).get("state")
+                        return
+                    if kind == "error":
+                        raise E.ClusterError((json.loads(payload) or {}).get("message") or "the log stream failed",
+                                             fix=f"read what there is: trainyard jobs logs {job_id}")
+                    yield payload
+                    kind, data = None, []
+        except httpx.TimeoutException:
+            raise E.ClusterError(f"the Trainyard server at {self.url} stopped sending the log",
+                                 fix="follow the logs again") from None
+        except httpx.TransportError as exc:
+            raise E.ClusterError(f"the Trainyard server at {self.url} is unreachable ({type(exc).__name__})",
+                                 fix="start the local stack with `trainyard up`, or check the URL") from None
+
     def cancel_job(self, job_id: str) -> dict:
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")
 
@@ -358,6 +412,15 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {job.get('state')} after {timeout:g}s")
             time.sleep(poll)
+
+    def get_queue(self, *, project: str | None = None, cluster: str | None = None,
+                  limit: int | None = None) -> dict:
+        """The pending queue: {"clusters": [{"cluster", "count", "jobs": [{id, project, reason,
+        position_in_queue/_project/_cluster, estimated_start, ...}]}], "projects": [{"project",
+        "queued", "running", "weight", "quota": {nominal, borrowing_limit, used}, "budget":
+        {gpu|cpu: {used_hours, budget_hours, remaining_hours}}}], "total", "truncated"}."""
+        params = {k: v for k, v in {"project": project, "cluster": cluster, "limit": limit}.items() if v is not None}
+        return self._json("GET", "/v1/queue", params=params)
 
     # ------------------------------------------------------------------ sweeps
     def submit_sweep(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None = None) -> dict:

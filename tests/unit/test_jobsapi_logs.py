@@ -254,3 +254,55 @@ def test_tail_and_since_without_follow_and_bad_combinations(tailing):
         assert resp.status_code == 422 and field in resp.text, (params, resp.text)
     missing = client.get("/v1/jobs/nope-0000/logs", params={"follow": "true"})
     assert missing.status_code == 404
+
+
+# ----------------------------------------------------------------------------- SDK and CLI
+
+
+def test_sdk_stream_logs_follows_and_reports_the_end(tailing):
+    from trainyard.sdk import Client
+
+    client, ctx, fakes = tailing
+    sdk = Client(url="http://testserver", token=TOKEN)
+    sdk._http = client
+    job = sdk.submit_job(spec())
+    ctx.controller.tick()
+    ray = fakes["local"]
+    sid = ray.submissions[0]["submission_id"]
+    ray.set(sid, "FAILED", logs="first\nsecond\nlast\n")
+    ctx.controller.tick()
+    assert list(sdk.stream_logs(job["id"], tail=2)) == ["second", "last"] and sdk.last_stream_state == "FAILED"
+    assert list(sdk.stream_logs(job["id"], follow=False, tail=1)) == ["last"]
+    with pytest.raises(SpecError):
+        list(sdk.stream_logs(job["id"], since="whenever"))
+
+
+class _LogClient:
+    def __init__(self, interrupt=False):
+        self.calls, self.interrupt = [], interrupt
+
+    def stream_logs(self, job_id, **kw):
+        self.calls.append((job_id, kw))
+        yield "hello"
+        if self.interrupt:
+            raise KeyboardInterrupt
+        yield "bye"
+
+
+def test_cli_logs_follow_tail_since_and_ctrl_c(monkeypatch, capsys, trainyard_home):
+    from trainyard.cli import main as cli
+
+    fake = _LogClient()
+    monkeypatch.setattr(cli, "_client", lambda args: fake)
+    assert cli.main(["jobs", "logs", "j-1", "-f", "--tail", "5", "--since", "10m"]) == 0
+    assert capsys.readouterr().out == "hello\nbye\n"
+    assert fake.calls[-1] == ("j-1", {"follow": True, "tail": 5, "since": "600"})
+    assert cli.main(["jobs", "logs", "j-1", "--since", "2026-12-05T14:00:00Z"]) == 0
+    assert fake.calls[-1] == ("j-1", {"follow": False, "tail": None, "since": "2026-12-05T14:00:00Z"})
+    for argv, flag in ((["--since", "soon"], "--since"), (["--tail", "-1"], "--tail"), (["--tail", "10001"], "--tail")):
+        assert cli.main(["jobs", "logs", "j-1", *argv]) == 2
+        assert flag in capsys.readouterr().err
+    monkeypatch.setattr(cli, "_client", lambda args: _LogClient(interrupt=True))
+    assert cli.main(["jobs", "logs", "j-1", "-f"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == "hello\n" and "Traceback" not in captured.err
