@@ -313,7 +313,9 @@ def test_migration_0004_keeps_projects_and_goes_both_ways(tmp_path):
             assert quotas_repo.projects_with_settings(s) == []
         to("0003", command.downgrade)
         to("head")
-        assert db.current_revision() == "0004"
+        from trainyard.store.db import HEAD_REVISION
+
+        assert db.current_revision() == HEAD_REVISION
     finally:
         db.dispose()
 

@@ -75,6 +75,13 @@ def queue_view(pending: Iterable[JobRow], *, active: Iterable[JobRow], projects:
     hold resources; `projects`: rows of projects with settings; `budgets`: their budget status.
     At most `limit` jobs are listed (in queue order); counts cover all of them."""
     entries = sorted((queued_entry(j) for j in pending), key=_order)
+    # the scheduler writes positions once it knows the clusters; until then a job's place in
+    # its project is still certain (within a project: priority, then first come)
+    ranked: dict[str, int] = {}
+    for entry in sorted(entries, key=lambda e: (-(e["priority"] or 0), e["created_at"] or "", e["id"])):
+        ranked[entry["project"]] = ranked.get(entry["project"], 0) + 1
+        if entry["position_in_project"] is None:
+            entry["position_in_project"] = ranked[entry["project"]]
     active_by_project: dict[str, list[JobRow]] = {}
     for job in active:
         active_by_project.setdefault(job.project, []).append(job)
