@@ -114,7 +114,7 @@ def test_follow_logs_of_a_real_ray_job(test_root, ray_head):
     try:
         client = srv.client()
         spec = {"name": "chatty", "workload": "cnn", "resources": {"workers": 1}, "training": {"max_steps": 6},
-                "hyperparameters": {"sleep_s": 3}, "env": {"FAKE_RUNS_LOG": str(srv.runs_log)}}
+                "hyperparameters": {"sleep_s": 8}, "env": {"FAKE_RUNS_LOG": str(srv.runs_log)}}
         job = client.submit_job(spec)
         lines: list[str] = []
         got: dict = {}
@@ -130,11 +130,12 @@ def test_follow_logs_of_a_real_ray_job(test_root, ray_head):
         reader = threading.Thread(target=follow, daemon=True)
         reader.start()
         # progress comes from the followed log while the job runs
-        running = wait_for(lambda: (j := client.get_job(job["id"]))["progress"] and j, timeout=90,
-                           what="progress while the job runs")
-        assert running["state"] == "RUNNING" and running["progress"]["total_steps"] == 6
+        running = wait_for(lambda: (j := client.get_job(job["id"])) and (
+            j["progress"] or j["state"] not in ("PENDING", "RUNNING")) and j, timeout=90,
+            what="progress while the job runs")
         reader.join(120)
-        assert not reader.is_alive() and "error" not in got, got
+        assert not reader.is_alive() and "error" not in got, (got, lines)
+        assert running["state"] == "RUNNING" and running["progress"]["total_steps"] == 6, (running, lines)
         assert got["state"] == "SUCCEEDED"
         texts = [t for _, t in lines]
         steps = [t for t in texts if t.startswith("TRAINYARD_PROGRESS")]

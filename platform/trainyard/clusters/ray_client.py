@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from typing import Any, Iterable, Iterator
 
 from trainyard.clusters.dashboard import DashboardClient, DashboardRejected
@@ -92,6 +93,7 @@ class RayClusterClient(DashboardClient):
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise ClusterError(f"cluster '{self.name}' at {self.url} is unreachable for the log tail "
                                f"({type(exc).__name__})", fix="check that it runs (`trainyard status`)") from None
+        sent = 0
         try:
             while stop is None or not stop.is_set():
                 try:
@@ -99,13 +101,29 @@ class RayClusterClient(DashboardClient):
                 except TimeoutError:
                     continue
                 except ConnectionClosedOK:
-                    return
+                    break
                 except WebSocketException as exc:
                     raise ClusterError(f"cluster '{self.name}' dropped the log tail of {submission_id} "
                                        f"({type(exc).__name__})", fix="follow the logs again") from None
-                yield message if isinstance(message, str) else message.decode("utf-8", "replace")
+                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                sent += len(text)
+                yield text
         finally:
             ws.close()
+        # Ray closes the tail when the job ended, but also at once, with nothing sent, on a head
+        # with token auth (measured on 2.60: its hop to the node's agent ends the stream). Then
+        # read the whole log once a poll and pass on only what is new: one reader per job,
+        # whatever the number of people following it.
+        while True:
+            done = (self.status(submission_id) or {}).get("status") in ("SUCCEEDED", "FAILED", "STOPPED")
+            text = self.logs(submission_id) or ""
+            if len(text) > sent:
+                yield text[sent:]
+                sent = len(text)
+            if done or (stop is not None and stop.wait(poll_s)):
+                return
+            if stop is None:
+                time.sleep(poll_s)
 
     def stop(self, submission_id: str) -> bool:
         """Ask Ray to stop the job. False when it was already over or is unknown."""
