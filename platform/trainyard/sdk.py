@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import os
 import time
@@ -34,7 +35,7 @@ import uuid
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -48,8 +49,8 @@ from trainyard import errors as E
 from trainyard import redact
 from trainyard.config import home, read_secret, read_stack
 
-__all__ = ["Client", "zip_folder", "error_from_response", "IDEMPOTENCY_HEADER", "RETRY_ERRORS",
-           "workload_meta_of", "resolve_target", "AUDIT_FILTERS", "parse"]
+__all__ = ["Client", "JobPage", "JOB_PAGE_MAX", "zip_folder", "error_from_response", "IDEMPOTENCY_HEADER",
+           "RETRY_ERRORS", "workload_meta_of", "resolve_target", "AUDIT_FILTERS", "parse"]
 
 log = logging.getLogger("trainyard.sdk")
 
@@ -62,6 +63,21 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 
 _SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", "node_modules", ".tox"}
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+JOB_PAGE_MAX = 500  # the server's largest page of GET /v1/jobs
+
+
+class JobPage(list):
+    """A page of jobs: the list of `Job` models that list_jobs always returned, and the page's
+    `total` (every job under the filters) and `next_cursor` (None on the last page)."""
+
+    def __init__(self, jobs: Iterable[Any] = (), *, total: int = 0, next_cursor: str | None = None):
+        super().__init__(jobs)
+        self.total = total
+        self.next_cursor = next_cursor
+
+    def __repr__(self) -> str:
+        return f"JobPage({len(self)} of {self.total}, next_cursor={self.next_cursor!r})"
+
 
 _BY_CODE: dict[str, type[E.TrainyardError]] = {
     "invalid_spec": E.SpecError,
@@ -191,6 +207,7 @@ class Client:
             # checked before httpx sees it: a header error would quote the token
             token = contexts.check_token(token, field_name="token")
         redact.register(token)  # whatever logs or prints an error in this process hides it
+        self.last_stream_state: str | None = None  # set by stream_logs when the job ended
         self.retries = max(0, int(retries))
         self.retry_budget_s = retry_budget_s
         # connect errors (nothing sent yet) are retried by the transport for every request
@@ -286,11 +303,47 @@ class Client:
         return parse(T.Sweep if _path == "/v1/sweeps" else T.JobDetail,
                      self._json("POST", _path, json=body, key=new_key()))
 
-    def list_jobs(self, *, state: str | None = None, project: str | None = None, kind: str | None = None,
-                  cluster: str | None = None, limit: int = 100, offset: int = 0) -> list[T.Job]:
-        params = {k: v for k, v in {"state": state, "project": project, "kind": kind, "cluster": cluster,
-                                    "limit": limit, "offset": offset}.items() if v is not None}
-        return self._model(T.JobList, "GET", "/v1/jobs", params=params).jobs
+    def list_jobs(self, *, state: str | Iterable[str] | None = None, project: str | None = None,
+                  user: str | None = None, kind: str | None = None, cluster: str | None = None,
+                  limit: int = 50, cursor: str | None = None, offset: int = 0) -> "JobPage":
+        """One page of jobs, newest first: a list of `Job` models with `.total` (every job under the
+        filters that you may see) and `.next_cursor` (pass it as `cursor` for the next page;
+        None on the last). `state`: public states (or phases), one or several. `user`: the
+        jobs' owner. A `limit` above the server's page size (500) is fetched in several pages."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise E.SpecError(f"must be a whole number >= 1, got {limit!r}", field="limit", value=limit,
+                              fix="ask for 1 or more jobs")
+        params: dict[str, Any] = {k: v for k, v in {"project": project, "user": user, "kind": kind,
+                                                    "cluster": cluster}.items() if v is not None}
+        if state is not None:
+            params["state"] = [state] if isinstance(state, str) else list(state)
+        if offset:
+            params["offset"] = offset
+        jobs: list[T.Job] = []
+        total, following = 0, cursor
+        while True:
+            page = self._model(T.JobList, "GET", "/v1/jobs",
+                               params={**params, "limit": min(limit - len(jobs), JOB_PAGE_MAX),
+                                       **({"cursor": following} if following else {})})
+            jobs += page.jobs
+            total, following = (page.total if page.total is not None else len(jobs)), page.next_cursor
+            params.pop("offset", None)
+            if not following or len(jobs) >= limit:
+                return JobPage(jobs, total=total, next_cursor=following)
+
+    def iter_jobs(self, *, page_size: int = JOB_PAGE_MAX, **filters: Any) -> Iterator[T.Job]:
+        """Every job under the filters (those of list_jobs, but `limit`), newest first, a page
+        at a time: each job once, also while new jobs are submitted (they sort before the pages read)."""
+        for bad in ("limit", "cursor", "offset"):
+            if bad in filters:
+                raise E.SpecError("is not a filter of iter_jobs", field=bad, fix="use list_jobs to read one page")
+        cursor = None
+        while True:
+            page = self.list_jobs(limit=page_size, cursor=cursor, **filters)
+            yield from page
+            cursor = page.next_cursor
+            if not cursor:
+                return
 
     def get_job(self, job_id: str) -> T.JobDetail:
         return self._model(T.JobDetail, "GET", f"/v1/jobs/{job_id}")
@@ -298,6 +351,58 @@ class Client:
     def job_logs(self, job_id: str, offset: int = 0) -> str:
         """The driver's log from character `offset`; the next offset is offset + len(text)."""
         return self._request("GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset}).text
+
+    def stream_logs(self, job_id: str, *, follow: bool = True, tail: int | None = None,
+                    since: datetime | float | str | None = None) -> Iterator[str]:
+        """The job driver's log, line by line (redacted by the server). With `follow`, lines
+        keep coming until the job ends (the server streams server-sent events); the final
+        public state is then in `self.last_stream_state`. `tail`: only the last N lines first;
+        `since`: a datetime (naive is UTC), RFC 3339 text, or seconds before now."""
+        params: dict[str, Any] = {"follow": "true" if follow else "false"}
+        if tail is not None:
+            params["tail"] = tail
+        if since is not None:
+            params["since"] = _iso_utc(since) if isinstance(since, datetime) else str(since)
+        self.last_stream_state = None
+        if not follow:
+            text = self._request("GET", f"/v1/jobs/{_seg(job_id)}/logs", params=params).text
+            yield from text.splitlines()
+            return
+        # no read timeout beyond the server's keep-alive comments (every 15 s)
+        timeout = httpx.Timeout(self._http.timeout.connect or 30.0, read=120.0)
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{_seg(job_id)}/logs", params=params, timeout=timeout) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise error_from_response(resp)
+                kind, data = None, []
+                for line in resp.iter_lines():
+                    if line.startswith(":"):
+                        continue
+                    if line:
+                        field, _, value = line.partition(": ") if ": " in line else (line.rstrip(":"), "", "")
+                        if field == "event":
+                            kind = value
+                        elif field == "data":
+                            data.append(value)
+                        continue
+                    if not data and kind is None:
+                        continue
+                    payload = "\n".join(data)
+                    if kind == "end":
+                        self.last_stream_state = (json.loads(payload) or {}).get("state")
+                        return
+                    if kind == "error":
+                        raise E.ClusterError((json.loads(payload) or {}).get("message") or "the log stream failed",
+                                             fix=f"read what there is: trainyard jobs logs {job_id}")
+                    yield payload
+                    kind, data = None, []
+        except httpx.TimeoutException:
+            raise E.ClusterError(f"the Trainyard server at {self.url} stopped sending the log",
+                                 fix="follow the logs again") from None
+        except httpx.TransportError as exc:
+            raise E.ClusterError(f"the Trainyard server at {self.url} is unreachable ({type(exc).__name__})",
+                                 fix="start the local stack with `trainyard up`, or check the URL") from None
 
     def cancel_job(self, job_id: str) -> T.JobDetail:
         return self._model(T.JobDetail, "POST", f"/v1/jobs/{job_id}/cancel")
@@ -319,6 +424,15 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {job.state} after {timeout:g}s")
             time.sleep(poll)
+
+    def get_queue(self, *, project: str | None = None, cluster: str | None = None,
+                  limit: int | None = None) -> dict:
+        """The pending queue: {"clusters": [{"cluster", "count", "jobs": [{id, project, reason,
+        position_in_queue/_project/_cluster, estimated_start, ...}]}], "projects": [{"project",
+        "queued", "running", "weight", "quota": {nominal, borrowing_limit, used}, "budget":
+        {gpu|cpu: {used_hours, budget_hours, remaining_hours}}}], "total", "truncated"}."""
+        params = {k: v for k, v in {"project": project, "cluster": cluster, "limit": limit}.items() if v is not None}
+        return self._json("GET", "/v1/queue", params=params)
 
     # ------------------------------------------------------------------ sweeps
     def submit_sweep(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None = None) -> T.Sweep:

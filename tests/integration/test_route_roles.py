@@ -64,6 +64,7 @@ CASES: dict[tuple[str, str], Callable[[dict], Case]] = {
     ("GET", "/v1/jobs/{job_id}"): lambda w: ({"job_id": w["job"]}, None, expect(**READ_PROJECT)),
     ("GET", "/v1/jobs/{job_id}/logs"): lambda w: ({"job_id": w["job"]}, None, expect(**READ_PROJECT)),
     ("GET", "/v1/jobs/{job_id}/metrics"): lambda w: ({"job_id": w["job"]}, None, expect(**READ_PROJECT)),
+    ("GET", "/v1/queue"): lambda w: ({}, None, expect(**ANY)),
     ("POST", "/v1/jobs/{job_id}/cancel"): lambda w: ({"job_id": w["job"]}, None,
                                                      expect(viewer=403, other=404, member=403, maintainer=200,
                                                             admin=200)),

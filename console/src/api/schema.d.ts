@@ -185,7 +185,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List jobs, newest first */
+        /**
+         * List jobs, newest first, a page at a time
+         * @description `{jobs, total, next_cursor}`: `total` counts every job under the filters that the caller
+         *     may see (not only this page); `next_cursor` is null on the last page. Paging by cursor is
+         *     stable while jobs are submitted: new jobs sort before the pages already read.
+         */
         get: operations["list_jobs_v1_jobs_get"];
         put?: never;
         /** Submit a job */
@@ -237,7 +242,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The job driver's log from `offset` (characters); headers give the next offset */
+        /** The job driver's log: from `offset`, the last `tail` lines, or followed (server-sent events) */
         get: operations["job_logs_v1_jobs__job_id__logs_get"];
         put?: never;
         post?: never;
@@ -394,6 +399,30 @@ export interface paths {
         };
         /** One promotion started by this server */
         get: operations["promotion_v1_promotions__pid__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/queue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The pending queue per cluster and project: positions, reasons, estimated starts
+         * @description `{clusters: [{cluster, count, jobs: [...]}], projects: [{project, queued, running, weight,
+         *     quota: {nominal, borrowing_limit, used} | null, budget: {gpu|cpu: {used_hours, budget_hours,
+         *     remaining_hours}} | null}], total, truncated}`. Only the projects the caller can read;
+         *     a job's positions are in the whole queue (the scheduler's order). `cluster: null` groups
+         *     the jobs the scheduler has not placed yet.
+         */
+        get: operations["get_queue_v1_queue_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -3102,14 +3131,18 @@ export interface operations {
     list_jobs_v1_jobs_get: {
         parameters: {
             query?: {
-                /** @description PENDING, RUNNING, ... (comma-separated) */
-                state?: string | null;
+                /** @description Public states (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED) or phases; repeat the parameter or separate with commas. */
+                state?: string[] | null;
                 project?: string | null;
+                /** @description Only jobs this user submitted (their owner). */
+                user?: string | null;
                 kind?: string | null;
                 cluster?: string | null;
-                /** @description At most 1000. */
+                /** @description Jobs per page, at most 500. */
                 limit?: number;
-                /** @description Rows to skip, at most 1000000000. */
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: string | null;
+                /** @description Rows to skip (older callers; prefer `cursor`). */
                 offset?: number;
             };
             header?: never;
@@ -3378,6 +3411,12 @@ export interface operations {
             query?: {
                 /** @description Characters of the log to skip. */
                 offset?: number;
+                /** @description Stream the log until the job ends (server-sent events). */
+                follow?: boolean;
+                /** @description Only the last N lines (at most 10000). */
+                tail?: number | null;
+                /** @description Only lines the server read at or after this time: RFC 3339 with a zone, or seconds before now. Ray's log lines carry no time: lines written before the server began to follow the job count as read then. */
+                since?: string | null;
             };
             header?: never;
             path: {
@@ -3388,13 +3427,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The log text */
+            /** @description The log text (text/plain), or with follow=true a stream of server-sent events: `id: <line number>` + `data: <line>` per line, a `: keep-alive` comment while quiet, then `event: end` (data {state, phase}) when the job ended, or `event: error` (data {message}). */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": unknown;
+                    "text/event-stream": string;
                     "text/plain": string;
                 };
             };
@@ -4162,6 +4202,61 @@ export interface operations {
             };
             /** @description A backend (MLflow, Serve) is not configured or not ready */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_queue_v1_queue_get: {
+        parameters: {
+            query?: {
+                project?: string | null;
+                /** @description Only jobs waiting for this cluster. */
+                cluster?: string | null;
+                /** @description Jobs listed, at most 5000. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description No token: send `Authorization: Bearer <token>` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token is not valid for this server */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request: `issues` names each bad field, what was wrong and the fix */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -17,7 +17,7 @@ from trainyard.api.console import install_console
 from trainyard.api.context import ServerContext
 from trainyard.api.errors import install_error_handlers
 from trainyard.api.params import BODY_LIMIT
-from trainyard.api.routes import clusters, endpoints, job_metrics, jobs, sweeps, system, teams
+from trainyard.api.routes import clusters, endpoints, job_metrics, jobs, queue, sweeps, system, teams
 from trainyard.clusters.registry import ClientFactory, ClusterRegistry
 from trainyard.config import Settings, ensure_secret
 from trainyard.controller import housekeeping
@@ -29,7 +29,7 @@ __all__ = ["create_app", "ROUTERS"]
 
 log = logging.getLogger("trainyard.api")
 
-ROUTERS = [system.health_router, system.router, jobs.router, clusters.router, sweeps.router,
+ROUTERS = [system.health_router, system.router, jobs.router, queue.router, clusters.router, sweeps.router,
            endpoints.router, teams.me_router, teams.users_router, teams.tokens_router, teams.projects_router,
            teams.audit_router, job_metrics.router]
 
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
                 promotions.cancel()
                 retention.cancel()
                 await ctx.controller.stop()
+            ctx.jobs.close()
             registry.close()
             db.dispose()
 

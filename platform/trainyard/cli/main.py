@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
             """, """
             trainyard up                                   # Ray + MLflow + server on this machine
             trainyard jobs submit examples/cnn.yaml --wait # train, follow, print metrics
-            trainyard jobs list
+            trainyard jobs list --state running
+            trainyard queue                                # who waits, and why
             trainyard down
             trainyard login --server https://trainyard.example.com   # a team's server
             """))
@@ -120,15 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=cmd_jobs_submit)
 
-    p = verbs.add_parser("list", help="list jobs", **_fmt(
-        "List the jobs of the projects you can see, newest first.", """
+    p = verbs.add_parser("list", help="list jobs", **_fmt("""
+        List the jobs of the projects you can see, newest first: the newest 50, or --limit N,
+        or --all of them. Under the table, "N of TOTAL" says how many jobs match the filters.
+        """, """
         trainyard jobs list
-        trainyard jobs list --project vision
-        trainyard jobs list --json
+        trainyard jobs list --state pending --state running --project vision
+        trainyard jobs list --user ann --limit 200
+        trainyard jobs list --state failed --all --json
         trainyard jobs list --wide
         """))
+    p.add_argument("--state", metavar="STATE", action="append",
+                   help="only jobs in this state (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED); "
+                        "repeat it or separate with commas")
     p.add_argument("--project", metavar="PROJECT", help="only this project's jobs")
     p.add_argument("--wide", action="store_true", help="also show GPU-hours (CPU-hours for CPU jobs) and cost")
+    p.add_argument("--user", metavar="USER", help="only the jobs this user submitted")
+    p.add_argument("--cluster", metavar="CLUSTER", help="only jobs placed on this cluster")
+    p.add_argument("--limit", metavar="N", type=int, help=f"show at most N jobs (default 50, at most {LIST_MAX})")
+    p.add_argument("--all", action="store_true", help="show every matching job (fetched a page at a time)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_list)
 
@@ -138,13 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs_show)
 
-    p = verbs.add_parser("logs", help="print a job's logs", **_fmt(
-        "Print the job driver's logs. With -f, keep printing until the job ends.", """
+    p = verbs.add_parser("logs", help="print a job's logs", **_fmt("""
+        Print the job driver's logs (secrets hidden). With -f, keep printing new lines as the
+        job writes them until it ends (a queued job is followed from its start); Ctrl-C stops
+        following (exit 130) and leaves the job running. --tail N starts with the last N
+        lines; --since shows lines from a time on (RFC 3339, or 30s / 5m / 2h / 1d ago).
+        """, """
         trainyard jobs logs JOB_ID
         trainyard jobs logs JOB_ID -f
+        trainyard jobs logs JOB_ID -f --tail 100
+        trainyard jobs logs JOB_ID --since 10m
         """))
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
+    p.add_argument("--tail", metavar="N", type=int, help="start with the last N lines (at most 10000)")
+    p.add_argument("--since", metavar="WHEN", help="lines from this time on: 2026-12-05T14:00:00Z, or 90s, 5m, 2h, 1d")
     p.set_defaults(func=cmd_jobs_logs)
 
     p = verbs.add_parser("cancel", help="cancel a job", **_fmt(
@@ -152,6 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
         "trainyard jobs cancel JOB_ID"))
     p.add_argument("job_id", metavar="JOB_ID")
     p.set_defaults(func=cmd_jobs_cancel)
+
+    # -- the queue
+    p = nouns.add_parser("queue", help="show the pending queue per cluster and project", **_fmt("""
+        The jobs waiting to run, one table per cluster (the cluster the scheduler would place
+        them on; "unplaced" when it has not looked yet), in queue order: each job's position
+        in the cluster's queue and its project's, why it waits, and when it may start. Below,
+        per project: jobs queued and running, quota in use, budget left. Only the projects
+        you can read.
+        """, """
+        trainyard queue
+        trainyard queue --project vision
+        trainyard queue --cluster gpu-pool --json
+        """))
+    p.add_argument("--project", metavar="PROJECT", help="only this project's jobs")
+    p.add_argument("--cluster", metavar="CLUSTER", help="only jobs waiting for this cluster")
+    p.add_argument("--limit", metavar="N", type=int, help="list at most N jobs (default 500, at most 5000)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_queue)
 
     # -- clusters
     clusters = nouns.add_parser("clusters", help="register the Ray clusters jobs run on", **_fmt("""
@@ -463,18 +500,41 @@ def print_outcome(client, job: JobDetail) -> None:
         out.print(f"See the logs: trainyard jobs logs {_job_id(job)}")
 
 
+LIST_MAX = 100_000  # --limit; --all has no bound but the server's total
+
+
 def cmd_jobs_list(args) -> int:
     from trainyard.cli.costs import gpu_hours_cell, money_cell
 
-    project = getattr(args, "project", None)
-    if project is not None:
-        context.check_name(project, flag="--project", example="--project vision")
-    jobs = context.client(args).list_jobs(**({"project": project} if project else {}))
+    filters: dict[str, Any] = {}
+    for flag in ("project", "user", "cluster"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            filters[flag] = context.check_name(value, flag=f"--{flag}", example=f"--{flag} vision")
+    states = getattr(args, "state", None)
+    if states:
+        filters["state"] = [item.strip() for value in states for item in value.split(",") if item.strip()]
+    limit, every = getattr(args, "limit", None), getattr(args, "all", False)
+    if limit is not None and every:
+        raise SpecError("cannot be combined with --all", field="--limit", value=limit,
+                        fix="give --limit N for the newest N jobs, or --all for every one")
+    context.check_range(limit, flag="--limit", low=1, high=LIST_MAX)
+    client = context.client(args)
+    if every:
+        jobs = list(client.iter_jobs(**filters))
+        total = len(jobs)
+    else:
+        page = client.list_jobs(**filters, **({"limit": limit} if limit is not None else {}))
+        jobs = list(page)
+        total = getattr(page, "total", len(jobs))  # a JobPage; a plain list from an older client
     if args.json:
         ui.print_json(jobs)
         return EXIT_OK
     if not jobs:
-        ui.stdout().print("No jobs yet. Submit one: trainyard jobs submit examples/cnn.yaml")
+        if filters and total == 0:
+            ui.stdout().print("No jobs match these filters.")
+        else:
+            ui.stdout().print("No jobs yet. Submit one: trainyard jobs submit examples/cnn.yaml")
         return EXIT_OK
     wide = getattr(args, "wide", False)
     rows = [(job.id, job.name, job.state, job.project, job.owner, job.workload, job.cluster,
@@ -482,6 +542,8 @@ def cmd_jobs_list(args) -> int:
              *((gpu_hours_cell(job), money_cell(job)) if wide else ())) for job in jobs]
     ui.table(None, ["id", "name", "state", "project", "owner", "workload", "cluster", "metrics", "submitted",
                     *(("GPU-h", "cost") if wide else ())], rows)
+    more = "" if len(jobs) >= total else "  (--limit N or --all for more)"
+    ui.stdout().print(f"{len(jobs)} of {total}{more}")
     return EXIT_OK
 
 
@@ -548,10 +610,36 @@ def _log_chunk(client, job_id: str, offset: int) -> tuple[str, int]:
     return text, offset + len(text)
 
 
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since_arg(value: str | None) -> str | None:
+    """--since: RFC 3339 passes through; 90s / 5m / 2h / 1d (or plain seconds) become seconds."""
+    import re
+
+    if value is None:
+        return None
+    text = value.strip()
+    match = re.fullmatch(r"([0-9]{1,9})([smhd]?)", text)
+    if match:
+        return str(int(match.group(1)) * _SINCE_UNITS.get(match.group(2) or "s", 1))
+    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+(Z|[+-][0-9]{2}:?[0-9]{2})", text):
+        return text
+    raise SpecError(f"is neither a time nor a duration: {text[:40]!r}", field="--since", value=text[:40],
+                    fix="give e.g. --since 10m, --since 2h or --since 2026-12-05T14:00:00Z")
+
+
 def cmd_jobs_logs(args) -> int:
     import time
 
+    tail, since = getattr(args, "tail", None), _since_arg(getattr(args, "since", None))
+    context.check_range(tail, flag="--tail", low=0, high=10_000)
     client = context.client(args)
+    if tail is not None or since is not None or (args.follow and hasattr(client, "stream_logs")):
+        for line in client.stream_logs(args.job_id, follow=args.follow, tail=tail, since=since):
+            sys.stdout.write(ui.redact(line) + "\n")
+            sys.stdout.flush()
+        return EXIT_OK
     offset = 0
     while True:
         text, offset = _log_chunk(client, args.job_id, offset)
@@ -573,6 +661,70 @@ def cmd_jobs_cancel(args) -> int:
     job = context.client(args).cancel_job(args.job_id)
     ui.stdout().print(f"Job {args.job_id}: {job.state}")
     return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- queue
+
+
+def cmd_queue(args) -> int:
+    filters: dict[str, Any] = {}
+    for flag in ("project", "cluster"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            filters[flag] = context.check_name(value, flag=f"--{flag}", example=f"--{flag} vision")
+    if getattr(args, "limit", None) is not None:
+        filters["limit"] = context.check_range(args.limit, flag="--limit", low=1, high=5000)
+    queue = context.client(args).get_queue(**filters)
+    if args.json:
+        ui.print_json(queue)
+        return EXIT_OK
+    out = ui.stdout()
+    if not queue.get("total"):
+        out.print("No jobs are waiting." + (" (filters: " + ", ".join(f"{k}={v}" for k, v in filters.items()
+                                                                      if k != "limit") + ")" if filters else ""))
+        return EXIT_OK
+    for group in queue.get("clusters") or []:
+        name = group.get("cluster") or "unplaced"
+        rows = []
+        for job in group.get("jobs") or []:
+            reason = job.get("reason") or {}
+            rows.append((job.get("position_in_cluster") or job.get("position_in_queue") or "",
+                         job.get("id"), job.get("project"), job.get("position_in_project") or "",
+                         job.get("owner"), job.get("priority"), reason.get("code", "not scheduled yet"),
+                         reason.get("message", ""), ui.fmt_time(job["estimated_start"]) if job.get("estimated_start")
+                         else ""))
+        shown = len(group.get("jobs") or [])
+        title = f"cluster {name}: {group.get('count', shown)} waiting" + (
+            f" ({shown} shown)" if shown < group.get("count", shown) else "")
+        ui.table(title, ["#", "job", "project", "# in project", "owner", "priority", "waiting for", "why",
+                         "estimated start"], rows)
+    projects = queue.get("projects") or []
+    if projects:
+        ui.table("projects", ["project", "queued", "running", "weight", "quota in use", "budget left"],
+                 [(p.get("project"), p.get("queued"), p.get("running"), _num(p.get("weight")),
+                   _quota_cell(p.get("quota")), _budget_cell(p.get("budget"))) for p in projects])
+    if queue.get("truncated"):
+        out.print(f"{queue.get('total')} jobs wait; the first ones are shown (--limit N for more).")
+    return EXIT_OK
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else ("" if value is None else str(value))
+
+
+def _quota_cell(quota: Any) -> str:
+    if not isinstance(quota, dict):
+        return ""
+    nominal = quota.get("nominal") or {}
+    return " ".join(f"{k} {_num(v)}/{_num(nominal.get(k))}" if k in nominal else f"{k} {_num(v)}"
+                    for k, v in (quota.get("used") or {}).items())
+
+
+def _budget_cell(budget: Any) -> str:
+    if not isinstance(budget, dict):
+        return ""
+    return " ".join(f"{kind.upper()} {_num(b.get('remaining_hours'))} of {_num(b.get('budget_hours'))} h"
+                    for kind, b in budget.items() if isinstance(b, dict))
 
 
 # ----------------------------------------------------------------------------- clusters

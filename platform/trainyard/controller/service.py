@@ -9,11 +9,12 @@ import base64
 import binascii
 import hashlib
 import io
+import json
 import logging
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -23,6 +24,7 @@ from trainyard.clusters.registry import ClusterRegistry
 from trainyard.config import Settings, home
 from trainyard.controller import runtime, views
 from trainyard.controller.group_commit import GroupCommitter
+from trainyard.controller.logtail import LogTails
 from trainyard.errors import CapacityError, ClusterError, ConflictError, FieldIssue, SpecError, did_you_mean
 from trainyard.scheduler import never_fits_reason
 from trainyard.specs import JobSpec, parse_job_spec
@@ -43,6 +45,12 @@ def packages_dir(settings: Settings) -> Path:
     return Path(settings.extra.get("packages_dir") or home() / "packages")
 
 
+def _event(data: str, *, ident: int | None = None, kind: str | None = None) -> str:
+    """One server-sent event; `data` holds no newline (one log line, or JSON)."""
+    head = (f"event: {kind}\n" if kind else "") + (f"id: {ident}\n" if ident is not None else "")
+    return f"{head}data: {data}\n\n"
+
+
 class JobService:
     def __init__(self, db: Database, registry: ClusterRegistry, settings: Settings):
         self.db = db
@@ -50,8 +58,19 @@ class JobService:
         self.settings = settings
         # concurrent submissions share one commit (and its fsync): group_commit.py
         self.commits = GroupCommitter(db)
-        # submission_id -> (monotonic time, progress): many pollers, one log fetch a second
+        # submission_id -> (monotonic time, progress): for clients that cannot tail a log
         self._progress_cache: dict[str, tuple[float, dict | None]] = {}
+        # one follower per running job's Ray log, shared by progress reads and log streams
+        self.tails = LogTails(self._tail_opener)
+
+    def _tail_opener(self, cluster: str, submission_id: str):
+        return lambda stop: self.registry.client(cluster).tail_logs(submission_id, stop=stop)
+
+    def can_tail(self, cluster: str) -> bool:
+        return hasattr(self.registry.client(cluster), "tail_logs")
+
+    def close(self) -> None:
+        self.tails.close()
 
     # ------------------------------------------------------------------ submit
     def validate(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
@@ -213,8 +232,20 @@ class JobService:
         return record.to_dict() if record is not None else None
 
     def _progress(self, cluster: str, submission_id: str, *, ttl_s: float = 1.0) -> dict | None:
+        """The job's last progress line, from its followed log: each byte of the log is read
+        once (logtail.py); the first look waits briefly for Ray's replay of what was written."""
         from trainyard.protocol import last_progress
 
+        try:
+            tailing = self.can_tail(cluster)
+        except Exception as exc:  # progress is a nicety: never fail a GET for it
+            log.debug("no progress for %s: %s", submission_id, exc)
+            return None
+        if tailing:
+            tail = self.tails.get(cluster, submission_id)
+            if not tail.settled:
+                tail.wait_settled(quiet_s=0.2, timeout_s=2.0)
+            return tail.progress
         now = time.monotonic()
         cached = self._progress_cache.get(submission_id)
         if cached and now - cached[0] < ttl_s:
@@ -245,6 +276,80 @@ class JobService:
             raise
         text = redact.redact(text or "", runtime.secret_values(job.spec or {}, self.settings))
         return text[max(0, offset):], state
+
+    def _log_source(self, job_id: str) -> tuple[str, str | None, str | None, list[str]]:
+        """(phase, cluster, submission id, secrets to hide) of the job's current attempt."""
+        with self.db.session() as s:
+            job = jobs_repo.get_job(s, job_id)
+            return (job.phase, job.cluster, job.submission_id if job.cluster else None,
+                    runtime.secret_values(job.spec or {}, self.settings))
+
+    def _check_tailable(self, cluster: str | None) -> None:
+        if cluster and not self.can_tail(cluster):
+            raise ClusterError(f"cluster '{cluster}' cannot stream logs", fix="read them without follow/tail/since")
+
+    def log_lines(self, job_id: str, *, tail: int | None = None, since: float | None = None) -> tuple[str, str]:
+        """(the last `tail` lines / those read since `since`, redacted, as text; public state)."""
+        phase, cluster, sid, secrets = self._log_source(job_id)
+        if not sid:
+            return "", st.public_state(phase)
+        self._check_tailable(cluster)
+        follower = self.tails.get(cluster, sid)
+        follower.wait_settled()
+        if follower.error and not follower.lines:
+            raise ClusterError(follower.error)
+        lines, _ = follower.snapshot(tail=tail, since=since)
+        return "".join(redact.redact(ln.text, secrets) + "\n" for ln in lines), st.public_state(phase)
+
+    def stream_log(self, job_id: str, *, tail: int | None = None, since: float | None = None,
+                   poll_s: float = 1.0, heartbeat_s: float = 15.0) -> Iterator[str]:
+        """The job's log as server-sent events, until the job ended: `id: <line number>` and
+        `data: <line>` per line (redacted); a comment every `heartbeat_s` while nothing comes;
+        then `event: end` with {"state", "phase"}, or `event: error` with {"message"}. A job
+        that waits in the queue is followed from its dispatch; a requeued one into its next attempt."""
+        phase, cluster, _, _ = self._log_source(job_id)  # raises NotFoundError before the stream starts
+        self._check_tailable(cluster)
+        yield ": following\n\n"  # the answer's head goes out now, also for a job still queued
+        followed: set[str] = set()
+        first = True
+        beat = time.monotonic()
+        while True:
+            phase, cluster, sid, secrets = self._log_source(job_id)
+            if sid and sid not in followed:
+                follower = self.tails.get(cluster, sid)
+                follower.wait_settled()
+                lines, seq = follower.snapshot(tail=tail, since=since) if first else follower.snapshot()
+                first = False
+                for ln in lines:
+                    yield _event(redact.redact(ln.text, secrets), ident=ln.seq)
+                ended = follower.done
+                while not ended:
+                    fresh, ended = follower.after(seq, timeout_s=poll_s)
+                    follower.touch()
+                    for ln in fresh:
+                        yield _event(redact.redact(ln.text, secrets), ident=ln.seq)
+                        seq = ln.seq
+                    if fresh:
+                        beat = time.monotonic()
+                    elif time.monotonic() - beat >= heartbeat_s:
+                        beat = time.monotonic()
+                        yield ": keep-alive\n\n"
+                if follower.error is None:
+                    followed.add(sid)
+                else:
+                    phase = self._log_source(job_id)[0]
+                    if phase in st.TERMINAL:
+                        yield _event(json.dumps({"message": redact.redact(follower.error, secrets)}), kind="error")
+                        return
+                    time.sleep(poll_s)  # Ray does not know the attempt yet: look again
+                continue
+            if phase in st.TERMINAL:
+                yield _event(json.dumps({"state": st.public_state(phase), "phase": phase}), kind="end")
+                return
+            if time.monotonic() - beat >= heartbeat_s:
+                beat = time.monotonic()
+                yield ": keep-alive\n\n"
+            time.sleep(poll_s)
 
     # ------------------------------------------------------------------ cancel
     def cancel(self, job_id: str, *, reason: str = "cancelled by the user") -> dict[str, Any]:

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from trainyard.errors import ConflictError, NotFoundError
 from trainyard.store import state as st
 from trainyard.store.models import JobEventRow, JobRow, utcnow
+from trainyard.store.paging import Cursor, encode_cursor
 
-__all__ = ["new_job_id", "create_job", "get_job", "find_job", "list_jobs", "transition",
+__all__ = ["new_job_id", "create_job", "get_job", "find_job", "list_jobs", "page_jobs", "JobPage", "transition",
            "list_events", "active_jobs", "pending_jobs", "submission_id_for", "update_job"]
 
 
@@ -91,25 +93,63 @@ def find_job(session: Session, job_id: str, *, for_update: bool = False) -> JobR
     return session.scalars(stmt).first()
 
 
-def list_jobs(session: Session, *, phases: Iterable[str] | None = None, project: str | None = None,
-              kind: str | None = None, cluster: str | None = None, limit: int = 100,
-              offset: int = 0, newest_first: bool = True,
-              projects: Iterable[str] | None = None) -> list[JobRow]:
-    """`projects`: only these (the caller's visible ones); None: all."""
-    stmt = select(JobRow)
+def _filtered(stmt, *, phases: Iterable[str] | None = None, project: str | None = None,
+              kind: str | None = None, cluster: str | None = None, owner: str | None = None,
+              projects: Iterable[str] | None = None):
     if projects is not None:
         stmt = stmt.where(JobRow.project.in_(sorted(projects)))
     if phases is not None:
-        stmt = stmt.where(JobRow.phase.in_(list(phases)))
+        stmt = stmt.where(JobRow.phase.in_(sorted(set(phases))))
     if project:
         stmt = stmt.where(JobRow.project == project)
     if kind:
         stmt = stmt.where(JobRow.kind == kind)
     if cluster:
         stmt = stmt.where(JobRow.cluster == cluster)
+    if owner:
+        stmt = stmt.where(JobRow.owner == owner)
+    return stmt
+
+
+def list_jobs(session: Session, *, phases: Iterable[str] | None = None, project: str | None = None,
+              kind: str | None = None, cluster: str | None = None, limit: int = 100,
+              offset: int = 0, newest_first: bool = True, owner: str | None = None,
+              projects: Iterable[str] | None = None) -> list[JobRow]:
+    """`projects`: only these (the caller's visible ones); None: all."""
+    stmt = _filtered(select(JobRow), phases=phases, project=project, kind=kind, cluster=cluster, owner=owner,
+                     projects=projects)
     order = JobRow.created_at.desc() if newest_first else JobRow.created_at.asc()
     stmt = stmt.order_by(order, JobRow.id).offset(offset).limit(limit)
     return list(session.scalars(stmt))
+
+
+@dataclass
+class JobPage:
+    rows: list[JobRow]
+    total: int  # every row under the filters, on all pages
+    next_cursor: str | None  # None: this was the last page
+
+
+def page_jobs(session: Session, *, limit: int, after: Cursor | None = None, offset: int = 0,
+              phases: Iterable[str] | None = None, project: str | None = None, kind: str | None = None,
+              cluster: str | None = None, owner: str | None = None,
+              projects: Iterable[str] | None = None) -> JobPage:
+    """One page of the jobs list, newest first by (created_at, id), after the position `after`
+    (keyset paging: store.paging), with the total under the same filters."""
+    filters = dict(phases=phases, project=project, kind=kind, cluster=cluster, owner=owner, projects=projects)
+    total = session.scalar(_filtered(select(func.count()).select_from(JobRow), **filters)) or 0
+    stmt = _filtered(select(JobRow), **filters)
+    if after is not None:
+        stmt = stmt.where(or_(JobRow.created_at < after.created_at,
+                              and_(JobRow.created_at == after.created_at, JobRow.id < after.id)))
+    # one more than asked: whether a next page exists, without a second query
+    stmt = stmt.order_by(JobRow.created_at.desc(), JobRow.id.desc()).offset(offset).limit(limit + 1)
+    rows = list(session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if rows else None
+    return JobPage(rows=rows, total=int(total),
+                   next_cursor=encode_cursor(last.created_at, last.id) if more and last is not None else None)
 
 
 def pending_jobs(session: Session) -> list[JobRow]:

@@ -89,6 +89,10 @@ class JobRow(Base):
         Index("ix_jobs_phase", "phase"),
         Index("ix_jobs_project", "project"),
         Index("ix_jobs_created_at", "created_at"),
+        # the jobs list: newest first by (created_at, id), under a project or owner filter
+        Index("ix_jobs_created_id", "created_at", "id"),
+        Index("ix_jobs_project_created", "project", "created_at", "id"),
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),
     )
 
 

@@ -1,10 +1,14 @@
 """/v1/jobs: submit, list, describe, logs, cancel."""
 from __future__ import annotations
 
+import itertools
+import re
+import time
+from datetime import datetime
 from typing import Annotated, Any, Callable, Optional, Union
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainyard.api.audit import audit_note
@@ -13,12 +17,13 @@ from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
 from trainyard.api.models import JobDetail, JobList, answer
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
-from trainyard.api.params import SUBMIT_BODY_LIMIT, JobId, Limit, LogOffset, Offset, OptName
+from trainyard.api.params import MAX_OFFSET, NAME_RE, SUBMIT_BODY_LIMIT, JobId, LogOffset, OptName
 from trainyard.controller import views
 from trainyard.auth.principal import Principal
 from trainyard.auth.roles import Role
 from trainyard.errors import NotFoundError, SpecError, did_you_mean
 from trainyard.store import jobs as jobs_repo
+from trainyard.store.paging import MAX_CURSOR_LEN, decode_cursor
 from trainyard.store import state as st
 from trainyard.store import teams as teams_repo
 
@@ -45,19 +50,31 @@ class SubmitJobRequest(BaseModel):
                           "imports no user code. Ignored for registered families that ship metadata.")
 
 
-def _phases(state: str | None) -> list[str] | None:
+MAX_PAGE = 500  # jobs per page of GET /v1/jobs
+DEFAULT_PAGE = 50
+MAX_STATE_VALUES = 16  # `state` values, repeated or comma-separated
+
+
+def _phases(state: str | list[str] | None) -> list[str] | None:
+    """The internal phases that the `state` filter (public states or phases, repeated or
+    comma-separated) selects; None: no filter. SpecError naming `state` for an unknown one."""
     if not state:
         return None
+    items = [item.strip().upper() for value in ([state] if isinstance(state, str) else state)
+             for item in value.split(",")]
+    if len(items) > MAX_STATE_VALUES:
+        raise SpecError(f"names {len(items)} states, at most {MAX_STATE_VALUES} are allowed", field="state",
+                        value=len(items), fix=f"use some of: {', '.join(st.PUBLIC_STATES)}")
     wanted: list[str] = []
-    for item in state.split(","):
-        item = item.strip().upper()
+    for item in items:
         if item in st.PUBLIC_STATES:
             wanted += st.phases_for_public(item)
         elif item in st.PHASES:
             wanted.append(item)
         else:
             raise SpecError(f"unknown state {item[:40]!r};{did_you_mean(item, st.PUBLIC_STATES) or ''} "
-                            f"known: {', '.join(st.PUBLIC_STATES)}", field="state", value=item[:40])
+                            f"known: {', '.join(st.PUBLIC_STATES)}", field="state", value=item[:40],
+                            fix="give one or more known states, e.g. state=PENDING,RUNNING")
     return wanted
 
 
@@ -127,19 +144,40 @@ def visible_job(ctx: ServerContext, principal: Principal, job_id: str, *, need: 
               owner=owner if own else None, doing=doing)
 
 
-@router.get("", summary="List jobs, newest first")
-def list_jobs(state: Annotated[Optional[str], Query(max_length=200, description="PENDING, RUNNING, ... "
-                                                                                 "(comma-separated)")] = None,
+@router.get("", summary="List jobs, newest first, a page at a time")
+def list_jobs(state: Annotated[Optional[list[str]], Query(
+                  description="Public states (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED) or phases; "
+                              "repeat the parameter or separate with commas.")] = None,
               project: OptName = None,
+              user: Annotated[Optional[str], Query(max_length=63, pattern=NAME_RE,
+                                                   description="Only jobs this user submitted (their owner).")] = None,
               kind: Annotated[Optional[str], Query(pattern="^(job|sweep)$")] = None,
-              cluster: OptName = None, limit: Limit = 100, offset: Offset = 0,
+              cluster: OptName = None,
+              limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Jobs per page, at most {MAX_PAGE}.")]
+              = DEFAULT_PAGE,
+              cursor: Annotated[Optional[str], Query(max_length=MAX_CURSOR_LEN,
+                                                     description="The `next_cursor` of the previous page.")] = None,
+              offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip (older callers; "
+                                                                            "prefer `cursor`).")] = 0,
               principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> JobList:
+    """`{jobs, total, next_cursor}`: `total` counts every job under the filters that the caller
+    may see (not only this page); `next_cursor` is null on the last page. Paging by cursor is
+    stable while jobs are submitted: new jobs sort before the pages already read."""
+    for value in state or ():
+        if len(value) > 200:
+            raise SpecError(f"is {len(value)} characters long, at most 200 are allowed", field="state",
+                            value=value[:40], fix="give one or more known states, e.g. state=PENDING,RUNNING")
     phases = _phases(state)
+    after = decode_cursor(cursor) if cursor is not None else None
+    if after is not None and offset:
+        raise SpecError("cannot be combined with cursor", field="offset", value=offset,
+                        fix="page with cursor alone (offset=0)")
     with ctx.db.session() as s:
-        rows = jobs_repo.list_jobs(s, phases=phases, project=project, kind=kind, cluster=cluster,
-                                   limit=limit, offset=offset, projects=principal.visible_projects())
-        items = [views.job_dict(r, mlflow_uri=ctx.settings.mlflow_uri) for r in rows]
-    return JobList(jobs=items, count=len(items), limit=limit, offset=offset)
+        page = jobs_repo.page_jobs(s, limit=limit, after=after, offset=offset, phases=phases, project=project,
+                                   kind=kind, cluster=cluster, owner=user, projects=principal.visible_projects())
+        items = [views.job_dict(r, mlflow_uri=ctx.settings.mlflow_uri) for r in page.rows]
+    return JobList(jobs=items, total=page.total, next_cursor=page.next_cursor, count=len(items), limit=limit,
+                   offset=offset)
 
 
 @router.get("/{job_id}", summary="Describe a job (progress while it runs, result when done)",
@@ -150,17 +188,69 @@ def get_job(job_id: JobId, principal: Principal = Depends(current_principal),
     return JobDetail.model_validate(ctx.jobs.describe(job_id))
 
 
+MAX_TAIL = 10_000  # lines; the server keeps the newest 20,000 of a followed log (controller/logtail.py)
+MAX_SINCE_S = 10 * 366 * 86400
+
+
+def parse_since(value: str | None, *, now: float | None = None) -> float | None:
+    """`since`: an RFC 3339 time with its zone (2026-12-05T14:00:00Z), or seconds before now
+    (300). A Unix time; SpecError naming `since` for anything else."""
+    if value is None:
+        return None
+    now = time.time() if now is None else now
+    text = value.strip()
+    fix = "give an RFC 3339 time with its zone (2026-12-05T14:00:00Z) or a number of seconds (300)"
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+        seconds = float(text)
+        if seconds > MAX_SINCE_S:
+            raise SpecError(f"{seconds:g} seconds is more than ten years", field="since", value=text[:40], fix=fix)
+        return now - seconds
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise SpecError(f"is neither a time nor a number of seconds: {text[:40]!r}", field="since",
+                        value=text[:40], fix=fix) from None
+    if when.tzinfo is None:
+        raise SpecError(f"has no time zone: {text[:40]!r}", field="since", value=text[:40], fix=fix)
+    return when.timestamp()
+
+
 @router.get("/{job_id}/logs", response_model=None,
-            summary="The job driver's log from `offset` (characters); headers give the next offset",
-            responses={200: {"description": "The log text", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            summary="The job driver's log: from `offset`, the last `tail` lines, or followed (server-sent events)",
+            responses={200: {"description": "The log text (text/plain), or with follow=true a stream of server-sent "
+                                            "events: `id: <line number>` + `data: <line>` per line, a `: keep-alive` "
+                                            "comment while quiet, then `event: end` (data {state, phase}) when the "
+                                            "job ended, or `event: error` (data {message}).",
+                             "content": {"text/plain": {"schema": {"type": "string"}},
+                                         "text/event-stream": {"schema": {"type": "string"}}}},
                        **error_responses(404, 502)})
-def job_logs(job_id: JobId, response: Response, offset: LogOffset = 0,
+def job_logs(job_id: JobId, offset: LogOffset = 0,
+             follow: Annotated[bool, Query(description="Stream the log until the job ends (server-sent events).")]
+             = False,
+             tail: Annotated[Optional[int], Query(ge=0, le=MAX_TAIL, description=f"Only the last N lines "
+                                                                                 f"(at most {MAX_TAIL}).")] = None,
+             since: Annotated[Optional[str], Query(max_length=40, description=(
+                 "Only lines the server read at or after this time: RFC 3339 with a zone, or seconds before "
+                 "now. Ray's log lines carry no time: lines written before the server began to follow the "
+                 "job count as read then."))] = None,
              principal: Principal = Depends(current_principal),
-             ctx: ServerContext = Depends(get_ctx)) -> PlainTextResponse:
+             ctx: ServerContext = Depends(get_ctx)) -> Response:
     visible_job(ctx, principal, job_id)
-    text, state = ctx.jobs.logs(job_id, offset=offset)
-    return PlainTextResponse(text, headers={"X-Trainyard-Job-State": state,
-                                            "X-Trainyard-Next-Offset": str(offset + len(text))})
+    since_ts = parse_since(since)
+    if not follow and tail is None and since_ts is None:
+        text, state = ctx.jobs.logs(job_id, offset=offset)
+        return PlainTextResponse(text, headers={"X-Trainyard-Job-State": state,
+                                                "X-Trainyard-Next-Offset": str(offset + len(text))})
+    if offset:
+        raise SpecError("cannot be combined with follow, tail or since", field="offset", value=offset,
+                        fix="use offset alone (polling), or follow/tail/since without it")
+    if not follow:
+        text, state = ctx.jobs.log_lines(job_id, tail=tail, since=since_ts)
+        return PlainTextResponse(text, headers={"X-Trainyard-Job-State": state})
+    events = ctx.jobs.stream_log(job_id, tail=tail, since=since_ts)
+    first = next(events)  # errors (no such job, a cluster that cannot stream) answer before the stream starts
+    return StreamingResponse(itertools.chain([first], events), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a job (PENDING at once; RUNNING once Ray stopped it)",
