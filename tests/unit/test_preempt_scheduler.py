@@ -42,3 +42,28 @@ def test_the_next_tick_waits_for_the_leaving_job_and_preempts_nobody_else():
                        config=CFG)
     assert [(p.job_id, p.kind) for p in second.preempt] == [(victim.job_id, LEAVING)]
     assert second.wait[0].reason.code == PREEMPTING and second.wait[0].reason.victims == (victim.job_id,)
+
+
+def test_a_preempted_job_is_queued_with_its_checkpoints_cluster_for_placement(tmp_path):
+    """The mirror hands the scheduler where a PREEMPTED job ran, so placement's locality score
+    sends it back to its checkpoint; a fresh job has no such preference."""
+    from sqlalchemy import update
+
+    from test_api import spec
+    from trainyard.controller.queue import QueueMirror
+    from trainyard.store import Database
+    from trainyard.store import jobs as jobs_repo
+    from trainyard.store import state as st
+    from trainyard.store.models import JobRow
+
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    db.upgrade()
+    with db.session() as s:
+        for job_id in ("fresh", "resumed"):
+            jobs_repo.create_job(s, spec=spec(name=job_id), name=job_id, project="default", priority=0, job_id=job_id)
+        s.execute(update(JobRow).where(JobRow.id == "resumed").values(phase=st.PREEMPTED, cluster="east", attempt=1))
+    mirror = QueueMirror(db)
+    mirror.sync()
+    assert mirror.pending["resumed"].job.checkpoint_cluster == "east"
+    assert mirror.pending["fresh"].job.checkpoint_cluster is None
+    db.dispose()

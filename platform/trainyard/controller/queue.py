@@ -234,9 +234,11 @@ class QueueMirror:
                 self.rows_read += 1
                 self.pending.pop(job_id, None)
                 self.active.pop(job_id, None)
+                # a preempted job's checkpoint lies where it ran: placement prefers that cluster
                 job = views.queued_job(job_id, spec or {}, priority=priority or 0,
                                        seq=created_at.timestamp() if created_at else 0.0,
-                                       project=project or "default")
+                                       project=project or "default",
+                                       checkpoint_cluster=cluster if phase == st.PREEMPTED else None)
                 if phase in st.QUEUED:
                     record = views.pending_of(result)
                     self.pending[job_id] = Queued(version, job, message, record,

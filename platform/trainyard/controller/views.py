@@ -23,7 +23,7 @@ def iso(value: datetime | None) -> str | None:
 
 
 def queued_job(job_id: str, spec: dict[str, Any], *, priority: int = 0, seq: float = 0.0,
-               project: str = "default") -> QueuedJob:
+               project: str = "default", checkpoint_cluster: str | None = None) -> QueuedJob:
     res = spec.get("resources") or {}
     per = {"CPU": float(res.get("cpus_per_worker", 1.0))}
     if res.get("gpus_per_worker"):
@@ -33,7 +33,7 @@ def queued_job(job_id: str, spec: dict[str, Any], *, priority: int = 0, seq: flo
     return QueuedJob(id=job_id, workers=int(res.get("workers", 1)),
                      per_worker=worker_bundle(per, res.get("accelerator_type")),
                      priority=priority, seq=seq, cluster=res.get("cluster"), project=project,
-                     max_runtime=float(limit) if limit else None)
+                     max_runtime=float(limit) if limit else None, checkpoint_cluster=checkpoint_cluster)
 
 
 def job_demand(job: JobRow) -> dict[str, float]:
