@@ -78,7 +78,7 @@ class CorpusServer:
 
     def state(self) -> tuple:
         """What no refused submission may change: the jobs, the sweeps, the storage roots' files."""
-        jobs = self.http.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]
+        jobs = self.http.get("/v1/jobs", params={"limit": 500}).json()["jobs"]  # a page is at most 500
         sweeps = self.http.get("/v1/sweeps", params={"limit": 1000}).json()["sweeps"]
         files = sorted(str(p.relative_to(self.root)) for base in (self.storage, self.extra) for p in base.rglob("*"))
         strays = [p for p in (Path("/tmp/not-a-trainyard-root"), Path(f"{self.storage}-evil")) if p.exists()]
