@@ -114,6 +114,62 @@ class ControllerStatus(ApiModel):
     queue: QueueStats
 
 
+# ----------------------------------------------------------------------------- the queue
+class QueueEntry(ApiModel):
+    """A queued job as `GET /v1/queue` lists it."""
+
+    id: str
+    name: str
+    project: str
+    owner: Optional[str]
+    priority: int
+    kind: str
+    created_at: Optional[str]
+    cluster: Optional[str] = Field(..., description="Where the scheduler would place it; null: not placed yet.")
+    position_in_queue: Optional[int]
+    position_in_project: Optional[int]
+    position_in_cluster: Optional[int]
+    reason: Optional[dict[str, Any]] = Field(..., description="`code`, `message` and details; null until "
+                                                               "the controller looked at the job.")
+    estimated_start: Optional[str]
+
+
+class ClusterQueue(ApiModel):
+    cluster: Optional[str]
+    count: int = Field(..., description="Queued jobs for this cluster (all of them, also those not listed).")
+    jobs: list[QueueEntry]
+
+
+class QuotaUse(ApiModel):
+    nominal: dict[str, float]
+    borrowing_limit: Optional[dict[str, float]]
+    used: dict[str, float] = Field(..., description="What the project's dispatched and running jobs hold.")
+
+
+class BudgetLeft(ApiModel):
+    used_hours: float
+    budget_hours: float
+    remaining_hours: float
+
+
+class ProjectQueue(ApiModel):
+    project: str
+    queued: int
+    running: int
+    weight: float
+    quota: Optional[QuotaUse]
+    budget: Optional[dict[str, BudgetLeft]] = Field(..., description="'gpu' and/or 'cpu', where budgeted.")
+
+
+class Queue(ApiModel):
+    """`GET /v1/queue`: the queue per cluster and project, only the projects the caller can read."""
+
+    clusters: list[ClusterQueue]
+    projects: list[ProjectQueue]
+    total: int
+    truncated: bool = Field(..., description="More jobs are queued than `limit` listed.")
+
+
 # ----------------------------------------------------------------------------- jobs
 class PendingInfo(ApiModel):
     """Why a PENDING job waits."""

@@ -426,13 +426,11 @@ class Client:
             time.sleep(poll)
 
     def get_queue(self, *, project: str | None = None, cluster: str | None = None,
-                  limit: int | None = None) -> dict:
-        """The pending queue: {"clusters": [{"cluster", "count", "jobs": [{id, project, reason,
-        position_in_queue/_project/_cluster, estimated_start, ...}]}], "projects": [{"project",
-        "queued", "running", "weight", "quota": {nominal, borrowing_limit, used}, "budget":
-        {gpu|cpu: {used_hours, budget_hours, remaining_hours}}}], "total", "truncated"}."""
+                  limit: int | None = None) -> T.Queue:
+        """The queue per cluster (each job's positions, reason, estimated start) and per project
+        (queued, running, quota in use, budget left), for the projects you can read."""
         params = {k: v for k, v in {"project": project, "cluster": cluster, "limit": limit}.items() if v is not None}
-        return self._json("GET", "/v1/queue", params=params)
+        return self._model(T.Queue, "GET", "/v1/queue", params=params)
 
     # ------------------------------------------------------------------ sweeps
     def submit_sweep(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None = None) -> T.Sweep:

@@ -67,16 +67,24 @@ class _QueueClient:
 
     def get_queue(self, **filters):
         self.calls.append(filters)
-        return {"total": 2, "truncated": False,
+        from trainyard.apitypes import Queue
+
+        def entry(job_id, project, **over):
+            base = {"id": job_id, "name": job_id.split("-")[0], "project": project, "owner": "ann", "priority": 0,
+                    "kind": "job", "created_at": "2026-12-05T14:00:00Z", "cluster": None, "position_in_queue": None,
+                    "position_in_project": None, "position_in_cluster": None, "reason": None,
+                    "estimated_start": None}
+            return {**base, **over}
+
+        return Queue.model_validate({"total": 2, "truncated": False,
                 "clusters": [{"cluster": "local", "count": 1, "jobs": [
-                    {"id": "v1-x", "project": "vision", "owner": "ann", "priority": 0, "position_in_queue": 1,
-                     "position_in_project": 1, "position_in_cluster": 1,
-                     "reason": {"code": "capacity", "message": "waits for 2 CPU"},
-                     "estimated_start": "2026-12-05T15:00:00Z"}]},
-                    {"cluster": None, "count": 1, "jobs": [{"id": "a1-y", "project": "audio", "reason": None}]}],
+                    entry("v1-x", "vision", cluster="local", position_in_queue=1, position_in_project=1,
+                          position_in_cluster=1, reason={"code": "capacity", "message": "waits for 2 CPU"},
+                          estimated_start="2026-12-05T15:00:00Z")]},
+                    {"cluster": None, "count": 1, "jobs": [entry("a1-y", "audio")]}],
                 "projects": [{"project": "vision", "queued": 1, "running": 1, "weight": 1.0,
-                              "quota": {"nominal": {"CPU": 2.0}, "used": {"CPU": 2.0}},
-                              "budget": {"cpu": {"used_hours": 1.0, "budget_hours": 100, "remaining_hours": 99.0}}}]}
+                              "quota": {"nominal": {"CPU": 2.0}, "borrowing_limit": None, "used": {"CPU": 2.0}},
+                              "budget": {"cpu": {"used_hours": 1.0, "budget_hours": 100, "remaining_hours": 99.0}}}]})
 
 
 def test_cli_queue_tables(monkeypatch, capsys, trainyard_home):

@@ -654,6 +654,15 @@ export interface components {
              */
             window_days: number;
         };
+        /** BudgetLeft */
+        BudgetLeft: {
+            /** Budget Hours */
+            budget_hours: number;
+            /** Remaining Hours */
+            remaining_hours: number;
+            /** Used Hours */
+            used_hours: number;
+        };
         /** BudgetUse */
         BudgetUse: {
             /** Budget Hours */
@@ -716,6 +725,18 @@ export interface components {
         ClusterList: {
             /** Clusters */
             clusters: components["schemas"]["Cluster"][];
+        };
+        /** ClusterQueue */
+        ClusterQueue: {
+            /** Cluster */
+            cluster: string | null;
+            /**
+             * Count
+             * @description Queued jobs for this cluster (all of them, also those not listed).
+             */
+            count: number;
+            /** Jobs */
+            jobs: components["schemas"]["QueueEntry"][];
         };
         /** ControllerStatus */
         ControllerStatus: {
@@ -1453,6 +1474,25 @@ export interface components {
             /** Projects */
             projects: components["schemas"]["ProjectSummary"][];
         };
+        /** ProjectQueue */
+        ProjectQueue: {
+            /**
+             * Budget
+             * @description 'gpu' and/or 'cpu', where budgeted.
+             */
+            budget: {
+                [key: string]: components["schemas"]["BudgetLeft"];
+            } | null;
+            /** Project */
+            project: string;
+            /** Queued */
+            queued: number;
+            quota: components["schemas"]["QuotaUse"] | null;
+            /** Running */
+            running: number;
+            /** Weight */
+            weight: number;
+        };
         /** ProjectSummary */
         ProjectSummary: {
             /** Created At */
@@ -1561,6 +1601,63 @@ export interface components {
             /** State */
             state: string;
         };
+        /**
+         * Queue
+         * @description `GET /v1/queue`: the queue per cluster and project, only the projects the caller can read.
+         */
+        Queue: {
+            /** Clusters */
+            clusters: components["schemas"]["ClusterQueue"][];
+            /** Projects */
+            projects: components["schemas"]["ProjectQueue"][];
+            /** Total */
+            total: number;
+            /**
+             * Truncated
+             * @description More jobs are queued than `limit` listed.
+             */
+            truncated: boolean;
+        };
+        /**
+         * QueueEntry
+         * @description A queued job as `GET /v1/queue` lists it.
+         */
+        QueueEntry: {
+            /**
+             * Cluster
+             * @description Where the scheduler would place it; null: not placed yet.
+             */
+            cluster: string | null;
+            /** Created At */
+            created_at: string | null;
+            /** Estimated Start */
+            estimated_start: string | null;
+            /** Id */
+            id: string;
+            /** Kind */
+            kind: string;
+            /** Name */
+            name: string;
+            /** Owner */
+            owner: string | null;
+            /** Position In Cluster */
+            position_in_cluster: number | null;
+            /** Position In Project */
+            position_in_project: number | null;
+            /** Position In Queue */
+            position_in_queue: number | null;
+            /** Priority */
+            priority: number;
+            /** Project */
+            project: string;
+            /**
+             * Reason
+             * @description `code`, `message` and details; null until the controller looked at the job.
+             */
+            reason: {
+                [key: string]: unknown;
+            } | null;
+        };
         /** QueueStats */
         QueueStats: {
             /** Active */
@@ -1587,6 +1684,24 @@ export interface components {
             scans: number;
             /** Skipped */
             skipped: number;
+        };
+        /** QuotaUse */
+        QuotaUse: {
+            /** Borrowing Limit */
+            borrowing_limit: {
+                [key: string]: number;
+            } | null;
+            /** Nominal */
+            nominal: {
+                [key: string]: number;
+            };
+            /**
+             * Used
+             * @description What the project's dispatched and running jobs hold.
+             */
+            used: {
+                [key: string]: number;
+            };
         };
         /** QuotaView */
         QuotaView: {
@@ -4232,9 +4347,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["Queue"];
                 };
             };
             /** @description No token: send `Authorization: Bearer <token>` */

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from trainyard import __version__
-from trainyard.apitypes import Job, JobDetail, PendingInfo
+from trainyard.apitypes import BudgetLeft, Job, JobDetail, PendingInfo, QuotaUse
 from trainyard.cli import context
 from trainyard.cli.context import EXIT_CODES_HELP, ui
 from trainyard.cli.context import fmt as _fmt
@@ -679,32 +679,29 @@ def cmd_queue(args) -> int:
         ui.print_json(queue)
         return EXIT_OK
     out = ui.stdout()
-    if not queue.get("total"):
+    if not queue.total:
         out.print("No jobs are waiting." + (" (filters: " + ", ".join(f"{k}={v}" for k, v in filters.items()
                                                                       if k != "limit") + ")" if filters else ""))
         return EXIT_OK
-    for group in queue.get("clusters") or []:
-        name = group.get("cluster") or "unplaced"
+    for group in queue.clusters:
         rows = []
-        for job in group.get("jobs") or []:
-            reason = job.get("reason") or {}
-            rows.append((job.get("position_in_cluster") or job.get("position_in_queue") or "",
-                         job.get("id"), job.get("project"), job.get("position_in_project") or "",
-                         job.get("owner"), job.get("priority"), reason.get("code", "not scheduled yet"),
-                         reason.get("message", ""), ui.fmt_time(job["estimated_start"]) if job.get("estimated_start")
-                         else ""))
-        shown = len(group.get("jobs") or [])
-        title = f"cluster {name}: {group.get('count', shown)} waiting" + (
-            f" ({shown} shown)" if shown < group.get("count", shown) else "")
+        for job in group.jobs:
+            reason = job.reason or {}
+            rows.append((job.position_in_cluster or job.position_in_queue or "", job.id, job.project,
+                         job.position_in_project or "", job.owner, job.priority,
+                         reason.get("code", "not scheduled yet"), reason.get("message", ""),
+                         ui.fmt_time(job.estimated_start) if job.estimated_start else ""))
+        shown = len(group.jobs)
+        title = f"cluster {group.cluster or 'unplaced'}: {group.count} waiting" + (
+            f" ({shown} shown)" if shown < group.count else "")
         ui.table(title, ["#", "job", "project", "# in project", "owner", "priority", "waiting for", "why",
                          "estimated start"], rows)
-    projects = queue.get("projects") or []
-    if projects:
+    if queue.projects:
         ui.table("projects", ["project", "queued", "running", "weight", "quota in use", "budget left"],
-                 [(p.get("project"), p.get("queued"), p.get("running"), _num(p.get("weight")),
-                   _quota_cell(p.get("quota")), _budget_cell(p.get("budget"))) for p in projects])
-    if queue.get("truncated"):
-        out.print(f"{queue.get('total')} jobs wait; the first ones are shown (--limit N for more).")
+                 [(p.project, p.queued, p.running, _num(p.weight), _quota_cell(p.quota), _budget_cell(p.budget))
+                  for p in queue.projects])
+    if queue.truncated:
+        out.print(f"{queue.total} jobs wait; the first ones are shown (--limit N for more).")
     return EXIT_OK
 
 
@@ -712,19 +709,16 @@ def _num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) else ("" if value is None else str(value))
 
 
-def _quota_cell(quota: Any) -> str:
-    if not isinstance(quota, dict):
+def _quota_cell(quota: QuotaUse | None) -> str:
+    if quota is None:
         return ""
-    nominal = quota.get("nominal") or {}
-    return " ".join(f"{k} {_num(v)}/{_num(nominal.get(k))}" if k in nominal else f"{k} {_num(v)}"
-                    for k, v in (quota.get("used") or {}).items())
+    return " ".join(f"{k} {_num(v)}/{_num(quota.nominal.get(k))}" if k in quota.nominal else f"{k} {_num(v)}"
+                    for k, v in quota.used.items())
 
 
-def _budget_cell(budget: Any) -> str:
-    if not isinstance(budget, dict):
-        return ""
-    return " ".join(f"{kind.upper()} {_num(b.get('remaining_hours'))} of {_num(b.get('budget_hours'))} h"
-                    for kind, b in budget.items() if isinstance(b, dict))
+def _budget_cell(budget: dict[str, BudgetLeft] | None) -> str:
+    return " ".join(f"{kind.upper()} {_num(b.remaining_hours)} of {_num(b.budget_hours)} h"
+                    for kind, b in (budget or {}).items())
 
 
 # ----------------------------------------------------------------------------- clusters

@@ -11,6 +11,7 @@ from trainyard.api.auth import current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
 from trainyard.api.params import NAME_RE, OptName
+from trainyard.apitypes import Queue
 from trainyard.auth.principal import Principal
 from trainyard.controller import quotas, queueview
 from trainyard.scheduler.budgets import budget_status
@@ -33,7 +34,7 @@ def get_queue(project: OptName = None,
                                                       description="Only jobs waiting for this cluster.")] = None,
               limit: Annotated[int, Query(ge=1, le=MAX_QUEUE_LIST,
                                           description=f"Jobs listed, at most {MAX_QUEUE_LIST}.")] = 500,
-              principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> dict:
+              principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> Queue:
     """`{clusters: [{cluster, count, jobs: [...]}], projects: [{project, queued, running, weight,
     quota: {nominal, borrowing_limit, used} | null, budget: {gpu|cpu: {used_hours, budget_hours,
     remaining_hours}} | null}], total, truncated}`. Only the projects the caller can read;
@@ -42,7 +43,8 @@ def get_queue(project: OptName = None,
     visible = principal.visible_projects()
     now = time.time()
     with ctx.db.session() as s:
-        pending = jobs_repo.list_jobs(s, phases=[st.PENDING], project=project, projects=visible,
+        # queued: new jobs, and preempted ones waiting for their next attempt
+        pending = jobs_repo.list_jobs(s, phases=sorted(st.QUEUED), project=project, projects=visible,
                                       limit=10**9, newest_first=False)
         if cluster is not None:
             pending = [j for j in pending if queueview.queued_entry(j)["cluster"] == cluster]
@@ -57,4 +59,5 @@ def get_queue(project: OptName = None,
             records = quotas.usage_for(s, name, window_s=plan.budget.window_s,
                                        now=datetime.fromtimestamp(now, tz=timezone.utc))
             budgets[name] = budget_status(name, records, plan.budget, now=now, burn_window_s=DAY)
-        return queueview.queue_view(pending, active=active, projects=settings, budgets=budgets, limit=limit)
+        return Queue.model_validate(queueview.queue_view(pending, active=active, projects=settings, budgets=budgets,
+                                                         limit=limit))
