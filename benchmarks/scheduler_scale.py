@@ -68,13 +68,17 @@ TARGETS = {"tick_at_10k_s": 0.1, "burst_tick_at_10k_s": 1.0}
 
 
 class StandInRay:
-    """The dashboard calls a tick makes for running jobs: status and node resources."""
+    """The dashboard calls a tick makes for running jobs: status, node resources, and the log
+    the stall watch reads for the last step (a running job that has printed one)."""
 
     def __init__(self, name: str):
         self.name = name
 
     def status(self, submission_id):
         return {"status": "RUNNING", "message": "", "start_time": 1_700_000_000_000, "end_time": None}
+
+    def logs(self, submission_id):
+        return 'TRAINYARD_PROGRESS {"step": 1, "total_steps": 100, "epoch": 0, "metrics": {}}\n'
 
     def resources(self):
         return {"nodes": [{"id": f"{self.name}-{i}", "total": {"CPU": CPUS}, "free": {"CPU": 0.0}}
