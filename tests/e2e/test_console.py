@@ -3,8 +3,9 @@ local stack (`trainyard up`: Ray head, MLflow, the server) that runs a tiny job,
 whose `promote:` block deploys its winner, and a job cancelled from the page.
 
 Every page loads with no console error and no serious or critical axe-core violation; the job
-page shows the final metric and its chart; the sweep page shows every trial; a viewer sees no
-action button. TRAINYARD_CONSOLE_SHOTS=DIR saves a screenshot of every page at 1280x800 and
+page shows the final metric, its chart and the log streamed; the sweep page shows every trial; the
+queue page shows a job held by its project's quota with that reason; the submit page shows the
+server's check of a spec; a viewer sees no action button. TRAINYARD_CONSOLE_SHOTS=DIR saves a screenshot of every page at 1280x800 and
 390x844 into DIR (docs/console/ holds the committed ones). One stack for the module.
 """
 from __future__ import annotations
@@ -39,6 +40,8 @@ tracking: {experiment: console-e2e}
 """
 # waits behind the others (a second CPU is taken), and is cancelled from its page
 CANCEL_SPEC = JOB_SPEC.replace("console-job", "console-cancel").replace("epochs: 2, max_steps: 8", "epochs: 100")
+# a project whose quota allows no CPU: its job waits, with the reason `quota`, and takes nothing
+HELD_SPEC = JOB_SPEC.replace("console-job", "console-held") + "project: held\n"
 SWEEP_SPEC = """\
 name: console-sweep
 workload: cnn
@@ -123,6 +126,9 @@ def stack(tmp_path_factory):
         stack.job = stack.api("POST", "/v1/jobs", json={"spec": JOB_SPEC})["id"]
         stack.sweep = stack.api("POST", "/v1/sweeps", json={"spec": SWEEP_SPEC})["id"]
         stack.doomed = stack.api("POST", "/v1/jobs", json={"spec": CANCEL_SPEC})["id"]
+        stack.api("POST", "/v1/projects", json={"name": "held"})
+        stack.api("PUT", "/v1/projects/held/quota", json={"nominal": {"CPU": 0}, "borrowing_limit": {"CPU": 0}})
+        stack.held = stack.api("POST", "/v1/jobs", json={"spec": HELD_SPEC})["id"]
         yield stack
     finally:
         if hasattr(stack, "http"):
@@ -215,6 +221,27 @@ def test_a_viewer_sees_no_action_button(browser, stack):
         page.close()
 
 
+def test_the_queue_page_shows_a_waiting_job_and_why(admin_page, stack):
+    stack.wait(f"/v1/jobs/{stack.held}", lambda j: (j.get("pending") or {}).get("reason", {}).get("code") == "quota",
+               timeout=60)
+    p = admin_page.open("/queue", f"[data-testid=queue-row][data-job='{stack.held}']")
+    row = p.inner_text(f"[data-testid=queue-row][data-job='{stack.held}']")
+    assert "console-held" in row and "held" in row and "(quota)" in row and "quota allows 0" in row, row
+    assert admin_page.errors == []
+
+
+def test_the_submit_page_shows_the_servers_check(admin_page, stack):
+    before = stack.api("GET", "/v1/jobs", params={"limit": 1})["total"]
+    p = admin_page.open("/submit", "#spec")
+    p.wait_for_selector("[data-testid=server-ok]")  # the page's example spec
+    p.fill("#spec", JOB_SPEC.replace("workers: 1,", "workers: 8,"))  # the schema allows it, the cluster never will
+    p.wait_for_selector("[data-testid=server-problems]")
+    assert "resources.workers" in p.inner_text("[data-testid=server-problems]")
+    assert p.locator("[data-testid=spec-ok]").count() == 1 and p.locator("[data-testid=submit]").is_disabled()
+    assert stack.api("GET", "/v1/jobs", params={"limit": 1})["total"] == before
+    assert admin_page.errors == []
+
+
 def test_cancel_works_from_the_job_page(admin_page, stack):
     p = admin_page.open(f"/jobs/{stack.doomed}", "[data-testid=job-state]")
     p.click("[data-testid=cancel]")
@@ -237,6 +264,9 @@ def test_the_job_page_shows_the_final_metric_and_its_chart(admin_page, stack):
     legend = p.locator("[data-testid=metric-chart] svg text").all_text_contents()
     assert "accuracy" in legend and "loss" in legend, legend
     assert p.locator("[data-testid=events] li").count() >= 3  # PENDING -> ... -> SUCCEEDED
+    # the log came through the event stream, which ends with the job
+    p.wait_for_selector("[data-testid=log-mode][data-mode=ended]")
+    assert "(empty)" not in p.inner_text("[data-testid=log]")
     admin_page.check("job")
 
 

@@ -1,4 +1,4 @@
-import{z as W,c as o,a as t,g as P,m as G,h,F as b,b as _,t as l,q as H,A as I,T as O,d as k,n as B,s as X,i as R,B as U,C as K,k as Q,j as N,r as w,D as S,o as a,p as Y}from"./index-ysJiQNXH.js";import{u as Z}from"./poll-Bwxgc4AE.js";import{_ as ee}from"./Loading-C5GrRtNo.js";import{_ as te}from"./Chart-BK4--vlg.js";import"./echarts-CHocTC4c.js";function se(j){const d=[],e=j.replace(/\r\n?/g,`
+import{z as W,c as o,a as t,g as P,m as G,h,F as b,b as _,t as l,q as H,A as I,T as O,d as k,n as B,s as X,i as R,B as U,C as K,k as Q,j as N,r as w,D as S,o as a,p as Y}from"./index-DZvrmAiX.js";import{u as Z}from"./poll-CASSgqPM.js";import{_ as ee}from"./Loading-Ch6r42h9.js";import{_ as te}from"./Chart-CmMAKrGt.js";import"./echarts-CHocTC4c.js";function se(j){const d=[],e=j.replace(/\r\n?/g,`
 `).split(`
 
 `),p=e.pop();for(const g of e){let r="message",m=null;const v=[];for(const i of g.split(`
