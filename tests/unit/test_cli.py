@@ -233,6 +233,9 @@ def test_dry_run_can_ask_the_server_and_shows_its_refusal(tmp_path, fake, capsys
     assert cli.main(["jobs", "submit", spec, "--dry-run", "--check-server"]) == errors.EXIT_USAGE
     assert "resources.workers" in capsys.readouterr().err
     assert all(c[0] == "validate_job" for c in fake.calls)
+    calls = len(fake.calls)
+    assert cli.main(["jobs", "submit", spec, "--check-server"]) == errors.EXIT_USAGE  # alone it would submit
+    assert "--dry-run" in capsys.readouterr().err and len(fake.calls) == calls
 
 
 def test_examples_are_valid(capsys):

@@ -415,6 +415,7 @@ def _load_spec(path_arg: str):
 
 
 def cmd_jobs_submit(args) -> int:
+    context.check_server_needs_dry_run(args)
     raw, job, working_dir = _load_spec(args.spec)
     if args.dry_run:
         if args.check_server:

@@ -95,6 +95,7 @@ def _print_board(out, sweep: Sweep, limit: int | None = None) -> None:
 
 
 def cmd_submit(args) -> int:
+    context.check_server_needs_dry_run(args)
     raw, spec, working_dir = _load(args.spec)
     if args.dry_run:
         from trainyard.sweeps.plan import plan_sweep
