@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 __all__ = [
     "ApiModel", "Health", "ServerInfo", "QueueStats", "ControllerStatus", "Status",
     "PendingInfo", "Job", "JobDetail", "JobList", "SweepModel", "Leaderboard", "SweepSummary", "Sweep",
-    "SweepList", "Cluster", "ClusterList",
+    "SweepList", "SpecCheck", "Cluster", "ClusterList",
     "EndpointSummary", "EndpointList", "EndpointVersion", "Replicas", "Endpoint", "Deployment",
     "EndpointKey", "CreatedEndpointKey", "EndpointKeyList", "PromotionEvent", "PromotionResult",
     "Promotion", "ModelHistory", "OpenAPIDocument",
@@ -270,6 +270,17 @@ class Sweep(JobDetail):
     sweep: Optional[dict[str, Any]] = Field(..., description="The spec's `sweep:` block.")
     promote: Optional[dict[str, Any]] = Field(..., description="The spec's `promote:` block.")
     model: Optional[SweepModel] = Field(..., description="The model version the sweep registered.")
+
+
+class SpecCheck(ApiModel):
+    """A spec that passed every check a submission makes (POST /v1/jobs/validate, /v1/sweeps/validate).
+    A spec that fails answers 422 with the same field-named `issues` as a submission would."""
+
+    valid: Literal[True] = True
+    kind: Literal["job", "sweep"]
+    project: str = Field(..., description="The project the spec would be submitted into.")
+    spec: dict[str, Any] = Field(..., description="The spec as the server normalised it (defaults filled "
+                                                   "in), env values masked as in a job's description.")
 
 
 # ----------------------------------------------------------------------------- clusters

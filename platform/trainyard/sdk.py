@@ -274,6 +274,22 @@ class Client:
 
         A working_dir (the argument, or the spec's, relative to the spec file) is zipped and
         uploaded with the request."""
+        body = self._submit_body(spec, working_dir=working_dir)
+        return parse(T.Sweep if _path == "/v1/sweeps" else T.JobDetail,
+                     self._json("POST", _path, json=body, key=new_key()))
+
+    def validate_job(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None = None,
+                     kind: str = "job") -> T.SpecCheck:
+        """Check a job (or, with kind="sweep", a sweep) spec as the server checks a submission,
+        role included, creating nothing: the normalised spec, or the submission's SpecError."""
+        if kind not in ("job", "sweep"):
+            raise E.SpecError(f"must be 'job' or 'sweep', got {kind!r}", field="kind", value=kind,
+                              fix="pass kind='job' or kind='sweep'")
+        body = self._submit_body(spec, working_dir=working_dir)
+        return self._model(T.SpecCheck, "POST", f"/v1/{kind}s/validate", json=body)
+
+    def _submit_body(self, spec: str | Path | Mapping[str, Any], *, working_dir: str | Path | None) -> dict:
+        """The body of a submission: the spec, its working_dir zipped, its workload's metadata."""
         from trainyard.specs import load_yaml, read_spec_file
 
         base = Path.cwd()
@@ -300,8 +316,7 @@ class Client:
         meta = workload_meta_of(data, working_dir=folder_path)
         if meta is not None:
             body["workload_meta"] = meta
-        return parse(T.Sweep if _path == "/v1/sweeps" else T.JobDetail,
-                     self._json("POST", _path, json=body, key=new_key()))
+        return body
 
     def list_jobs(self, *, state: str | Iterable[str] | None = None, project: str | None = None,
                   user: str | None = None, kind: str | None = None, cluster: str | None = None,

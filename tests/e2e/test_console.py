@@ -3,8 +3,9 @@ local stack (`trainyard up`: Ray head, MLflow, the server) that runs a tiny job,
 whose `promote:` block deploys its winner, and a job cancelled from the page.
 
 Every page loads with no console error and no serious or critical axe-core violation; the job
-page shows the final metric and its chart; the sweep page shows every trial; a viewer sees no
-action button. TRAINYARD_CONSOLE_SHOTS=DIR saves a screenshot of every page at 1280x800 and
+page shows the final metric, its chart and the log streamed; the sweep page shows every trial; the
+queue page shows a job held by its project's quota with that reason; the submit page shows the
+server's check of a spec; a viewer sees no action button. TRAINYARD_CONSOLE_SHOTS=DIR saves a screenshot of every page at 1280x800 and
 390x844 into DIR (docs/console/ holds the committed ones). One stack for the module.
 """
 from __future__ import annotations
@@ -39,6 +40,8 @@ tracking: {experiment: console-e2e}
 """
 # waits behind the others (a second CPU is taken), and is cancelled from its page
 CANCEL_SPEC = JOB_SPEC.replace("console-job", "console-cancel").replace("epochs: 2, max_steps: 8", "epochs: 100")
+# a project whose quota allows no CPU: its job waits, with the reason `quota`, and takes nothing
+HELD_SPEC = JOB_SPEC.replace("console-job", "console-held") + "project: held\n"
 SWEEP_SPEC = """\
 name: console-sweep
 workload: cnn
@@ -64,7 +67,9 @@ promote:
   window_s: 5
   max_wait_s: 30
 """
-PAGES = ["/queue", "/jobs", "/sweeps", "/models", "/clusters", "/submit"]
+# path -> what shows once the page is ready (the submit page: the server's check of its example)
+PAGES = {"/queue": "main h1", "/jobs": "main h1", "/sweeps": "main h1", "/models": "main h1", "/clusters": "main h1",
+         "/submit": "[data-testid=server-ok]"}
 SHOTS = os.environ.get("TRAINYARD_CONSOLE_SHOTS")
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
 
@@ -123,6 +128,9 @@ def stack(tmp_path_factory):
         stack.job = stack.api("POST", "/v1/jobs", json={"spec": JOB_SPEC})["id"]
         stack.sweep = stack.api("POST", "/v1/sweeps", json={"spec": SWEEP_SPEC})["id"]
         stack.doomed = stack.api("POST", "/v1/jobs", json={"spec": CANCEL_SPEC})["id"]
+        stack.api("POST", "/v1/projects", json={"name": "held"})
+        stack.api("PUT", "/v1/projects/held/quota", json={"nominal": {"CPU": 0}, "borrowing_limit": {"CPU": 0}})
+        stack.held = stack.api("POST", "/v1/jobs", json={"spec": HELD_SPEC})["id"]
         yield stack
     finally:
         if hasattr(stack, "http"):
@@ -153,10 +161,13 @@ class Page:
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.size = size
 
-    def open(self, path: str, ready: str = "main h1"):
+    def open(self, path: str, ready: str = "main h1", *, idle: bool = True):
+        """`idle=False` for the page of a job that has not ended: its log stream stays open, so
+        the network never goes idle."""
         self.page.goto(path)
         self.page.wait_for_selector(ready)
-        self.page.wait_for_load_state("networkidle")
+        if idle:
+            self.page.wait_for_load_state("networkidle")
         return self.page
 
     def check(self, name: str) -> None:
@@ -206,7 +217,8 @@ def test_login_page_takes_a_token_and_refuses_a_bad_one(browser, stack):
 def test_a_viewer_sees_no_action_button(browser, stack):
     page = Page(browser, stack, stack.viewer)
     try:
-        p = page.open(f"/jobs/{stack.doomed}", "[data-testid=job-state]")
+        p = page.open(f"/jobs/{stack.doomed}", "[data-testid=job-state]", idle=False)
+        p.wait_for_selector("[data-testid=whoami]")  # the roles are known: no button is the answer
         assert p.locator("[data-testid=cancel]").count() == 0
         p = page.open("/submit", "#spec")
         assert p.locator("[data-testid=submit]").count() == 0 and p.locator("[data-testid=no-submit]").count() == 1
@@ -215,8 +227,30 @@ def test_a_viewer_sees_no_action_button(browser, stack):
         page.close()
 
 
+def test_the_queue_page_shows_a_waiting_job_and_why(admin_page, stack):
+    stack.wait(f"/v1/jobs/{stack.held}", lambda j: (j.get("pending") or {}).get("reason", {}).get("code") == "quota",
+               timeout=60)
+    p = admin_page.open("/queue", f"[data-testid=queue-row][data-job='{stack.held}']")
+    row = p.inner_text(f"[data-testid=queue-row][data-job='{stack.held}']")
+    assert "console-held" in row and "held" in row and "(quota)" in row and "quota allows 0" in row, row
+    assert admin_page.errors == []
+
+
+def test_the_submit_page_shows_the_servers_check(admin_page, stack):
+    before = stack.api("GET", "/v1/jobs", params={"limit": 1})["total"]
+    p = admin_page.open("/submit", "#spec")
+    p.wait_for_selector("[data-testid=server-ok]")  # the page's example spec
+    p.fill("#spec", JOB_SPEC.replace("workers: 1,", "workers: 8,"))  # the schema allows it, the cluster never will
+    p.wait_for_selector("[data-testid=server-problems]")
+    assert "resources.workers" in p.inner_text("[data-testid=server-problems]")
+    assert p.locator("[data-testid=spec-ok]").count() == 1 and p.locator("[data-testid=submit]").is_disabled()
+    assert stack.api("GET", "/v1/jobs", params={"limit": 1})["total"] == before
+    # Chromium logs every 4xx answer as a console error: the refusal asked for is the only one
+    assert admin_page.errors and all("status of 422" in e for e in admin_page.errors), admin_page.errors
+
+
 def test_cancel_works_from_the_job_page(admin_page, stack):
-    p = admin_page.open(f"/jobs/{stack.doomed}", "[data-testid=job-state]")
+    p = admin_page.open(f"/jobs/{stack.doomed}", "[data-testid=job-state]", idle=False)
     p.click("[data-testid=cancel]")
     p.wait_for_function("document.querySelector('[data-testid=job-state]').textContent.trim() === 'CANCELLED'",
                         timeout=120_000)
@@ -237,6 +271,9 @@ def test_the_job_page_shows_the_final_metric_and_its_chart(admin_page, stack):
     legend = p.locator("[data-testid=metric-chart] svg text").all_text_contents()
     assert "accuracy" in legend and "loss" in legend, legend
     assert p.locator("[data-testid=events] li").count() >= 3  # PENDING -> ... -> SUCCEEDED
+    # the log came through the event stream, which ends with the job
+    p.wait_for_selector("[data-testid=log-mode][data-mode=ended]")
+    assert "(empty)" not in p.inner_text("[data-testid=log]")
     admin_page.check("job")
 
 
@@ -275,8 +312,8 @@ def test_the_endpoint_page_shows_the_promotion_and_its_buttons(browser, admin_pa
 def test_every_page_loads_clean(browser, stack, size):
     page = Page(browser, stack, stack.admin, size)
     try:
-        for path in PAGES:
-            page.open(path)
+        for path, ready in PAGES.items():
+            page.open(path, ready)
             page.check(path.strip("/"))
         if SHOTS:  # the detail pages, at this size too
             for name, path, ready in (("job", f"/jobs/{stack.job}", "[data-testid=final-metrics]"),

@@ -52,6 +52,11 @@ class FakeClient:
         self._maybe_fail()
         return job_view(name=spec["name"])
 
+    def validate_job(self, spec, working_dir=None, kind="job"):
+        self.calls.append(("validate_job", spec, working_dir, kind))
+        self._maybe_fail()
+        return {"valid": True, "kind": kind, "project": "default", "spec": spec}
+
     def wait_job(self, job_id, on_progress=None):
         self._maybe_fail()
         for step in (1, 3, 5):
@@ -216,6 +221,21 @@ def test_dry_run_validates_without_a_server(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "_client", lambda args: pytest.fail("dry run must not call the server"))
     assert cli.main(["jobs", "submit", str(write(tmp_path, GOOD_SPEC)), "--dry-run"]) == 0
     assert "valid job spec 'tiny'" in capsys.readouterr().out
+
+
+def test_dry_run_can_ask_the_server_and_shows_its_refusal(tmp_path, fake, capsys):
+    spec = str(write(tmp_path, GOOD_SPEC))
+    assert cli.main(["jobs", "submit", spec, "--dry-run", "--check-server"]) == 0
+    assert "accepted by the server" in capsys.readouterr().out
+    assert [c[0] for c in fake.calls] == ["validate_job"] and fake.calls[0][3] == "job"
+    fake.fail = errors.CapacityError("needs 8 CPUs in total but the largest cluster, 'local', has 2",
+                                     field="resources.workers")
+    assert cli.main(["jobs", "submit", spec, "--dry-run", "--check-server"]) == errors.EXIT_USAGE
+    assert "resources.workers" in capsys.readouterr().err
+    assert all(c[0] == "validate_job" for c in fake.calls)
+    calls = len(fake.calls)
+    assert cli.main(["jobs", "submit", spec, "--check-server"]) == errors.EXIT_USAGE  # alone it would submit
+    assert "--dry-run" in capsys.readouterr().err and len(fake.calls) == calls
 
 
 def test_examples_are_valid(capsys):

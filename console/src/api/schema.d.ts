@@ -201,6 +201,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs/validate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Check a job spec as a submission would, creating nothing
+         * @description The checks of `POST /v1/jobs` (schema, workload, working_dir zip, storage, capacity) and
+         *     its role check (a member of the spec's project), with the same field-named 422 answers;
+         *     nothing is stored, queued or audited.
+         */
+        post: operations["validate_job_v1_jobs_validate_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs/{job_id}": {
         parameters: {
             query?: never;
@@ -460,6 +482,26 @@ export interface paths {
         put?: never;
         /** Submit a sweep */
         post: operations["submit_sweep_v1_sweeps_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sweeps/validate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Check a sweep spec as a submission would, creating nothing
+         * @description The checks and role check of `POST /v1/sweeps`, with its field-named 422 answers; creates nothing.
+         */
+        post: operations["validate_sweep_v1_sweeps_validate_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1796,6 +1838,36 @@ export interface components {
              * @default 1
              */
             weight: number;
+        };
+        /**
+         * SpecCheck
+         * @description A spec that passed every check a submission makes (POST /v1/jobs/validate, /v1/sweeps/validate).
+         *     A spec that fails answers 422 with the same field-named `issues` as a submission would.
+         */
+        SpecCheck: {
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "job" | "sweep";
+            /**
+             * Project
+             * @description The project the spec would be submitted into.
+             */
+            project: string;
+            /**
+             * Spec
+             * @description The spec as the server normalised it (defaults filled in), env values masked as in a job's description.
+             */
+            spec: {
+                [key: string]: unknown;
+            };
+            /**
+             * Valid
+             * @default true
+             * @constant
+             */
+            valid: true;
         };
         /** Status */
         Status: {
@@ -3376,6 +3448,75 @@ export interface operations {
             };
         };
     };
+    validate_job_v1_jobs_validate_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubmitJobRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SpecCheck"];
+                };
+            };
+            /** @description No token: send `Authorization: Bearer <token>` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token is not valid for this server */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (the message lists what exists) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Request body too large (the message names the limit) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request: `issues` names each bad field, what was wrong and the fix */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     get_job_v1_jobs__job_id__get: {
         parameters: {
             query?: never;
@@ -4515,6 +4656,75 @@ export interface operations {
             };
             /** @description Conflict: the state does not allow it, or the Idempotency-Key was used with another body */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Request body too large (the message names the limit) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request: `issues` names each bad field, what was wrong and the fix */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    validate_sweep_v1_sweeps_validate_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubmitSweepRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SpecCheck"];
+                };
+            };
+            /** @description No token: send `Authorization: Bearer <token>` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token is not valid for this server */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (the message lists what exists) */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

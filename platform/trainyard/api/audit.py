@@ -4,7 +4,8 @@ refused, written before the answer leaves (a client that saw the answer finds th
 Routes and the auth dependency fill in what only they know through `audit_note(request)`:
 the actor, the object's type, id and project. Never the token, never a body. A failed audit
 write is logged and the answer goes out as it was: the trail must not turn a success into a 500.
-Predictions are data, not state: not audited.
+Predictions are data, not state, and a spec check (`.../validate`) creates nothing: neither is
+audited (the console checks a spec each time its author stops typing).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ __all__ = ["AuditNote", "audit_note", "AuditMiddleware", "AUDITED_METHODS", "out
 log = logging.getLogger("trainyard.api.audit")
 
 AUDITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+UNAUDITED_SUFFIXES = ("/predict", "/jobs/validate", "/sweeps/validate")
 _KEY = "trainyard_audit"
 _SINGULAR = {"jobs": "job", "sweeps": "sweep", "clusters": "cluster", "users": "user", "tokens": "token",
              "projects": "project", "endpoints": "endpoint", "models": "model", "promotions": "promotion",
@@ -63,7 +65,7 @@ class AuditMiddleware:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") not in AUDITED_METHODS \
-                or str(scope.get("path", "")).endswith("/predict"):
+                or str(scope.get("path", "")).endswith(UNAUDITED_SUFFIXES):
             return await self.app(scope, receive, send)
         written = False
 

@@ -56,6 +56,15 @@ def client(args: argparse.Namespace) -> Any:
     return factory(args)
 
 
+def check_server_needs_dry_run(args: argparse.Namespace) -> None:
+    """`--check-server` asks the server instead of submitting: alone it would submit, unasked."""
+    if getattr(args, "check_server", False) and not getattr(args, "dry_run", False):
+        from trainyard.errors import SpecError
+
+        raise SpecError("only goes with --dry-run", field="--check-server",
+                        fix="add --dry-run to check the spec without submitting it, or leave --check-server out")
+
+
 def load_spec_file(path_arg: str, *, parse: Callable[..., Any], example: str) -> tuple[dict, Any, Path | None]:
     """Read and validate a spec file here, before anything is sent: (raw mapping, parsed spec,
     working_dir as an absolute path or None). `parse` is specs.parse_job_spec or

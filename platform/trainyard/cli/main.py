@@ -114,10 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         trainyard jobs submit examples/cnn.yaml
         trainyard jobs submit examples/cnn.yaml --wait
         trainyard jobs submit my-job.yaml --dry-run    # validate only
+        trainyard jobs submit my-job.yaml --dry-run --check-server   # and as the server would
         """))
     p.add_argument("spec", metavar="SPEC", help="job spec YAML file")
     p.add_argument("--wait", action="store_true", help="follow the job until it ends")
     p.add_argument("--dry-run", action="store_true", help="validate the spec and stop")
+    p.add_argument("--check-server", action="store_true",
+                   help="with --dry-run: the server checks it too (capacity, storage, your role), creating nothing")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=cmd_jobs_submit)
 
@@ -412,10 +415,14 @@ def _load_spec(path_arg: str):
 
 
 def cmd_jobs_submit(args) -> int:
+    context.check_server_needs_dry_run(args)
     raw, job, working_dir = _load_spec(args.spec)
     if args.dry_run:
+        if args.check_server:
+            context.client(args).validate_job(raw, working_dir=str(working_dir) if working_dir else None)
         ui.stdout().print(f"{args.spec}: valid job spec '{job.name}' (workload {job.workload}, "
-                          f"{job.resources.workers} worker(s))")
+                          f"{job.resources.workers} worker(s))" + (", accepted by the server" if args.check_server
+                                                                    else ""))
         return EXIT_OK
     client = context.client(args)
     submitted = client.submit_job(raw, working_dir=str(working_dir) if working_dir else None)

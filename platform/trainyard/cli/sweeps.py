@@ -41,6 +41,8 @@ def add_parser(nouns) -> None:
     p.add_argument("spec", metavar="SPEC", help="sweep spec YAML file")
     p.add_argument("--wait", action="store_true", help="follow the sweep until it ends")
     p.add_argument("--dry-run", action="store_true", help="validate the spec and stop")
+    p.add_argument("--check-server", action="store_true",
+                   help="with --dry-run: the server checks it too (capacity, storage, your role), creating nothing")
     p.add_argument("--json", action="store_true", help="print the sweep as JSON")
     p.set_defaults(func=cmd_submit)
 
@@ -93,11 +95,15 @@ def _print_board(out, sweep: Sweep, limit: int | None = None) -> None:
 
 
 def cmd_submit(args) -> int:
+    context.check_server_needs_dry_run(args)
     raw, spec, working_dir = _load(args.spec)
     if args.dry_run:
         from trainyard.sweeps.plan import plan_sweep
 
         plan = plan_sweep(spec, sweep_id="dry-run")
+        if args.check_server:
+            context.client(args).validate_job(raw, working_dir=str(working_dir) if working_dir else None,
+                                              kind="sweep")
         ui.stdout().print(f"{args.spec}: valid sweep spec '{spec.name}' (workload {spec.workload}, "
                           f"{plan.num_trials} trials of {spec.resources.workers} worker(s), "
                           f"{spec.sweep.algorithm}/{spec.sweep.scheduler}, {plan.metric} {plan.mode})",

@@ -15,7 +15,7 @@ from trainyard.api.audit import audit_note
 from trainyard.api.auth import authorize, current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
-from trainyard.api.models import JobDetail, JobList, answer
+from trainyard.api.models import JobDetail, JobList, SpecCheck, answer
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
 from trainyard.api.params import MAX_OFFSET, NAME_RE, SUBMIT_BODY_LIMIT, JobId, LogOffset, OptName
 from trainyard.controller import views
@@ -123,6 +123,25 @@ def submit_kind(ctx: ServerContext, body: Any, key: Optional[str], *, kind: str,
         return job
 
     return idem.guarded(ctx, lambda: create(record))
+
+
+@router.post("/validate", summary="Check a job spec as a submission would, creating nothing",
+             max_body_size=SUBMIT_BODY_LIMIT, responses=error_responses(404, 413))
+def validate_job(body: SubmitJobRequest, principal: Principal = Depends(current_principal),
+                 ctx: ServerContext = Depends(get_ctx)) -> SpecCheck:
+    """The checks of `POST /v1/jobs` (schema, workload, working_dir zip, storage, capacity) and
+    its role check (a member of the spec's project), with the same field-named 422 answers;
+    nothing is stored, queued or audited."""
+    return validate_kind(ctx, body, kind="job", principal=principal)
+
+
+def validate_kind(ctx: ServerContext, body: Any, *, kind: str, principal: Principal) -> SpecCheck:
+    job, _package = ctx.jobs.validate(body.spec, working_dir_zip_b64=body.working_dir_zip_b64, kind=kind,
+                                      workload_meta=body.workload_meta)
+    # in the order submit_kind checks: the spec first (its project is only known then), then the role
+    authorize(principal, project=job.project, need=Role.MEMBER, what="project", ident=job.project,
+              doing=f"submit a {kind} into it")
+    return SpecCheck(kind=kind, project=job.project, spec=views.redacted_spec(job.model_dump(mode="json")))
 
 
 def visible_job(ctx: ServerContext, principal: Principal, job_id: str, *, need: Role = Role.VIEWER,

@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from trainyard.api.auth import current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
-from trainyard.api.models import Sweep, SweepList, answer
+from trainyard.api.models import SpecCheck, Sweep, SweepList, answer
 from trainyard.api.idempotency import IdempotencyKey
 from trainyard.api.params import SUBMIT_BODY_LIMIT, JobId, Limit, Offset, OptName
-from trainyard.api.routes.jobs import MAX_ZIP_B64, submit_kind, visible_job
+from trainyard.api.routes.jobs import MAX_ZIP_B64, submit_kind, validate_kind, visible_job
 from trainyard.auth.principal import Principal
 from trainyard.auth.roles import Role
 from trainyard.controller import views
@@ -82,6 +82,14 @@ def submit_sweep(body: SubmitSweepRequest, request: Request, idempotency_key: Id
     return submit_kind(ctx, body, idempotency_key, kind="sweep", route="/v1/sweeps",
                        view=lambda job: answer(Sweep, sweep_view(job)),
                        principal=principal, request=request)
+
+
+@router.post("/validate", summary="Check a sweep spec as a submission would, creating nothing",
+             max_body_size=SUBMIT_BODY_LIMIT, responses=error_responses(404, 413))
+def validate_sweep(body: SubmitSweepRequest, principal: Principal = Depends(current_principal),
+                   ctx: ServerContext = Depends(get_ctx)) -> SpecCheck:
+    """The checks and role check of `POST /v1/sweeps`, with its field-named 422 answers; creates nothing."""
+    return validate_kind(ctx, body, kind="sweep", principal=principal)
 
 
 @router.get("", summary="List sweeps, newest first")
