@@ -55,6 +55,23 @@ def _store_secret_key():
         os.environ.pop("TRAINYARD_SECRET_KEY", None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _serve_port_per_worker():
+    """Under pytest-xdist (`make test` runs two workers), each worker's stacks and servers get a
+    Serve HTTP port of their own: Serve's default, 8000, is one port per machine, and two local
+    Ray clusters serving on it at once would take each other's requests."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("TRAINYARD_SERVE_PORT"):
+        yield
+        return
+    from trainyard.local.processes import free_port
+
+    os.environ["TRAINYARD_SERVE_PORT"] = str(free_port())
+    try:
+        yield
+    finally:
+        os.environ.pop("TRAINYARD_SERVE_PORT", None)
+
+
 @pytest.fixture(scope="session")
 def test_root() -> Path:
     base = os.environ.get("TRAINYARD_TEST_ROOT")
