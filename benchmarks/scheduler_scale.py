@@ -238,7 +238,7 @@ def measure(n: int, *, url: str | None, folder: Path, baseline_burst: bool, reps
 
     # --- the pure policy on the same jobs, in memory
     queue = [q.job for q in ctrl.queue.pending.values()]
-    cviews, _, _ = ctrl._clusters()
+    cviews, _, _ = ctrl.dispatcher._clusters()
     now = time.time()
     running = [RunningJob(id=a.job.id, project=a.job.project, cluster=a.cluster, workers=a.job.workers,
                           per_worker=a.job.per_worker, started_at=now) for a in ctrl.queue.active.values()]

@@ -413,7 +413,7 @@ def test_crash_after_write_ahead_resubmits_the_same_submission(server):
     client, ctx, fakes = server
     job = submit(client)
     # what a crash between "record DISPATCHING" and "call Ray" leaves behind
-    ctx.controller._write_ahead(job["id"], "local")
+    ctx.controller.dispatcher.write_ahead(job["id"], "local")
     assert fakes.get("local") is None or fakes["local"].submissions == []
     ctx.controller.tick()  # reconcile: Ray does not know it -> submit under the same id
     ray = fakes["local"]
@@ -432,7 +432,7 @@ def test_duplicate_submission_is_adopted_not_run_twice(server):
     with ctx.db.session() as s:
         row = jobs_repo.get_job(s, job["id"])
         row.phase = "DISPATCHING"
-    ctx.controller._submit(job["id"])
+    ctx.controller.dispatcher.submit(job["id"])
     assert len(ray.submissions) == 1
     assert client.get(f"/v1/jobs/{job['id']}").json()["phase"] == "SUBMITTED"
     assert sid

@@ -177,7 +177,7 @@ def test_an_attempt_leaving_running_is_written_to_the_ledger_once(world):
         assert [j.id for j in quotas_repo.running_jobs(s)] == [job_id]
         [rec] = quotas.usage_for(s, "free", window_s=DAY, now=NOW)
         assert rec.end is None and rec.resources == {"CPU": 2.0, "GPU": 2.0}
-    assert ctrl._move(job_id, st.RUNNING, st.SUCCEEDED, reason="done", at=NOW, message="succeeded")
+    assert ctrl.moves.move(job_id, st.RUNNING, st.SUCCEEDED, reason="done", at=NOW, message="succeeded")
     with db.session() as s:
         assert quotas_repo.record_usage(s, jobs_repo.find_job(s, job_id), resources={"GPU": 2.0}) is None  # once
         rows = quotas.closed_usage(s, since=NOW - timedelta(days=1))
@@ -196,7 +196,7 @@ def test_a_job_finished_before_it_was_seen_running_still_counts(world):
         for phase in (st.DISPATCHING, st.SUBMITTED):
             jobs_repo.transition(s, job, phase, reason="test", cluster="fleet", attempt=1,
                                  submission_id=jobs_repo.submission_id_for(job_id, 1))
-    assert ctrl._move(job_id, st.SUBMITTED, st.SUCCEEDED, reason="done", at=NOW, started=NOW - timedelta(hours=1))
+    assert ctrl.moves.move(job_id, st.SUBMITTED, st.SUCCEEDED, reason="done", at=NOW, started=NOW - timedelta(hours=1))
     with db.session() as s:
         [rec] = quotas.closed_usage(s, since=NOW - timedelta(days=1))
         assert rec.end - rec.start == 3600.0 and rec.resources == {"CPU": 1.0}

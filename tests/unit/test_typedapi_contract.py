@@ -218,3 +218,32 @@ def test_serving_commands_read_the_models(monkeypatch, capsys, trainyard_home):
     assert "champion v2, candidate v3" in capsys.readouterr().out
     assert cli.main(["models", "history", "digits", "-o", "yaml"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["events"][0]["kind"] == "promoted"
+
+
+def test_an_answer_that_breaks_its_own_model_is_a_server_error_not_the_callers(caplog):
+    """A route whose answer its response_model refuses is a bug in the server: a 500 in the
+    shared error shape, never a 422 that blames the request, and the log names the field only."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from pydantic import BaseModel
+
+    from trainyard.api.errors import install_error_handlers
+
+    class Answer(BaseModel):
+        count: int
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/drift", response_model=Answer)
+    def drift():
+        return {"count": "secret-value-not-a-number"}
+
+    with caplog.at_level("ERROR", logger="trainyard.api"):
+        resp = TestClient(app, raise_server_exceptions=False).get("/drift")
+    assert resp.status_code == 500, resp.text
+    body = resp.json()
+    assert body["error"] == "internal" and "API schema" in body["message"]
+    ErrorBody.model_validate(body)
+    assert "secret-value" not in resp.text and "secret-value" not in caplog.text
+    assert "count" in caplog.text

@@ -13,7 +13,7 @@ import traceback
 from typing import Any, Optional
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -259,6 +259,16 @@ def install_error_handlers(app: FastAPI) -> None:
         if not issues:
             issues.append(FieldIssue("body", "invalid request"))
         return _json(SpecError(issues, source="request").to_dict(), 422)
+
+    @app.exception_handler(ResponseValidationError)
+    async def _answer_drift(request: Request, exc: ResponseValidationError):
+        # the server built an answer its own response_model refuses: a bug here, not a bad
+        # request. The log names the fields (never their values, which may be anything).
+        fields = sorted({_field(err.get("loc", ())) for err in exc.errors()[:_MAX_ISSUES]})
+        log.error("answer of %s %s breaks its response model at: %s", request.method[:16],
+                  request.url.path[:200], ", ".join(fields))
+        return _json({"error": "internal", "message": "internal server error (the answer broke the API schema)",
+                      "fix": "this is a bug in Trainyard: report it with the server log"}, 500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

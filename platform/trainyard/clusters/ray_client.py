@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any, Iterable, Iterator
 
+import httpx
+
 from trainyard.clusters.dashboard import DashboardClient, DashboardRejected
 from trainyard.errors import ClusterError
 
@@ -112,10 +114,18 @@ class RayClusterClient(DashboardClient):
             ws.close()
         # Ray closes the tail when the job ended, but also at once, with nothing sent, on a head
         # with token auth (measured on 2.60: its hop to the node's agent ends the stream). Then
-        # read the whole log once a poll and pass on only what is new: one reader per job,
-        # whatever the number of people following it.
+        # follow the driver's log file through Ray's state API instead: the log agent sends
+        # what is new as it is written, so each byte still comes once.
+        if not self._done(submission_id):
+            try:
+                for text in self._stream_log_file(submission_id, skip=sent, stop=stop):
+                    sent += len(text)
+                    yield text
+            except ClusterError:
+                pass  # an older or restricted head: read the whole log once a poll below
+        # the job ended (or the state API cannot stream): what is left, from the whole log
         while True:
-            done = (self.status(submission_id) or {}).get("status") in ("SUCCEEDED", "FAILED", "STOPPED")
+            done = self._done(submission_id)
             text = self.logs(submission_id) or ""
             if len(text) > sent:
                 yield text[sent:]
@@ -124,6 +134,72 @@ class RayClusterClient(DashboardClient):
                 return
             if stop is None:
                 time.sleep(poll_s)
+
+    def _done(self, submission_id: str) -> bool:
+        return (self.status(submission_id) or {}).get("status") in ("SUCCEEDED", "FAILED", "STOPPED", None)
+
+    def _driver_node(self, submission_id: str) -> str:
+        node = (self.status(submission_id) or {}).get("driver_node_id")
+        if not node:
+            raise ClusterError(f"cluster '{self.name}': Ray job {submission_id} has no driver node yet",
+                               fix="try again once the job started")
+        return node
+
+    def log_lines(self, submission_id: str, *, lines: int, node_id: str | None = None) -> str:
+        """The last `lines` lines of the driver's log, through Ray's state API (the log agent
+        reads the file's end): what a progress check needs, whatever the log's length."""
+        resp = self._request("GET", "/api/v0/logs/file",
+                             params={"submission_id": submission_id, "lines": int(lines),
+                                     "node_id": node_id or self._driver_node(submission_id)})
+        return resp.text
+
+    def _stream_log_file(self, submission_id: str, *, skip: int, stop: threading.Event | None,
+                         check_s: float = 2.0) -> Iterator[str]:
+        """The driver's log from its start, then each new piece until the job ended or `stop`:
+        Ray's state API follows the file (`/api/v0/logs/stream`, lines=-1: all of it) but never
+        ends the stream itself, so a watcher closes it once Ray reports the job over. The first
+        `skip` characters (already passed on) are dropped."""
+        node = self._driver_node(submission_id)
+        params = {"submission_id": submission_id, "node_id": node, "lines": -1, "interval": 0.5}
+        over = threading.Event()
+
+        def watch(response) -> None:
+            while not over.wait(check_s):
+                try:
+                    ended = self._done(submission_id)
+                except ClusterError:
+                    ended = False
+                if ended:
+                    over.wait(1.0)  # the agent sends the last lines within its interval
+                if ended or (stop is not None and stop.is_set()):
+                    over.set()
+                    response.close()
+
+        try:
+            with self._dash.stream("GET", "/api/v0/logs/stream", params=params, timeout=httpx.Timeout(
+                    10.0, read=None)) as response:
+                if response.status_code >= 400:
+                    raise ClusterError(f"cluster '{self.name}' cannot stream the log of {submission_id} "
+                                       f"(HTTP {response.status_code})", fix="its whole log is read instead")
+                watcher = threading.Thread(target=watch, args=(response,), daemon=True,
+                                           name=f"log-end-{submission_id[-8:]}")
+                watcher.start()
+                try:
+                    for text in response.iter_text():
+                        if skip:
+                            cut = min(skip, len(text))
+                            text, skip = text[cut:], skip - cut
+                        if text:
+                            yield text
+                except (httpx.StreamError, httpx.TransportError, RuntimeError):
+                    if not over.is_set():
+                        raise ClusterError(f"cluster '{self.name}' dropped the log stream of {submission_id}",
+                                           fix="follow the logs again") from None
+        except httpx.TransportError as exc:
+            raise ClusterError(f"cluster '{self.name}' at {self.url} is unreachable for the log stream "
+                               f"({type(exc).__name__})", fix="check that it runs (`trainyard status`)") from None
+        finally:
+            over.set()
 
     def stop(self, submission_id: str) -> bool:
         """Ask Ray to stop the job. False when it was already over or is unknown."""

@@ -2,10 +2,13 @@
 
 Ray 2.60's Jobs REST API gives a job's whole log (`GET /api/jobs/{id}/logs`, no offset) or a
 websocket that sends it from the start and then each new chunk until the job ends
-(`/api/jobs/{id}/logs/tail`). Reading progress by downloading the whole log on every poll
-grows with the log; a `LogTail` instead keeps that websocket open in a thread and reads each
-byte once: `offset` counts what it read, and the last progress line and the newest lines
-(bounded) are kept in memory for whoever asks (`JobService._progress`, log streams).
+(`/api/jobs/{id}/logs/tail`). On a head with token auth that websocket closes at once, so the
+cluster client then follows the driver's log file through Ray's state API
+(`/api/v0/logs/stream`), which also sends each byte once (RayClusterClient.tail_logs).
+Reading progress by downloading the whole log on every poll grows with the log; a `LogTail`
+instead keeps one such follow open in a thread: `offset` counts what it read, and the last
+progress line and the newest lines (bounded) are kept in memory for whoever asks
+(`JobService._progress`, log streams).
 
 Ray's log lines carry no time, so each line is stamped when the server read it: lines that
 were written before the server began to follow the job carry that moment. A `since` filter
