@@ -6,6 +6,7 @@ redaction of what was sent along (runtime_env values) from Ray's answers.
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 import time
 from typing import Any, Iterable, Iterator
@@ -32,6 +33,19 @@ def package_name_for(data: bytes) -> str:
 
 def _keep(key: str) -> bool:
     return not key.startswith("node:") and key not in IGNORED_RESOURCES
+
+
+def _interrupt(response) -> None:
+    """End a streamed response that another thread is blocked reading. Closing a socket does not
+    wake a blocked recv() on Linux; shutting it down does (the reader then sees the end)."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already
+    response.close()
 
 
 class RayClusterClient(DashboardClient):
@@ -173,7 +187,7 @@ class RayClusterClient(DashboardClient):
                     over.wait(1.0)  # the agent sends the last lines within its interval
                 if ended or (stop is not None and stop.is_set()):
                     over.set()
-                    response.close()
+                    _interrupt(response)
 
         try:
             with self._dash.stream("GET", "/api/v0/logs/stream", params=params, timeout=httpx.Timeout(
