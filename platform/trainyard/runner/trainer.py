@@ -316,15 +316,20 @@ class Trainer:
 def _resize_line(resize: dict) -> str:
     """The announce line of a resume at another world size: what changed, never silently."""
     rng = resize.get("rng") or {}
-    data = {True: "the next unseen sample", False: f"{resize.get('skipped_samples')} samples off the saved position"
-            if resize.get("skipped_samples") is not None else "the start of a different epoch position",
-            None: "a position the checkpoint does not record exactly"}[resize.get("data_exact")]
+    exact, skipped = resize.get("data_exact"), resize.get("skipped_samples")
+    if exact:
+        data = "the next unseen sample"
+    elif exact is None:
+        data = "a data position the checkpoint does not record (saved before layouts were)"
+    else:
+        data = "an approximate data position" + (f" ({skipped:+d} samples)" if skipped is not None else
+                                                 " (another epoch length at this world size)")
     return (f"resumed on {resize['world_size']} workers from a checkpoint of {resize.get('resized_from_world')} "
             f"(elastic_batch {resize.get('elastic_batch')}: global batch {resize.get('global_batch_from')} -> "
             f"{resize['global_batch']}, gradient accumulation {resize.get('gas_from')} -> {resize['gas']}); "
             f"ZeRO states through the universal form for {resize.get('universal') or 'no module'}; "
-            f"generators restored on ranks {rng.get('restored') or 'none'}, seeded from (seed, step, rank) on "
-            f"ranks {rng.get('seeded') or 'none'}; data continues at {data}")
+            f"generators restored on ranks {rng.get('restored') or 'none'}, seeded from (seed, step, rank) "
+            f"on ranks {rng.get('seeded') or 'none'}; data goes on at {data}")
 
 
 def _plan(spec, *, models, world: int, session, on_gpu: bool, saved_stage):

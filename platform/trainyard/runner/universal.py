@@ -53,6 +53,7 @@ def ensure_universal(tag_dir: str, *, key: str, root: str | None = None) -> str:
             if not os.path.exists(os.path.join(out, _DONE)):
                 shutil.rmtree(out, ignore_errors=True)  # what a killed conversion left
                 _convert(tag_dir, os.path.join(out, UNIVERSAL_TAG))
+                os.makedirs(out, exist_ok=True)
                 open(os.path.join(out, _DONE), "w").close()
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
