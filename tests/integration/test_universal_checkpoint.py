@@ -44,12 +44,7 @@ EVAL_ATOL = 1e-5
 
 
 def _workers():
-    """An elastic job of 1 to 2 workers once the spec has ranges; until then a 2-worker job
-    that a phase runs on 1 (what the runner sees after a lost node either way)."""
-    try:
-        from trainyard.specs.models import gas_for_world  # noqa: F401
-    except ImportError:
-        return 2
+    """An elastic job of 1 to 2 workers: a phase on 1 is what the runner sees after a lost node."""
     return {"min": 1, "max": 2}
 
 

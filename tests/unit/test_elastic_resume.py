@@ -4,30 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from trainyard.errors import SpecError
 from trainyard.runner import universal
-from trainyard.runner.elastic import (Layout, gas_at_world, gas_rule, resume_micro, rng_plan, rng_seed, rng_source,
+from trainyard.runner.elastic import (Layout, gas_at_world, resume_micro, rng_plan, rng_seed, rng_source,
                                       saved_layout)
 from trainyard.runner.universal import ensure_universal, needs_universal, universal_dir
 from trainyard.specs import parse_job_spec
-
-
-@pytest.mark.parametrize(("workers", "gas", "world", "want"), [
-    (4, 1, 4, 1), (4, 1, 2, 2), (4, 1, 1, 4), (4, 2, 2, 4), (2, 3, 1, 6), (1, 5, 1, 5)])
-def test_keep_batch_scales_accumulation_to_keep_the_global_batch(workers, gas, world, want):
-    assert gas_rule(gas=gas, max_workers=workers, world=world) == want
-    assert world * want == workers * gas
-
-
-def test_keep_batch_refuses_a_world_that_does_not_divide_it():
-    with pytest.raises(SpecError) as err:
-        gas_rule(gas=1, max_workers=4, world=3)
-    assert err.value.field == "resources.workers" and err.value.value == 3
-    assert "elastic_batch: scale" in str(err.value) and "4/3" in str(err.value)
-
-
-def test_scale_batch_keeps_accumulation():
-    assert [gas_rule(gas=2, max_workers=4, world=w, elastic_batch="scale") for w in (1, 3, 4)] == [2, 2, 2]
 
 
 def test_a_fixed_job_keeps_its_accumulation():

@@ -6,53 +6,19 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from trainyard.errors import SpecError
+from trainyard.specs.models import gas_for_world
 
-__all__ = ["Layout", "elastic_batch", "gas_at_world", "gas_rule", "resume_micro", "rng_plan", "rng_seed", "rng_source"]
-
-KEEP, SCALE = "keep", "scale"
-
+__all__ = ["Layout", "elastic_batch", "gas_at_world", "resume_micro", "rng_plan", "rng_seed", "rng_source"]
 
 def elastic_batch(spec) -> str:
-    """training.elastic_batch ("keep" when the spec has no such field yet)."""
-    return str(getattr(spec.training, "elastic_batch", KEEP) or KEEP)
-
-
-def _max_workers(spec) -> int:
-    res = spec.resources
-    value = getattr(res, "max_workers", None)
-    return int(value if value is not None else res.workers)
+    """training.elastic_batch: "keep" or "scale" (trainyard.specs.models)."""
+    return spec.training.elastic_batch
 
 
 def gas_at_world(spec, world: int) -> int:
-    """Gradient accumulation steps at world size `world`: the one place the runner asks.
-
-    The spec contract's `gas_for_world` answers when the spec package has it; `gas_rule` is
-    the same rule for a spec package without it."""
-    try:
-        from trainyard.specs.models import gas_for_world  # type: ignore[attr-defined]
-    except ImportError:
-        gas_for_world = None
-    if gas_for_world is not None:
-        return int(gas_for_world(spec, world))
-    return gas_rule(gas=int(spec.deepspeed.gradient_accumulation_steps), max_workers=_max_workers(spec),
-                    world=world, elastic_batch=elastic_batch(spec))
-
-
-def gas_rule(*, gas: int, max_workers: int, world: int, elastic_batch: str = KEEP) -> int:
-    """keep: the global batch is the one at max_workers (batch_size x max_workers x gas), so
-    gas_w = gas x max_workers / world; scale: gas stays and the global batch follows the world."""
-    if elastic_batch == SCALE:
-        return gas
-    if world < 1 or (gas * max_workers) % world:
-        raise SpecError(
-            f"keeping the global batch (training.batch_size x {max_workers} workers x "
-            f"deepspeed.gradient_accumulation_steps {gas}) on {world} workers needs "
-            f"{gas * max_workers}/{world} accumulation steps, which is not a whole number",
-            field="resources.workers", value=world,
-            fix="choose worker counts that divide gradient_accumulation_steps x max workers, "
-                "or set training.elastic_batch: scale")
-    return gas * max_workers // world
+    """Gradient accumulation steps at world size `world`: the one place the runner asks, and
+    the spec's own rule answers (a range whose sizes cannot keep the batch never validated)."""
+    return int(gas_for_world(spec, world))
 
 
 @dataclass(frozen=True)
