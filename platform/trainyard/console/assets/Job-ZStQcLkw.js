@@ -1,4 +1,4 @@
-import{A as z,c as o,a as t,h as P,i as G,m as h,F as b,d as _,t as l,s as H,B as I,T as O,b as k,p as B,x as X,n as R,C as U,D as K,j as Q,k as N,r as w,E as S,g as a,q as Y}from"./index-C1QDRY-o.js";import{u as Z}from"./poll-CtkgZ6qu.js";import{_ as ee}from"./Loading-CCxWab-G.js";import{_ as te}from"./Chart-x7NUW3FA.js";import"./echarts-CHocTC4c.js";function se(x){const d=[],e=x.replace(/\r\n?/g,`
+import{A as z,c as o,a as t,h as P,i as G,m as h,F as b,d as _,t as l,s as H,B as I,T as O,b as k,p as B,x as X,n as R,C as U,D as K,j as Q,k as N,r as w,E as S,g as a,q as Y}from"./index-qdFd5N7O.js";import{u as Z}from"./poll-D7zBF9sR.js";import{_ as ee}from"./Loading-Vvacyvpl.js";import{_ as te}from"./Chart-DX-PWF96.js";import"./echarts-CHocTC4c.js";function se(x){const d=[],e=x.replace(/\r\n?/g,`
 `).split(`
 
 `),p=e.pop();for(const g of e){let r="message",m=null;const v=[];for(const i of g.split(`
