@@ -23,7 +23,8 @@ export function logout () {
 
 export async function api (path, { method = 'GET', body, text = false, token } = {}) {
   const headers = { Accept: text ? 'text/plain' : 'application/json' }
-  const bearer = token || session.token
+  // token 'none': a public call (the sign-on settings), without the session's token
+  const bearer = token === 'none' ? null : (token || session.token)
   if (bearer) headers.Authorization = `Bearer ${bearer}`
   if (body !== undefined) headers['Content-Type'] = 'application/json'
   const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })

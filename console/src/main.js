@@ -7,6 +7,8 @@ import { session } from './api.js'
 const routes = [
   { path: '/', redirect: '/queue' },
   { path: '/login', component: () => import('./pages/Login.vue'), meta: { title: 'Sign in', open: true } },
+  // the redirect URI registered at the issuer: the server's SSO_REDIRECT_PATH (GET /v1/auth/config)
+  { path: '/auth/callback', component: () => import('./pages/AuthCallback.vue'), meta: { title: 'Signing in', open: true } },
   { path: '/queue', component: () => import('./pages/Queue.vue'), meta: { title: 'Queue' } },
   { path: '/jobs', component: () => import('./pages/Jobs.vue'), meta: { title: 'Jobs' } },
   { path: '/jobs/:id', component: () => import('./pages/Job.vue'), meta: { title: 'Job' }, props: true },

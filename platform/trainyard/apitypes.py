@@ -26,7 +26,7 @@ __all__ = [
     "SweepList", "SpecCheck", "Cluster", "ClusterList",
     "EndpointSummary", "EndpointList", "EndpointVersion", "Replicas", "Endpoint", "Deployment",
     "EndpointKey", "CreatedEndpointKey", "EndpointKeyList", "PromotionEvent", "PromotionResult",
-    "Promotion", "ModelHistory", "OpenAPIDocument",
+    "Promotion", "ModelHistory", "Rollback", "AuthConfig", "OpenAPIDocument",
     "Me", "User", "UserList", "CreatedToken", "Token", "TokenList", "ProjectSummary", "ProjectList",
     "Member", "BudgetUse", "QuotaView", "Project", "Membership", "AuditEvent", "AuditList",
     "to_plain",
@@ -423,6 +423,37 @@ class ModelHistory(ApiModel):
     candidate: Optional[str]
     events: list[dict[str, Any]] = Field(..., description="Every promotion decision recorded in MLflow.")
     active: list[Promotion] = Field(..., description="Promotions of the model running on this server now.")
+    rollback_to: Optional[str] = Field(None, description="The version `POST /v1/models/{name}/rollback` would "
+                                                         "serve again; null: nothing to roll back.")
+
+
+class Rollback(ApiModel):
+    """`POST /v1/models/{name}/rollback`: the endpoint serves the version from before the last promotion."""
+
+    model: str
+    endpoint: str
+    from_version: str = Field(..., description="The version the last promotion put in place.")
+    to_version: str = Field(..., description="The version served again (the champion it replaced).")
+    champion: str = Field(..., description="The model's `champion` alias now.")
+    run_id: str = Field(..., description="The MLflow run that records the roll-back in the promotion history.")
+    event: PromotionEvent
+
+
+# ----------------------------------------------------------------------------- sign-on
+class AuthConfig(ApiModel):
+    """`GET /v1/auth/config` (no token needed): how the console signs in. Public values only."""
+
+    sso: bool = Field(..., description="true when the server accepts tokens from an OIDC issuer and the console "
+                                       "may sign in through it (issuer and client id are set).")
+    issuer: Optional[str] = Field(None, description="The issuer (its discovery document is "
+                                                    "`<issuer>/.well-known/openid-configuration`).")
+    client_id: Optional[str] = Field(None, description="The console's public client id (no secret: PKCE).")
+    scopes: Optional[str] = Field(None, description="Space-separated scopes the console asks for.")
+    redirect_path: Optional[str] = Field(None, description="Where the issuer sends the browser back, on this "
+                                                           "server: register `<server URL><redirect_path>`.")
+    token: Optional[Literal["id_token", "access_token"]] = Field(
+        None, description="Which of the issuer's tokens the console sends as Bearer (the one whose `aud` is this "
+                          "server's TRAINYARD_OIDC_AUDIENCE).")
 
 
 class OpenAPIDocument(RootModel[dict[str, Any]]):

@@ -169,6 +169,12 @@ class Settings(BaseSettings):
     # environment: `group=project:role,...` (`ml-team=vision:member,ops=*:admin`), or the same
     # mapping as JSON (`{"CN=ml,OU=groups": {"vision": "member"}}`) for group names with ',' or '='
     oidc_group_roles: Annotated[dict[str, dict[str, str]], NoDecode] = Field(default_factory=dict)
+    # the console's own sign-on (authorization code + PKCE, a public client: no secret). Set the
+    # client id registered at the issuer for the console, with redirect URI
+    # <server URL>/auth/callback. The console sends the ID token when the audience is this client
+    # id, else the access token (whose `aud` must then be TRAINYARD_OIDC_AUDIENCE).
+    oidc_client_id: str | None = Field(None, validate_default=True)
+    oidc_scopes: str = Field("openid email profile", validate_default=True)
     extra: dict = Field(default_factory=dict)
 
     @classmethod
@@ -223,6 +229,35 @@ class Settings(BaseSettings):
             raise ValueError("must be the tokens' `aud` value: 1-256 characters, no surrounding spaces")
         return value
 
+    @field_validator("oidc_client_id")
+    @classmethod
+    def _client_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        value = value or None
+        if value is None:
+            return None
+        if not info.data.get("oidc_issuer"):
+            raise ValueError("a console client id needs an issuer: set TRAINYARD_OIDC_ISSUER (and "
+                             "TRAINYARD_OIDC_AUDIENCE) too, or leave TRAINYARD_OIDC_CLIENT_ID unset")
+        if not _CLIENT_ID_RE.match(value):
+            raise ValueError(f"{value[:40]!r} is not a client id: 1-256 visible characters, no spaces "
+                             f"(the id the issuer gave the console's registration)")
+        return value
+
+    @field_validator("oidc_scopes")
+    @classmethod
+    def _scopes(cls, value: str) -> str:
+        scopes = value.split(" ") if isinstance(value, str) else []
+        if not isinstance(value, str) or len(value) > 512 or not all(_SCOPE_RE.match(s) for s in scopes):
+            raise ValueError(f"{str(value)[:60]!r} is not a scope list: scopes separated by single spaces, "
+                             f"each of visible characters other than '\\' and '\"', at most 512 characters "
+                             f"(e.g. 'openid email profile')")
+        if "openid" not in scopes:
+            raise ValueError(f"{value[:60]!r} lacks 'openid': the console signs in with OpenID Connect "
+                             f"(e.g. 'openid email profile')")
+        if len(set(scopes)) != len(scopes) or len(scopes) > 32:
+            raise ValueError(f"{value[:60]!r}: each scope once, at most 32 of them")
+        return value
+
     @field_validator("oidc_group_roles", mode="before")
     @classmethod
     def _group_roles(cls, value: Any) -> Any:
@@ -268,6 +303,8 @@ OIDC_ROLES = ("viewer", "member", "maintainer")
 _ADMIN = "admin"
 _PROJECT_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # specs.NAME_RE
 _MAX_GROUP = 256
+_CLIENT_ID_RE = re.compile(r"^[\x21-\x7e]{1,256}$")
+_SCOPE_RE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")  # RFC 6749 3.3 scope-token
 _MAX_ENTRIES = 1000
 _MAPPING_HELP = ("write group=project:role entries separated by commas (roles: viewer, member, "
                  "maintainer; `group=*:admin` for admins), or a JSON object {group: {project: role}}")

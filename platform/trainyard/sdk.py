@@ -511,6 +511,13 @@ class Client:
         return self._model(T.Promotion, "POST", f"/v1/models/{model}/promote",
                            json={k: v for k, v in body.items() if v is not None}, timeout=timeout, key=new_key())
 
+    def rollback_model(self, model: str, *, cluster: str | None = None, timeout: float = 600.0) -> T.Rollback:
+        """Serve MODEL's endpoint at the version from before its last promotion (and move
+        `champion` back). Not retried: each roll-back undoes one more promotion. ConflictError
+        when there is nothing to roll back."""
+        return self._model(T.Rollback, "POST", f"/v1/models/{model}/rollback",
+                           json={"cluster": cluster} if cluster else {}, timeout=timeout)
+
     def model_history(self, model: str) -> T.ModelHistory:
         """Champion, candidate, and every promotion event with its evidence."""
         return self._model(T.ModelHistory, "GET", f"/v1/models/{model}/history")

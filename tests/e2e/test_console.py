@@ -5,7 +5,8 @@ whose `promote:` block deploys its winner, and a job cancelled from the page.
 Every page loads with no console error and no serious or critical axe-core violation; the job
 page shows the final metric, its chart and the log streamed; the sweep page shows every trial; the
 queue page shows a job held by its project's quota with that reason; the submit page shows the
-server's check of a spec; a viewer sees no action button. TRAINYARD_CONSOLE_SHOTS=DIR saves a screenshot of every page at 1280x800 and
+server's check of a spec; Roll back on the endpoint page serves the version from before the last
+promotion; a viewer sees no action button. TRAINYARD_CONSOLE_SHOTS=DIR saves a screenshot of every page at 1280x800 and
 390x844 into DIR (docs/console/ holds the committed ones). One stack for the module.
 """
 from __future__ import annotations
@@ -306,6 +307,39 @@ def test_the_endpoint_page_shows_the_promotion_and_its_buttons(browser, admin_pa
         assert viewer.errors == []
     finally:
         viewer.close()
+
+
+def test_roll_back_from_the_endpoint_page(admin_page, stack, monkeypatch):
+    """A second version is promoted over the sweep's winner (which stops being champion first, so
+    the promotion is direct, over a version served by hand); Roll back on the page serves the
+    winner again, from the promotion history, and then there is nothing left to roll back."""
+    from mlflow import MlflowClient
+
+    url = json.loads((stack.home / "stack.json").read_text())["mlflow"]["url"]
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "trainyard")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", (stack.home / "mlflow.password").read_text().strip())
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    first = stack.api("GET", "/v1/models/console-cnn/history")["champion"]
+    assert first is not None
+    second = str(client.copy_model_version(f"models:/console-cnn/{first}", "console-cnn").version)
+    client.delete_registered_model_alias("console-cnn", "champion")
+    done = stack.api("POST", "/v1/models/console-cnn/promote", timeout=300,
+                     json={"candidate": second, "wait": True, "policy": {"metric": "accuracy", "mode": "max"}})
+    assert done["state"] == "promoted", done
+    p = admin_page.open("/models/console-cnn", "[data-testid=rollback]")
+    assert p.inner_text("[data-testid=rollback]") == f"Roll back to v{first}"
+    p.click("[data-testid=rollback]")
+    note = p.wait_for_selector("[role=status]:has-text('Rolled back')", timeout=240_000).inner_text()
+    assert f"serves v{first} again (was v{second})" in note
+    weights = {v["version"]: v["weight"] for v in stack.api("GET", "/v1/endpoints/console-cnn")["versions"]}
+    assert weights == {first: 1.0}, weights
+    history = stack.api("GET", "/v1/models/console-cnn/history")
+    assert history["champion"] == first and history["events"][-1]["kind"] == "reverted"
+    assert history["rollback_to"] is None
+    p.wait_for_selector("[data-testid=rollback]", state="detached")
+    again = stack.http.post("/v1/models/console-cnn/rollback", json={})
+    assert again.status_code == 409 and "nothing served model 'console-cnn'" in again.json()["message"]
+    assert admin_page.errors == []
 
 
 @pytest.mark.parametrize("size", list(SIZES))

@@ -1,5 +1,6 @@
-"""Single sign-on against a real issuer stand-in: a local HTTP server (discovery + JWKS) started
-here, RSA and EC keys made here, real JWTs signed with PyJWT. No outside service.
+"""Single sign-on against a real issuer stand-in (tests/support/oidc_issuer.py): a local HTTP
+server (discovery + JWKS, and the code flow the console's test uses), RSA and EC keys made
+there, real JWTs signed with PyJWT. No outside service.
 
 Refusals are 401s that say why and never repeat the token; an issuer that cannot be reached
 is a 503.
@@ -10,14 +11,13 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
+from support.oidc_issuer import Issuer
 
 from trainyard.auth.oidc import OidcVerifier, looks_like_jwt, user_name_for
 from trainyard.auth.roles import Role
@@ -28,73 +28,9 @@ AUDIENCE = "trainyard-test"
 ROLES = "ml-team=vision:member,ml-leads=vision:maintainer,ml-leads=nlp:viewer,ops=*:admin"
 
 
-class _Issuer:
-    """Discovery and JWKS over HTTP on 127.0.0.1; counts the JWKS fetches."""
-
-    def __init__(self):
-        self.keys: dict[str, object] = {}  # kid -> private key
-        self.published: list[str] = []  # kids in the JWKS
-        self.jwks_hits = 0
-        self.discovery_issuer: str | None = None  # what discovery claims (default: itself)
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.discovery_issuer or issuer.url, "jwks_uri": f"{issuer.url}/jwks"}
-                elif self.path == "/jwks":
-                    issuer.jwks_hits += 1
-                    body = {"keys": [issuer.jwk(kid) for kid in issuer.published]}
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def add_key(self, kid: str, *, kind: str = "rsa", publish: bool = True):
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if kind == "rsa" \
-            else ec.generate_private_key(ec.SECP256R1())
-        self.keys[kid] = key
-        if publish:
-            self.published.append(kid)
-        return key
-
-    def jwk(self, kid: str) -> dict:
-        public = self.keys[kid].public_key()
-        alg = "RS256" if isinstance(public, rsa.RSAPublicKey) else "ES256"
-        data = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(public))
-        return {**data, "kid": kid, "use": "sig", "alg": alg}
-
-    def token(self, kid: str = "rsa-1", *, alg: str | None = None, key=None, **claims) -> str:
-        now = int(time.time())
-        body = {"iss": self.url, "aud": AUDIENCE, "iat": now, "exp": now + 300,
-                "sub": "248289761001", "email": "alice@example.com", "email_verified": True,
-                "groups": ["ml-team"], **claims}
-        body = {k: v for k, v in body.items() if v is not None}
-        private = key or self.keys[kid]
-        alg = alg or ("RS256" if isinstance(private, rsa.RSAPrivateKey) else "ES256")
-        return jwt.encode(body, private, algorithm=alg, headers={"kid": kid})
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def issuer():
-    idp = _Issuer()
+    idp = Issuer(api_audience=AUDIENCE)
     idp.add_key("rsa-1")
     idp.add_key("ec-1", kind="ec")
     yield idp
@@ -290,3 +226,48 @@ def test_a_real_server_takes_single_sign_on_tokens(issuer, test_root):
         audit = http.get("/v1/audit", headers=admin).text
         assert token not in audit and me["user"] in audit
     assert token not in server.log()
+
+
+def test_the_stand_ins_code_flow_checks_pkce(issuer):
+    """What the console's sign-on relies on: a code is given only to a registered redirect URI,
+    is exchanged only with the verifier of its challenge, and only once."""
+    import secrets
+    from urllib.parse import parse_qs, urlsplit
+
+    import httpx
+
+    from support.oidc_issuer import s256
+
+    back = "http://127.0.0.1:1/auth/callback"
+    issuer.clients["console-test"] = {back}
+    verifier = secrets.token_urlsafe(48)
+
+    def code() -> str:
+        resp = httpx.get(f"{issuer.url}/authorize", params={
+            "response_type": "code", "client_id": "console-test", "redirect_uri": back, "scope": "openid email",
+            "state": "st", "nonce": "n-1", "code_challenge": s256(verifier), "code_challenge_method": "S256"})
+        assert resp.status_code == 302, resp.text
+        query = parse_qs(urlsplit(resp.headers["location"]).query)
+        assert query["state"] == ["st"]
+        return query["code"][0]
+
+    def exchange(code: str, code_verifier: str) -> httpx.Response:
+        return httpx.post(f"{issuer.url}/token", data={"grant_type": "authorization_code", "code": code,
+                                                       "client_id": "console-test", "redirect_uri": back,
+                                                       "code_verifier": code_verifier})
+
+    first = code()
+    wrong = exchange(first, secrets.token_urlsafe(48))
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+    assert exchange(first, verifier).status_code == 400  # a refused code is spent too
+    good = exchange(code(), verifier)
+    assert good.status_code == 200, good.text
+    console = OidcVerifier(Settings(oidc_issuer=issuer.url, oidc_audience="console-test",
+                                    oidc_client_id="console-test"))
+    assert console.verify(good.json()["id_token"]).user == user_name_for("alice@example.com")
+    assert jwt.decode(good.json()["id_token"], options={"verify_signature": False})["nonce"] == "n-1"
+    # no code for a redirect URI the client did not register, nor without PKCE
+    assert httpx.get(f"{issuer.url}/authorize", params={"response_type": "code", "client_id": "console-test",
+                                                        "redirect_uri": "http://evil.example/cb"}).status_code == 400
+    assert httpx.get(f"{issuer.url}/authorize", params={"response_type": "code", "client_id": "console-test",
+                                                        "redirect_uri": back, "scope": "openid"}).status_code == 400

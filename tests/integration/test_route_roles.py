@@ -57,6 +57,8 @@ CASES: dict[tuple[str, str], Callable[[dict], Case]] = {
     ("GET", "/healthz"): lambda w: ({}, None, expect(**ANY, anonymous=200)),
     ("GET", "/v1/status"): lambda w: ({}, None, expect(**ANY)),
     ("GET", "/v1/me"): lambda w: ({}, None, expect(**ANY)),
+    # what the console needs before anyone signs in: public, and holds nothing secret
+    ("GET", "/v1/auth/config"): lambda w: ({}, None, expect(**ANY, anonymous=200)),
     # jobs
     ("GET", "/v1/jobs"): lambda w: ({}, None, expect(**ANY)),
     ("POST", "/v1/jobs"): lambda w: ({}, {"spec": job_spec("submitted")},
@@ -127,6 +129,7 @@ CASES: dict[tuple[str, str], Callable[[dict], Case]] = {
     ("DELETE", "/v1/endpoints/{name}/keys/{key_id}"): lambda w: ({"name": "noep", "key_id": "0" * 12}, None,
                                                                  expect(**SERVE_DOWN)),
     ("POST", "/v1/models/{name}/promote"): lambda w: ({"name": "nomodel"}, {}, expect(**NO_MLFLOW)),
+    ("POST", "/v1/models/{name}/rollback"): lambda w: ({"name": "nomodel"}, {}, expect(**NO_MLFLOW)),
     ("GET", "/v1/models/{name}/history"): lambda w: ({"name": "nomodel"}, None, expect(**NO_MLFLOW)),
     ("GET", "/v1/promotions/{pid}"): lambda w: ({"pid": "abc123"}, None,
                                                 expect(viewer=404, other=404, member=404, maintainer=404, admin=404)),

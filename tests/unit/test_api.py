@@ -161,15 +161,17 @@ def test_missing_or_unknown_token_is_401(server):
 
 
 def test_every_api_route_but_healthz_needs_the_token(server):
-    """The public surface is /healthz and the API reference; nothing else answers without
-    the admin token, whatever the method (path parameters filled with a placeholder)."""
+    """The public surface is /healthz, the console's sign-on settings (/v1/auth/config: GET only,
+    nothing secret) and the API reference; nothing else answers without the admin token,
+    whatever the method (path parameters filled with a placeholder)."""
     import re
 
     client, _, _ = server
     paths = client.get("/openapi.json", headers={"Authorization": ""}).json()["paths"]
+    assert set(paths["/v1/auth/config"]) == {"get"}
     checked = 0
     for template, methods in paths.items():
-        if template == "/healthz":
+        if template in ("/healthz", "/v1/auth/config"):
             continue
         path = re.sub(r"{[^}]+}", "x", template)
         for method in methods:

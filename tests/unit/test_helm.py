@@ -449,6 +449,8 @@ def _with(path: str, value) -> dict:
     ("ray.autoscaler.upscalingMode", "Fast", r"upscalingMode"),
     ("s3.bucket", "x", r"s3/bucket"),
     ("server.oidc.issuer", "http://idp.example.com", r"server/oidc/issuer"),
+    ("server.oidc.consoleScopes", "email profile", r"server/oidc/consoleScopes"),
+    ("server.oidc.consoleClientId", "has space", r"server/oidc/consoleClientId"),
 ])
 def test_schema_rejects_bad_values(path, value, pattern):
     with pytest.raises(helm_python.HelmValuesError) as info:
@@ -466,6 +468,10 @@ def test_single_sign_on_reaches_the_server_only_when_configured(rendered):
     assert env["TRAINYARD_OIDC_ISSUER"] == "https://idp.example.com" and env["TRAINYARD_OIDC_AUDIENCE"] == "trainyard"
     assert env["TRAINYARD_OIDC_GROUP_ROLES"] == "ml-team=vision:member,ops=*:admin"
     assert env["TRAINYARD_OIDC_USER_CLAIM"] == "email" and "TRAINYARD_OIDC_JWKS_URL" not in env
+    assert "TRAINYARD_OIDC_CLIENT_ID" not in env and "TRAINYARD_OIDC_SCOPES" not in env
+    env = server_env(render({"server": {"oidc": {"issuer": "https://idp.example.com", "audience": "console",
+                                                 "consoleClientId": "console"}}}))
+    assert (env["TRAINYARD_OIDC_CLIENT_ID"], env["TRAINYARD_OIDC_SCOPES"]) == ("console", "openid email profile")
     with pytest.raises(Exception, match="server.oidc.audience is required"):
         render({"server": {"oidc": {"issuer": "https://idp.example.com"}}})
 

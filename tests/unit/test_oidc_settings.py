@@ -103,3 +103,54 @@ def test_claims_to_identity():
         v.identity({"email": "bob@example.com", "groups": [f"g{i}" for i in range(1001)]})
     with pytest.raises(AuthError, match="not configured"):
         OidcVerifier(Settings())
+
+
+def test_console_client_id_and_scopes_are_checked(monkeypatch, tmp_path):
+    _env(monkeypatch, tmp_path, issuer=ISSUER, audience="console", client_id="console", scopes="openid email groups")
+    s = Settings.from_env()
+    assert (s.oidc_client_id, s.oidc_scopes) == ("console", "openid email groups")
+    assert Settings().oidc_scopes == "openid email profile" and Settings().oidc_client_id is None
+    for bad, words in (("email profile", "lacks 'openid'"), ("openid  email", "not a scope list"),
+                       ('openid "x"', "not a scope list"), ("openid openid", "each scope once"),
+                       ("openid " + "x" * 600, "not a scope list")):
+        with pytest.raises(ValidationError, match="oidc_scopes") as exc:
+            Settings(oidc_issuer=ISSUER, oidc_audience="a", oidc_scopes=bad)
+        assert words in str(exc.value)
+    with pytest.raises(ValidationError, match="needs an issuer"):
+        Settings(oidc_client_id="console")
+    for bad in ("has space", "x" * 257, "tab\tin"):
+        with pytest.raises(ValidationError, match="not a client id"):
+            Settings(oidc_issuer=ISSUER, oidc_audience="a", oidc_client_id=bad)
+    monkeypatch.setenv("TRAINYARD_OIDC_SCOPES", "profile")
+    with pytest.raises(TrainyardError) as exc:
+        Settings.from_env()
+    assert exc.value.field == "TRAINYARD_OIDC_SCOPES" and "openid" in str(exc.value)
+
+
+def _auth_config(tmp_path, **oidc) -> dict:
+    from fastapi.testclient import TestClient
+
+    from trainyard.api.app import create_app
+
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("unit-admin-token-123456\n")
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'ty.db'}", admin_token_file=str(token_file),
+                        storage=f"file://{tmp_path / 'storage'}", **oidc)
+    with TestClient(create_app(settings, run_controller=False)) as client:
+        resp = client.get("/v1/auth/config")  # no token: the login page asks before anyone signed in
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+
+def test_auth_config_tells_the_console_how_to_sign_in(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRAINYARD_HOME", str(tmp_path / "home"))
+    assert _auth_config(tmp_path) == {"sso": False, "issuer": None, "client_id": None, "scopes": None,
+                                      "redirect_path": None, "token": None}
+    # an issuer for API clients, but no console client: the console keeps to pasted tokens
+    assert _auth_config(tmp_path, oidc_issuer=ISSUER, oidc_audience="trainyard")["sso"] is False
+    same = _auth_config(tmp_path, oidc_issuer=ISSUER, oidc_audience="console", oidc_client_id="console")
+    assert same == {"sso": True, "issuer": ISSUER, "client_id": "console", "scopes": "openid email profile",
+                    "redirect_path": "/auth/callback", "token": "id_token"}
+    # the server's audience is an API's: only the access token carries it
+    api = _auth_config(tmp_path, oidc_issuer=ISSUER, oidc_audience="trainyard-api", oidc_client_id="console")
+    assert api["token"] == "access_token"

@@ -38,6 +38,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/auth/config": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * How the console signs in (no auth)
+         * @description Public values only: the browser needs them before anyone is signed in. `sso` is true when
+         *     an issuer, its audience and the console's client id are all set.
+         */
+        get: operations["auth_config_v1_auth_config_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/clusters": {
         parameters: {
             query?: never;
@@ -336,6 +357,26 @@ export interface paths {
         put?: never;
         /** Promote the model's candidate */
         post: operations["promote_v1_models__name__promote_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models/{name}/rollback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Roll back the model's last promotion
+         * @description The endpoint serves again the version that served before the last promotion (from the model's promotion history) and `champion` moves back to it. Each roll-back undoes one more promotion. 409 when there is nothing to roll back, or a promotion is running.
+         */
+        post: operations["rollback_v1_models__name__rollback_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -676,6 +717,42 @@ export interface components {
             events: components["schemas"]["AuditEvent"][];
             /** Total */
             total: number;
+        };
+        /**
+         * AuthConfig
+         * @description `GET /v1/auth/config` (no token needed): how the console signs in. Public values only.
+         */
+        AuthConfig: {
+            /**
+             * Client Id
+             * @description The console's public client id (no secret: PKCE).
+             */
+            client_id?: string | null;
+            /**
+             * Issuer
+             * @description The issuer (its discovery document is `<issuer>/.well-known/openid-configuration`).
+             */
+            issuer?: string | null;
+            /**
+             * Redirect Path
+             * @description Where the issuer sends the browser back, on this server: register `<server URL><redirect_path>`.
+             */
+            redirect_path?: string | null;
+            /**
+             * Scopes
+             * @description Space-separated scopes the console asks for.
+             */
+            scopes?: string | null;
+            /**
+             * Sso
+             * @description true when the server accepts tokens from an OIDC issuer and the console may sign in through it (issuer and client id are set).
+             */
+            sso: boolean;
+            /**
+             * Token
+             * @description Which of the issuer's tokens the console sends as Bearer (the one whose `aud` is this server's TRAINYARD_OIDC_AUDIENCE).
+             */
+            token?: ("id_token" | "access_token") | null;
         };
         /** BudgetBody */
         BudgetBody: {
@@ -1438,6 +1515,11 @@ export interface components {
             }[];
             /** Model */
             model: string;
+            /**
+             * Rollback To
+             * @description The version `POST /v1/models/{name}/rollback` would serve again; null: nothing to roll back.
+             */
+            rollback_to?: string | null;
         };
         /**
          * NodePriceModel
@@ -1783,6 +1865,45 @@ export interface components {
             status: string | null;
             /** Target */
             target: number | null;
+        };
+        /**
+         * Rollback
+         * @description `POST /v1/models/{name}/rollback`: the endpoint serves the version from before the last promotion.
+         */
+        Rollback: {
+            /**
+             * Champion
+             * @description The model's `champion` alias now.
+             */
+            champion: string;
+            /** Endpoint */
+            endpoint: string;
+            event: components["schemas"]["PromotionEvent"];
+            /**
+             * From Version
+             * @description The version the last promotion put in place.
+             */
+            from_version: string;
+            /** Model */
+            model: string;
+            /**
+             * Run Id
+             * @description The MLflow run that records the roll-back in the promotion history.
+             */
+            run_id: string;
+            /**
+             * To Version
+             * @description The version served again (the champion it replaced).
+             */
+            to_version: string;
+        };
+        /** RollbackRequest */
+        RollbackRequest: {
+            /**
+             * Cluster
+             * @description The cluster that serves the endpoint; default 'local'.
+             */
+            cluster?: string | null;
         };
         /** ServerInfo */
         ServerInfo: {
@@ -2275,6 +2396,26 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    auth_config_v1_auth_config_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthConfig"];
                 };
             };
         };
@@ -4001,6 +4142,96 @@ export interface operations {
             };
             /** @description Request body too large (the message names the limit) */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request: `issues` names each bad field, what was wrong and the fix */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A Ray cluster or MLflow did not answer as expected */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend (MLflow, Serve) is not configured or not ready */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rollback_v1_models__name__rollback_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A registered model name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["RollbackRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Rollback"];
+                };
+            };
+            /** @description No token: send `Authorization: Bearer <token>` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token is not valid for this server */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (the message lists what exists) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict: the state does not allow it, or the Idempotency-Key was used with another body */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

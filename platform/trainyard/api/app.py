@@ -87,7 +87,8 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
     app = FastAPI(title="Trainyard", version=__version__, lifespan=lifespan,
                   description="Train deep-learning models on Ray clusters: jobs, clusters, status. "
                               "Every route needs `Authorization: Bearer <token>` (a personal API token, or a "
-                              "single sign-on token where configured) except /healthz and this "
+                              "single sign-on token where configured) except /healthz, /v1/auth/config (how the "
+                              "console signs in: public values only) and this "
                               "reference (/docs, /redoc, /openapi.json), which describe the API and hold no data. "
                               "Objects belong to projects; callers see the projects they have a role in "
                               "(viewer, member, maintainer) and get 404 for the others. Every state-changing "

@@ -1,4 +1,4 @@
-"""`trainyard endpoints deploy|list|show|predict|delete` and `trainyard models promote|history`.
+"""`trainyard endpoints deploy|list|show|predict|delete` and `trainyard models promote|rollback|history`.
 
 Thin over the SDK (trainyard.Client). Registered by cli.main.build_parser via add_parser.
 """
@@ -84,6 +84,7 @@ def add_parser(nouns) -> None:
         deployed as a canary, then promoted or rolled back by the policy's gates.
         """, """
         trainyard models promote cnn-digits --policy promote.yaml
+        trainyard models rollback cnn-digits
         trainyard models history cnn-digits
         """))
     mverbs = models.add_subparsers(dest="verb", metavar="VERB")
@@ -104,6 +105,18 @@ def add_parser(nouns) -> None:
     p.add_argument("--no-wait", action="store_true", help="start it and return")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_promote)
+
+    p = mverbs.add_parser("rollback", help="serve again the version from before the last promotion", **fmt("""
+        Roll back MODEL's last promotion: its endpoint serves again the version that served
+        before (from the promotion history) and `champion` moves back to it. Each roll-back
+        undoes one more promotion; exit 6 (conflict) when there is nothing to roll back.
+        """, """
+        trainyard models rollback cnn-digits
+        """))
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--cluster")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_rollback)
 
     p = mverbs.add_parser("history", help="every promotion decision with its evidence", **fmt(
         "Show the champion, the candidate, and every promotion event (compared, canary_started, promoted, "
@@ -229,9 +242,19 @@ def cmd_promote(args) -> int:
     return EXIT_OK if args.no_wait or record.state == "promoted" else EXIT_FAILED
 
 
+def cmd_rollback(args) -> int:
+    out = context.client(args).rollback_model(args.model, cluster=args.cluster)
+    if args.json:
+        ui.print_json(out)
+    else:
+        ui.stdout().print(f"Rolled back {args.model}: endpoint {out.endpoint} serves v{out.to_version} again "
+                          f"(was v{out.from_version}); champion is v{out.champion}.", highlight=False)
+    return EXIT_OK
+
+
 def print_event(e: dict) -> None:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("time") or 0))
-    colour = {"promoted": "green", "rolled_back": "red", "failed": "red", "rejected": "yellow"}.get(e["kind"], "")
+    colour = {"promoted": "green", "rolled_back": "red", "reverted": "red", "failed": "red", "rejected": "yellow"}.get(e["kind"], "")
     kind = f"[{colour}]{e['kind']}[/]" if colour else e["kind"]
     champion = f"champion v{e['champion']}" if e.get("champion") is not None else "no champion"
     ui.stdout().print(f"{when}  v{e.get('candidate')} ({champion})  {kind}: {e['reason']}", highlight=False)

@@ -23,7 +23,7 @@ from trainyard.errors import ConflictError, SpecError
 from trainyard.serving.stats import VersionStats
 
 __all__ = ["State", "Event", "MetricComparison", "GateVerdict", "compare_metric", "evaluate_gates",
-           "transition", "FINAL_STATES"]
+           "transition", "FINAL_STATES", "RollbackPlan", "plan_rollback", "ROLLBACK_EVENT"]
 
 
 class State(str, Enum):
@@ -159,3 +159,42 @@ def evaluate_gates(canary: VersionStats, champion: VersionStats, gates, *, elaps
                                    f"min_requests {gates.min_requests}: not enough evidence to promote", evidence)
     return GateVerdict("wait", f"observing: {served}/{gates.min_requests} requests, "
                                f"{elapsed_s:.1f}/{window_s:.1f}s", evidence)
+
+
+ROLLBACK_EVENT = "reverted"  # a roll-back asked for by hand (`rolled_back` is a canary's failed gate)
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    endpoint: str
+    from_version: str
+    to_version: str
+
+
+def plan_rollback(model: str, events: list[Mapping[str, Any]]) -> RollbackPlan:
+    """Where a roll-back of `model` goes, from its promotion history (oldest first).
+
+    Every `promoted` decision is put on a stack with the version that served before it (the
+    champion it replaced, or for a first promotion the version served by hand, `served_before`);
+    every roll-back takes the last one off. So repeated roll-backs walk back one promotion at a
+    time. ConflictError when there is nothing to go back to."""
+    stack: list[RollbackPlan | None] = []
+    for event in events:
+        kind = event.get("kind")
+        if kind == "promoted":
+            evidence = event.get("evidence") or {}
+            before = event.get("champion") or evidence.get("served_before") or None
+            candidate, endpoint = event.get("candidate"), evidence.get("endpoint") or model
+            usable = before is not None and candidate is not None and str(before) != str(candidate)
+            stack.append(RollbackPlan(str(endpoint), str(candidate), str(before)) if usable else None)
+        elif kind == ROLLBACK_EVENT and stack:
+            stack.pop()
+    fix = "promote another version instead (`trainyard models promote MODEL --candidate VERSION`)"
+    if not stack:
+        raise ConflictError(f"model {model!r} has no promotion left to roll back", field="model", value=model,
+                            fix=fix)
+    plan = stack[-1]
+    if plan is None:
+        raise ConflictError(f"nothing served model {model!r} before its last promotion, so there is no "
+                            f"version to roll back to", field="model", value=model, fix=fix)
+    return plan

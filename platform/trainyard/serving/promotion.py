@@ -158,13 +158,17 @@ class Promoter:
 
     # ------------------------------------------------------------------ paths
     def _direct(self, result, spec, name, cand, emit, finish, evidence):
+        before = None
         if self.manager.exists(name):  # served by hand before any champion: move it, keep its spec
-            self.manager.switch(self.manager.get(name), cand)
+            state = self.manager.get(name)
+            before = state.traffic.stable
+            self.manager.switch(state, cand)
         else:
             self.manager.deploy(spec, version=cand)
         self.registry.set_alias(result.model, CHAMPION, cand)
         reason = "no champion yet: the first candidate is promoted directly"
-        emit("promoted", reason, {**evidence, "traffic": {cand: 1.0}})
+        # what a roll-back returns to (serving.policy.plan_rollback)
+        emit("promoted", reason, {**evidence, "traffic": {cand: 1.0}, "served_before": before})
         return finish(State.PROMOTED, reason)
 
     def _canary(self, result, spec, name, cand, champ, policy: PromotionPolicy, emit, finish):

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import tenacity
 
 from trainyard.config import Settings
-from trainyard.errors import NotFoundError, SpecError
+from trainyard.errors import ConflictError, NotFoundError, SpecError
 from trainyard.serving.client import DEFAULT_HTTP_PORT, ServeClient
 from trainyard.serving.endpoints import EndpointManager
 
@@ -69,6 +69,7 @@ class ServingService:
         self._recovered = threading.Event()  # cleared while promotions from before a restart are recovered
         self._recovered.set()
         self.recoveries: list[dict] = []
+        self._rolling_back: set[str] = set()
 
     def registry(self):
         if not self.tracking_uri:
@@ -156,6 +157,57 @@ class ServingService:
             threading.Thread(target=run, name=f"promote-{model}", daemon=True).start()
         return record
 
+    def rollback(self, model: str, *, cluster: str | None = None, actor: str | None = None) -> dict:
+        """Serve again the version that served before the model's last promotion (from its
+        history: serving.policy.plan_rollback), move `champion` back to it, and record the
+        roll-back in the history. Blocking: it lasts one rolling switch. ConflictError (409) when
+        there is nothing to roll back, or a promotion or roll-back of the model is running."""
+        from trainyard.serving.policy import ROLLBACK_EVENT, Event, plan_rollback
+        from trainyard.serving.registry import CHAMPION
+
+        registry = self.registry()
+        registry.versions(model)  # 404 for a model that is not registered
+        with self._lock:
+            busy = model in self._rolling_back or any(p["model"] == model and p["state"] == "running"
+                                                       for p in self.promotions.values())
+            if busy:
+                raise ConflictError(f"a promotion or roll-back of model {model!r} is running", field="model",
+                                    value=model, fix="wait for it to end (`trainyard models history MODEL`)")
+            self._rolling_back.add(model)
+        try:
+            plan = plan_rollback(model, registry.history(model))
+            manager = self.manager(cluster)
+            if not manager.exists(plan.endpoint):
+                raise ConflictError(f"endpoint {plan.endpoint!r} of model {model!r} is not deployed, so there is "
+                                    f"nothing to roll back", field="model", value=model,
+                                    fix="deploy it again with `trainyard endpoints deploy`")
+            champion = registry.alias_version(model, CHAMPION)
+            tags = {"trainyard.endpoint": plan.endpoint, "trainyard.cluster": cluster or self.default_cluster,
+                    "trainyard.kind": "rollback"}  # no server tag: a restart has nothing to recover here
+            run_id = registry.start_promotion(model, plan.to_version, champion, {}, tags=tags)
+            try:
+                manager.switch(manager.get(plan.endpoint), plan.to_version)
+                registry.set_alias(model, CHAMPION, plan.to_version)
+            except Exception as exc:
+                registry.log_event(run_id, 1, Event(kind="failed", model=model, candidate=plan.to_version,
+                                                    champion=champion, reason=f"roll-back failed: {exc}",
+                                                    evidence={"endpoint": plan.endpoint}))
+                registry.end_promotion(run_id, "failed")
+                raise
+            who = f" by {actor}" if actor else ""
+            event = Event(kind=ROLLBACK_EVENT, model=model, candidate=plan.to_version, champion=champion,
+                          reason=f"rolled back{who}: v{plan.from_version} -> v{plan.to_version}",
+                          evidence={"endpoint": plan.endpoint, "from_version": plan.from_version,
+                                    "traffic": {plan.to_version: 1.0}})
+            registry.log_event(run_id, 1, event)
+            registry.end_promotion(run_id, ROLLBACK_EVENT)
+            return {"model": model, "endpoint": plan.endpoint, "from_version": plan.from_version,
+                    "to_version": plan.to_version, "champion": plan.to_version, "run_id": run_id,
+                    "event": event.to_dict()}
+        finally:
+            with self._lock:
+                self._rolling_back.discard(model)
+
     # ------------------------------------------------------------------ after a restart
     def recover_promotions(self) -> list[dict]:
         """One pass: every promotion this deployment left unfinished is made safe and closed.
@@ -223,10 +275,17 @@ class ServingService:
     def history(self, model: str) -> dict:
         registry = self.registry()
         registry.versions(model)
+        from trainyard.serving.policy import plan_rollback
+
         active = [p for p in self.promotions.values() if p["model"] == model and p["state"] == "running"]
+        events = registry.history(model)
+        try:
+            rollback_to = plan_rollback(model, events).to_version
+        except ConflictError:
+            rollback_to = None
         return {"model": model, "champion": registry.alias_version(model, "champion"),
                 "candidate": registry.alias_version(model, "candidate"),
-                "events": registry.history(model), "active": active}
+                "events": events, "active": active, "rollback_to": rollback_to}
 
     def maybe_promote_sweep(self, sweep_id: str, spec: Mapping[str, Any], result: Mapping[str, Any],
                             cluster: str | None = None) -> dict | None:

@@ -10,6 +10,7 @@
     GET    /v1/endpoints/{name}/keys       the endpoint's keys (id, name, created_at; never the key)
     DELETE /v1/endpoints/{name}/keys/{id}  revoke a key (no replica accepts it once this answers)
     POST   /v1/models/{name}/promote       run a promotion (background unless wait)
+    POST   /v1/models/{name}/rollback      serve again the version from before the last promotion
     GET    /v1/models/{name}/history       every promotion decision with its evidence
     GET    /v1/promotions/{id}             one promotion started by this server
 """
@@ -27,7 +28,7 @@ from trainyard.api.auth import authorize, current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_body, error_responses
 from trainyard.api.models import (CreatedEndpointKey, Deployment, Endpoint, EndpointKeyList, EndpointList,
-                                  ModelHistory, OpenAPIDocument, Promotion, answer)
+                                  ModelHistory, OpenAPIDocument, Promotion, Rollback, answer)
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
 from trainyard.api.params import (ALIAS_RE, MODEL_RE, NAME_RE, PREDICT_BODY_LIMIT, VERSION_RE, ModelName, Name,
                                   OptCluster, PromotionId)
@@ -359,6 +360,26 @@ def promote(name: ModelName, body: PromoteRequest, caller: Caller, idempotency_k
         return record
     # the status depends on `wait`, so the answer is built here (create() validated it)
     return JSONResponse(record, status_code=status)
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cluster: Optional[str] = Field(None, max_length=63, pattern=NAME_RE,
+                                   description="The cluster that serves the endpoint; default 'local'.")
+
+
+@router.post("/v1/models/{name}/rollback", summary="Roll back the model's last promotion",
+             description="The endpoint serves again the version that served before the last promotion (from the "
+                         "model's promotion history) and `champion` moves back to it. Each roll-back undoes one "
+                         "more promotion. 409 when there is nothing to roll back, or a promotion is running.",
+             responses=error_responses(404, 409))
+def rollback(name: ModelName, caller: Caller, body: Optional[RollbackRequest] = None,
+             serving=Depends(get_serving)) -> Rollback:
+    # the same role as promote: a roll-back is a promotion of the previous champion
+    _model_access(caller, serving, name, need=Role.MAINTAINER, doing="roll it back")
+    cluster = body.cluster if body is not None else None
+    return Rollback.model_validate(serving.rollback(name, cluster=cluster, actor=caller.user))
 
 
 @router.get("/v1/models/{name}/history", summary="Every promotion decision of a model, with its evidence",

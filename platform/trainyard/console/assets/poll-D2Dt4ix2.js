@@ -1,1 +1,0 @@
-import{z as f,r as n}from"./index-B2gCplJp.js";function m(o,{ms:a=2e3,active:s=()=>!0}={}){const e=n(null),l=n(!0);let r=null,u=!1;async function t(){try{await o(),e.value=null}catch(i){e.value=i}finally{l.value=!1}!u&&s()&&(r=setTimeout(t,a))}return t(),f(()=>{u=!0,clearTimeout(r)}),{error:e,loading:l,refresh:t}}export{m as u};
