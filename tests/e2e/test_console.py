@@ -149,12 +149,18 @@ def browser():
             b.close()
 
 
+# Playwright waits 30 s by default; a loaded machine (the suite runs on two workers beside Ray
+# trainings) once took longer than that to load a page, so waits allow more
+PAGE_TIMEOUT_MS = 90_000
+
+
 class Page:
     """A signed-in tab that records console errors and failed requests."""
 
     def __init__(self, browser, stack: Stack, token: str, size: str = "desktop"):
         width, height = SIZES[size]
         self.context = browser.new_context(viewport={"width": width, "height": height}, base_url=stack.url)
+        self.context.set_default_timeout(PAGE_TIMEOUT_MS)
         self.context.add_init_script(f"sessionStorage.setItem('trainyard.token', {json.dumps(token)})")
         self.page = self.context.new_page()
         self.errors: list[str] = []
@@ -197,6 +203,7 @@ def admin_page(browser, stack):
 
 def test_login_page_takes_a_token_and_refuses_a_bad_one(browser, stack):
     context = browser.new_context(base_url=stack.url)
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
     page = context.new_page()
     try:
         page.goto("/jobs")
@@ -260,7 +267,7 @@ def test_cancel_works_from_the_job_page(admin_page, stack):
 
 
 def test_the_job_page_shows_the_final_metric_and_its_chart(admin_page, stack):
-    job = stack.wait(f"/v1/jobs/{stack.job}", lambda j: j["state"] in TERMINAL)
+    job = stack.wait(f"/v1/jobs/{stack.job}", lambda j: j["state"] in TERMINAL, timeout=480)
     assert job["state"] == "SUCCEEDED", job
     p = admin_page.open(f"/jobs/{stack.job}", "[data-testid=final-metrics]")
     shown = p.inner_text("[data-testid=final-metrics]")
