@@ -414,6 +414,13 @@ def _load_spec(path_arg: str):
     return context.load_spec_file(path_arg, parse=parse_job_spec, example="examples/cnn.yaml")
 
 
+def _worker_count(resources) -> str:
+    """'2', or '1-4' for an elastic job."""
+    if resources.elastic:
+        return f"{resources.min_workers}-{resources.max_workers}"
+    return str(resources.max_workers)
+
+
 def cmd_jobs_submit(args) -> int:
     context.check_server_needs_dry_run(args)
     raw, job, working_dir = _load_spec(args.spec)
@@ -421,8 +428,8 @@ def cmd_jobs_submit(args) -> int:
         if args.check_server:
             context.client(args).validate_job(raw, working_dir=str(working_dir) if working_dir else None)
         ui.stdout().print(f"{args.spec}: valid job spec '{job.name}' (workload {job.workload}, "
-                          f"{job.resources.workers} worker(s))" + (", accepted by the server" if args.check_server
-                                                                    else ""))
+                          f"{_worker_count(job.resources)} worker(s))"
+                          + (", accepted by the server" if args.check_server else ""))
         return EXIT_OK
     client = context.client(args)
     submitted = client.submit_job(raw, working_dir=str(working_dir) if working_dir else None)

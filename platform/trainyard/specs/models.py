@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal, Mapping, Union
+from typing import Annotated, Any, Literal, Mapping, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from trainyard.errors import FieldIssue, did_you_mean
 from trainyard.specs import limits as L
@@ -23,7 +23,7 @@ from trainyard.specs import storage as _storage
 from trainyard.specs.issues import spec_issues_from_validation
 
 __all__ = [
-    "NAME_RE", "JobSpec", "Resources", "DeepSpeedSpec", "TrainingSpec", "CheckpointSpec", "FailureSpec",
+    "NAME_RE", "JobSpec", "Resources", "WorkerRange", "gas_for_world", "elastic_batch_problem", "DeepSpeedSpec", "TrainingSpec", "CheckpointSpec", "FailureSpec",
     "TrackingSpec", "EndpointSpec", "AutoscalingSpec", "BatchingSpec", "PromotionPolicy", "PromotionGates",
     "SweepSpec", "SweepConfig", "AshaSpec", "PbtSpec", "SEARCH_ALGORITHMS", "SWEEP_SCHEDULERS", "json_schemas",
 ]
@@ -47,8 +47,38 @@ class _Model(BaseModel):
         return []
 
 
+class WorkerRange(_Model):
+    """An elastic job's worker count: it starts with what it gets, at least `min`, and grows to `max`."""
+
+    min: int = Field(ge=1, le=L.MAX_WORKERS, description="Fewest workers the job runs with (it is admitted at this).")
+    max: int = Field(ge=1, le=L.MAX_WORKERS, description="Most workers it grows to when nodes are free.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "WorkerRange":
+        if self.min > self.max:
+            raise ValueError(f"resources.workers: min ({self.min}) is above max ({self.max}); "
+                             f"write {{min: {self.max}, max: {self.min}}}")
+        return self
+
+
+def _workers_kind(value: Any) -> str:
+    # Choose the union's branch from the value's shape, so that an error comes from one branch
+    # only ('must be an integer' for "2", 'min: must be >= 1' for {min: 0}), never from both.
+    # The tags carry brackets so that issues._loc_to_field leaves them out of the field name.
+    return "range[min,max]" if isinstance(value, (Mapping, WorkerRange)) else "fixed[int]"
+
+
+Workers = Annotated[
+    Union[Annotated[int, Tag("fixed[int]"), Field(ge=1, le=L.MAX_WORKERS)],
+          Annotated[WorkerRange, Tag("range[min,max]")]],
+    Discriminator(_workers_kind),
+]
+
+
 class Resources(_Model):
-    workers: int = Field(1, ge=1, le=L.MAX_WORKERS, description="Ray Train workers (one DeepSpeed rank each).")
+    workers: Workers = Field(
+        1, description="Ray Train workers (one DeepSpeed rank each): a number, or {min, max} for an elastic "
+                       "job that starts with at least min and grows to max as nodes come and go.")
     cpus_per_worker: float = Field(1.0, ge=L.MIN_RESOURCE, le=1024, description="CPUs reserved per worker.")
     gpus_per_worker: float = Field(0.0, ge=0, le=64, description="GPUs per worker; 0 trains on CPU.")
     accelerator_type: str | None = Field(
@@ -84,8 +114,22 @@ class Resources(_Model):
         res.update(self.custom_resources)
         return res
 
+    @property
+    def min_workers(self) -> int:
+        return self.workers.min if isinstance(self.workers, WorkerRange) else self.workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.workers.max if isinstance(self.workers, WorkerRange) else self.workers
+
+    @property
+    def elastic(self) -> bool:
+        """True when the worker count may change while the job runs."""
+        return self.min_workers < self.max_workers
+
     def total(self) -> dict[str, float]:
-        return {k: v * self.workers for k, v in self.per_worker().items()}
+        """What the job holds at its largest."""
+        return {k: v * self.max_workers for k, v in self.per_worker().items()}
 
 
 class DeepSpeedSpec(_Model):
@@ -125,6 +169,11 @@ class TrainingSpec(_Model):
     eval_every_steps: int | None = Field(None, ge=1, le=L.MAX_INT,
                                          description="Evaluate every N steps; default: each epoch.")
     log_every_steps: int = Field(10, ge=1, le=L.MAX_INT)
+    elastic_batch: Literal["keep", "scale"] = Field(
+        "keep", description="An elastic job's global batch when its worker count changes. keep: the batch at "
+                            "resources.workers.max is kept by gradient accumulation (gas x max / workers); scale: "
+                            "micro-batch and accumulation stay, the global batch follows the worker count, and each "
+                            "change is recorded.")
 
     @model_validator(mode="after")
     def _warmup(self) -> "TrainingSpec":
@@ -258,6 +307,9 @@ class JobSpec(_Model):
 
     @model_validator(mode="after")
     def _cross(self) -> "JobSpec":
+        problem = elastic_batch_problem(self)
+        if problem:
+            raise ValueError(problem)
         if self.deepspeed.offload == "cpu" and self.resources.gpus_per_worker == 0:
             raise ValueError(
                 "deepspeed.offload: 'cpu' only makes sense with GPU workers "
@@ -270,6 +322,37 @@ class JobSpec(_Model):
 
     def model_name(self) -> str:
         return self.tracking.model_name or self.name
+
+
+def gas_for_world(spec: "JobSpec", world: int) -> int:
+    """Gradient accumulation steps at `world` workers. With `training.elastic_batch: keep`, the global
+    batch is the one at resources.workers.max (batch_size x max x gas), so fewer workers accumulate
+    more; the spec was refused unless that divides evenly. With `scale` (or a fixed job), the spec's."""
+    gas = spec.deepspeed.gradient_accumulation_steps
+    if spec.training.elastic_batch == "scale" or not spec.resources.elastic:
+        return gas
+    top = spec.resources.max_workers
+    if world < 1 or (gas * top) % world:
+        raise ValueError(f"{world} workers cannot keep the global batch of {top} x {gas} accumulation steps")
+    return gas * top // world
+
+
+def elastic_batch_problem(spec: "JobSpec") -> str | None:
+    """Why an elastic spec cannot keep its global batch at every worker count it may run at, or None."""
+    res, gas = spec.resources, spec.deepspeed.gradient_accumulation_steps
+    if not res.elastic or spec.training.elastic_batch != "keep":
+        return None
+    sizes = range(res.min_workers, res.max_workers + 1)
+    bad = [w for w in sizes if (gas * res.max_workers) % w]
+    if not bad:
+        return None
+    lcm = math.lcm(*sizes)
+    fit = lcm // math.gcd(lcm, res.max_workers)  # the smallest gas that every size divides into
+    return (f"resources.workers: {{min: {res.min_workers}, max: {res.max_workers}}} with training.elastic_batch: "
+            f"keep must split the global batch (deepspeed.gradient_accumulation_steps {gas} x {res.max_workers} "
+            f"workers) evenly at every size it may run at, and {bad[0]} worker(s) cannot; set "
+            f"deepspeed.gradient_accumulation_steps to a multiple of {fit}, pick a range whose sizes divide "
+            f"{gas * res.max_workers}, or set training.elastic_batch: scale")
 
 
 # --------------------------------------------------------------------------- endpoints & promotion
@@ -470,7 +553,12 @@ class SweepSpec(JobSpec):
 
     @model_validator(mode="after")
     def _executor(self) -> "SweepSpec":
-        if self.sweep.trial_executor == "inline" and self.resources.workers != 1:
+        if self.resources.elastic:
+            raise ValueError(
+                f"resources.workers: sweep trials run a fixed number of workers, got "
+                f"{{min: {self.resources.min_workers}, max: {self.resources.max_workers}}}; write one number "
+                f"(e.g. workers: {self.resources.max_workers})")
+        if self.sweep.trial_executor == "inline" and self.resources.max_workers != 1:
             raise ValueError(
                 f"sweep.trial_executor: 'inline' runs a trial in one process, so resources.workers must be 1, "
                 f"got {self.resources.workers}; use trial_executor: train (or auto) for gangs of workers")
@@ -480,7 +568,7 @@ class SweepSpec(JobSpec):
         """The executor trials use: 'train' (TorchTrainer gang) or 'inline' (in the Tune actor)."""
         chosen = self.sweep.trial_executor
         if chosen == "auto":
-            return "inline" if self.resources.workers == 1 else "train"
+            return "inline" if self.resources.max_workers == 1 else "train"
         return chosen
 
     def job_spec(self) -> JobSpec:
