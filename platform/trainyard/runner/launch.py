@@ -27,21 +27,17 @@ DEFAULT_RESIZE_INTERVAL_S = 60.0
 ELASTIC_MIN_RESTARTS = 3
 
 
-def _elastic(resources) -> bool:
-    return resources.min_workers < resources.max_workers
-
-
 def scaling_for(resources) -> int | tuple[int, int]:
     """ScalingConfig.num_workers: an int for a fixed job, (min, max) for an elastic one."""
     low, high = resources.min_workers, resources.max_workers
-    return (low, high) if low < high else high
+    return (low, high) if resources.elastic else high
 
 
 def max_failures_for(spec) -> int:
     """FailureConfig.max_failures: the spec's, raised to ELASTIC_MIN_RESTARTS for an elastic job
     (-1, unlimited, stays)."""
     wanted = spec.failure.max_failures
-    if not _elastic(spec.resources) or wanted < 0:
+    if not spec.resources.elastic or wanted < 0:
         return wanted
     return max(wanted, ELASTIC_MIN_RESTARTS)
 
@@ -89,7 +85,7 @@ def make_trainer(spec, *, name: str, target, loop_config: dict, loop: Callable |
     controller_env_defaults()
     on_gpu = bool(spec.resources.gpus_per_worker)
     per_worker = spec.resources.per_worker()
-    elastic = {"elastic_resize_monitor_interval_s": resize_interval_s()} if _elastic(spec.resources) else {}
+    elastic = {"elastic_resize_monitor_interval_s": resize_interval_s()} if spec.resources.elastic else {}
     if cpu_held_elsewhere:
         per_worker["CPU"] = max(0.01, per_worker.get("CPU", 1.0) - cpu_held_elsewhere)
     return TorchTrainer(
