@@ -97,6 +97,10 @@ def test_off_the_main_thread_the_handler_is_not_installed_and_outside_ray_there_
     thread.join(30)
     assert seen == [False, None]
     assert signal.getsignal(signal.SIGTERM) == restore_sigterm
+    import sys
+
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()  # asking found no actor, and started no Ray
 
 
 @pytest.mark.parametrize("raw, expected", [("", 20.0), ("5", 5.0), ("-1", 20.0), ("soon", 20.0)])

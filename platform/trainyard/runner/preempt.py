@@ -215,9 +215,14 @@ def worker_notice(*, timeout_s: float = 10.0) -> WorkerNotice | None:
     (not inside a Ray Train worker actor, or an actor that has no `execute`)."""
     if threading.current_thread() is threading.main_thread():
         return _NOTICE if install_worker_notice() else None
-    try:
-        import ray
+    import sys
 
+    ray = sys.modules.get("ray")
+    # never Ray's own auto-init (get_runtime_context() starts a local cluster where none is
+    # connected): outside a Ray worker there is no actor to ask
+    if ray is None or not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return None
+    try:
         actor = ray.get_runtime_context().current_actor
         ok = ray.get(actor.execute.remote(install_worker_notice), timeout=timeout_s)
     except Exception as exc:  # not an actor, or Ray Train changed its worker: notices stay Ray's
