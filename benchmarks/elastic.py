@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     _bench.add_smoke_flag(parser)
     args = parser.parse_args(argv)
     if args.smoke:
-        args.steps, args.delay = min(args.steps, 40), min(args.delay, 1.0)
+        args.steps, args.delay, args.kill_at = min(args.steps, 30), min(args.delay, 1.0), min(args.kill_at, 4)
     with _bench.measurement(args.smoke) as run_info, _bench.work_dir("ty-elastic-", keep=args.keep) as root:
         head = Head(root)
         try:
