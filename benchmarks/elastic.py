@@ -51,7 +51,8 @@ import urllib.request  # noqa: E402
 import uuid  # noqa: E402
 
 GPU_NODE = {"CPU": 1.0, "gpu_node": 1.0}
-HEAD_NODE_ID = "f" * 51 + "00000"  # the fake provider's head (ray.autoscaler._private.fake_multi_node)
+FAKE_PREFIX = "f" * 51  # node ids the fake provider gives (ray.autoscaler._private.fake_multi_node)
+HEAD_NODE_ID = FAKE_PREFIX + "00000"
 NODE_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 900
 
@@ -133,7 +134,7 @@ class Head:
 
     def node_raylets(self) -> list:
         """This cluster's worker-node raylets (the fake provider starts them with the head's GCS
-        address and a fixed node id in their environment), newest node first."""
+        address and node ids of its own), newest node first."""
         import psutil
 
         found = []
@@ -144,10 +145,11 @@ class Head:
                     continue
                 if not any(a.endswith(f":{self.gcs_port}") for a in cmd if "gcs" in a):
                     continue
-                node_id = proc.environ().get("RAY_OVERRIDE_NODE_ID_FOR_TESTING")
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            if node_id and node_id != HEAD_NODE_ID:
+            node_id = next((a.split("=", 1)[1] for a in cmd if a.startswith("--node_id=")), "")
+            # the fake provider numbers its nodes f...f00001, f...f00002 (the head is Ray's own)
+            if node_id.startswith(FAKE_PREFIX) and node_id != HEAD_NODE_ID:
                 found.append((node_id, proc))
         return [p for _, p in sorted(found, key=lambda x: x[0], reverse=True)]
 
