@@ -23,7 +23,8 @@ and the ratios interrupted / uninterrupted ("wall_ratio", "accuracy_delta",
 Steps are slowed down (TRAINYARD_TEST_STEP_DELAY_S, tests only) so that a node loss and the
 regrow land mid-run on any machine. Resizes are checked every 3 s
 (TRAINYARD_ELASTIC_RESIZE_INTERVAL_S) and a silent node is replaced after 10 s
-(AUTOSCALER_HEARTBEAT_TIMEOUT_S); production keeps Ray's defaults.
+(AUTOSCALER_HEARTBEAT_TIMEOUT_S), and a group that cannot start is given up after 30 s
+(RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S); production keeps Ray's defaults.
 
 Never uses ray.cluster_utils.AutoscalingCluster (its start() runs `ray stop --force`), never
 `ray stop`: only the processes started here (the head, and the fake nodes its autoscaler
@@ -197,7 +198,10 @@ def run(head: Head, spec: dict, *, root: Path, kill_at: int | None = None, timeo
     script.write_text(DRIVER)
     env = {**os.environ, **head.head.env(), "TRAINYARD_SPEC": json.dumps(spec),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-           "TRAINYARD_ELASTIC_RESIZE_INTERVAL_S": "3", "PYTHONUNBUFFERED": "1"}
+           "TRAINYARD_ELASTIC_RESIZE_INTERVAL_S": "3", "PYTHONUNBUFFERED": "1",
+           # right after a node dies Ray still lists it, and Train waits this long for a group
+           # that cannot start before it tries the smaller one (Ray's default: 60 s)
+           "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "30"}
     log = open(root / f"{job_id}.log", "w")
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(script), job_id], env=env, stdout=subprocess.PIPE,

@@ -32,6 +32,7 @@ def test_sigterm_to_the_worker_becomes_a_node_notice_and_is_handed_back_once(res
     signal.signal(signal.SIGTERM, previous)
     notice = preempt.WorkerNotice(grace_s=60)
     assert notice.install()
+    notice.active = True  # a training loop runs (worker_notice() sets it)
     os.kill(os.getpid(), signal.SIGTERM)  # the process lives on: it is asked to checkpoint and leave
     assert _wait(notice.seen)
     assert previous_calls == []
@@ -53,6 +54,7 @@ def test_a_second_sigterm_does_not_wait_for_the_step(restore_sigterm):
     signal.signal(signal.SIGTERM, lambda signum, frame: previous_calls.append(signum))
     notice = preempt.WorkerNotice(grace_s=60)
     assert notice.install()
+    notice.active = True  # a training loop runs (worker_notice() sets it)
     os.kill(os.getpid(), signal.SIGTERM)
     assert _wait(notice.seen)
     os.kill(os.getpid(), signal.SIGTERM)
@@ -64,10 +66,35 @@ def test_no_step_boundary_within_the_grace_period_leaves_without_a_checkpoint(re
     signal.signal(signal.SIGTERM, lambda signum, frame: previous_calls.append(time.monotonic()))
     notice = preempt.WorkerNotice(grace_s=0.2)
     assert notice.install()
+    notice.active = True  # a training loop runs (worker_notice() sets it)
     os.kill(os.getpid(), signal.SIGTERM)
     assert _wait(notice.seen)
     assert _wait(predicate=lambda: previous_calls, timeout=5)
     assert previous_calls[0] - notice.received_at >= 0.2
+
+
+def test_outside_the_training_loop_sigterm_is_rays_at_once(restore_sigterm):
+    # before the loop (the group being built) and after it (Ray Train ending the group)
+    previous_calls = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: previous_calls.append(signum))
+    notice = preempt.WorkerNotice(grace_s=60)
+    assert notice.install() and not notice.active
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert _wait(predicate=lambda: previous_calls == [signal.SIGTERM])
+    assert not notice.seen.is_set()
+
+
+def test_a_notice_pending_when_the_loop_ends_is_handed_on_then(restore_sigterm):
+    previous_calls = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: previous_calls.append(signum))
+    notice = preempt.WorkerNotice(grace_s=60)
+    assert notice.install()
+    notice.active = True
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert _wait(notice.seen)
+    preempt.StopWatch(None, notice=notice).close()  # the loop's finally
+    assert _wait(predicate=lambda: previous_calls == [signal.SIGTERM])
+    assert not notice.active
 
 
 def test_the_driver_stop_outranks_a_node_notice(monkeypatch):

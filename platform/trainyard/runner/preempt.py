@@ -150,6 +150,9 @@ class WorkerNotice:
         self._installed = False
         self._left = threading.Event()
         self.received_at: float | None = None
+        # only while a training loop runs here is there a step to checkpoint at: before it
+        # (building the group) and after it (Ray Train ending the group) SIGTERM is Ray's at once
+        self.active = False
 
     def install(self) -> bool:
         """Install the handler; main thread only (False elsewhere: SIGTERM keeps Ray's meaning)."""
@@ -162,7 +165,7 @@ class WorkerNotice:
         return True
 
     def _on_signal(self, signum, frame) -> None:
-        if self.seen.is_set():  # asked again, or leave(): the old handler's turn
+        if self.seen.is_set() or not self.active:  # asked again, leave(), or no loop: the old handler's turn
             self._hand_back(signum, frame)
             return
         self.received_at = time.monotonic()
@@ -187,6 +190,13 @@ class WorkerNotice:
                   "leaving without a checkpoint", flush=True)
             self.leave()
 
+    def deactivate(self) -> None:
+        """The loop ended (finished, failed, stopped): a SIGTERM from now on is Ray's at once,
+        and one noticed but not yet honoured is handed on now."""
+        self.active = False
+        if self.seen.is_set():
+            self.leave()
+
     def leave(self) -> None:
         """Send SIGTERM to this process again (once): the handler gives it to the old one."""
         if self._left.is_set() or not self._installed:
@@ -209,12 +219,16 @@ def install_worker_notice() -> bool:
         return _NOTICE.install()
 
 
+
 def worker_notice(*, timeout_s: float = 10.0) -> WorkerNotice | None:
     """This process's WorkerNotice, installed from the training thread by asking the worker
     actor to run `install_worker_notice` on its main thread; None when that cannot be done
     (not inside a Ray Train worker actor, or an actor that has no `execute`)."""
     if threading.current_thread() is threading.main_thread():
-        return _NOTICE if install_worker_notice() else None
+        if not install_worker_notice() or _NOTICE is None:
+            return None
+        _NOTICE.active = True
+        return _NOTICE
     import sys
 
     ray = sys.modules.get("ray")
@@ -228,7 +242,10 @@ def worker_notice(*, timeout_s: float = 10.0) -> WorkerNotice | None:
     except Exception as exc:  # not an actor, or Ray Train changed its worker: notices stay Ray's
         print(f"[trainyard] worker SIGTERM stays Ray's (no checkpoint on a node notice): {exc}", flush=True)
         return None
-    return _NOTICE if ok else None
+    if not ok or _NOTICE is None:
+        return None
+    _NOTICE.active = True
+    return _NOTICE
 
 
 class StopWatch:
@@ -288,3 +305,5 @@ class StopWatch:
 
     def close(self) -> None:
         self._closed.set()
+        if self.notice is not None:
+            self.notice.deactivate()
