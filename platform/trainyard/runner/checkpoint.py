@@ -7,7 +7,7 @@ import shutil
 import tempfile
 
 __all__ = ["Checkpointer", "STATE_FILE", "CKPT_TAG", "RNG_FILE", "latest_checkpoint_in_storage",
-           "state_step", "ray_train_storage"]
+           "state_step", "ray_train_storage", "read_state", "saved_rng_ranks"]
 
 STATE_FILE = "trainyard_state.json"
 CKPT_TAG = "ckpt"
@@ -58,24 +58,75 @@ def _save_checkpoint(engines, state: dict, *, rank: int):
     return tmp, Checkpoint.from_directory(tmp)
 
 
-def _load_checkpoint(engines, checkpoint, *, rank: int = 0, world_size: int = 1) -> dict:
-    """Load every engine's DeepSpeed checkpoint, and the rank's random generators when the
-    checkpoint has them and was saved by as many workers (a checkpoint from before they were
-    saved, or from another world size, leaves the generators as seeded)."""
+def _seed_generators(value: int) -> None:
+    import random
+
+    import numpy as np
     import torch
+
+    torch.manual_seed(value)
+    np.random.seed(value)
+    random.seed(value)
+
+
+def saved_rng_ranks(path: str) -> list[int]:
+    """The ranks whose generators a checkpoint folder holds."""
+    prefix, suffix = RNG_FILE.split("{rank}")
+    ranks = []
+    for name in os.listdir(path):
+        if name.startswith(prefix) and name.endswith(suffix) and name[len(prefix):-len(suffix)].isdigit():
+            ranks.append(int(name[len(prefix):-len(suffix)]))
+    return sorted(ranks)
+
+
+def read_state(checkpoint) -> dict | None:
+    """A checkpoint's state (position and meta) read from storage without downloading the rest;
+    None when it cannot be read (loading it will then say what is wrong)."""
+    try:
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as fh:
+            return json.loads(fh.read().decode())
+    except Exception:
+        return None
+
+
+def _load_checkpoint(engines, checkpoint, *, rank: int = 0, world_size: int = 1, seed: int = 0) -> dict:
+    """Load every engine's DeepSpeed checkpoint and set this rank's random generators.
+
+    Saved by another number of workers, a ZeRO checkpoint is loaded through its universal form
+    (runner/universal.py; the engines must have been created with checkpoint.load_universal).
+    Rank r restores rank r's saved generators when the checkpoint has them (at any world size);
+    a rank without any (a grown world, an old checkpoint) is seeded from (seed, step, rank).
+    The state's "resume" tells which, with the layout change, for the run's record."""
+    import torch
+
+    from trainyard.runner.elastic import rng_plan, rng_seed, rng_source
+    from trainyard.runner.universal import UNIVERSAL_TAG, ensure_universal, needs_universal
 
     with checkpoint.as_directory() as path:
         with open(os.path.join(path, STATE_FILE)) as fh:
             state = json.load(fh)
+        saved_world = int(state.get("world_size", world_size))
+        converted = []
         for name, engine in engines.items():
-            load_path, _ = engine.load_checkpoint(os.path.join(path, name), tag=CKPT_TAG,
-                                                  load_optimizer_states=True,
+            load_dir, tag = os.path.join(path, name), CKPT_TAG
+            if needs_universal(saved_world=saved_world, world=world_size, zero_stage=engine.zero_optimization_stage()):
+                if not engine.load_universal_checkpoint():
+                    raise RuntimeError(f"module {name!r}: a checkpoint of {saved_world} workers loads on "
+                                       f"{world_size} only into an engine built with checkpoint.load_universal")
+                key = f"{getattr(checkpoint, 'path', path)}/{name}"
+                load_dir, tag = ensure_universal(os.path.join(path, name, CKPT_TAG), key=key), UNIVERSAL_TAG
+                converted.append(name)
+            load_path, _ = engine.load_checkpoint(load_dir, tag=tag, load_optimizer_states=True,
                                                   load_lr_scheduler_states=False)
             if load_path is None:
                 raise RuntimeError(f"DeepSpeed found no checkpoint for module {name!r} in {path}")
-        rng_path = os.path.join(path, RNG_FILE.format(rank=rank))
-        if os.path.exists(rng_path) and int(state.get("world_size", world_size)) == world_size:
-            _set_rng_state(torch.load(rng_path, weights_only=False))
+        saved_ranks = saved_rng_ranks(path)
+        if rng_source(rank=rank, saved_ranks=saved_ranks) == "restored":
+            _set_rng_state(torch.load(os.path.join(path, RNG_FILE.format(rank=rank)), weights_only=False))
+        else:
+            _seed_generators(rng_seed(seed=seed, step=int(state.get("step", 0)), rank=rank))
+    state["resume"] = {"saved_world_size": saved_world, "universal": converted,
+                       "rng": rng_plan(world=world_size, saved_ranks=saved_ranks)}
     return state
 
 
@@ -103,13 +154,23 @@ def _gather_state_dicts(engines, *, stage: int, rank: int) -> dict[str, dict] | 
     return out if rank == 0 else None
 
 
-def state_step(checkpoint) -> int:
-    """The micro-step a checkpoint was saved at (-1 when its state cannot be read)."""
+def _order(state: dict) -> tuple[int, int]:
+    """Which of two checkpoints of a run is newer: optimizer steps first. Micro-steps alone do
+    not order them once the world size changed (2 accumulation steps per optimizer step on one
+    worker, 1 on two)."""
+    micro = int(state.get("micro_step", 0))
+    return int(state.get("step", micro)), micro
+
+
+def state_step(checkpoint) -> tuple[int, int]:
+    """(optimizer step, micro-step) a checkpoint was saved at; (-1, -1) when its state cannot be read."""
+    state = read_state(checkpoint)
+    if state is None:
+        return -1, -1
     try:
-        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as fh:
-            return int(json.loads(fh.read().decode()).get("micro_step", 0))
-    except Exception:
-        return -1
+        return _order(state)
+    except (TypeError, ValueError):
+        return -1, -1
 
 
 def _complete(fs, path: str, state: dict) -> bool:
@@ -168,7 +229,7 @@ def latest_checkpoint_in_storage():
             continue
         if not _complete(fs, entry.path, state):
             continue
-        key = (int(state.get("micro_step", 0)), entry.base_name)
+        key = (_order(state), entry.base_name)
         if best is None or key > best[0]:
             best = (key, entry.path)
     return Checkpoint(best[1], filesystem=fs) if best else None
@@ -184,8 +245,8 @@ class Checkpointer:
         self.engines, self.rank, self.world_size, self.zero_stage = engines, rank, world_size, zero_stage
         self.meta: dict = {}
 
-    def restore(self, checkpoint) -> dict:
-        return _load_checkpoint(self.engines, checkpoint, rank=self.rank, world_size=self.world_size)
+    def restore(self, checkpoint, *, seed: int = 0) -> dict:
+        return _load_checkpoint(self.engines, checkpoint, rank=self.rank, world_size=self.world_size, seed=seed)
 
     def save_and_report(self, session, report: dict, **position) -> None:
         """Checkpoint at `position` (micro_step, step, epoch[, done]) and report it through the

@@ -21,8 +21,14 @@ class Tracker:
         return bool(self.tracking and self.tracking.get("run_id"))
 
     def start(self, *, spec, hparams: dict, plan, world: int, resumed_from: str | None,
-              resumed_step: int) -> None:
-        """What the run trains with: the spec's settings, the DeepSpeed plan, where it resumed."""
+              resumed_step: int, resize: dict | None = None) -> None:
+        """What the run trains with: the spec's settings, the DeepSpeed plan, where it resumed
+        (and, resumed at another world size, what changed: a progress item for the job's
+        events, tags and metrics in the run)."""
+        if resize:
+            self.progress("progress", resumed_step, 0, {
+                "world_size": resize["world_size"], "global_batch_size": resize["global_batch"],
+                "resized_from_world": resize.get("resized_from_world")})
         if self.logger is None:
             return
         self.logger.log_params({
@@ -37,6 +43,19 @@ class Tracker:
         if resumed_from:
             self.logger.set_tags({"trainyard.resumed_from": resumed_from,
                                   "trainyard.resumed_from_step": resumed_step})
+        if resize:
+            rng = resize.get("rng") or {}
+            self.logger.set_tags({
+                "trainyard.resized_from_world": resize.get("resized_from_world"),
+                "trainyard.elastic_batch": resize.get("elastic_batch"),
+                "trainyard.rng_restored_ranks": ",".join(map(str, rng.get("restored", []))) or "none",
+                "trainyard.rng_seeded_ranks": ",".join(map(str, rng.get("seeded", []))) or "none",
+                "trainyard.resume_data_exact": resize.get("data_exact"),
+            })
+            # params cannot change within a run: the world and batch of each stretch are metrics
+            self.logger.log_metrics({"world_size": float(resize["world_size"]),
+                                     "global_batch_size": float(resize["global_batch"]),
+                                     "gradient_accumulation_steps": float(resize["gas"])}, step=resumed_step)
 
     def log_metrics(self, metrics: dict, *, step: int) -> None:
         if self.logger is not None:

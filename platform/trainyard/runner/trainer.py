@@ -50,13 +50,15 @@ class Trainer:
     _busy: float = 0.0  # seconds inside the current optimizer step's train_step calls
     stop: Any = None  # runner.preempt.StopWatch: "checkpoint now and stop" (preemption); None: never asked
     preempted_at: int | None = None  # the step it stopped after, when it was asked to
+    resize: dict | None = None  # resumed at another world size: what changed (runner.elastic.resume_micro)
 
     def train(self) -> None:
         spec, steps = self.spec, self.steps
         every_ckpt, every_eval = spec.checkpoint.every_steps, spec.training.eval_every_steps
         try:
             self.tracker.start(spec=spec, hparams=self.ctx.hparams, plan=self.plan, world=self.session.world_size,
-                               resumed_from=self.resumed_from, resumed_step=self.micro // steps.gas)
+                               resumed_from=self.resumed_from, resumed_step=self.micro // steps.gas,
+                               resize=self.resize)
             self._announce()
             self.engines.train()
             while self.micro < steps.total_micro:
@@ -235,6 +237,8 @@ class Trainer:
             print(f"[trainyard] job {self.config['job_id']}: {self.plan.reason}; {self.session.world_size} "
                   f"workers, {steps.per_epoch} steps/epoch, {steps.total_steps} steps"
                   + (f", resumed at step {micro // steps.gas}" if micro else ""), flush=True)
+            if self.resize:
+                print(f"[trainyard] job {self.config['job_id']}: {_resize_line(self.resize)}", flush=True)
 
     @classmethod
     def from_config(cls, config: dict) -> "Trainer":
@@ -252,8 +256,10 @@ class Trainer:
         import torch
 
         from trainyard.runner.batches import plan_steps
-        from trainyard.runner.strategy import (build_deepspeed_config, count_parameters, detect_hardware,
-                                               plan_deepspeed)
+        from trainyard.runner.checkpoint import read_state
+        from trainyard.runner.elastic import Layout, elastic_batch, gas_at_world, resume_micro, saved_layout
+        from trainyard.runner.strategy import build_deepspeed_config
+        from trainyard.runner.universal import needs_universal
         from trainyard.workload import StepContext, resolve_workload
 
         session = loop_session(config)
@@ -264,14 +270,27 @@ class Trainer:
             torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
         workload = resolve_workload(spec.workload)
         hparams = {**dict(workload.default_hparams), **spec.hyperparameters}
+        checkpoint = session.get_checkpoint()
+        if checkpoint is None and config.get("resume_from") is not None:
+            # Train v2 refuses TorchTrainer(resume_from_checkpoint=...); a sweep trial that Tune
+            # restores (PBT exploit, retry, resumed sweep) hands its ray.train.Checkpoint here
+            checkpoint = config["resume_from"]
+        # the checkpoint's world size is read before the engines exist: DeepSpeed reads
+        # checkpoint.load_universal from the config once, at engine creation, and an engine
+        # built without it refuses ZeRO shards of another world size (reading the state draws
+        # nothing from the seeded generators)
+        saved = read_state(checkpoint) if checkpoint is not None else None
+        saved_world = int(saved.get("world_size", world)) if saved else world
         torch.manual_seed(spec.training.seed)
         models = workload.build_models(hparams)
-        plan = plan_deepspeed(spec.deepspeed, num_params=count_parameters(models), world_size=world,
-                              hardware=detect_hardware(local_world_size=session.local_world_size, use_gpu=on_gpu))
-        gas = spec.deepspeed.gradient_accumulation_steps
+        plan = _plan(spec, models=models, world=world, session=session, on_gpu=on_gpu,
+                     saved_stage=saved.get("zero_stage") if saved and saved_world != world else None)
+        gas = gas_at_world(spec, world)
         ds_config = build_deepspeed_config(plan, micro_batch_size=spec.training.batch_size,
                                            gradient_accumulation_steps=gas,
                                            gradient_clipping=spec.deepspeed.gradient_clipping)
+        if needs_universal(saved_world=saved_world, world=world, zero_stage=plan.zero_stage):
+            ds_config["checkpoint"] = {"load_universal": True}
         engines = Engines.build(models, training=spec.training, ds_config=ds_config, precision=plan.precision,
                                 on_gpu=on_gpu, session=session)
 
@@ -284,20 +303,20 @@ class Trainer:
         total_micro, total_steps = plan_steps(spec.training, steps_per_epoch=batches.steps_per_epoch, gas=gas,
                                               examples=len(train_ds), workers=world)
         steps = StepPlan(total_micro=total_micro, total_steps=total_steps, per_epoch=batches.steps_per_epoch, gas=gas)
+        layout = Layout(world=world, gas=gas, per_epoch=steps.per_epoch, batch_size=spec.training.batch_size)
 
         checkpointer = Checkpointer(engines.by_name, rank=rank, world_size=world, zero_stage=plan.zero_stage)
-        micro, resumed_from = 0, None
-        checkpoint = session.get_checkpoint()
-        if checkpoint is None and config.get("resume_from") is not None:
-            # Train v2 refuses TorchTrainer(resume_from_checkpoint=...); a sweep trial that Tune
-            # restores (PBT exploit, retry, resumed sweep) hands its ray.train.Checkpoint here
-            checkpoint = config["resume_from"]
+        micro, resumed_from, resume = 0, None, None
         if checkpoint is not None:
-            micro = int(checkpointer.restore(checkpoint)["micro_step"])
+            state = checkpointer.restore(checkpoint, seed=spec.training.seed)
+            micro, change = resume_micro(micro=int(state["micro_step"]), step=int(state.get("step", 0)),
+                                         saved=saved_layout(state), now=layout,
+                                         saved_world=int(state.get("world_size", world)))
+            resume = {**state["resume"], **change, "elastic_batch": elastic_batch(spec)} if change else None
             resumed_from = getattr(checkpoint, "path", None)
             engines.set_optimizer_values()
         checkpointer.meta = {"zero_stage": plan.zero_stage, "world_size": world, "modules": sorted(engines.by_name),
-                             "total_micro_steps": total_micro}
+                             "total_micro_steps": total_micro, **layout.as_dict()}
 
         ctx = StepContext(hparams=hparams, device=engines.device, dtype=engines.dtype, rank=rank, world_size=world,
                           loss_fn=workload.loss_fn, extra={"plan": plan, "engines": engines.by_name})
@@ -315,7 +334,53 @@ class Trainer:
                    engines=engines, checkpointer=checkpointer,
                    evaluator=Evaluator(workload, engines, eval_ds, ctx, tracker),
                    meters=Meters(start_step=start_step, warmup=warmup), tracker=tracker, session=session,
-                   micro=micro, resumed_from=resumed_from, stop=stop)
+                   micro=micro, resumed_from=resumed_from, stop=stop, resize=resume)
+
+
+def _resize_line(resize: dict) -> str:
+    """The announce line of a resume at another world size: what changed, never silently."""
+    rng = resize.get("rng") or {}
+    exact, skipped = resize.get("data_exact"), resize.get("skipped_samples")
+    if exact:
+        data = "the next unseen sample"
+    elif exact is None:
+        data = "a data position the checkpoint does not record (saved before layouts were)"
+    else:
+        data = "an approximate data position" + (f" ({skipped:+d} samples)" if skipped is not None else
+                                                 " (another epoch length at this world size)")
+    return (f"resumed on {resize['world_size']} workers from a checkpoint of {resize.get('resized_from_world')} "
+            f"(elastic_batch {resize.get('elastic_batch')}: global batch {resize.get('global_batch_from')} -> "
+            f"{resize['global_batch']}, gradient accumulation {resize.get('gas_from')} -> {resize['gas']}); "
+            f"ZeRO states through the universal form for {resize.get('universal') or 'no module'}; "
+            f"generators restored on ranks {rng.get('restored') or 'none'}, seeded from (seed, step, rank) "
+            f"on ranks {rng.get('seeded') or 'none'}; data goes on at {data}")
+
+
+def _plan(spec, *, models, world: int, session, on_gpu: bool, saved_stage):
+    """The DeepSpeed plan on this world. Resumed at another world size (saved_stage set), an
+    `auto` stage keeps the checkpoint's: auto may pick another one at the new size, and only
+    ZeRO 1-3 checkpoints go through the universal form (a stage-0 one loads as is, into stage 0)."""
+    from trainyard.errors import CapacityError
+    from trainyard.runner.strategy import count_parameters, detect_hardware, plan_deepspeed
+
+    hardware = detect_hardware(local_world_size=session.local_world_size, use_gpu=on_gpu)
+    requested = spec.deepspeed
+    if saved_stage is not None and str(spec.deepspeed.zero_stage) == "auto":
+        requested = {**spec.deepspeed.model_dump(), "zero_stage": int(saved_stage)}
+    try:
+        plan = plan_deepspeed(requested, num_params=count_parameters(models), world_size=world, hardware=hardware)
+    except CapacityError as exc:
+        if requested is spec.deepspeed:
+            raise
+        raise CapacityError(f"the checkpoint was saved under ZeRO-{saved_stage}, which does not fit on "
+                            f"{world} workers: {exc.message}", field="deepspeed.zero_stage", value="auto",
+                            fix=exc.fix) from exc
+    if saved_stage is not None and (int(saved_stage) == 0) != (plan.zero_stage == 0):
+        raise CapacityError(f"a checkpoint saved under ZeRO-{saved_stage} cannot be loaded under "
+                            f"ZeRO-{plan.zero_stage} at another world size", field="deepspeed.zero_stage",
+                            value=spec.deepspeed.zero_stage,
+                            fix=f"resume with deepspeed.zero_stage: {saved_stage} (or auto)")
+    return plan
 
 
 def train_loop_per_worker(config: dict) -> None:
