@@ -160,7 +160,12 @@ def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str 
     run = start_job_run(job_id=job_id, run_name=spec.name,
                         experiment=experiment_for(identity[PROJECT_TAG], spec.tracking.experiment),
                         uri=uri, tags={**identity, "trainyard.workload": spec.workload})
-    queue = Queue(actor_options={"num_cpus": 0})
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # on the driver's node: a 0-CPU actor may land on any node, and one on a worker node that
+    # goes away (a lost node; an elastic job's shrink) took every later progress item with it
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     printer = _ProgressPrinter(queue, emit)
     token = new_token(job_id)
     # the project goes with the run to rank 0, which registers the model under it
