@@ -14,7 +14,12 @@ and, when the job ends well, exactly one line
 `usage` (optional) holds rank 0's figures for the cost record (trainyard.runner.usage):
 steps, step_seconds, loop_seconds, started_unix, flops_per_step (all workers), workers,
 devices_per_worker, device_name, accelerator_type, peak_flops_per_device, peak_per
-("device" or "core"), peak_is_estimate, dtype, busy_fraction, mfu.
+("device" or "core"), peak_is_estimate, dtype, busy_fraction, mfu; these describe the last
+worker group. When the group restarted during the run (a lost worker; an elastic job's
+resize), `segments` lists every group in order (trainyard.runner.segments).
+
+A progress line also carries `workers`, the size of the group that reported it (an elastic
+job's changes), and a restarted group announces itself with one line holding `restarts`.
 
 each a single line of JSON after the tag. Both are printed by the driver process itself,
 so the lines start at column 0 in the Ray job log (no "(pid=...)" prefix). On failure

@@ -30,9 +30,9 @@ TIMEOUT_S = 300  # each: a smoke run takes well under a minute on a quiet 2-core
 _RAY_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
-def _run(name: str, *, env: dict, args: tuple = ()) -> tuple[dict, subprocess.CompletedProcess]:
+def _run(name: str, *, env: dict, args: tuple = (), timeout_s: float = TIMEOUT_S) -> tuple[dict, subprocess.CompletedProcess]:
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
     tail = f"\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
     assert proc.returncode == 0, f"{name} --smoke exited {proc.returncode}{tail}"
     lines = proc.stdout.strip().splitlines()
@@ -106,6 +106,14 @@ def test_autoscale_standalone():
     out, _ = _run("autoscale", env=_standalone_env())
     assert out["state"] == "SUCCEEDED", out
     _numbers(out, "node_up_ratio", "first_step_ratio", "submit_to_node_up_s", "bare_submit_to_node_up_s")
+
+
+@pytest.mark.slow  # two trainings and a node replaced: minutes; tests/integration/test_elastic.py runs the path in CI
+def test_elastic_standalone():
+    out, _ = _run("elastic", env=_standalone_env(), timeout_s=900)
+    assert out["ok"] is True, out
+    _numbers(out, "wall_ratio", "uninterrupted_wall_s", "interrupted_wall_s", "accuracy_delta", "eval_loss_ratio")
+    assert out["uninterrupted_worlds"] == [2] and out["killed_at_step"] is not None, out
 
 
 def test_scheduler_scale():

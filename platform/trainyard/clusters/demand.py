@@ -79,7 +79,8 @@ def canonical(bundles: Iterable[Mapping[str, float]]) -> tuple[tuple[tuple[str, 
 
 
 def _worker_bundles(job: QueuedJob) -> list[Bundle]:
-    return [dict(job.per_worker) for _ in range(job.workers)]
+    # an elastic job runs on what it gets from min up, and grows when nodes come: ask for its max
+    return [dict(job.per_worker) for _ in range(job.most_workers)]
 
 
 def _free_cpu(view: ClusterView) -> float:

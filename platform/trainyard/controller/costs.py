@@ -27,6 +27,7 @@ __all__ = ["allocations_for", "cost_record", "prices_of", "sweep_record", "recor
 log = logging.getLogger("trainyard.controller")
 
 _USAGE_NUMBERS = ("steps", "step_seconds", "flops_per_step")
+MAX_SEGMENTS = 200  # trainyard.runner.segments keeps no more
 
 
 def _ts(value: datetime | float) -> float:
@@ -80,7 +81,7 @@ def allocations_for(spec: Mapping[str, Any], attempts: Iterable[tuple[datetime |
                     prices: Mapping[str, NodePrice] | None = None) -> list[dict[str, Any]]:
     """One allocation per attempt (start, end), in order, plus the running one (start, now)."""
     res = spec.get("resources") or {}
-    workers = int(res.get("workers", 1) or 1)
+    workers = _admitted_workers(res)
     cpus = float(res.get("cpus_per_worker", 1.0) or 0.0)
     gpus = float(res.get("gpus_per_worker", 0.0) or 0.0)
     node_type = _node_type(prices, cpus=cpus, gpus=gpus) if prices else None
@@ -102,6 +103,7 @@ def allocations_for(spec: Mapping[str, Any], attempts: Iterable[tuple[datetime |
         prev_end = end
     usage = _runner_usage(result)
     if out and usage is not None and running_since is None:
+        out[-1:] = _split_by_segments(out[-1], usage.get("segments"))
         last = out[-1]
         held = last["end"] - last["start"]
         steps = int(usage.get("steps") or 0)
@@ -111,7 +113,65 @@ def allocations_for(spec: Mapping[str, Any], attempts: Iterable[tuple[datetime |
         last["step_seconds"] = min(seconds, held)
         if usage.get("flops_per_step"):
             last["flops_per_step"] = float(usage["flops_per_step"])
+        for piece in out:  # the workers' clocks again: a piece's startup and steps fit in what it held
+            if "startup_seconds" in piece:
+                room = max(0.0, piece["end"] - piece["start"] - piece.get("step_seconds", 0.0))
+                piece["startup_seconds"] = min(piece["startup_seconds"], room)
     return out
+
+
+def _admitted_workers(res: Mapping[str, Any]) -> int:
+    """The gang an allocation is known to hold without the workers' word: a fixed job's
+    workers; an elastic job's ({min, max}) min, what the scheduler admits it at."""
+    raw = res.get("workers", 1)
+    if isinstance(raw, Mapping):
+        raw = raw.get("min", 1)
+    try:
+        return max(1, int(raw or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _split_by_segments(alloc: dict[str, Any], segments: Any) -> list[dict[str, Any]]:
+    """The last attempt's allocation cut at each (re)start of its worker group
+    (trainyard.runner.segments): each piece holds that group's world size; a piece ends in a
+    `resize` when the next group has another size, else in a `restart`. The cut falls at the
+    old group's last report, so the time until the new group's first step (teardown, waiting
+    for room, restoring the checkpoint) is the next piece's startup: time lost to the restart.
+    The workers' clocks are clipped into the attempt; malformed segments leave it whole."""
+    if not isinstance(segments, list) or len(segments) < 2:
+        return [alloc]
+    rows = []
+    for seg in segments[:MAX_SEGMENTS]:
+        if not isinstance(seg, Mapping):
+            return [alloc]
+        workers = seg.get("workers")
+        nums = [_number(seg.get(k)) for k in ("start_unix", "ready_unix", "last_unix", "steps", "step_seconds",
+                                              "ckpt_steps", "ckpt_step_seconds")]
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1_000_000 or \
+                any(n is None or n < 0 for n in nums):
+            return [alloc]
+        rows.append((workers, *nums))
+    start, end = alloc["start"], alloc["end"]
+    clip = lambda t: min(max(t, start), end)  # noqa: E731
+    pieces: list[dict[str, Any]] = []
+    cut = start
+    for i, (workers, _started, ready, last, steps, step_s, ckpt_steps, ckpt_s) in enumerate(rows):
+        final = i == len(rows) - 1
+        piece_end = end if final else max(cut, clip(last))
+        piece = {**alloc, "start": cut, "end": piece_end, "workers": workers,
+                 "startup_seconds": 0.0 if i == 0 else max(0.0, min(clip(ready), piece_end) - cut)}
+        if not final:
+            nxt = rows[i + 1][0]
+            steps_i = int(steps)
+            held = piece_end - cut
+            seconds = min(step_s, held)
+            piece.update(ended_by="resize" if nxt != workers else "restart", steps=steps_i, step_seconds=seconds,
+                         lost_steps=max(0, steps_i - min(int(ckpt_steps), steps_i)),
+                         lost_step_seconds=min(seconds, max(0.0, step_s - ckpt_s)))
+        pieces.append(piece)
+        cut = piece_end
+    return pieces
 
 
 def cost_record(spec: Mapping[str, Any], *, submitted_at: datetime | float, finished_at: datetime | float,

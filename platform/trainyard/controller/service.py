@@ -191,7 +191,7 @@ class JobService:
         reason = never_fits_reason(queued, known)
         if reason is not None:
             field, message = reason
-            raise CapacityError([FieldIssue(field, message, job.resources.workers if field == "resources.workers"
+            raise CapacityError([FieldIssue(field, message, job.resources.min_workers if field == "resources.workers"
                                              else None)], source="spec")
 
     # ------------------------------------------------------------------ read

@@ -9,7 +9,7 @@ from trainyard.scheduler import ClusterView, Pending, QueuedJob, subtract_reserv
 from trainyard.store import state as st
 from trainyard.store.models import ClusterRow, JobRow
 
-__all__ = ["queued_job", "job_demand", "cluster_view", "job_dict", "cluster_dict", "iso", "reserved_by_cluster",
+__all__ = ["queued_job", "worker_range", "job_demand", "cluster_view", "job_dict", "cluster_dict", "iso", "reserved_by_cluster",
            "redacted_spec", "pending_of", "pending_record", "PENDING_KEY"]
 
 # A queued job has no result yet, so the why-pending record lives in the result column under
@@ -30,10 +30,20 @@ def queued_job(job_id: str, spec: dict[str, Any], *, priority: int = 0, seq: flo
         per["GPU"] = float(res["gpus_per_worker"])
     per.update({k: float(v) for k, v in (res.get("custom_resources") or {}).items()})
     limit = spec.get("max_runtime_s")
-    return QueuedJob(id=job_id, workers=int(res.get("workers", 1)),
+    low, high = worker_range(res)
+    return QueuedJob(id=job_id, workers=low, max_workers=high if high > low else None,
                      per_worker=worker_bundle(per, res.get("accelerator_type")),
                      priority=priority, seq=seq, cluster=res.get("cluster"), project=project,
                      max_runtime=float(limit) if limit else None, checkpoint_cluster=checkpoint_cluster)
+
+
+def worker_range(resources: dict[str, Any]) -> tuple[int, int]:
+    """(min, max) workers of a stored spec's resources: workers is a number, or {min, max} for
+    an elastic job (both equal for a fixed one). The scheduler admits a job at min."""
+    raw = resources.get("workers", 1)
+    if isinstance(raw, dict):
+        return int(raw.get("min", 1)), int(raw.get("max", raw.get("min", 1)))
+    return int(raw), int(raw)
 
 
 def job_demand(job: JobRow) -> dict[str, float]:
@@ -126,7 +136,9 @@ def job_dict(job: JobRow, *, mlflow_uri: str = "", detail: bool = False,
         "state": st.public_state(job.phase),
         "phase": job.phase,
         "workload": (job.spec or {}).get("workload"),
-        "workers": res.get("workers", 1),
+        # an elastic job's ({min, max}) is the count it was admitted at, its min; the size it runs
+        # at now is progress["workers"] (the driver's progress lines carry it), the range is in spec
+        "workers": worker_range(res)[0],
         "cluster": job.cluster,
         "submission_id": job.submission_id,
         "attempt": job.attempt,

@@ -53,7 +53,10 @@ class _ProgressPrinter:
     in order. It polls (take_available, else a short sleep) rather than blocking in a get."""
 
     def __init__(self, queue, emit: Callable[[str], None], *, poll_s: float = 0.2):
+        from trainyard.runner.segments import Segments
+
         self.queue, self.emit, self.poll_s = queue, emit, poll_s
+        self.segments = Segments()  # one per worker group (re)start: world sizes for the cost record
         self.final: dict | None = None
         self.preempted: dict | None = None  # rank 0 stopped as asked: {"step", ...}
         self._stop = threading.Event()
@@ -76,13 +79,25 @@ class _ProgressPrinter:
             except Exception:  # the queue actor is gone at shutdown
                 return 0
             for item in items:
+                restarted = self.segments.observe(item)
+                if item.get("kind") == "world":
+                    if restarted and len(self.segments.to_list()) > 1:
+                        # a restarted group (lost worker, resize): say so, and at what size
+                        self.emit(format_line(PROGRESS, {"step": item.get("step"), "total_steps": item.get("total_steps"),
+                                                         "epoch": item.get("epoch"), "metrics": {},
+                                                         "workers": self.segments.workers,
+                                                         "restarts": len(self.segments.to_list()) - 1}))
+                    continue
                 if item.get("kind") == "final":
                     self.final = item
                     continue
                 if item.get("kind") == "preempted":
                     self.preempted = item
                     continue
-                self.emit(format_line(PROGRESS, {k: item[k] for k in ("step", "total_steps", "epoch", "metrics")}))
+                line = {k: item[k] for k in ("step", "total_steps", "epoch", "metrics")}
+                if self.segments.workers is not None:  # the group's size now (elastic jobs change it)
+                    line["workers"] = self.segments.workers
+                self.emit(format_line(PROGRESS, line))
             return len(items)
 
     def stop(self) -> None:
@@ -145,7 +160,12 @@ def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str 
     run = start_job_run(job_id=job_id, run_name=spec.name,
                         experiment=experiment_for(identity[PROJECT_TAG], spec.tracking.experiment),
                         uri=uri, tags={**identity, "trainyard.workload": spec.workload})
-    queue = Queue(actor_options={"num_cpus": 0})
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # on the driver's node: a 0-CPU actor may land on any node, and one on a worker node that
+    # goes away (a lost node; an elastic job's shrink) took every later progress item with it
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     printer = _ProgressPrinter(queue, emit)
     token = new_token(job_id)
     # the project goes with the run to rank 0, which registers the model under it
@@ -191,6 +211,9 @@ def run_job(spec, job_id: str, *, storage: str | None = None, tracking_uri: str 
     usage = (printer.final or {}).get("usage")
     if isinstance(usage, dict):  # the workers' figures for the cost record (trainyard.runner.usage)
         payload["usage"] = usage
+        segments = printer.segments.to_list()
+        if len(segments) > 1:  # the group restarted (a lost worker, a resize): each size held, in order
+            payload["usage"] = {**usage, "segments": segments}
     if out.extra.get("model_error"):
         payload["model_error"] = out.extra["model_error"]
     return payload

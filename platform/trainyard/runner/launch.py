@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-__all__ = ["make_trainer", "controller_env_defaults", "CONTROLLER_POLL_S"]
+__all__ = ["make_trainer", "controller_env_defaults", "scaling_for", "max_failures_for", "CONTROLLER_POLL_S",
+           "RESIZE_INTERVAL_ENV", "ELASTIC_MIN_RESTARTS"]
 
 # Ray Train's controller picks up workers' reports (and so Tune's results) once per health
 # check, every 2 s by default, and a worker waits for its report to be taken. A job that
@@ -15,6 +16,48 @@ __all__ = ["make_trainer", "controller_env_defaults", "CONTROLLER_POLL_S"]
 CONTROLLER_POLL_S = "0.2"
 
 
+# Ray Train looks for room to grow an elastic group this often while it runs (its default: 60 s).
+# A grow restarts the group from its latest checkpoint, so checking much more often only adds
+# restarts when nodes come and go in bursts; tests and the benchmark set it low.
+RESIZE_INTERVAL_ENV = "TRAINYARD_ELASTIC_RESIZE_INTERVAL_S"
+DEFAULT_RESIZE_INTERVAL_S = 60.0
+# An elastic job exists to outlive a lost node: each loss is one of Ray Train's failures (the
+# group restarts on the workers left, from the latest checkpoint), so it gets at least this many
+# whatever failure.max_failures says (its default 0 would end the job at the first lost node).
+ELASTIC_MIN_RESTARTS = 3
+
+
+def scaling_for(resources) -> int | tuple[int, int]:
+    """ScalingConfig.num_workers: an int for a fixed job, (min, max) for an elastic one."""
+    low, high = resources.min_workers, resources.max_workers
+    return (low, high) if resources.elastic else high
+
+
+def max_failures_for(spec) -> int:
+    """FailureConfig.max_failures: the spec's, raised to ELASTIC_MIN_RESTARTS for an elastic job
+    (-1, unlimited, stays)."""
+    wanted = spec.failure.max_failures
+    if not spec.resources.elastic or wanted < 0:
+        return wanted
+    return max(wanted, ELASTIC_MIN_RESTARTS)
+
+
+def resize_interval_s() -> float:
+    from trainyard.errors import SpecError
+
+    raw = os.environ.get(RESIZE_INTERVAL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_RESIZE_INTERVAL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise SpecError(f"must be a number of seconds in (0, 3600], got {raw!r}", field=RESIZE_INTERVAL_ENV,
+                        value=raw, fix=f"unset it for the default ({DEFAULT_RESIZE_INTERVAL_S:g} s)")
+    return value
+
+
 def controller_env_defaults() -> None:
     """Set the driver-side Ray Train defaults Trainyard relies on (call before fit())."""
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", CONTROLLER_POLL_S)
@@ -23,7 +66,9 @@ def controller_env_defaults() -> None:
 def make_trainer(spec, *, name: str, target, loop_config: dict, loop: Callable | None = None,
                  num_to_keep: int | None = None, callbacks: list | None = None, cpu_held_elsewhere: float = 0.0):
     """The TorchTrainer that runs `loop` (default: the Trainer's worker loop) on
-    spec.resources.workers workers, its Train run `name` under `target` (a resolved storage).
+    spec.resources' workers (min..max for an elastic job: Ray Train starts it on what the cluster
+    has room for, at least min, restarts it on fewer when a node is lost and grows it back when
+    the autoscaler adds room), its Train run `name` under `target` (a resolved storage).
 
     num_to_keep: checkpoints kept (None keeps all).
     cpu_held_elsewhere: CPU taken off each worker, held by the caller (a sweep's trial actor),
@@ -40,17 +85,19 @@ def make_trainer(spec, *, name: str, target, loop_config: dict, loop: Callable |
     controller_env_defaults()
     on_gpu = bool(spec.resources.gpus_per_worker)
     per_worker = spec.resources.per_worker()
+    elastic = {"elastic_resize_monitor_interval_s": resize_interval_s()} if spec.resources.elastic else {}
     if cpu_held_elsewhere:
         per_worker["CPU"] = max(0.01, per_worker.get("CPU", 1.0) - cpu_held_elsewhere)
     return TorchTrainer(
         loop, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=spec.resources.workers, use_gpu=on_gpu,
+        scaling_config=ScalingConfig(num_workers=scaling_for(spec.resources), use_gpu=on_gpu,
                                      resources_per_worker=per_worker,
-                                     accelerator_type=spec.resources.accelerator_type if on_gpu else None),
+                                     accelerator_type=spec.resources.accelerator_type if on_gpu else None,
+                                     **elastic),
         torch_config=TorchConfig(backend="nccl" if on_gpu else "gloo"),
         run_config=RunConfig(
             name=name, storage_path=target.path, storage_filesystem=target.filesystem,
-            failure_config=FailureConfig(max_failures=spec.failure.max_failures),
+            failure_config=FailureConfig(max_failures=max_failures_for(spec)),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
             callbacks=callbacks or None,
             worker_runtime_env={"env_vars": worker_env(spec)},

@@ -69,11 +69,14 @@ class Tracker:
         if self.logger is not None:
             self.logger.log_params(params)
 
-    def progress(self, kind: str, step: int, epoch: int, metrics: dict, *, usage: dict | None = None) -> None:
+    def progress(self, kind: str, step: int, epoch: int, metrics: dict, *, usage: dict | None = None,
+                 segment: dict | None = None) -> None:
         if self.rank == 0 and self.queue is not None:
             item = {"kind": kind, "step": step, "total_steps": self.total_steps, "epoch": epoch, "metrics": metrics}
             if usage is not None:  # the final item: what the cost record needs from the workers
                 item["usage"] = usage
+            if segment is not None:  # this worker group's own figures (runner.segments)
+                item["segment"] = segment
             self.queue.actor.put_nowait.remote(item)
 
     def close(self) -> None:

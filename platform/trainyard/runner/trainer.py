@@ -13,6 +13,8 @@ from trainyard.runner.checkpoint import Checkpointer
 from trainyard.runner.engines import Engines
 from trainyard.runner.evaluator import Evaluator
 from trainyard.runner.meters import Meters
+from trainyard.runner.preempt import NODE_NOTICE, NodeNotice
+from trainyard.runner.segments import segment_figures
 from trainyard.runner.session import Session
 from trainyard.runner.tracker import Tracker
 from trainyard.runner.usage import count_flops_enabled, device_info, mlflow_figures, usage_record
@@ -70,9 +72,14 @@ class Trainer:
                     ckpt_due = (step % every_ckpt == 0) if every_ckpt else end_of_epoch
                     eval_due = (step % every_eval == 0) if every_eval else end_of_epoch
                     # a collective: every rank asks at every step boundary, and all stop together
-                    stop = self.stop is not None and self.stop.agreed()
-                    if stop:
-                        self._checkpoint_and_stop(step, epoch, end_of_epoch=end_of_epoch, evaluate=eval_due)
+                    reason = self.stop.agreed_reason() if self.stop is not None else 0
+                    if reason:
+                        self._checkpoint_and_stop(step, epoch, end_of_epoch=end_of_epoch, evaluate=eval_due,
+                                                  node_notice=reason == NODE_NOTICE)
+                        if reason == NODE_NOTICE:
+                            self.stop.leave_if_noticed()
+                            raise NodeNotice(f"a worker was told to leave (SIGTERM); checkpointed after step {step}, "
+                                             "the group restarts from there without it")
                         return
                     if ckpt_due or eval_due:
                         self._evaluate_and_report(step, epoch, end_of_epoch=end_of_epoch, checkpoint=ckpt_due)
@@ -119,31 +126,36 @@ class Trainer:
         self.meters.step_done(step, values)
         self.tracker.log_metrics(values, step=step)
         if self.session.rank == 0 and step % self.spec.training.log_every_steps == 0:
-            self.tracker.progress("progress", step, epoch, self.meters.take_window())
+            self.tracker.progress("progress", step, epoch, self.meters.take_window(), segment=self._segment())
         return True
 
     def _evaluate_and_report(self, step: int, epoch: int, *, end_of_epoch: bool, checkpoint: bool) -> None:
         metrics = self.evaluator(step, self.micro // self.steps.per_epoch if end_of_epoch else epoch)
         report = {**self.meters.take_means(), **metrics, "step": step, "epoch": epoch,
                   "total_steps": self.steps.total_steps}
-        self.tracker.progress("progress", step, epoch, report)
+        self.tracker.progress("progress", step, epoch, report, segment=self._segment(checkpoint=checkpoint))
         if checkpoint:
             self.tracker.flush()  # what a checkpoint covers is on record before a crash can lose it
             self.checkpointer.save_and_report(self.session, report, micro_step=self.micro, step=step, epoch=epoch)
         else:
             self.session.report(report)
 
-    def _checkpoint_and_stop(self, step: int, epoch: int, *, end_of_epoch: bool, evaluate: bool) -> None:
-        """Asked to stop (preemption): save this step's state and leave. Only what the
-        uninterrupted run would do at this step is done (its evaluation, when one is due), so
-        a run resumed from here draws the same numbers as one that never stopped."""
+    def _checkpoint_and_stop(self, step: int, epoch: int, *, end_of_epoch: bool, evaluate: bool,
+                             node_notice: bool = False) -> None:
+        """Asked to stop (preemption; or, `node_notice`, a worker's SIGTERM: the group restarts
+        without it): save this step's state and leave. Only what the uninterrupted run would do
+        at this step is done (its evaluation, when one is due), so a run resumed from here draws
+        the same numbers as one that never stopped."""
         if evaluate:
             self._evaluate_and_report(step, epoch, end_of_epoch=end_of_epoch, checkpoint=True)
         else:
             report = {**self.meters.take_means(), "step": step, "epoch": epoch, "total_steps": self.steps.total_steps}
-            self.tracker.progress("progress", step, epoch, report)
+            self.tracker.progress("progress", step, epoch, report, segment=self._segment(checkpoint=True))
             self.tracker.flush()
             self.checkpointer.save_and_report(self.session, report, micro_step=self.micro, step=step, epoch=epoch)
+        if node_notice:
+            self.tracker.flush()
+            return
         self.preempted_at = step
         if self.session.rank == 0:
             print(f"[trainyard] job {self.config['job_id']}: stopped after step {step} as asked "
@@ -208,9 +220,20 @@ class Trainer:
                                workload=self.workload, eval_ds=self.evaluator.dataset,
                                state_dicts=state_dicts, tracking=self.tracker.tracking)
 
+    def _segment(self, *, checkpoint: bool = False, start: bool = False) -> dict[str, Any] | None:
+        """This worker group's figures for the driver (runner.segments); rank 0 only."""
+        if self.session.rank != 0:
+            return None
+        return segment_figures(world=self.session.world_size, started_unix=self.meters.started_unix,
+                               steps=self.meters.steps_run, step_seconds=self.meters.step_seconds,
+                               checkpoint=checkpoint, start=start, resumed_step=self.micro // self.steps.gas)
+
     def _announce(self) -> None:
         if self.session.rank == 0:
             steps, micro = self.steps, self.micro
+            # a (re)started group says so first: the driver counts world sizes from these
+            self.tracker.progress("world", micro // steps.gas, micro // steps.per_epoch, {},
+                                  segment=self._segment(start=True))
             print(f"[trainyard] job {self.config['job_id']}: {self.plan.reason}; {self.session.world_size} "
                   f"workers, {steps.per_epoch} steps/epoch, {steps.total_steps} steps"
                   + (f", resumed at step {micro // steps.gas}" if micro else ""), flush=True)
@@ -302,9 +325,10 @@ class Trainer:
         start_step = micro // gas
         stop = None
         if config.get("preempt_token"):
-            from trainyard.runner.preempt import StopWatch
+            from trainyard.runner.preempt import StopWatch, worker_notice
 
-            stop = StopWatch(config["preempt_token"], device=engines.device)
+            # the driver's stop (preemption) and this worker's own SIGTERM (its node is leaving)
+            stop = StopWatch(config["preempt_token"], device=engines.device, notice=worker_notice())
         warmup = int(config.get("timing_warmup_steps", max(1, min(10, (total_steps - start_step) // 5))))
         return cls(spec=spec, config=config, workload=workload, ctx=ctx, plan=plan, steps=steps, batches=batches,
                    engines=engines, checkpointer=checkpointer,

@@ -81,6 +81,14 @@ class QueuedJob:
     progress_rate: float | None = None  # fraction of the job per second, measured while it ran
     checkpoint_cluster: str | None = None  # where its checkpoint lives (locality)
     checkpoint_region: str | None = None
+    # an elastic job (resources.workers {min, max}) is admitted at `workers` (its min) and grows
+    # to this when nodes are free; autoscaling demand asks for it. None: a fixed job
+    max_workers: int | None = None
+
+    @property
+    def most_workers(self) -> int:
+        """The most workers it can hold: max_workers for an elastic job, else workers."""
+        return max(self.workers, self.max_workers or 0)
 
     def total(self) -> dict[str, float]:
         return {k: v * self.workers for k, v in self.per_worker.items()}
