@@ -28,7 +28,7 @@ regrow land mid-run on any machine. Resizes are checked every 3 s
 
 Never uses ray.cluster_utils.AutoscalingCluster (its start() runs `ray stop --force`), never
 `ray stop`: only the processes started here (the head, and the fake nodes its autoscaler
-started) are stopped. `tests/integration/test_elastic.py` runs the same scenario.
+started) are stopped. `tests/integration/test_elastic_node_loss.py` runs the same scenario.
 """
 from __future__ import annotations
 

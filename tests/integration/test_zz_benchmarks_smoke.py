@@ -108,7 +108,7 @@ def test_autoscale_standalone():
     _numbers(out, "node_up_ratio", "first_step_ratio", "submit_to_node_up_s", "bare_submit_to_node_up_s")
 
 
-@pytest.mark.slow  # two trainings and a node replaced: minutes; tests/integration/test_elastic.py runs the path in CI
+@pytest.mark.slow  # two trainings and a node replaced: minutes; tests/integration/test_elastic_node_loss.py runs the path in CI
 def test_elastic_standalone():
     out, _ = _run("elastic", env=_standalone_env(), timeout_s=900)
     assert out["ok"] is True, out
