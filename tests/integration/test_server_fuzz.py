@@ -228,7 +228,7 @@ def test_a_submission_storm_with_lost_answers_creates_each_job_once(bare_server)
 # generated per operation by the fuzzing phase; the coverage phase adds its own boundary cases
 # (huge ints, bad patterns, wrong types: about 45 per operation here). Raise it locally with
 # TRAINYARD_FUZZ_EXAMPLES=60.
-FUZZ_EXAMPLES = int(os.environ.get("TRAINYARD_FUZZ_EXAMPLES", "30"))
+FUZZ_EXAMPLES = int(os.environ.get("TRAINYARD_FUZZ_EXAMPLES", "20"))
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
 
 

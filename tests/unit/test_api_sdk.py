@@ -46,16 +46,16 @@ def test_submit_wait_and_progress(sdk, tmp_path):
                        logs='TRAINYARD_RESULT {"metrics": {"accuracy": 1.0}}\n')
     ctx.controller.tick()
     seen = []
-    final = client.wait_job(job["id"], timeout=10, poll=0.01, on_progress=seen.append)
-    assert final["state"] == "SUCCEEDED" and final["metrics"] == {"accuracy": 1.0}
-    assert seen and [j["id"] for j in client.list_jobs(state="SUCCEEDED")] == [job["id"]]
+    final = client.wait_job(job.id, timeout=10, poll=0.01, on_progress=seen.append)
+    assert final.state == "SUCCEEDED" and final.metrics == {"accuracy": 1.0}
+    assert seen and [j.id for j in client.list_jobs(state="SUCCEEDED")] == [job.id]
 
 
 def test_wait_times_out(sdk):
     client, _, _ = sdk
     job = client.submit_job(spec())
     with pytest.raises(TimeoutError):
-        client.wait_job(job["id"], timeout=0.05, poll=0.01)
+        client.wait_job(job.id, timeout=0.05, poll=0.01)
 
 
 def test_working_dir_is_zipped_relative_to_the_spec(sdk, tmp_path):
@@ -118,10 +118,10 @@ def test_a_lost_answer_is_retried_with_the_same_key_and_creates_once(sdk):
     job = client.submit_job(spec())
     keys = {headers["Idempotency-Key"] for _, _, headers in client._http.calls}
     assert len(client._http.calls) == 3 and len(keys) == 1
-    assert row_count(ctx) == 1 and client.get_job(job["id"])["id"] == job["id"]
+    assert row_count(ctx) == 1 and client.get_job(job.id).id == job.id
     client._http = _LoseAnswers(real, 1)
     second = client.submit_job(spec())  # a new logical request: a new key, a new job
-    assert second["id"] != job["id"] and row_count(ctx) == 2
+    assert second.id != job.id and row_count(ctx) == 2
 
 
 def test_unkeyed_posts_are_not_resent(sdk):
@@ -129,7 +129,7 @@ def test_unkeyed_posts_are_not_resent(sdk):
     job = client.submit_job(spec())
     client._http = _LoseAnswers(client._http, 1)
     with pytest.raises(E.ClusterError):
-        client.cancel_job(job["id"])
+        client.cancel_job(job.id)
     assert len(client._http.calls) == 1
 
 

@@ -271,10 +271,10 @@ def test_sdk_stream_logs_follows_and_reports_the_end(tailing):
     sid = ray.submissions[0]["submission_id"]
     ray.set(sid, "FAILED", logs="first\nsecond\nlast\n")
     ctx.controller.tick()
-    assert list(sdk.stream_logs(job["id"], tail=2)) == ["second", "last"] and sdk.last_stream_state == "FAILED"
-    assert list(sdk.stream_logs(job["id"], follow=False, tail=1)) == ["last"]
+    assert list(sdk.stream_logs(job.id, tail=2)) == ["second", "last"] and sdk.last_stream_state == "FAILED"
+    assert list(sdk.stream_logs(job.id, follow=False, tail=1)) == ["last"]
     with pytest.raises(SpecError):
-        list(sdk.stream_logs(job["id"], since="whenever"))
+        list(sdk.stream_logs(job.id, since="whenever"))
 
 
 class _LogClient:

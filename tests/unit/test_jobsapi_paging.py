@@ -134,11 +134,11 @@ def test_sdk_pages_iterates_and_splits_big_limits(sdk, monkeypatch):
     import trainyard.sdk as sdk_mod
 
     client, ctx = sdk
-    ids = {client.submit_job(spec(name=f"s{i}"))["id"] for i in range(5)}
+    ids = {client.submit_job(spec(name=f"s{i}")).id for i in range(5)}
     page = client.list_jobs(limit=2)
     assert len(page) == 2 and page.total == 5 and page.next_cursor
-    assert [j["id"] for j in client.list_jobs(limit=2, cursor=page.next_cursor)] != [j["id"] for j in page]
-    assert {j["id"] for j in client.iter_jobs(page_size=2)} == ids and len(list(client.iter_jobs(page_size=2))) == 5
+    assert [j.id for j in client.list_jobs(limit=2, cursor=page.next_cursor)] != [j.id for j in page]
+    assert {j.id for j in client.iter_jobs(page_size=2)} == ids and len(list(client.iter_jobs(page_size=2))) == 5
     assert client.list_jobs(state=["pending", "running"]).total == 5 and client.list_jobs(state="FAILED").total == 0
     # a limit above the server's page is fetched in pages
     monkeypatch.setattr(sdk_mod, "JOB_PAGE_MAX", 2)

@@ -248,7 +248,7 @@ def test_quota_set_refuses_bad_flags_with_exit_2(cli_app, capsys, argv, flag):
     cli, client = cli_app
     code, out, err = _run(cli, ["projects", "quota", "set", "vision", *argv], capsys)
     assert code == 2 and flag in err and "Traceback" not in err
-    assert client.get_quota("vision")["nominal"] is None  # nothing changed
+    assert client.get_quota("vision").nominal is None  # nothing changed
 
 
 def test_quota_set_changes_only_what_the_flags_name_and_show_prints_it(cli_app, capsys):
@@ -267,7 +267,7 @@ def test_quota_set_changes_only_what_the_flags_name_and_show_prints_it(cli_app, 
                         capsys)
     assert code == 0
     quota = client.get_quota("vision")
-    assert quota["borrowing_limit"] is None and quota["budget"] is None and quota["nominal"]["GPU"] == 2
+    assert quota.borrowing_limit is None and quota.budget is None and quota.nominal["GPU"] == 2
     code, out, _ = _run(cli, ["projects", "quota", "show", "vision"], capsys)
     assert code == 0 and "nominal" in out and "burn (h/day)" in out and "GPU-hours" in out
     code, out, _ = _run(cli, ["projects", "show", "vision"], capsys)
@@ -278,7 +278,7 @@ def test_set_quota_in_the_sdk_replaces_the_settings(cli_app):
     _, client = cli_app
     client.set_quota("vision", weight=2, nominal={"GPU": 4}, cpu_hours=50, window_days=3)
     quota = client.set_quota("vision", nominal={"CPU": 1})
-    assert quota["weight"] == 1 and quota["nominal"] == {"CPU": 1} and quota["budget"] is None
+    assert quota.weight == 1 and quota.nominal == {"CPU": 1} and quota.budget is None
     with pytest.raises(E.TrainyardError) as err:
         client.set_quota("vision", nominal={"CPU": -1})
     assert "nominal.CPU" in str(err.value)

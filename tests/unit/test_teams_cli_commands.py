@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from trainyard import apitypes as T
 from trainyard import contexts, redact
 from trainyard import errors as E
 from trainyard.cli import audit as audit_cli
@@ -93,21 +94,26 @@ class FakeClient:
 
     def create_project(self, name, *, description=""):
         self._call("create_project", name, description)
-        return {"name": name, "description": description, "created_at": "2026-12-05T10:00:00", "role": "admin"}
+        return T.ProjectSummary(name=name, description=description, created_at="2026-12-05T10:00:00", role="admin")
 
     def list_projects(self):
         self._call("list_projects")
-        return [{"name": "vision", "description": "image models [beta]", "created_at": "2026-12-05T10:00:00",
-                 "role": "member"}]
+        return [T.ProjectSummary(name="vision", description="image models [beta]", created_at="2026-12-05T10:00:00",
+                                 role="member")]
 
     def get_project(self, name):
         self._call("get_project", name)
-        return {"name": name, "description": "[/odd] text", "created_at": "2026-12-05T10:00:00", "role": "maintainer",
-                "members": [{"user": "carol", "role": "viewer"}, {"user": "alice", "role": "maintainer"}]}
+        no_limit = {"used_hours": 0.0, "budget_hours": None, "remaining_hours": None, "burn_per_day": 0.0}
+        quota = {"weight": 1.0, "nominal": None, "borrowing_limit": None, "lending_limit": None, "budget": None,
+                 "usage": {"gpu": no_limit, "cpu": no_limit}, "updated_at": None}
+        return T.Project.model_validate(
+            {"name": name, "description": "[/odd] text", "created_at": "2026-12-05T10:00:00", "role": "maintainer",
+             "members": [{"user": "carol", "role": "viewer"}, {"user": "alice", "role": "maintainer"}],
+             "quota": quota})
 
     def set_member(self, project, user, *, role):
         self._call("set_member", project, user, role)
-        return {"project": project, "user": user, "role": role}
+        return T.Membership(project=project, user=user, role=role)
 
     def remove_member(self, project, user):
         self._call("remove_member", project, user)

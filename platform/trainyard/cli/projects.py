@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 from trainyard.cli import context
 from trainyard.cli.context import ROLES, fmt, ui
 from trainyard.errors import EXIT_OK, SpecError
+
+if TYPE_CHECKING:  # the SDK's answer type; the CLI reads its attributes
+    from trainyard.apitypes import QuotaView
 
 __all__ = ["add_parser"]
 
@@ -145,7 +149,7 @@ def cmd_create(args) -> int:
     if args.json:
         ui.print_json(project)
         return EXIT_OK
-    ui.stdout().print(f"Created project {project.get('name', name)}. Add people: "
+    ui.stdout().print(f"Created project {project.name}. Add people: "
                       f"trainyard projects members add {name} USER --role member", highlight=False, markup=False)
     return EXIT_OK
 
@@ -159,7 +163,7 @@ def cmd_list(args) -> int:
         ui.stdout().print("You are in no project yet: an admin or a project maintainer adds you.")
         return EXIT_OK
     ui.table(None, ["name", "your role", "description", "created"],
-             [(p.get("name"), p.get("role"), p.get("description"), ui.fmt_time(p.get("created_at")))
+             [(p.name, p.role, p.description, ui.fmt_time(p.created_at))
               for p in projects])
     return EXIT_OK
 
@@ -170,20 +174,19 @@ def cmd_show(args) -> int:
         ui.print_json(project)
         return EXIT_OK
     out = ui.stdout()
-    out.print(f"Project {project.get('name')} (your role: {project.get('role')}, created "
-              f"{ui.fmt_time(project.get('created_at'))})", highlight=False, markup=False)
-    if project.get("description"):
-        out.print(f"  {project['description']}", highlight=False, markup=False)
-    members = project.get("members") or []
+    out.print(f"Project {project.name} (your role: {project.role}, created "
+              f"{ui.fmt_time(project.created_at)})", highlight=False, markup=False)
+    if project.description:
+        out.print(f"  {project.description}", highlight=False, markup=False)
+    members = project.members
     if members:
         rank = {role: i for i, role in enumerate(reversed(ROLES))}
-        ui.table(None, ["user", "role"], [(m.get("user"), m.get("role")) for m in
-                                           sorted(members, key=lambda m: (rank.get(m.get("role"), 9), m.get("user")))])
+        ui.table(None, ["user", "role"], [(m.user, m.role) for m in
+                                           sorted(members, key=lambda m: (rank.get(m.role, 9), m.user))])
     else:
-        out.print(f"No members. Add one: trainyard projects members add {project.get('name')} USER --role member",
+        out.print(f"No members. Add one: trainyard projects members add {project.name} USER --role member",
                   highlight=False, markup=False)
-    if project.get("quota"):
-        _print_quota(project.get("name"), project["quota"])
+    _print_quota(project.name, project.quota)
     return EXIT_OK
 
 
@@ -195,7 +198,7 @@ def cmd_members_add(args) -> int:
     if args.json:
         ui.print_json(member)
         return EXIT_OK
-    ui.stdout().print(f"{user} is now {member.get('role', role)} in project {project}.", highlight=False, markup=False)
+    ui.stdout().print(f"{user} is now {member.role} in project {project}.", highlight=False, markup=False)
     return EXIT_OK
 
 
@@ -262,11 +265,11 @@ def cmd_quota_set(args) -> int:
                         "--borrowing-limit, --lending-limit, --gpu-hours, --cpu-hours, --window-days")
     client = context.client(args)
     current = client.get_quota(name)  # flags change what they name; the rest is kept
-    budget = current.get("budget") or {}
-    settings = {"weight": current.get("weight", 1.0), "nominal": current.get("nominal"),
-                "borrowing_limit": current.get("borrowing_limit"), "lending_limit": current.get("lending_limit"),
+    budget = current.budget or {}
+    settings = {"weight": current.weight, "nominal": current.nominal,
+                "borrowing_limit": current.borrowing_limit, "lending_limit": current.lending_limit,
                 "gpu_hours": budget.get("gpu_hours"), "cpu_hours": budget.get("cpu_hours"),
-                "window_days": budget.get("window_days", 30.0)}
+                "window_days": budget.get("window_days") or 30.0}
     settings.update(changes)
     answer = client.set_quota(name, **settings)
     if args.json:
@@ -281,10 +284,10 @@ def _fmt_amount(value) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-def _print_quota(name: str, quota: dict) -> None:
+def _print_quota(name: str, quota: QuotaView) -> None:
     out = ui.stdout()
-    out.print(f"Project {name}: fair-share weight {_fmt_amount(quota.get('weight'))}", highlight=False, markup=False)
-    nominal, borrow, lend = (quota.get(k) or {} for k in ("nominal", "borrowing_limit", "lending_limit"))
+    out.print(f"Project {name}: fair-share weight {_fmt_amount(quota.weight)}", highlight=False, markup=False)
+    nominal, borrow, lend = (quota.nominal or {}, quota.borrowing_limit or {}, quota.lending_limit or {})
     keys = sorted(set(nominal) | set(borrow) | set(lend))
     if keys:
         ui.table("quota", ["resource", "nominal", "borrowing limit", "lending limit"],
@@ -292,15 +295,18 @@ def _print_quota(name: str, quota: dict) -> None:
                    _fmt_amount(lend[k]) if k in lend else "all of nominal") for k in keys])
     else:
         out.print("No quota: limited by capacity and fair share only.", highlight=False, markup=False)
-    budget = quota.get("budget") or {}
-    usage = quota.get("usage") or {}
-    days = budget.get("window_days", 30)
+    days = (quota.budget or {}).get("window_days") or 30
+    rows = []
+    for kind in ("gpu", "cpu"):
+        use = quota.usage.get(kind)
+        if use is None:
+            rows.append((kind.upper() + "-hours", "-", "0.00", "no limit", "0.00", "-"))
+            continue
+        rows.append((kind.upper() + "-hours", _fmt_amount(use.budget_hours), f"{use.used_hours:.2f}",
+                     "no limit" if use.remaining_hours is None else f"{use.remaining_hours:.2f}",
+                     f"{use.burn_per_day:.2f}", ui.fmt_time(use.exhausted_at) if use.exhausted_at else "-"))
     ui.table(f"budget (rolling {days:g} days)", ["", "budget (h)", "used (h)", "remaining (h)", "burn (h/day)",
-                                                 "runs out"],
-             [(kind.upper() + "-hours", _fmt_amount(u.get("budget_hours")), f"{u.get('used_hours', 0.0):.2f}",
-               "no limit" if u.get("remaining_hours") is None else f"{u['remaining_hours']:.2f}",
-               f"{u.get('burn_per_day', 0.0):.2f}", ui.fmt_time(u.get("exhausted_at")) if u.get("exhausted_at") else "-")
-              for kind, u in ((k, usage.get(k) or {}) for k in ("gpu", "cpu"))])
+                                                 "runs out"], rows)
 
 
 def cmd_quota_show(args) -> int:
