@@ -135,3 +135,28 @@ def test_the_announce_line_names_every_change():
     line = _resize_line({"world_size": 2, "resized_from_world": 4, "global_batch": 16, "gas": 1,
                          "rng": {"restored": [0, 1], "seeded": []}, "data_exact": False, "skipped_samples": -16})
     assert "(-16 samples)" in line and "universal form for no module" in line
+
+
+def test_the_node_cache_drops_conversions_unused_for_long_but_not_a_locked_or_fresh_one(tmp_path, monkeypatch):
+    import fcntl
+    import os
+    import time
+
+    monkeypatch.setattr(universal, "_convert", lambda tag_dir, output: os.makedirs(output))
+    root = str(tmp_path)
+    old, busy, fresh = (ensure_universal(f"/c/{k}/model/ckpt", key=k, root=root) for k in ("old", "busy", "fresh"))
+    day_ago = time.time() - 2 * 24 * 3600
+    for folder in (old, busy):
+        os.utime(os.path.join(folder, universal._DONE), (day_ago, day_ago))
+    with open(busy + ".lock", "a") as held:  # another rank converting or reading it now
+        fcntl.flock(held, fcntl.LOCK_EX)
+        removed = universal.prune(root=root, older_than_s=24 * 3600)
+    assert removed == [old] and not os.path.exists(old) and os.path.isdir(busy) and os.path.isdir(fresh)
+    assert universal.prune(root=root, older_than_s=24 * 3600) == [busy]
+    # a conversion of a key again after its removal converts anew, and each use keeps it fresh
+    again = ensure_universal("/c/old/model/ckpt", key="old", root=root)
+    assert again == old and os.path.exists(os.path.join(again, universal._DONE))
+    monkeypatch.setenv(universal.KEEP_ENV, "3600")
+    os.utime(os.path.join(fresh, universal._DONE), (day_ago, day_ago))
+    ensure_universal("/c/other/model/ckpt", key="other", root=root)  # prunes on the way out
+    assert not os.path.exists(fresh) and os.path.isdir(old)

@@ -16,11 +16,16 @@ import io
 import os
 import shutil
 import tempfile
+import time
 
-__all__ = ["UNIVERSAL_TAG", "needs_universal", "universal_dir", "ensure_universal"]
+__all__ = ["UNIVERSAL_TAG", "KEEP_ENV", "needs_universal", "universal_dir", "ensure_universal", "prune"]
 
 UNIVERSAL_TAG = "ckpt_universal"
 _DONE = ".trainyard-complete"
+# A converted checkpoint is as large as the model's fp32 weights and Adam states together, on
+# each node's local disk; one unused this long (seconds) is removed by the next conversion there.
+KEEP_ENV = "TRAINYARD_UNIVERSAL_KEEP_S"
+_KEEP_DEFAULT_S = 24 * 3600.0
 
 
 def needs_universal(*, saved_world: int, world: int, zero_stage: int) -> bool:
@@ -32,8 +37,19 @@ def universal_dir(key: str, *, root: str | None = None) -> str:
     """The node-local folder that holds the converted form of the checkpoint named `key`
     (its storage path and module): the same key, the same folder, so a second load on this
     node (a restarted worker group, the other ranks) finds it converted."""
-    base = root or os.path.join(tempfile.gettempdir(), "trainyard-universal")
-    return os.path.join(base, hashlib.sha256(key.encode()).hexdigest()[:24])
+    return os.path.join(_root(root), hashlib.sha256(key.encode()).hexdigest()[:24])
+
+
+def _root(root: str | None) -> str:
+    return root or os.path.join(tempfile.gettempdir(), "trainyard-universal")
+
+
+def _keep_s() -> float:
+    try:
+        value = float(os.environ.get(KEEP_ENV, ""))
+    except ValueError:
+        return _KEEP_DEFAULT_S
+    return value if value > 0 else _KEEP_DEFAULT_S
 
 
 def ensure_universal(tag_dir: str, *, key: str, root: str | None = None) -> str:
@@ -55,9 +71,50 @@ def ensure_universal(tag_dir: str, *, key: str, root: str | None = None) -> str:
                 _convert(tag_dir, os.path.join(out, UNIVERSAL_TAG))
                 os.makedirs(out, exist_ok=True)
                 open(os.path.join(out, _DONE), "w").close()
+            os.utime(os.path.join(out, _DONE))  # used now: the pruning below counts from here
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+    prune(root=root, older_than_s=_keep_s(), keep=out)
     return out
+
+
+def prune(*, root: str | None = None, older_than_s: float, keep: str | None = None,
+          now: float | None = None) -> list[str]:
+    """Remove the converted checkpoints in this node's cache last used more than
+    `older_than_s` ago (and what a killed conversion left that long ago); return them.
+
+    A folder another process holds the lock of is being converted or read: it stays. Best
+    effort: a failure to remove is left for the next call, never raised into a job."""
+    base, now = _root(root), time.time() if now is None else now
+    removed: list[str] = []
+    try:
+        names = [n for n in os.listdir(base) if n.endswith(".lock")]
+    except OSError:
+        return removed
+    for name in names:
+        folder = os.path.join(base, name[:-len(".lock")])
+        if folder == keep or not os.path.isdir(folder):
+            continue
+        marker = os.path.join(folder, _DONE)
+        try:
+            used = os.path.getmtime(marker if os.path.exists(marker) else folder + ".lock")
+        except OSError:
+            continue
+        if now - used < older_than_s:
+            continue
+        try:
+            with open(folder + ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                try:
+                    # the empty lock file stays: a process already waiting on it must lock the
+                    # same file as one that opens it after this
+                    shutil.rmtree(folder, ignore_errors=True)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        except OSError:  # locked by a loader (BlockingIOError), or gone meanwhile
+            continue
+        removed.append(folder)
+    return removed
 
 
 def _convert(tag_dir: str, output: str) -> None:
