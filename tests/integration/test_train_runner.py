@@ -3,8 +3,9 @@
 cnn on 2 workers under ZeRO 1, 2 and 3, a few steps each on a slice of the data:
 - ZeRO-2: the MLflow run holds params, metrics, artifacts and a registered model that
   loads and predicts;
-- ZeRO-1: rank 1 dies mid-training; max_failures=1 restarts the group from the last
-  checkpoint, into the same MLflow run;
+- ZeRO-1: rank 1 gets SIGTERM (a node's stop notice): the group checkpoints at the next
+  step boundary and restarts from there; later rank 1 dies with no notice: the group
+  restarts from the last periodic checkpoint; both into the same MLflow run;
 - ZeRO-3: checkpoints in the moto S3 bucket; a second run of the same job id, through the
   real entrypoint (`python -m trainyard.runner job`), resumes from them.
 No timed assertions.
@@ -124,31 +125,39 @@ def test_zero2_job_logs_run_and_registers_a_model_that_predicts(ray_head, mlflow
     assert json.loads(json.dumps(answer)) == answer  # JSON out
 
 
-def test_worker_killed_midway_resumes_from_last_checkpoint(ray_head, mlflow_env, storage, test_root):
+def test_a_worker_told_to_leave_checkpoints_and_one_killed_midway_resumes_from_last_checkpoint(
+        ray_head, mlflow_env, storage, test_root):
     from mlflow.tracking import MlflowClient
 
     from trainyard.runner.train import run_job
 
     marker = test_root / f"crash-{uuid.uuid4().hex[:6]}"
-    # rank 1 exits (os._exit) once, right after step 5; checkpoints at steps 3 and 6
-    spec = _spec("rt-crash", zero=1, max_steps=8, every=3, storage=storage, max_failures=1,
-                 env={"TRAINYARD_TEST_CRASH": f"1:5:{marker}"},
+    notice = test_root / f"notice-{uuid.uuid4().hex[:6]}"
+    # rank 1 gets SIGTERM (its node's stop notice) once, right after step 1, so during step 2:
+    # the group checkpoints at step 2's boundary, off the every-3 schedule, and restarts from
+    # it; later rank 1 exits (os._exit) once, right after step 5, with no notice: the group
+    # restarts from the periodic checkpoint of step 3
+    spec = _spec("rt-crash", zero=1, max_steps=8, every=3, storage=storage, max_failures=2,
+                 env={"TRAINYARD_TEST_CRASH": f"1:5:{marker}", "TRAINYARD_TEST_NOTICE": f"1:1:{notice}"},
                  training={"lr_schedule": "linear", "warmup_steps": 2})
     job_id = _job_id("z1")
     result = run_job(spec, job_id, emit=lambda line: None)
 
-    assert marker.exists(), "the test hook never fired"
+    assert marker.exists() and notice.exists(), "a test hook never fired"
     assert "accuracy" in result["metrics"]
+    # each worker group: where it resumed (the notice's checkpoint, then the periodic one)
+    assert [s["resumed_step"] for s in result["usage"]["segments"]] == [0, 2, 3], result["usage"]
     client = MlflowClient(mlflow_env)
     run = client.get_run(result["mlflow_run_id"])
     assert run.data.tags["trainyard.resumed_from_step"] == "3"
     assert run.data.params["deepspeed.zero_stage"] == "1"
     runs = client.search_runs([result["mlflow_experiment_id"]],
                               filter_string=f"tags.`trainyard.job_id` = '{job_id}'")
-    assert len(runs) == 1  # the restarted worker group logged into the same run
+    assert len(runs) == 1  # the restarted worker groups logged into the same run
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
     assert max(steps) == 8 and set(range(1, 9)) <= set(steps)
-    # the optimizer followed the warm-up and decay, and the resumed group went on with the curve
+    assert steps.count(1) == 1 and steps.count(2) == 1  # the notice lost no step: none ran twice
+    # the optimizer followed the warm-up and decay, and the resumed groups went on with the curve
     lrs = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "lr")}
     assert set(lrs) == set(range(1, 9))
     assert lrs == pytest.approx({s: spec.training.lr_at(s - 1, 8) for s in range(1, 9)})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ from trainyard.runner.session import Session
 from trainyard.runner.tracker import Tracker
 from trainyard.runner.usage import count_flops_enabled, device_info, mlflow_figures, usage_record
 
-__all__ = ["Trainer", "train_loop_per_worker", "CRASH_ENV", "STEP_DELAY_ENV"]
+__all__ = ["Trainer", "train_loop_per_worker", "CRASH_ENV", "NOTICE_ENV", "STEP_DELAY_ENV"]
 
 CRASH_ENV = "TRAINYARD_TEST_CRASH"  # tests only: "rank:step:marker_path"
+# tests only, "rank:step:marker_path": that rank's process gets SIGTERM once, as a node's stop notice
+NOTICE_ENV = "TRAINYARD_TEST_NOTICE"
 # tests only: seconds to sleep after each optimizer step, so a test can stop a short job mid-run
 STEP_DELAY_ENV = "TRAINYARD_TEST_STEP_DELAY_S"
 
@@ -115,6 +118,8 @@ class Trainer:
         self._busy += time.perf_counter() - started
         self.micro += 1
         _maybe_crash_for_test(os.environ.get(CRASH_ENV), rank=self.session.rank, step=self.micro // gas)
+        _maybe_crash_for_test(os.environ.get(NOTICE_ENV), rank=self.session.rank, step=self.micro // gas,
+                              notice=True)
         if self.micro % gas:
             return False
         if os.environ.get(STEP_DELAY_ENV):
@@ -426,13 +431,18 @@ def train_loop_per_worker(config: dict) -> None:
     Trainer.from_config(config).train()
 
 
-def _maybe_crash_for_test(env_value: str | None, *, rank: int, step: int) -> None:
-    """Tests only: simulate a worker dying once (a marker file makes it happen once)."""
+def _maybe_crash_for_test(env_value: str | None, *, rank: int, step: int, notice: bool = False) -> None:
+    """Tests only: simulate a worker dying once, or its node's stop notice (SIGTERM to this
+    worker's process, as a spot reclaim or a drained pod sends it); a marker file makes it
+    happen once."""
     if not env_value:
         return
     want_rank, want_step, marker = env_value.split(":", 2)
     if rank == int(want_rank) and step == int(want_step) and not os.path.exists(marker):
         with open(marker, "w") as fh:
-            fh.write(f"rank {rank} exited at step {step}\n")
+            fh.write(f"rank {rank} {'got SIGTERM' if notice else 'exited'} at step {step}\n")
         sys.stdout.flush()
+        if notice:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         os._exit(13)
