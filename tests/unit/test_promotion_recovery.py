@@ -79,6 +79,10 @@ class FakeRegistry:
     def mark_promotion(self, run_id, key, value):
         self.tags[(run_id, key)] = value
 
+    def set_alias(self, model, alias, version):
+        assert alias == "champion"
+        self.champion = version
+
 
 class FakeManager:
     def __init__(self, traffic: Traffic | None):
@@ -144,6 +148,9 @@ def test_record_read_back_from_an_mlflow_run():
     record = PromotionRecord.from_run(run)
     assert (record.model, record.candidate, record.champion, record.endpoint) == ("m", "2", None, "ep")
     assert (record.next_seq, record.recovered, record.served_before, record.instance) == (3, False, None, "i1")
+    assert (record.kind, record.rollback_from) == ("promotion", None)
+    run.data.tags.update({"trainyard.kind": "rollback", "trainyard.rollback_from": "3"})
+    assert (PromotionRecord.from_run(run).kind, PromotionRecord.from_run(run).rollback_from) == ("rollback", "3")
 
 
 def test_service_recovers_only_other_instances_records_and_survives_cluster_errors():
@@ -181,3 +188,84 @@ def test_first_deployment_with_only_the_candidate_is_deleted_whether_or_not_the_
     plan = plan_recovery(_record(champion=None, served_before=before), champion_now=None,
                          traffic=Traffic.single("2"))
     assert plan.action == "delete"
+
+
+# a roll-back asked for by hand (v2 -> v1), its server killed mid-switch: finished forward
+ROLLBACK = dict(kind="rollback", candidate="1", champion="2", rollback_from="2", last_event=None, next_seq=1)
+
+
+def test_an_interrupted_roll_back_is_finished_forward_or_closed_as_failed_when_its_endpoint_is_gone():
+    half = Traffic({"1": 0.5, "2": 0.5}, stable="2", canary="1", generation=7)
+    plan = plan_recovery(_record(**ROLLBACK), champion_now="2", traffic=half)
+    assert (plan.action, plan.target, plan.outcome) == ("switch", "1", "reverted") and "v2 -> v1" in plan.reason
+    # switched already, the alias or the event not yet: only the bookkeeping is left
+    plan = plan_recovery(_record(**ROLLBACK), champion_now="2", traffic=Traffic.single("1"))
+    assert (plan.action, plan.target, plan.outcome) == ("none", "1", "reverted")
+    plan = plan_recovery(_record(**ROLLBACK), champion_now="2", traffic=None, gone="cluster 'local' no longer exists")
+    assert (plan.action, plan.outcome) == ("none", "failed") and "cluster 'local'" in plan.reason
+
+
+def test_recovery_finishes_a_roll_back_moves_the_alias_logs_it_once_and_the_history_counts_it():
+    from trainyard.serving.policy import plan_rollback
+
+    registry, manager = FakeRegistry(champion="2"), FakeManager(Traffic({"1": 0.5, "2": 0.5}, stable="2", canary="1"))
+    out = recover_promotion(_record(**ROLLBACK), registry=registry, manager_for=lambda c: manager)
+    assert manager.calls == [("switch", "1")] and manager.traffic.weights == {"1": 1.0} and registry.champion == "1"
+    (run_id, seq, event), = registry.events
+    assert (event.kind, event.candidate, event.evidence["from_version"], event.evidence["interrupted"]) == \
+        ("reverted", "1", "2", True)
+    assert registry.ended == [("r1", "reverted")] and out["outcome"] == "reverted"
+    # died again after the event, before the close: only the close is left
+    recover_promotion(_record(**{**ROLLBACK, "last_event": "reverted"}), registry=registry,
+                      manager_for=lambda c: manager)
+    assert len(registry.events) == 1 and registry.ended[-1] == ("r1", "reverted") and manager.calls == [("switch", "1")]
+    # the finished roll-back undoes the promotion of v2 in the history, as one that was not interrupted
+    promoted = {"kind": "promoted", "candidate": "2", "champion": "1", "evidence": {"endpoint": "m"}}
+    with pytest.raises(Exception, match="no promotion left"):
+        plan_rollback("m", [promoted, event.to_dict()])
+
+
+def test_a_roll_back_killed_mid_switch_is_found_and_finished_by_the_next_server():
+    """The roll-back's run carries the deployment's tags, so the next server process reads it
+    back (from the tags the first one wrote) and finishes it."""
+    from trainyard.serving.policy import Event
+
+    promoted = Event(kind="promoted", model="m", candidate="2", champion="1", reason="", evidence={"endpoint": "m"})
+    runs: dict[str, dict] = {}
+
+    class Registry(FakeRegistry):
+        def versions(self, model):
+            return ["1", "2"]
+
+        def history(self, model):
+            return [promoted.to_dict()]
+
+        def start_promotion(self, model, candidate, champion, policy, tags=None):
+            runs["rb"] = {"trainyard.model": model, "trainyard.candidate": str(candidate),
+                          "trainyard.champion": str(champion), **(tags or {})}
+            return "rb"
+
+    class Dies(FakeManager):
+        def exists(self, name):
+            return True
+
+        def switch(self, state, version):
+            self.traffic = Traffic({"1": 0.5, "2": 0.5}, stable="2", canary="1")
+            raise KeyboardInterrupt("the server process is killed mid-switch")
+
+    first = ServingService(tracking_uri="http://mlflow", clusters=lambda name: ("http://ray", None), server_id="s1")
+    registry, manager = Registry(champion="2"), Dies(Traffic.single("2"))
+    first._registry, first.manager = registry, lambda cluster=None: manager
+    with pytest.raises(KeyboardInterrupt):
+        first.rollback("m")
+    run = SimpleNamespace(info=SimpleNamespace(run_id="rb", start_time=1), data=SimpleNamespace(params={}, tags=runs["rb"]))
+    record = PromotionRecord.from_run(run)
+    assert runs["rb"]["trainyard.server"] == "s1" and (record.kind, record.rollback_from) == ("rollback", "2")
+
+    second = ServingService(tracking_uri="http://mlflow", clusters=lambda name: ("http://ray", None), server_id="s1")
+    registry.unfinished_promotions = lambda server: [record] if server == "s1" else []
+    healthy = FakeManager(manager.traffic)
+    second._registry, second.manager = registry, lambda cluster=None: healthy
+    (item,) = second.recover_promotions()
+    assert item["outcome"] == "reverted" and healthy.traffic.weights == {"1": 1.0} and registry.champion == "1"
+    assert registry.ended == [("rb", "reverted")]

@@ -18,6 +18,11 @@ pure):
                                      any; else the endpoint, which only this promotion created
                                      and which serves an unvetted version, is deleted: rolled_back
 
+A roll-back asked for by hand (`kind: rollback`, run the same way) is an operator's decision,
+so it is finished forward: its target version alone on the endpoint, `champion` moved to it,
+and its `reverted` event logged; with the endpoint gone it is closed as `failed` (the history
+then walks back nothing, and the roll-back can be asked for again once the endpoint is back).
+
 The `candidate` alias is never touched, so the promotion can be submitted again. The
 decision is logged as an event (evidence `interrupted: true`) before the run is closed:
 a second restart finds the run FINISHED, or, if it died in between, the endpoint already
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from trainyard.errors import NotFoundError
-from trainyard.serving.policy import Event
+from trainyard.serving.policy import ROLLBACK_EVENT, Event
 from trainyard.serving.registry import CHAMPION, PromotionRecord
 from trainyard.serving.traffic import Traffic
 
@@ -58,6 +63,8 @@ def plan_recovery(record: PromotionRecord, *, champion_now: str | None, traffic:
     """What to do with an unfinished promotion. `traffic`: the endpoint's split now (None: gone,
     with `gone` saying why); `champion_now`: the registry's `champion` alias now."""
     cand, name = record.candidate, record.endpoint
+    if record.kind == "rollback":
+        return _finish_rollback(record, traffic=traffic, gone=gone)
     if traffic is None:
         return RecoveryPlan("none", None, "rolled_back",
                             f"{INTERRUPTED} ({gone or f'endpoint {name!r} no longer exists'}: nothing to restore)")
@@ -85,11 +92,23 @@ def plan_recovery(record: PromotionRecord, *, champion_now: str | None, traffic:
                         "promotion, was deleted)")
 
 
+def _finish_rollback(record: PromotionRecord, *, traffic: Traffic | None, gone: str | None) -> RecoveryPlan:
+    target, name = record.candidate, record.endpoint
+    if traffic is None or target is None:
+        return RecoveryPlan("none", None, "failed",
+                            f"roll-back interrupted by a server restart and not finished: "
+                            f"{gone or f'endpoint {name!r} no longer exists'}; roll back again once it is deployed")
+    return RecoveryPlan("none" if _alone(traffic, target) else "switch", target, ROLLBACK_EVENT,
+                        f"roll-back interrupted by a server restart, finished on restart: "
+                        f"v{record.rollback_from or '?'} -> v{target}")
+
+
 def recover_promotion(record: PromotionRecord, *, registry, manager_for: Callable[[str | None], object]) -> dict:
     """Carry out `plan_recovery` for one record and close it. Raises on cluster or MLflow trouble
     (the record stays RUNNING, for a retry or the next start)."""
-    if record.outcome:  # decided and logged; the process died between the outcome tag and the status
-        registry.end_promotion(record.run_id, record.outcome)
+    logged = record.kind == "rollback" and record.last_event == ROLLBACK_EVENT  # all done but the close
+    if record.outcome or logged:  # decided and logged; the process died before the status
+        registry.end_promotion(record.run_id, record.outcome or ROLLBACK_EVENT)
         return {"run_id": record.run_id, "model": record.model, "outcome": record.outcome, "action": "none",
                 "reason": "already decided before the restart"}
     state, gone = None, None
@@ -104,9 +123,13 @@ def recover_promotion(record: PromotionRecord, *, registry, manager_for: Callabl
         state = manager.switch(state, plan.target)
     elif plan.action == "delete":
         manager.delete(record.endpoint)
+    if plan.outcome == ROLLBACK_EVENT:  # the endpoint serves the target alone: the alias follows
+        registry.set_alias(record.model, CHAMPION, plan.target)
     after = None if plan.action == "delete" or state is None else dict(state.traffic.weights)
     evidence = {"endpoint": record.endpoint, "interrupted": True, "action": plan.action,
                 "last_event": record.last_event, "traffic": after}
+    if record.kind == "rollback":
+        evidence["from_version"] = record.rollback_from
     if not record.recovered:
         registry.log_event(record.run_id, record.next_seq,
                            Event(kind=plan.outcome, model=record.model, candidate=record.candidate,

@@ -46,6 +46,8 @@ class PromotionRecord:
     next_seq: int
     recovered: bool  # an `interrupted` event is already logged (a restart during the recovery)
     start_time: int = 0
+    kind: str = "promotion"  # or "rollback": a roll-back asked for by hand (candidate: its target)
+    rollback_from: str | None = None  # a roll-back: the version it takes the endpoint off
 
     @classmethod
     def from_run(cls, run) -> "PromotionRecord":
@@ -71,7 +73,9 @@ class PromotionRecord:
                    next_seq=(events[-1][0] if events else 0) + 1,
                    recovered=any(isinstance(e, dict) and (e.get("evidence") or {}).get("interrupted")
                                  for _, e in events),
-                   start_time=int(run.info.start_time or 0))
+                   start_time=int(run.info.start_time or 0),
+                   kind=tags.get("trainyard.kind") or "promotion",
+                   rollback_from=_version_tag(tags.get("trainyard.rollback_from")))
 
 
 class Registry:

@@ -182,8 +182,13 @@ class ServingService:
                                     f"nothing to roll back", field="model", value=model,
                                     fix="deploy it again with `trainyard endpoints deploy`")
             champion = registry.alias_version(model, CHAMPION)
+            # tagged like a promotion, so that a restart finds it unfinished and finishes it
+            # (serving.recovery): a server killed mid-switch must not leave the endpoint split
             tags = {"trainyard.endpoint": plan.endpoint, "trainyard.cluster": cluster or self.default_cluster,
-                    "trainyard.kind": "rollback"}  # no server tag: a restart has nothing to recover here
+                    "trainyard.kind": "rollback", "trainyard.rollback_from": plan.from_version,
+                    "trainyard.server_instance": self.instance}
+            if self.server_id:
+                tags["trainyard.server"] = self.server_id
             run_id = registry.start_promotion(model, plan.to_version, champion, {}, tags=tags)
             try:
                 manager.switch(manager.get(plan.endpoint), plan.to_version)
