@@ -241,3 +241,15 @@ def test_grant_live_size_resize_events_and_the_ledger_through_the_controller(ser
         assert s.get(UsageRow, (job_id, 1)).resources == {"CPU": 1.5}
         assert jobs_repo.get_job(s, job_id).phase == st.SUCCEEDED
     assert client.get(f"/v1/jobs/{job_id}").json()["workers"] == 1  # ended: the count it is admitted at
+
+
+def test_a_run_that_was_one_group_all_along_is_costed_at_that_groups_size():
+    from trainyard.controller.costs import allocations_for
+
+    one = {"usage": {"steps": 3, "step_seconds": 3.0, "segments": [
+        {"workers": 3, "start_unix": 0, "ready_unix": 1, "last_unix": 90, "resumed_step": 0, "steps": 3,
+         "step_seconds": 3.0, "ckpt_steps": 3, "ckpt_step_seconds": 3.0}]}}
+    spec = {"resources": ELASTIC}
+    assert [a["workers"] for a in allocations_for(spec, [(0.0, 100.0)], result=one)] == [3]
+    one["usage"]["segments"][0]["workers"] = "3"
+    assert [a["workers"] for a in allocations_for(spec, [(0.0, 100.0)], result=one)] == [1]  # malformed: min

@@ -165,8 +165,13 @@ def _split_by_segments(alloc: dict[str, Any], segments: Any) -> list[dict[str, A
     old group's last report, so the time until the new group's first step (teardown, waiting
     for room, restoring the checkpoint) is the next piece's startup: time lost to the restart.
     The workers' clocks are clipped into the attempt; malformed segments leave it whole."""
-    if not isinstance(segments, list) or len(segments) < 2:
+    if not isinstance(segments, list) or not segments:
         return [alloc]
+    if len(segments) == 1:
+        # one group all along: an elastic job may have started above its min, and held that
+        workers = segments[0].get("workers") if isinstance(segments[0], Mapping) else None
+        ok = not isinstance(workers, bool) and isinstance(workers, int) and 1 <= workers <= 1_000_000
+        return [{**alloc, "workers": workers} if ok else alloc]
     rows = []
     for seg in segments[:MAX_SEGMENTS]:
         if not isinstance(seg, Mapping):
