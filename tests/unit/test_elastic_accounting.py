@@ -128,7 +128,7 @@ def test_the_ledger_charges_the_segments_time_weighted_size_else_the_live_size()
 def test_job_dict_shows_the_live_size_while_running_and_the_range_with_its_grant():
     shown = views.job_dict(_row(live=2, granted=3))
     assert shown["workers"] == 2 and shown["workers_range"] == {"min": 1, "max": 4, "granted": 3}
-    queued = views.job_dict(_row(phase=st.PENDING, live=2))
+    queued = views.job_dict(_row(phase=st.PREEMPTED, live=2, granted=3))  # queued again: the next grant is new
     assert queued["workers"] == 1 and queued["workers_range"]["granted"] is None
     assert views.job_dict(_row(workers=2))["workers_range"] is None
 
@@ -253,3 +253,15 @@ def test_a_run_that_was_one_group_all_along_is_costed_at_that_groups_size():
     assert [a["workers"] for a in allocations_for(spec, [(0.0, 100.0)], result=one)] == [3]
     one["usage"]["segments"][0]["workers"] = "3"
     assert [a["workers"] for a in allocations_for(spec, [(0.0, 100.0)], result=one)] == [1]  # malformed: min
+
+
+def test_jobs_list_shows_live_over_granted_for_an_elastic_job():
+    from trainyard.apitypes import Job
+    from trainyard.cli.main import _workers_cell
+
+    def job(row):
+        return Job.model_validate(views.job_dict(row))
+
+    assert _workers_cell(job(_row(live=1, granted=2))) == "1/2"
+    assert _workers_cell(job(_row(phase=st.PENDING))) == "1/4"  # queued: its min over its max
+    assert _workers_cell(job(_row(workers=2))) == "2"

@@ -12,8 +12,8 @@ from trainyard.specs.models import worker_bounds
 from trainyard.store import state as st
 from trainyard.store.models import ClusterRow, JobRow
 
-__all__ = ["queued_job", "worker_range", "live_workers", "row_job", "job_demand", "ledger_demand", "cluster_view", "job_dict", "cluster_dict", "iso", "reserved_by_cluster",
-           "redacted_spec", "pending_of", "pending_record", "PENDING_KEY"]
+__all__ = ["queued_job", "worker_range", "live_workers", "row_job", "job_demand", "ledger_demand", "cluster_view",
+           "job_dict", "cluster_dict", "iso", "reserved_by_cluster", "redacted_spec", "pending_of", "pending_record", "PENDING_KEY"]
 
 # A queued job has no result yet, so the why-pending record lives in the result column under
 # this key until the job is dispatched (the controller clears it then). job_dict shows it as
@@ -179,9 +179,10 @@ def job_dict(job: JobRow, *, mlflow_uri: str = "", detail: bool = False,
         # while it may hold resources, the size it runs at (an elastic job's live world size,
         # its min before the first progress line); queued or ended, the count it is admitted at
         "workers": workers,
-        # an elastic job's range and the most its quota let this attempt grow to (None: not
-        # dispatched yet); None for a fixed job
-        "workers_range": ({"min": low, "max": high, "granted": job.workers_granted}
+        # an elastic job's range and the most its quota let this (or, ended, the last) attempt
+        # grow to (None while queued: the next grant is made at admission); None for a fixed job
+        "workers_range": ({"min": low, "max": high,
+                           "granted": None if job.phase in st.QUEUED else job.workers_granted}
                           if high > low else None),
         "cluster": job.cluster,
         "submission_id": job.submission_id,
