@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 __all__ = [
     "ApiModel", "Health", "ServerInfo", "QueueStats", "ControllerStatus", "Status",
-    "PendingInfo", "Job", "JobDetail", "JobList", "SweepModel", "Leaderboard", "SweepSummary", "Sweep",
+    "PendingInfo", "WorkersRange", "Job", "JobDetail", "JobList", "SweepModel", "Leaderboard", "SweepSummary", "Sweep",
     "SweepList", "SpecCheck", "Cluster", "ClusterList",
     "EndpointSummary", "EndpointList", "EndpointVersion", "Replicas", "Endpoint", "Deployment",
     "EndpointKey", "CreatedEndpointKey", "EndpointKeyList", "PromotionEvent", "PromotionResult",
@@ -181,6 +181,15 @@ class PendingInfo(ApiModel):
     estimated_start: Optional[str] = Field(..., description="ISO 8601, or null when unknown.")
 
 
+class WorkersRange(ApiModel):
+    """An elastic job's resources.workers {min, max}, and its grant."""
+
+    min: int
+    max: int
+    granted: Optional[int] = Field(None, description="The most workers the scheduler let the current attempt "
+                                                     "grow to (its project's quota room); null until dispatched.")
+
+
 class Job(ApiModel):
     """A job (or a sweep) as lists show it."""
 
@@ -193,7 +202,12 @@ class Job(ApiModel):
     state: str = Field(..., description="Public state: PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, ...")
     phase: str = Field(..., description="The controller's finer phase (DISPATCHING, STOPPING, ...).")
     workload: Optional[str]
-    workers: int
+    workers: int = Field(..., description="Workers it holds: while it runs, an elastic job's live world size "
+                                          "(its min before the first progress line); queued or ended, the "
+                                          "count it is admitted at (an elastic job's min).")
+    workers_range: Optional[WorkersRange] = Field(None, description="An elastic job's worker range and the most "
+                                                                    "its quota let this attempt grow to; null for "
+                                                                    "a fixed job.")
     cluster: Optional[str]
     submission_id: Optional[str]
     attempt: int

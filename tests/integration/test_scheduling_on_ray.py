@@ -1,6 +1,6 @@
 """The scheduler's rules through a real server on a real Ray head (2 CPUs): quota waits, budget
-exhaustion from time really held, backfill by declared max_runtime_s, and an unreachable cluster
-drained. The runner is test_server.py's stand-in (it sleeps `sleep_s`); Ray, the Jobs API, the
+exhaustion from time really held, backfill by declared max_runtime_s, an elastic job granted its
+quota's room and counted at its live size, and an unreachable cluster drained. The runner is test_server.py's stand-in (it sleeps `sleep_s`); Ray, the Jobs API, the
 controller and the store are real. Jobs hold what they ask for in the scheduler's accounting,
 so 1-CPU jobs fill the 2-CPU head two at a time.
 """
@@ -39,10 +39,11 @@ def _ok(resp: httpx.Response, status: int = 200) -> dict:
     return resp.json()
 
 
-def _submit(http: httpx.Client, name: str, *, project: str = "default", sleep_s: float = 0.0, workers: int = 1,
-            **top) -> str:
+def _submit(http: httpx.Client, name: str, *, project: str = "default", sleep_s: float = 0.0,
+            workers: int | dict = 1, **top) -> str:
+    training = {"max_steps": 3, **({"elastic_batch": "scale"} if isinstance(workers, dict) else {})}
     spec = {"name": name, "workload": "cnn", "project": project, "resources": {"workers": workers},
-            "training": {"max_steps": 3}, "hyperparameters": {"sleep_s": sleep_s},
+            "training": training, "hyperparameters": {"sleep_s": sleep_s},
             "env": {"FAKE_RUNS_LOG": os.environ["FAKE_RUNS_LOG"]}, **top}
     return _ok(http.post("/v1/jobs", json={"spec": spec}), 201)["id"]
 
@@ -110,6 +111,26 @@ def test_backfill_starts_only_what_ends_before_the_head_and_overruns_are_stopped
     liar = _submit(http, "liar", sleep_s=60, max_runtime_s=2)
     ended = _state(http, liar, "CANCELLED", timeout=60)
     assert ended["message"].startswith("cancelled: ran past its max_runtime_s (2 s"), ended["message"]
+
+
+def test_an_elastic_job_grows_to_its_grant_and_is_counted_at_its_live_size(sched):
+    http = sched
+    wait_for(lambda: not [j for j in _ok(http.get("/v1/jobs", params={"limit": 100}))["jobs"]
+                          if j["state"] in ("PENDING", "RUNNING")], what="an idle cluster")
+    _ok(http.post("/v1/projects", json={"name": "stretchy"}), 201)
+    _ok(http.put("/v1/projects/stretchy/quota", json={"nominal": {"CPU": 2}, "borrowing_limit": {"CPU": 0}}))
+    # the stand-in runner reports the group at TRAINYARD_WORKERS_MAX, which the dispatcher set to
+    # the quota's room (2 of max 4); a stall timeout of 30 s reads progress every 3 s
+    grow = _submit(http, "grow", project="stretchy", sleep_s=9, workers={"min": 1, "max": 4},
+                   failure={"stall_timeout_s": 30})
+    job = wait_for(lambda: (j := _job(http, grow))["workers"] == 2 and j, what="the live size")
+    assert job["workers_range"] == {"min": 1, "max": 4, "granted": 2}
+    assert "resized: 1 -> 2 workers" in [e["reason"] for e in job["events"]]
+    # at its min there would be room in the quota for one more; at its live size there is none
+    more = _submit(http, "more", project="stretchy")
+    wait_for(lambda: _reason(http, more) == "quota", what="the quota reason")
+    _state(http, grow, "SUCCEEDED")
+    _state(http, more, "SUCCEEDED")
 
 
 def test_an_unreachable_cluster_is_drained_and_pinned_jobs_say_why(sched, test_root):

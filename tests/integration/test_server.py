@@ -36,10 +36,13 @@ if os.path.exists("marker.txt"):  # shipped in the job's working_dir (Ray makes 
     print("MARKER " + open("marker.txt").read().strip(), flush=True)
 steps = spec["training"].get("max_steps") or 3
 sleep_s = float(spec["hyperparameters"].get("sleep_s", 0))
+# an elastic job's group grows at once to what the scheduler granted (Ray Train would, given room)
+grant = os.environ.get("TRAINYARD_WORKERS_MAX")
 for step in range(1, steps + 1):
     time.sleep(sleep_s / steps)
     print("TRAINYARD_PROGRESS " + json.dumps({"step": step, "total_steps": steps, "epoch": 0,
-                                             "metrics": {"loss": 1.0 / step}}), flush=True)
+                                             "metrics": {"loss": 1.0 / step},
+                                             **({"workers": int(grant)} if grant else {})}), flush=True)
 if spec["hyperparameters"].get("fail"):
     print('TRAINYARD_ERROR {"error": "runtime", "message": "boom on purpose"}', flush=True)
     sys.exit(3)

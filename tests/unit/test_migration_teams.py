@@ -46,6 +46,6 @@ def test_a_0002_install_upgrades_and_keeps_its_token(tmp_path):
         assert [t["name"] for t in tokens] == ["admin-token"]
     db = Database(url)
     try:
-        assert db.current_revision() == HEAD_REVISION == "0007"
+        assert db.current_revision() == HEAD_REVISION == "0008"
     finally:
         db.dispose()

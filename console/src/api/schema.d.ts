@@ -1260,8 +1260,13 @@ export interface components {
             state: string;
             /** Submission Id */
             submission_id: string | null;
-            /** Workers */
+            /**
+             * Workers
+             * @description Workers it holds: while it runs, an elastic job's live world size (its min before the first progress line); queued or ended, the count it is admitted at (an elastic job's min).
+             */
             workers: number;
+            /** @description An elastic job's worker range and the most its quota let this attempt grow to; null for a fixed job. */
+            workers_range?: components["schemas"]["WorkersRange"] | null;
             /** Workload */
             workload: string | null;
         };
@@ -1358,8 +1363,13 @@ export interface components {
             state: string;
             /** Submission Id */
             submission_id: string | null;
-            /** Workers */
+            /**
+             * Workers
+             * @description Workers it holds: while it runs, an elastic job's live world size (its min before the first progress line); queued or ended, the count it is admitted at (an elastic job's min).
+             */
             workers: number;
+            /** @description An elastic job's worker range and the most its quota let this attempt grow to; null for a fixed job. */
+            workers_range?: components["schemas"]["WorkersRange"] | null;
             /** Workload */
             workload: string | null;
         };
@@ -2159,8 +2169,13 @@ export interface components {
             sweep: {
                 [key: string]: unknown;
             } | null;
-            /** Workers */
+            /**
+             * Workers
+             * @description Workers it holds: while it runs, an elastic job's live world size (its min before the first progress line); queued or ended, the count it is admitted at (an elastic job's min).
+             */
             workers: number;
+            /** @description An elastic job's worker range and the most its quota let this attempt grow to; null for a fixed job. */
+            workers_range?: components["schemas"]["WorkersRange"] | null;
             /** Workload */
             workload: string | null;
         };
@@ -2266,8 +2281,13 @@ export interface components {
             state: string;
             /** Submission Id */
             submission_id: string | null;
-            /** Workers */
+            /**
+             * Workers
+             * @description Workers it holds: while it runs, an elastic job's live world size (its min before the first progress line); queued or ended, the count it is admitted at (an elastic job's min).
+             */
             workers: number;
+            /** @description An elastic job's worker range and the most its quota let this attempt grow to; null for a fixed job. */
+            workers_range?: components["schemas"]["WorkersRange"] | null;
             /** Workload */
             workload: string | null;
         };
@@ -2310,6 +2330,21 @@ export interface components {
         UserList: {
             /** Users */
             users: components["schemas"]["User"][];
+        };
+        /**
+         * WorkersRange
+         * @description An elastic job's resources.workers {min, max}, and its grant.
+         */
+        WorkersRange: {
+            /**
+             * Granted
+             * @description The most workers the scheduler let the current attempt grow to (its project's quota room); null until dispatched.
+             */
+            granted?: number | null;
+            /** Max */
+            max: number;
+            /** Min */
+            min: number;
         };
     };
     responses: never;

@@ -421,6 +421,16 @@ def _worker_count(resources) -> str:
     return str(resources.max_workers)
 
 
+def _workers_cell(job) -> str:
+    """'2' for a fixed job; 'live/max' for an elastic one, e.g. '1/2' (max: its grant once
+    dispatched, else the spec's)."""
+    span = getattr(job, "workers_range", None)
+    if not span:
+        return str(job.workers)
+    top = span.granted if span.granted is not None else span.max
+    return f"{job.workers}/{top}"
+
+
 def cmd_jobs_submit(args) -> int:
     context.check_server_needs_dry_run(args)
     raw, job, working_dir = _load_spec(args.spec)
@@ -551,11 +561,11 @@ def cmd_jobs_list(args) -> int:
             ui.stdout().print("No jobs yet. Submit one: trainyard jobs submit examples/cnn.yaml")
         return EXIT_OK
     wide = getattr(args, "wide", False)
-    rows = [(job.id, job.name, job.state, job.project, job.owner, job.workload, job.cluster,
+    rows = [(job.id, job.name, job.state, job.project, job.owner, job.workload, job.cluster, _workers_cell(job),
              ui.fmt_metrics(job_metrics(job), limit=2), ui.fmt_time(job.created_at),
              *((gpu_hours_cell(job), money_cell(job)) if wide else ())) for job in jobs]
-    ui.table(None, ["id", "name", "state", "project", "owner", "workload", "cluster", "metrics", "submitted",
-                    *(("GPU-h", "cost") if wide else ())], rows)
+    ui.table(None, ["id", "name", "state", "project", "owner", "workload", "cluster", "workers", "metrics",
+                    "submitted", *(("GPU-h", "cost") if wide else ())], rows)
     more = "" if len(jobs) >= total else "  (--limit N or --all for more)"
     ui.stdout().print(f"{len(jobs)} of {total}{more}")
     return EXIT_OK
@@ -573,6 +583,7 @@ def cmd_jobs_show(args) -> int:
     rows = [
         ("id", job.id), ("name", job.name), ("state", job.state), ("workload", job.workload),
         ("project", job.project), ("owner", job.owner), ("cluster", job.cluster),
+        ("workers", _workers_cell(job)),
         ("ray job", job.submission_id),
         ("submitted", ui.fmt_time(job.created_at)),
         ("started", ui.fmt_time(job.started_at)),

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 from trainyard.costs import JobCost, NodePrice, job_cost, resolve_accelerator, sweep_cost
 from trainyard.errors import SpecError
 
-__all__ = ["allocations_for", "cost_record", "prices_of", "sweep_record", "record_for"]
+__all__ = ["allocations_for", "cost_record", "prices_of", "sweep_record", "record_for", "segment_workers"]
 
 log = logging.getLogger("trainyard.controller")
 
@@ -132,6 +132,32 @@ def _admitted_workers(res: Mapping[str, Any]) -> int:
         return 1
 
 
+def segment_workers(result: Any) -> float | None:
+    """The world size a run held on average over its worker groups (the result's usage
+    segments, each weighted by its span: to the next group's start, the last to its last
+    report), or None when the result carries no well-formed segments. The budgets' ledger
+    charges an elastic attempt at this."""
+    usage = _runner_usage(result)
+    segments = usage.get("segments") if usage is not None else None
+    if not isinstance(segments, list) or not segments:
+        return None
+    rows = []
+    for seg in segments[:MAX_SEGMENTS]:
+        workers = seg.get("workers") if isinstance(seg, Mapping) else None
+        start, last = (_number(seg.get("start_unix")), _number(seg.get("last_unix"))) if isinstance(seg, Mapping) \
+            else (None, None)
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1_000_000 \
+                or start is None or last is None:
+            return None
+        rows.append((workers, start, last))
+    spans = [max(0.0, (rows[i + 1][1] if i + 1 < len(rows) else last) - start)
+             for i, (_, start, last) in enumerate(rows)]
+    total = sum(spans)
+    if total <= 0:
+        return float(rows[-1][0])
+    return sum(w * span for (w, _, _), span in zip(rows, spans)) / total
+
+
 def _split_by_segments(alloc: dict[str, Any], segments: Any) -> list[dict[str, Any]]:
     """The last attempt's allocation cut at each (re)start of its worker group
     (trainyard.runner.segments): each piece holds that group's world size; a piece ends in a
@@ -139,8 +165,13 @@ def _split_by_segments(alloc: dict[str, Any], segments: Any) -> list[dict[str, A
     old group's last report, so the time until the new group's first step (teardown, waiting
     for room, restoring the checkpoint) is the next piece's startup: time lost to the restart.
     The workers' clocks are clipped into the attempt; malformed segments leave it whole."""
-    if not isinstance(segments, list) or len(segments) < 2:
+    if not isinstance(segments, list) or not segments:
         return [alloc]
+    if len(segments) == 1:
+        # one group all along: an elastic job may have started above its min, and held that
+        workers = segments[0].get("workers") if isinstance(segments[0], Mapping) else None
+        ok = not isinstance(workers, bool) and isinstance(workers, int) and 1 <= workers <= 1_000_000
+        return [{**alloc, "workers": workers} if ok else alloc]
     rows = []
     for seg in segments[:MAX_SEGMENTS]:
         if not isinstance(seg, Mapping):

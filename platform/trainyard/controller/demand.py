@@ -61,7 +61,7 @@ class DemandStep:
             queue = [views.queued_job(j.id, j.spec, priority=j.priority, seq=j.created_at.timestamp(),
                                       project=j.project) for j in pending]
             active_rows = jobs_repo.active_jobs(s)
-            active = [(j.phase, j.cluster, j.started_at, views.queued_job(j.id, j.spec)) for j in active_rows]
+            active = [(j.phase, j.cluster, j.started_at, views.row_job(j)) for j in active_rows]
             reserved = views.reserved_by_cluster(active_rows)
             rows = clusters_repo.list_clusters(s)
             live = {r.name: [dict(n.get("total") or {}) for n in (r.last_resources or {}).get("nodes") or []]

@@ -153,7 +153,7 @@ class Dispatcher:
         dispatched: list[tuple[str, str | None, None, QueuedJob]] = []
         for d in plan.dispatch:
             try:
-                if self.write_ahead(d.job_id, d.cluster):
+                if self.write_ahead(d.job_id, d.cluster, workers_max=d.workers_max):
                     dispatched.append((st.DISPATCHING, d.cluster, None, self.queue.pending[d.job_id].job))
                     failpoint("after_write_ahead")
                     self.submit(d.job_id)
@@ -234,7 +234,8 @@ class Dispatcher:
 
     def _usage(self, projects: dict[str, Project], now: float) -> list[UsageRecord]:
         """What counts against budgets: the ledger of ended attempts (only projects with a
-        budget, only within their window) and the running jobs held in memory."""
+        budget, only within their window) and the running jobs held in memory (an elastic one
+        at its live size, since its start: the mirror's QueuedJob, views.row_job)."""
         budgeted = {n: p.budget for n, p in projects.items() if p.budget is not None}
         if not budgeted:
             return []
@@ -316,17 +317,22 @@ class Dispatcher:
                              written=row["written"])
         self.notes_written += len(rows)
 
-    def write_ahead(self, job_id: str, cluster: str) -> bool:
+    def write_ahead(self, job_id: str, cluster: str, *, workers_max: int | None = None) -> bool:
+        """Queued -> DISPATCHING with the attempt's cluster and submission id; an elastic job's
+        grant (`workers_max`, the plan's) is recorded with them, so that a resubmission after a
+        crash hands the runner the same one, and its live size starts over at its min."""
         with self.db.session() as s:
             job = jobs_repo.find_job(s, job_id)
             if job is None or job.phase not in st.QUEUED:
                 return False
             attempt = job.attempt + 1
             extra = {"result": None} if views.pending_of(job.result) is not None else {}
-            jobs_repo.transition(s, job, st.DISPATCHING, reason=f"admitted to cluster '{cluster}'",
+            granted = f", up to {workers_max} workers" if workers_max is not None else ""
+            jobs_repo.transition(s, job, st.DISPATCHING, reason=f"admitted to cluster '{cluster}'{granted}",
                                  attempt=attempt, cluster=cluster,
                                  submission_id=jobs_repo.submission_id_for(job.id, attempt),
-                                 message=f"dispatching to cluster '{cluster}'", **extra)
+                                 message=f"dispatching to cluster '{cluster}'", workers_granted=workers_max,
+                                 workers_live=None, **extra)
         log.info("job %s: queued -> DISPATCHING (cluster '%s', attempt %d)", job_id, cluster, attempt)
         return True
 
@@ -338,6 +344,7 @@ class Dispatcher:
                 return
             cluster, submission_id, spec, package = job.cluster, job.submission_id, job.spec, job.package
             attempt, kind, owner, project = job.attempt, job.kind, job.owner, job.project
+            workers_max = job.workers_granted
         client = self.registry.client(cluster)
         working_dir = None
         try:
@@ -350,7 +357,7 @@ class Dispatcher:
                     return
                 working_dir = client.upload_package(path.read_bytes())
             env = runtime.runtime_env_for(job_id, spec, self.settings, owner=owner, project=project,
-                                          working_dir_uri=working_dir,
+                                          working_dir_uri=working_dir, workers_max=workers_max,
                                           stop_wait_s=self.settings.preemption_grace_s if kind == "job" else None)
             outcome = client.submit(submission_id=submission_id,
                                     entrypoint=runtime.entrypoint_for(job_id, self.settings, kind=kind),

@@ -218,7 +218,8 @@ class QueueMirror:
 
     def _load(self, conn, job_ids: list[str], *, whole: bool) -> None:
         cols = (JobRow.id, JobRow.version, JobRow.phase, JobRow.spec, JobRow.priority, JobRow.project,
-                JobRow.created_at, JobRow.started_at, JobRow.cluster, JobRow.message, JobRow.result, JobRow.kind)
+                JobRow.created_at, JobRow.started_at, JobRow.cluster, JobRow.message, JobRow.result, JobRow.kind,
+                JobRow.workers_live, JobRow.workers_granted)
         if whole:  # after a burst (or at start) one read of everything beats many IN lists
             batches = [conn.execute(select(*cols).where(JobRow.phase.in_(_TRACKED)))]
             wanted: set[str] | None = set(job_ids)
@@ -228,17 +229,20 @@ class QueueMirror:
             wanted = None
         for rows in batches:
             for (job_id, version, phase, spec, priority, project, created_at, started_at, cluster, message,
-                 result, kind) in rows:
+                 result, kind, live, granted) in rows:
                 if wanted is not None and job_id not in wanted:
                     continue
                 self.rows_read += 1
                 self.pending.pop(job_id, None)
                 self.active.pop(job_id, None)
-                # a preempted job's checkpoint lies where it ran: placement prefers that cluster
+                # a preempted job's checkpoint lies where it ran: placement prefers that cluster;
+                # an active elastic job holds its live size, within its grant (views.row_job)
+                active = phase in st.ACTIVE
                 job = views.queued_job(job_id, spec or {}, priority=priority or 0,
                                        seq=created_at.timestamp() if created_at else 0.0,
                                        project=project or "default",
-                                       checkpoint_cluster=cluster if phase == st.PREEMPTED else None)
+                                       checkpoint_cluster=cluster if phase == st.PREEMPTED else None,
+                                       live=live if active else None, granted=granted if active else None)
                 if phase in st.QUEUED:
                     record = views.pending_of(result)
                     self.pending[job_id] = Queued(version, job, message, record,

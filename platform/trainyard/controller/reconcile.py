@@ -30,6 +30,7 @@ from trainyard import redact
 from trainyard.controller import runtime
 from trainyard.controller.stall import RESUMED, STALLED, StallWatch, policy_for
 from trainyard.controller.transitions import Transitions
+from trainyard.controller.views import worker_range
 from trainyard.errors import ClusterError
 from trainyard.store import jobs as jobs_repo
 from trainyard.store import state as st
@@ -92,6 +93,11 @@ class Reconciler:
         self._stall_checked: dict[str, float] = {}
         self._stall_policies: dict[str, Any] = {}
         self.stalled_jobs = 0
+        # elastic jobs: (min, max) from the spec, and (submission, live world size) last written:
+        # a new attempt starts over at its min
+        self._ranges: dict[str, tuple[int, int]] = {}
+        self._live: dict[str, tuple[str, int]] = {}
+        self.resizes = 0
 
     def reconcile(self) -> None:
         now = datetime.now(timezone.utc)
@@ -202,7 +208,9 @@ class Reconciler:
         if policy is None:  # the spec never changes: read once per job
             with self.db.session() as s:
                 job = jobs_repo.find_job(s, job_id)
-                policy = policy_for((job.spec if job is not None else None) or {}, self.settings)
+                spec = (job.spec if job is not None else None) or {}
+                policy = policy_for(spec, self.settings)
+                self._ranges[job_id] = worker_range(spec.get("resources") or {})
             self._stall_policies[job_id] = policy
         now = self.clock()
         every = min(30.0, max(self.settings.poll_interval_s, policy.timeout_s / 10))
@@ -210,6 +218,7 @@ class Reconciler:
             return
         self._stall_checked[job_id] = now
         progress = _last_progress(client, submission_id, node_id=node_id)
+        self._observe_workers(job_id, submission_id, progress.get("workers"))
         step = progress.get("step")
         seen = self.stalls.observe(job_id, step, now=now, timeout_s=policy.timeout_s)
         if seen == STALLED and phase == st.RUNNING:
@@ -227,6 +236,30 @@ class Reconciler:
         if phase == st.STALLED and policy.on_stall != "none":
             client.stop(submission_id)  # again each check until Ray reports STOPPED
 
+    def _observe_workers(self, job_id: str, submission_id: str, workers: Any) -> None:
+        """An elastic job's live world size from its last progress line: stored on the job (the
+        scheduler counts it at that size: views.row_job) with a "resized" event when it
+        changed. A value outside [1, max] (a user's runner prints what it likes) is ignored."""
+        low, high = self._ranges.get(job_id, (1, 1))
+        if high <= low or isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= high:
+            return
+        if self._live.get(job_id) == (submission_id, workers):
+            return  # written already
+        with self.db.session() as s:
+            job = jobs_repo.find_job(s, job_id)
+            if job is None or job.phase not in (st.RUNNING, st.STALLED) or job.submission_id != submission_id:
+                return
+            was = low if job.workers_live is None else job.workers_live  # counted at its min until the first report
+            if job.workers_live != workers:
+                if workers == was:
+                    jobs_repo.update_job(s, job, workers_live=workers)
+                else:
+                    jobs_repo.record_event(s, job, reason=f"resized: {was} -> {workers} workers",
+                                           workers_live=workers)
+                    self.resizes += 1
+                    log.info("job %s: resized from %s to %s workers", job_id, was, workers)
+        self._live[job_id] = (submission_id, workers)
+
     def _stalled_and_stopped(self, job_id: str) -> None:
         """Ray stopped a STALLED job: queue it again (it resumes from its checkpoint) or fail it."""
         with self.db.session() as s:
@@ -234,7 +267,8 @@ class Reconciler:
             if job is None:
                 return
             spec = job.spec or {}
-            stalls = sum(1 for e in jobs_repo.list_events(s, job_id) if e.to_phase == st.STALLED)
+            stalls = sum(1 for e in jobs_repo.list_events(s, job_id)
+                         if e.to_phase == st.STALLED and e.from_phase != st.STALLED)  # not a resize while stalled
         policy = policy_for(spec, self.settings)
         self.stalls.forget(job_id)
         if policy.outcome(stalls_so_far=stalls) == "requeue":
@@ -324,3 +358,6 @@ class Reconciler:
         for job_id in [j for j in self._stall_checked if j not in live]:
             del self._stall_checked[job_id]
             self._stall_policies.pop(job_id, None)
+        for job_id in [j for j in self._ranges if j not in live]:
+            del self._ranges[job_id]
+            self._live.pop(job_id, None)

@@ -7,7 +7,9 @@ The contract with the runner (trainyard.runner):
                 TRAINYARD_STORAGE, TRAINYARD_USER and TRAINYARD_PROJECT (whose job it is: the
                 job row's owner and project), and for s3:// storage TRAINYARD_S3_ENDPOINT_URL,
                 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; RAY_JOB_STOP_WAIT_TIME_S for jobs (the
-                preemption grace period); plus spec.env (which cannot override any of these).
+                preemption grace period); TRAINYARD_WORKERS_MAX for an elastic job (the most
+                workers the scheduler granted it: runner/launch.scaling_for never grows past
+                it); plus spec.env (which cannot override any of these).
     working_dir gcs://_ray_pkg_<sha1>.zip when the job shipped a folder.
 """
 from __future__ import annotations
@@ -21,10 +23,12 @@ from pydantic import SecretStr
 from trainyard import redact
 from trainyard.config import Settings
 
-__all__ = ["DEFAULT_ENTRYPOINT", "entrypoint_for", "runtime_env_for", "secret_values", "storage_for",
+__all__ = ["DEFAULT_ENTRYPOINT", "WORKERS_MAX_ENV", "entrypoint_for", "runtime_env_for", "secret_values", "storage_for",
            "mlflow_credentials",
            "s3_settings_for"]
 
+# the grant an elastic job's runner caps Ray Train's max at (runner/launch.py reads it)
+WORKERS_MAX_ENV = "TRAINYARD_WORKERS_MAX"
 DEFAULT_ENTRYPOINT = "python -m trainyard.runner job --job-id {job_id}"
 SWEEP_ENTRYPOINT = "python -m trainyard.runner sweep --sweep-id {job_id}"
 
@@ -68,7 +72,8 @@ def mlflow_credentials(settings: Settings) -> dict[str, str]:
 
 
 def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *, owner: str, project: str,
-                    working_dir_uri: str | None = None, stop_wait_s: float | None = None) -> dict[str, Any]:
+                    working_dir_uri: str | None = None, stop_wait_s: float | None = None,
+                    workers_max: int | None = None) -> dict[str, Any]:
     """owner, project: the job row's; the runner tags the job's MLflow runs with them and puts
     its experiment and checkpoints under the project.
     stop_wait_s: how long Ray's stop_job waits after its SIGTERM before it kills the driver
@@ -83,6 +88,10 @@ def runtime_env_for(job_id: str, spec: dict[str, Any], settings: Settings, *, ow
         "TRAINYARD_USER": owner,
         "TRAINYARD_PROJECT": project,
     })
+    if workers_max is not None:
+        env[WORKERS_MAX_ENV] = str(int(workers_max))
+    else:
+        env.pop(WORKERS_MAX_ENV, None)  # the scheduler's to set: a spec's env cannot lift the cap
     if stop_wait_s is not None:
         env["RAY_JOB_STOP_WAIT_TIME_S"] = str(max(1, math.ceil(stop_wait_s)))
     if settings.mlflow_uri:

@@ -65,7 +65,7 @@ class Transitions:
                 reason = f"preempted: {why}; no checkpoint at the stop, steps since the last one lost"
             # the ledger's entry for this attempt first: it reads started_at, which the next
             # attempt's start replaces
-            if quotas_repo.record_usage(s, job, resources=views.job_demand(job), ended_at=end, reason="preemption"):
+            if quotas_repo.record_usage(s, job, resources=views.ledger_demand(job), ended_at=end, reason="preemption"):
                 self.usage_records += 1
             jobs_repo.transition(s, job, st.PREEMPTED, reason=reason, at=end, message=message[:MESSAGE_LIMIT],
                                  preemptions=int(job.preemptions or 0) + 1,
@@ -90,7 +90,7 @@ class Transitions:
             jobs_repo.transition(s, job, new, reason=reason, at=at, **fields)
             if new in st.TERMINAL or new == st.PENDING:
                 # what the attempt held goes in the budgets' ledger, in the same transaction
-                if quotas_repo.record_usage(s, job, resources=views.job_demand(job), ended_at=at or job.ended_at):
+                if quotas_repo.record_usage(s, job, resources=views.ledger_demand(job), ended_at=at or job.ended_at):
                     self.usage_records += 1
             if new == st.PENDING:
                 # queued again (a stall's requeue): the attempt is on the ledger now, and the next

@@ -5,12 +5,15 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from trainyard import redact
-from trainyard.scheduler import ClusterView, Pending, QueuedJob, subtract_reserved, worker_bundle
+from trainyard.controller.costs import segment_workers
+from trainyard.scheduler import ClusterView, Pending, QueuedJob, held_workers, subtract_reserved, worker_bundle
+from trainyard.scheduler.model import demand_of
+from trainyard.specs.models import worker_bounds
 from trainyard.store import state as st
 from trainyard.store.models import ClusterRow, JobRow
 
-__all__ = ["queued_job", "worker_range", "job_demand", "cluster_view", "job_dict", "cluster_dict", "iso", "reserved_by_cluster",
-           "redacted_spec", "pending_of", "pending_record", "PENDING_KEY"]
+__all__ = ["queued_job", "worker_range", "live_workers", "row_job", "job_demand", "ledger_demand", "cluster_view",
+           "job_dict", "cluster_dict", "iso", "reserved_by_cluster", "redacted_spec", "pending_of", "pending_record", "PENDING_KEY"]
 
 # A queued job has no result yet, so the why-pending record lives in the result column under
 # this key until the job is dispatched (the controller clears it then). job_dict shows it as
@@ -23,7 +26,11 @@ def iso(value: datetime | None) -> str | None:
 
 
 def queued_job(job_id: str, spec: dict[str, Any], *, priority: int = 0, seq: float = 0.0,
-               project: str = "default", checkpoint_cluster: str | None = None) -> QueuedJob:
+               project: str = "default", checkpoint_cluster: str | None = None,
+               live: int | None = None, granted: int | None = None) -> QueuedJob:
+    """The scheduler's view of a job. A queued elastic job is admitted at its min and may grow
+    to its max; a running one (`live`/`granted` from its row, see `row_job`) holds its live size
+    (held_workers) and may grow to its grant."""
     res = spec.get("resources") or {}
     per = {"CPU": float(res.get("cpus_per_worker", 1.0))}
     if res.get("gpus_per_worker"):
@@ -31,24 +38,53 @@ def queued_job(job_id: str, spec: dict[str, Any], *, priority: int = 0, seq: flo
     per.update({k: float(v) for k, v in (res.get("custom_resources") or {}).items()})
     limit = spec.get("max_runtime_s")
     low, high = worker_range(res)
-    return QueuedJob(id=job_id, workers=low, max_workers=high if high > low else None,
+    if granted is not None:
+        high = max(low, min(high, granted))
+    workers = held_workers(low=low, high=high, live=live) if live is not None else low
+    return QueuedJob(id=job_id, workers=workers, max_workers=high if high > workers else None,
                      per_worker=worker_bundle(per, res.get("accelerator_type")),
                      priority=priority, seq=seq, cluster=res.get("cluster"), project=project,
                      max_runtime=float(limit) if limit else None, checkpoint_cluster=checkpoint_cluster)
 
 
 def worker_range(resources: dict[str, Any]) -> tuple[int, int]:
-    """(min, max) workers of a stored spec's resources: workers is a number, or {min, max} for
-    an elastic job (both equal for a fixed one). The scheduler admits a job at min."""
-    raw = resources.get("workers", 1)
-    if isinstance(raw, dict):
-        return int(raw.get("min", 1)), int(raw.get("max", raw.get("min", 1)))
-    return int(raw), int(raw)
+    """(min, max) workers of a stored spec's resources (specs.models.worker_bounds: the spec
+    models' own rule). The scheduler admits a job at min."""
+    return worker_bounds(resources.get("workers"))
+
+
+def live_workers(job: JobRow) -> int | None:
+    """The live world size that counts for a job row: its last reported one while its attempt
+    may hold resources (phases st.ACTIVE), else None (queued, or ended)."""
+    return job.workers_live if job.phase in st.ACTIVE else None
+
+
+def row_job(job: JobRow, **kwargs: Any) -> QueuedJob:
+    """queued_job for a stored row: an active elastic job at its live size, within its grant."""
+    active = job.phase in st.ACTIVE
+    return queued_job(job.id, job.spec or {}, project=job.project, live=live_workers(job),
+                      granted=job.workers_granted if active else None, **kwargs)
 
 
 def job_demand(job: JobRow) -> dict[str, float]:
-    """What a job's gang holds, in the scheduler's accounting space (for quotas and budgets)."""
-    return queued_job(job.id, job.spec or {}, project=job.project).demand
+    """What a job's gang holds now, in the scheduler's accounting space (quota use, the
+    budgets' running charge): an elastic job's at its live size (row_job)."""
+    return dict(row_job(job).demand)
+
+
+def ledger_demand(job: JobRow) -> dict[str, float]:
+    """What the job's attempt held, for its usage ledger entry (the budgets' closed charge): an
+    elastic job at the workers' own segments (the time-weighted world size, from the result's
+    usage) when the result carries them, else at its live size; never outside [min, grant].
+    Called as the attempt closes, before or after the move out of it: its phase is not looked at."""
+    held = queued_job(job.id, job.spec or {}, project=job.project, live=job.workers_live,
+                      granted=job.workers_granted)
+    low, high = worker_range((job.spec or {}).get("resources") or {})
+    mean = segment_workers(job.result) if high > low else None
+    if mean is None:
+        return dict(held.demand)
+    ceiling = high if job.workers_granted is None else max(low, min(high, job.workers_granted))
+    return demand_of(held.per_worker, max(float(low), min(float(ceiling), mean)))
 
 
 def pending_of(result: Any) -> dict[str, Any] | None:
@@ -68,13 +104,14 @@ def pending_record(pending: Pending) -> dict[str, Any]:
 
 
 def reserved_by_cluster(active: Iterable[JobRow | tuple[str | None, QueuedJob]]) -> dict[str, dict[str, float]]:
-    """What our own active jobs hold, per cluster: rows, or (cluster, QueuedJob) pairs."""
+    """What our own active jobs hold, per cluster: rows, or (cluster, QueuedJob) pairs; an
+    elastic job at its live size (row_job; the mirror's QueuedJobs are built the same way)."""
     out: dict[str, dict[str, float]] = {}
     for job in active:
         if isinstance(job, tuple):
             cluster, total = job[0], job[1].total()
         else:
-            cluster, total = job.cluster, (queued_job(job.id, job.spec).total() if job.cluster else {})
+            cluster, total = job.cluster, (row_job(job).total() if job.cluster else {})
         if not cluster:
             continue
         acc = out.setdefault(cluster, {})
@@ -118,6 +155,9 @@ def _mlflow_url(base: str, exp: str | None, run: str | None) -> str | None:
 def job_dict(job: JobRow, *, mlflow_uri: str = "", detail: bool = False,
              progress: dict | None = None, events: list | None = None) -> dict[str, Any]:
     res = (job.spec or {}).get("resources") or {}
+    low, high = worker_range(res)
+    live = live_workers(job)
+    workers = low if live is None else live
     duration = None
     if job.started_at:
         end = job.ended_at or datetime.now(job.started_at.tzinfo)
@@ -136,9 +176,14 @@ def job_dict(job: JobRow, *, mlflow_uri: str = "", detail: bool = False,
         "state": st.public_state(job.phase),
         "phase": job.phase,
         "workload": (job.spec or {}).get("workload"),
-        # an elastic job's ({min, max}) is the count it was admitted at, its min; the size it runs
-        # at now is progress["workers"] (the driver's progress lines carry it), the range is in spec
-        "workers": worker_range(res)[0],
+        # while it may hold resources, the size it runs at (an elastic job's live world size,
+        # its min before the first progress line); queued or ended, the count it is admitted at
+        "workers": workers,
+        # an elastic job's range and the most its quota let this (or, ended, the last) attempt
+        # grow to (None while queued: the next grant is made at admission); None for a fixed job
+        "workers_range": ({"min": low, "max": high,
+                           "granted": None if job.phase in st.QUEUED else job.workers_granted}
+                          if high > low else None),
         "cluster": job.cluster,
         "submission_id": job.submission_id,
         "attempt": job.attempt,

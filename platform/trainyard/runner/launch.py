@@ -27,10 +27,19 @@ DEFAULT_RESIZE_INTERVAL_S = 60.0
 ELASTIC_MIN_RESTARTS = 3
 
 
+# the most workers the scheduler granted this attempt (its project's quota room): set by the
+# controller on the Ray job (controller/runtime.py), read here only
+WORKERS_MAX_ENV = "TRAINYARD_WORKERS_MAX"
+
+
 def scaling_for(resources) -> int | tuple[int, int]:
-    """ScalingConfig.num_workers: an int for a fixed job, (min, max) for an elastic one."""
+    """ScalingConfig.num_workers: an int for a fixed job, (min, max) for an elastic one, max
+    lowered to the scheduler's grant ($TRAINYARD_WORKERS_MAX) so Ray Train never grows past it."""
     low, high = resources.min_workers, resources.max_workers
-    return (low, high) if resources.elastic else high
+    raw = os.environ.get(WORKERS_MAX_ENV, "").strip()
+    if resources.elastic and raw.isdigit():  # an unreadable grant is no grant: the spec's max
+        high = max(low, min(high, int(raw)))
+    return (low, high) if high > low else high
 
 
 def max_failures_for(spec) -> int:

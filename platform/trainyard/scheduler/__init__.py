@@ -4,6 +4,7 @@ placement, why pending)."""
 from trainyard.scheduler.policy import (DISPATCH, REJECT, WAIT, ClusterView, Decision, QueuedJob,
                                         SchedulerHooks, fits, never_fits_reason, order_queue, pack,
                                         schedule, subtract_reserved, worker_bundle)
+from trainyard.scheduler.elastic import grant_workers, held_workers
 from trainyard.scheduler.model import Budget, Project, Quota, RunningJob, TickConfig, UsageRecord
 from trainyard.scheduler.plan import Dispatch, TickPlan, plan_tick
 from trainyard.scheduler.reasons import Pending, Reason
@@ -11,4 +12,4 @@ from trainyard.scheduler.reasons import Pending, Reason
 __all__ = ["DISPATCH", "REJECT", "WAIT", "ClusterView", "Decision", "QueuedJob", "SchedulerHooks",
            "fits", "never_fits_reason", "order_queue", "pack", "schedule", "subtract_reserved", "worker_bundle",
            "Budget", "Project", "Quota", "RunningJob", "TickConfig", "UsageRecord", "Dispatch", "TickPlan",
-           "plan_tick", "Pending", "Reason"]
+           "plan_tick", "Pending", "Reason", "grant_workers", "held_workers"]

@@ -8,7 +8,9 @@ For each queued job, in weighted-DRF order (fairshare.py; or priority then FIFO 
 4. every cluster it may use is unhealthy        -> wait 'cluster_unhealthy'; a job that is
    not pinned simply goes to a healthy cluster (an unhealthy cluster is drained);
 5. it fits now on some cluster (free, or by backfill past that cluster's head job without
-   delaying it, backfill.py) -> dispatch to the best-scoring cluster (placement.py);
+   delaying it, backfill.py) -> dispatch to the best-scoring cluster (placement.py); an
+   elastic job (admitted at its min) is granted the most workers its quota lets it grow to
+   (elastic.py, `Dispatch.workers_max`);
 6. else, on each cluster where it is first in line, it becomes the head: it may preempt
    (preemption.py) -> wait 'preempting', the victims listed in `TickPlan.preempt`; or it
    reserves the cluster (its earliest start is its estimated start) -> wait 'capacity';
@@ -29,6 +31,7 @@ from typing import Iterable, Mapping, Sequence
 
 from trainyard.scheduler.backfill import (Reservation, commit, expected_end, grow, may_backfill, reserve,
                                           runtime_estimate)
+from trainyard.scheduler.elastic import grant_workers
 from trainyard.scheduler.eta import Forecast, demand_total
 from trainyard.scheduler.budgets import BudgetStatus, budget_reason, budget_statuses
 from trainyard.scheduler.fairshare import FairQueue, dominant_share
@@ -51,6 +54,9 @@ class Dispatch:
     cluster: str
     reason: str  # "admitted", or how it was backfilled
     score: Score | None = None
+    # an elastic job's ceiling (elastic.grant_workers): the most workers its project's quota
+    # lets it grow to; None for a fixed job
+    workers_max: int | None = None
 
 
 @dataclass
@@ -251,16 +257,18 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
             c, left, res, at_start = next(o for o in options if o[0].name == best.cluster)
             free[c.name] = left
             dispatched[c.name].append(job)
+            # the grant is measured before the job's own min is on the ledger
+            grant = grant_workers(job, ledger=ledger) if job.max_workers is not None else None
             ledger.add(job.project, demand)
             if fair is not None:
                 fair.admitted(job)
             if res is None:
-                plan.dispatch.append(Dispatch(job.id, c.name, "admitted", best))
+                plan.dispatch.append(Dispatch(job.id, c.name, "admitted", best, workers_max=grant))
             else:
                 commit(res, job.id, at_start)
                 how = "ends before" if at_start is None else "fits beside"
                 plan.dispatch.append(Dispatch(job.id, c.name, f"backfilled: {how} job '{res.job.id}', "
-                                              f"reserved to start at {res.start:.0f}", best))
+                                              f"reserved to start at {res.start:.0f}", best, workers_max=grant))
             continue
 
         if full:

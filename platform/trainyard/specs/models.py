@@ -23,7 +23,7 @@ from trainyard.specs import storage as _storage
 from trainyard.specs.issues import spec_issues_from_validation
 
 __all__ = [
-    "NAME_RE", "JobSpec", "Resources", "WorkerRange", "gas_for_world", "elastic_batch_problem", "DeepSpeedSpec", "TrainingSpec", "CheckpointSpec", "FailureSpec",
+    "NAME_RE", "JobSpec", "Resources", "WorkerRange", "worker_bounds", "gas_for_world", "elastic_batch_problem", "DeepSpeedSpec", "TrainingSpec", "CheckpointSpec", "FailureSpec",
     "TrackingSpec", "EndpointSpec", "AutoscalingSpec", "BatchingSpec", "PromotionPolicy", "PromotionGates",
     "SweepSpec", "SweepConfig", "AshaSpec", "PbtSpec", "SEARCH_ALGORITHMS", "SWEEP_SCHEDULERS", "json_schemas",
 ]
@@ -66,6 +66,20 @@ def _workers_kind(value: Any) -> str:
     # only ('must be an integer' for "2", 'min: must be >= 1' for {min: 0}), never from both.
     # The tags carry brackets so that issues._loc_to_field leaves them out of the field name.
     return "range[min,max]" if isinstance(value, (Mapping, WorkerRange)) else "fixed[int]"
+
+
+def worker_bounds(workers: Any) -> tuple[int, int]:
+    """(min, max) of a `resources.workers` value: a number (both equal), a {min, max} range (a
+    WorkerRange or, in a stored spec, a plain mapping; a missing max is min), or absent (1).
+    The one rule for the spec models, the scheduler's views and the cost record."""
+    if workers is None:
+        return 1, 1
+    if isinstance(workers, WorkerRange):
+        return workers.min, workers.max
+    if isinstance(workers, Mapping):
+        low = int(workers.get("min", 1))
+        return low, int(workers.get("max", low))
+    return int(workers), int(workers)
 
 
 Workers = Annotated[
@@ -116,11 +130,11 @@ class Resources(_Model):
 
     @property
     def min_workers(self) -> int:
-        return self.workers.min if isinstance(self.workers, WorkerRange) else self.workers
+        return worker_bounds(self.workers)[0]
 
     @property
     def max_workers(self) -> int:
-        return self.workers.max if isinstance(self.workers, WorkerRange) else self.workers
+        return worker_bounds(self.workers)[1]
 
     @property
     def elastic(self) -> bool:

@@ -21,7 +21,7 @@ from trainyard.store.models import JobEventRow, JobRow, utcnow
 from trainyard.store.paging import Cursor, encode_cursor
 
 __all__ = ["new_job_id", "create_job", "get_job", "find_job", "list_jobs", "page_jobs", "JobPage", "transition",
-           "list_events", "active_jobs", "pending_jobs", "submission_id_for", "update_job"]
+           "list_events", "active_jobs", "pending_jobs", "submission_id_for", "update_job", "record_event"]
 
 
 # Crockford's base32, lower-case: no i, l, o, u; sorts like the numbers it encodes
@@ -192,6 +192,17 @@ def update_job(session: Session, job: JobRow, **fields: Any) -> JobRow:
         if not hasattr(JobRow, key):
             raise AttributeError(f"jobs has no column {key!r}")
         setattr(job, key, value)
+    session.flush()
+    return job
+
+
+def record_event(session: Session, job: JobRow, *, reason: str, at: datetime | None = None,
+                 **fields: Any) -> JobRow:
+    """Set `fields` and record an event that is not a phase change (from and to: the job's
+    phase), e.g. an elastic job's resize, in the same transaction."""
+    update_job(session, job, **fields)
+    session.add(JobEventRow(job_id=job.id, at=at or utcnow(), from_phase=job.phase, to_phase=job.phase,
+                            reason=reason))
     session.flush()
     return job
 

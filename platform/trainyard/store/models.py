@@ -79,6 +79,12 @@ class JobRow(Base):
     preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     preempted_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     preempt_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # an elastic job's current attempt (resources.workers {min, max}): the most workers the
+    # scheduler let it grow to at admission (its quota's room; the runner gets it as
+    # TRAINYARD_WORKERS_MAX), and its live world size, the last one its progress lines
+    # reported (None before the first). Both None for a fixed job.
+    workers_granted: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    workers_live: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # optimistic locking: the API (cancel) and the controller write the same rows from
     # different threads/processes; a stale write raises StaleDataError instead of undoing
     # the other's change

@@ -36,7 +36,8 @@ def set_quota(session: Session, project: ProjectRow, settings: Mapping[str, Any]
 def record_usage(session: Session, job: JobRow, *, resources: Mapping[str, float],
                  ended_at: datetime | None = None, reason: str | None = None) -> UsageRow | None:
     """Ledger entry for the job's current attempt, when it had started; idempotent.
-    `resources`: the gang's demand in accounting space (controller.views.job_demand);
+    `resources`: what the gang held, in accounting space (controller.views.ledger_demand: an
+    elastic job at its segments' time-weighted world size, else its live size);
     `reason`: why the attempt ended ("preemption", or the phase it ended in, lower case)."""
     if job.started_at is None:
         return None
