@@ -3,28 +3,40 @@
     python benchmarks/elastic.py [--steps N] [--zero 2|3] [--keep DIR]
 
 Starts one fake-autoscaling Ray head (cluster/local.yaml, 1 CPU, the way `trainyard up
---autoscaling` starts it; its `gpu-fake` nodes hold {CPU: 1, gpu_node: 1}) and runs the real
-job driver (`trainyard.runner.job.run_job`, Ray Train + DeepSpeed ZeRO, cnn family) twice on
-it, with resources.workers {min: 1, max: 2} and one `gpu_node` per worker, so each worker
-needs a node of its own:
+--autoscaling` starts it, but through trainyard.local.fake_provider.ReclaimingFakeProvider;
+its `gpu-fake` nodes hold {CPU: 1, gpu_node: 1}) and runs the real job driver
+(`trainyard.runner.job.run_job`, Ray Train + DeepSpeed ZeRO, cnn family) twice on it, with
+resources.workers {min: 1, max: 2} and one `gpu_node` per worker, so each worker needs a node
+of its own:
 
   uninterrupted   both nodes are up before it starts; it runs on 2 workers to the end
   interrupted     the same, but once it runs on 2 and passed --kill-at steps, one worker
-                  node's raylet is killed (psutil, SIGKILL, with the node's processes): Ray
-                  Train restarts the group on 1 worker from the latest checkpoint; the
-                  autoscaler replaces the dead node and the group grows back to 2
+                  node is reclaimed: its raylet is killed (psutil, SIGKILL, with the node's
+                  processes) and the pool has no capacity until the job has shrunk. Ray Train
+                  restarts the group on 1 worker from the latest checkpoint; then capacity
+                  comes back, the autoscaler replaces the node and the group grows back to 2
 
 and prints one JSON line: each run's wall time, final metrics and the world sizes it ran at,
-and the ratios interrupted / uninterrupted ("wall_ratio", "accuracy_delta",
-"eval_loss_ratio"). No target: a baseline; timings depend on the machine's load.
+the interrupted run's events, usage segments, `restart_gap_s` (kill to the first step on 1)
+and `regrow_s` (capacity back to the first step on 2), and the ratios interrupted /
+uninterrupted ("wall_ratio", "accuracy_delta", "eval_loss_ratio"). No target: a baseline;
+timings depend on the machine's load.
 
-    python benchmarks/elastic.py --smoke   # fewer steps; the same scenario
+    python benchmarks/elastic.py --smoke   # the same scenario; the uninterrupted run unslowed
+
+`tests/integration/test_elastic_node_loss.py` runs the --smoke size and asserts on its line.
+
+Why the provider: Ray's fake provider never drops a node whose raylet died, so the autoscaler
+never replaced the killed node and the job stayed on 1 worker (measured; the monitor log is
+quoted in trainyard/local/fake_provider.py). A cloud drops a reclaimed instance from its list;
+ReclaimingFakeProvider does the same. The no-capacity hold (a file the provider watches) makes
+the shrink to 1 happen before the replacement arrives on any machine: without it the node
+comes back in ~5 s, before Ray Train gives up on the old size, and the group restarts at 2.
 
 Steps are slowed down (TRAINYARD_TEST_STEP_DELAY_S, tests only) so that a node loss and the
 regrow land mid-run on any machine. Resizes are checked every 3 s
-(TRAINYARD_ELASTIC_RESIZE_INTERVAL_S) and a silent node is replaced after 10 s
-(AUTOSCALER_HEARTBEAT_TIMEOUT_S), and a group that cannot start is given up after 30 s
-(RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S); production keeps Ray's defaults.
+(TRAINYARD_ELASTIC_RESIZE_INTERVAL_S; production: 60 s). A group restart waits 15 s for a size
+that is gone (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, the runner's default for elastic jobs).
 
 Never uses ray.cluster_utils.AutoscalingCluster (its start() runs `ray stop --force`), never
 `ray stop`: only the processes started here (the head, and the fake nodes its autoscaler
@@ -54,8 +66,10 @@ import uuid  # noqa: E402
 GPU_NODE = {"CPU": 1.0, "gpu_node": 1.0}
 FAKE_PREFIX = "f" * 51  # node ids the fake provider gives (ray.autoscaler._private.fake_multi_node)
 HEAD_NODE_ID = FAKE_PREFIX + "00000"
+PROVIDER = "trainyard.local.fake_provider.ReclaimingFakeProvider"
 NODE_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 900
+SMOKE_STEPS = 60
 
 # The job driver, as the server's entrypoint runs it but without logging the model (both runs
 # would spend the same seconds on it): progress lines while it trains, one result line.
@@ -96,20 +110,28 @@ class Head:
         self.root, self.head, self.temp_dir = root, None, None
 
     def start(self) -> "Head":
-        from trainyard.local.autoscaling import render_local_config
+        import yaml
+
+        from trainyard.local.autoscaling import local_config
         from trainyard.local.processes import free_port, start_ray_head
 
         self.root.mkdir(parents=True, exist_ok=True)
         self.temp_dir = tempfile.mkdtemp(prefix="tyel-", dir="/tmp")  # short: unix socket paths
         self.gcs_port = free_port()
-        config = render_local_config(f"127.0.0.1:{self.gcs_port}", out_dir=self.temp_dir, head_cpus=1)
+        # cluster/local.yaml, but through ReclaimingFakeProvider: Ray's fake provider never lets go
+        # of a node whose raylet died, so the autoscaler never replaced the killed one (see
+        # trainyard/local/fake_provider.py for the monitor log that shows it)
+        config = local_config(f"127.0.0.1:{self.gcs_port}", head_cpus=1)
+        self.hold_file = Path(self.temp_dir) / "no-capacity"
+        config["provider"].update(type="external", module=PROVIDER,
+                                  hold_launches_file=str(self.hold_file), hold_launches_max_s=240)
+        config_path = Path(self.temp_dir) / "local-cluster.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         bindir = str(Path(sys.executable).parent)
-        env = {"PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]),
-               # the autoscaler replaces a node that stopped reporting after this long (Ray: 30 s)
-               "AUTOSCALER_HEARTBEAT_TIMEOUT_S": "10"}
+        env = {"PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")])}
         t0 = time.monotonic()
         self.head = start_ray_head(temp_dir=self.temp_dir, token=secrets.token_hex(16), num_cpus=1,
-                                   gcs_port=self.gcs_port, autoscaling_config=str(config), env=env,
+                                   gcs_port=self.gcs_port, autoscaling_config=str(config_path), env=env,
                                    log_file=self.root / "ray-start.log", timeout=240)
         self.start_s = round(time.monotonic() - t0, 1)
         return self
@@ -198,10 +220,7 @@ def run(head: Head, spec: dict, *, root: Path, kill_at: int | None = None, timeo
     script.write_text(DRIVER)
     env = {**os.environ, **head.head.env(), "TRAINYARD_SPEC": json.dumps(spec),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-           "TRAINYARD_ELASTIC_RESIZE_INTERVAL_S": "3", "PYTHONUNBUFFERED": "1",
-           # right after a node dies Ray still lists it, and Train waits this long for a group
-           # that cannot start before it tries the smaller one (Ray's default: 60 s)
-           "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "30"}
+           "TRAINYARD_ELASTIC_RESIZE_INTERVAL_S": "3", "PYTHONUNBUFFERED": "1"}
     log = open(root / f"{job_id}.log", "w")
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(script), job_id], env=env, stdout=subprocess.PIPE,
@@ -232,12 +251,21 @@ def run(head: Head, spec: dict, *, root: Path, kill_at: int | None = None, timeo
                 if kill_at is not None and killed_at is None and w == 2 and (payload.get("step") or 0) >= kill_at:
                     raylets = head.node_raylets()
                     if raylets:
+                        # a spot reclaim: the instance goes, and the pool has no capacity until
+                        # the job has shrunk (else the replacement could come up before Ray
+                        # Train gives up on the lost node, and it would restart at 2 directly)
+                        head.hold_file.touch()
                         _kill_tree(raylets[0])
                         killed_at = payload.get("step")
                         events.append({"t": round(time.monotonic() - t0, 1), "step": killed_at, "killed": True})
+                elif killed_at is not None and w == 1 and head.hold_file.exists():
+                    head.hold_file.unlink()
+                    events.append({"t": round(time.monotonic() - t0, 1), "step": payload.get("step"),
+                                   "capacity_back": True})
         rc = proc.wait()
     finally:
         timer.cancel()
+        head.hold_file.unlink(missing_ok=True)
         if proc.poll() is None:
             proc.kill()
         log.close()
@@ -279,34 +307,49 @@ def summary(runs: dict) -> dict:
         "eval_loss_ratio": _ratio(m2.get("eval_loss"), m1.get("eval_loss")),
         "uninterrupted_worlds": straight["worlds"], "interrupted_worlds": bumped["worlds"],
         "killed_at_step": bumped["killed_at_step"], "interrupted_events": bumped["events"],
+        "restart_gap_s": _gap(bumped["events"], "killed", 1), "regrow_s": _gap(bumped["events"], "capacity_back", 2),
+        "interrupted_usage": (bumped.get("result") or {}).get("usage"),
+        "runs": {name: {"rc": r["rc"], "error": r["error"], "log": r["log"]} for name, r in runs.items()},
         "ok": straight["rc"] == 0 and bumped["rc"] == 0,
     }
 
 
+def _gap(events: list[dict], mark: str, workers: int) -> float | None:
+    """Seconds from the event marked `mark` to the first report at `workers` after it."""
+    start = next((e["t"] for e in events if e.get(mark)), None)
+    if start is None:
+        return None
+    end = next((e["t"] for e in events if e["t"] >= start and e.get("workers") == workers), None)
+    return round(end - start, 1) if end is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run (default 60)")
+    parser.add_argument("--steps", type=int, default=90, help="optimizer steps per run (default 90)")
     parser.add_argument("--zero", type=int, choices=(1, 2, 3), default=2, help="ZeRO stage (default 2)")
     parser.add_argument("--delay", type=float, default=1.0, help="seconds added to each step (default 1.0)")
     parser.add_argument("--kill-at", type=int, default=6, help="kill a node once the job passed this step")
     parser.add_argument("--keep", metavar="DIR", help="keep logs under DIR")
     _bench.add_smoke_flag(parser)
     args = parser.parse_args(argv)
+    straight_delay = None
     if args.smoke:
-        args.steps, args.delay, args.kill_at = min(args.steps, 30), min(args.delay, 1.0), min(args.kill_at, 4)
+        # the loss, the shrink to 1 and the regrow to 2 all have to land within the run: about
+        # 40 slowed steps after the kill; the uninterrupted run is only compared on its metrics
+        args.steps, args.delay, args.kill_at = min(args.steps, SMOKE_STEPS), min(args.delay, 1.0), min(args.kill_at, 6)
+        straight_delay = 0.0
     with _bench.measurement(args.smoke) as run_info, _bench.work_dir("ty-elastic-", keep=args.keep) as root:
         head = Head(root)
         try:
             head.start()
             runs = scenario(head, root=root, steps=args.steps, zero=args.zero, delay_s=args.delay,
-                            kill_at=args.kill_at)
+                            kill_at=args.kill_at, straight_delay_s=straight_delay)
         finally:
             head.stop()
         out = {"steps": args.steps, "zero_stage": args.zero, "step_delay_s": args.delay,
                "head_start_s": head.start_s, **summary(runs)}
         if not out["ok"]:
-            print(json.dumps({k: {kk: v[kk] for kk in ("rc", "error", "log")} for k, v in runs.items()}),
-                  file=sys.stderr, flush=True)
+            print(json.dumps(out["runs"]), file=sys.stderr, flush=True)
     _bench.emit("elastic", out, run_info)
     return 0 if out["ok"] else 1
 

@@ -108,12 +108,9 @@ def test_autoscale_standalone():
     _numbers(out, "node_up_ratio", "first_step_ratio", "submit_to_node_up_s", "bare_submit_to_node_up_s")
 
 
-@pytest.mark.slow  # two trainings and a node replaced: minutes; tests/integration/test_elastic_node_loss.py runs the path in CI
-def test_elastic_standalone():
-    out, _ = _run("elastic", env=_standalone_env(), timeout_s=900)
-    assert out["ok"] is True, out
-    _numbers(out, "wall_ratio", "uninterrupted_wall_s", "interrupted_wall_s", "accuracy_delta", "eval_loss_ratio")
-    assert out["uninterrupted_worlds"] == [2] and out["killed_at_step"] is not None, out
+# benchmarks/elastic.py --smoke runs once, in tests/integration/test_elastic_node_loss.py, which
+# asserts on its JSON line (the same checks as here, and the node loss and regrow it shows): two
+# trainings and a node replaced take minutes, too many to run twice.
 
 
 def test_scheduler_scale():

@@ -5,7 +5,7 @@ import os
 from typing import Callable
 
 __all__ = ["make_trainer", "controller_env_defaults", "scaling_for", "max_failures_for", "CONTROLLER_POLL_S",
-           "RESIZE_INTERVAL_ENV", "ELASTIC_MIN_RESTARTS"]
+           "RESIZE_INTERVAL_ENV", "ELASTIC_MIN_RESTARTS", "GROUP_START_TIMEOUT_ENV", "ELASTIC_GROUP_START_TIMEOUT_S"]
 
 # Ray Train's controller picks up workers' reports (and so Tune's results) once per health
 # check, every 2 s by default, and a worker waits for its report to be taken. A job that
@@ -25,6 +25,15 @@ DEFAULT_RESIZE_INTERVAL_S = 60.0
 # group restarts on the workers left, from the latest checkpoint), so it gets at least this many
 # whatever failure.max_failures says (its default 0 would end the job at the first lost node).
 ELASTIC_MIN_RESTARTS = 3
+# Right after a node is lost, Ray Train still believes in it (its AutoscalingCoordinator
+# refreshes the node list every 20 s, and the GCS marks a silent raylet dead after ~15 s), so the
+# restart first asks for the old size, and waits this long for a placement group that cannot
+# come before it tries again with what is left (Ray's default: 60 s). An elastic group only
+# asks for sizes it saw room for, so a placement group that is not ready within 15 s is stale;
+# a timeout is a controller retry that no failure budget counts. Fixed jobs keep Ray's default;
+# an operator's own setting wins.
+GROUP_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+ELASTIC_GROUP_START_TIMEOUT_S = "15"
 
 
 # the most workers the scheduler granted this attempt (its project's quota room): set by the
@@ -67,9 +76,12 @@ def resize_interval_s() -> float:
     return value
 
 
-def controller_env_defaults() -> None:
-    """Set the driver-side Ray Train defaults Trainyard relies on (call before fit())."""
+def controller_env_defaults(*, elastic: bool = False) -> None:
+    """Set the driver-side Ray Train defaults Trainyard relies on (call before fit()); Ray
+    propagates them to the controller and the workers."""
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", CONTROLLER_POLL_S)
+    if elastic:
+        os.environ.setdefault(GROUP_START_TIMEOUT_ENV, ELASTIC_GROUP_START_TIMEOUT_S)
 
 
 def make_trainer(spec, *, name: str, target, loop_config: dict, loop: Callable | None = None,
@@ -91,7 +103,7 @@ def make_trainer(spec, *, name: str, target, loop_config: dict, loop: Callable |
 
     if loop is None:
         from trainyard.runner.trainer import train_loop_per_worker as loop
-    controller_env_defaults()
+    controller_env_defaults(elastic=spec.resources.elastic)
     on_gpu = bool(spec.resources.gpus_per_worker)
     per_worker = spec.resources.per_worker()
     elastic = {"elastic_resize_monitor_interval_s": resize_interval_s()} if spec.resources.elastic else {}
