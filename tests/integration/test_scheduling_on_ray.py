@@ -126,7 +126,7 @@ def test_an_elastic_job_grows_to_its_grant_and_is_counted_at_its_live_size(sched
     job = wait_for(lambda: (j := _job(http, grow))["workers"] == 2 and j, what="the live size")
     assert job["workers_range"] == {"min": 1, "max": 4, "granted": 2}
     assert "resized: 1 -> 2 workers" in [e["reason"] for e in job["events"]]
-    # at its min there would be room in the quota for one more; at its live size there is none
+    # it counts at its grant of 2 against the quota (the room it may grow into is its share): none is left
     more = _submit(http, "more", project="stretchy")
     wait_for(lambda: _reason(http, more) == "quota", what="the quota reason")
     _state(http, grow, "SUCCEEDED")

@@ -82,6 +82,24 @@ def test_plan_tick_grants_elastic_jobs_and_does_not_admit_one_whose_min_does_not
     assert plan.dispatch == [] and plan.wait[0].reason.code == "quota"
 
 
+def test_a_running_elastic_job_holds_its_grant_of_the_quota_but_only_its_live_size_of_the_cluster():
+    # 4 CPUs; project p (quota 3, no borrowing) runs an elastic job at live 1, granted 3
+    cluster = ClusterView(name="c", nodes_free=[{"CPU": 3.0}], nodes_total=[{"CPU": 4.0}])
+    projects = {"p": Project("p", quota=Quota(nominal={"CPU": 3.0}, borrowing_limit={"CPU": 0.0})),
+                "q": Project("q")}
+    small = RunningJob(id="e", project="p", cluster="c", workers=1, quota_workers=3, per_worker={"CPU": 1.0})
+    mine = views.queued_job("p1", {"resources": {"workers": 1}}, project="p", seq=0.0)
+    theirs = views.queued_job("q1", {"resources": {"workers": 3}}, project="q", seq=1.0)
+    plan = plan_tick([mine, theirs], running=[small], clusters=[cluster], projects=projects, now=0.0)
+    # p's own next job would take the room its elastic job may grow into; q's uses the free nodes
+    assert [d.job_id for d in plan.dispatch] == ["q1"]
+    assert {w.job_id: w.reason.code for w in plan.wait} == {"p1": "quota"}
+    # without the grant on record (a fixed job of 1) the same job of p fits
+    fixed = RunningJob(id="e", project="p", cluster="c", workers=1, per_worker={"CPU": 1.0})
+    plan = plan_tick([mine], running=[fixed], clusters=[cluster], projects=projects, now=0.0)
+    assert [d.job_id for d in plan.dispatch] == ["p1"]
+
+
 # ----------------------------------------------------------------------------- what a running job counts as
 
 
@@ -108,6 +126,9 @@ def test_a_running_elastic_job_at_live_2_reserves_2_workers_and_counts_2_against
     assert views.job_demand(_row(live=None, granted=3)) == {"CPU": 1.0}  # before the first report: min
     assert views.job_demand(_row(phase=st.PENDING, live=2, granted=3)) == {"CPU": 1.0}  # queued again: min
     assert views.job_demand(_row(live=5, workers=2)) == {"CPU": 2.0}  # a fixed job is its size
+    # against its project's quota (and in the queue page's quota bar) it counts at its grant
+    assert views.quota_demand(_row(live=1, granted=3)) == {"CPU": 3.0}
+    assert views.quota_demand(_row(live=5, workers=2)) == {"CPU": 2.0}
 
 
 def test_the_ledger_charges_the_segments_time_weighted_size_else_the_live_size():
@@ -220,7 +241,8 @@ def test_grant_live_size_resize_events_and_the_ledger_through_the_controller(ser
     listed = {j["id"]: j for j in client.get("/v1/jobs").json()["jobs"]}
     assert listed[job_id]["workers"] == 2 and listed[other]["workers"] == 2
 
-    # a node is lost: the group restarts on 1 worker; the other job fits now
+    # a node is lost: the group restarts on 1 worker. Its grant of 3 is still its share of
+    # the quota (it may grow back without asking), so the other job of its project still waits
     ray.jobs[sub]["logs"] += _progress(2, 1) + "\n"
     clock[0] += 60.0
     ctx.controller.tick()
@@ -228,7 +250,8 @@ def test_grant_live_size_resize_events_and_the_ledger_through_the_controller(ser
     events = [e for e in client.get(f"/v1/jobs/{job_id}").json()["events"] if e["reason"].startswith("resized")]
     assert [e["reason"] for e in events] == ["resized: 1 -> 2 workers", "resized: 2 -> 1 workers"]
     assert all(e["from"] == e["to"] == "RUNNING" for e in events)
-    assert client.get(f"/v1/jobs/{other}").json()["phase"] in (st.DISPATCHING, st.SUBMITTED)
+    assert client.get(f"/v1/jobs/{job_id}").json()["workers"] == 1
+    assert client.get(f"/v1/jobs/{other}").json()["pending"]["reason"]["code"] == "quota"
 
     # the ledger charges the segments the result carries: 2 workers, then 1, as long each
     segments = [{"workers": 2, "start_unix": 0, "last_unix": 100}, {"workers": 1, "start_unix": 100,
@@ -241,6 +264,8 @@ def test_grant_live_size_resize_events_and_the_ledger_through_the_controller(ser
         assert s.get(UsageRow, (job_id, 1)).resources == {"CPU": 1.5}
         assert jobs_repo.get_job(s, job_id).phase == st.SUCCEEDED
     assert client.get(f"/v1/jobs/{job_id}").json()["workers"] == 1  # ended: the count it is admitted at
+    ctx.controller.tick()  # its share is free: the other job goes
+    assert client.get(f"/v1/jobs/{other}").json()["phase"] in (st.DISPATCHING, st.SUBMITTED)
 
 
 def test_a_run_that_was_one_group_all_along_is_costed_at_that_groups_size():

@@ -139,7 +139,7 @@ class Dispatcher:
         # only a running job can be asked to checkpoint and stop (a sweep cannot); one asked
         # already is leaving, and the job it was chosen for counts on it
         running = [RunningJob(id=a.job.id, project=a.job.project, cluster=a.cluster, workers=a.job.workers,
-                              per_worker=a.job.per_worker, priority=a.job.priority,
+                              quota_workers=a.job.most_workers, per_worker=a.job.per_worker, priority=a.job.priority,
                               started_at=a.started_at.timestamp() if a.started_at else now,
                               max_runtime=a.job.max_runtime,
                               preemptible=a.phase == st.RUNNING and a.kind == "job",

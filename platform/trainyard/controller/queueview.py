@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from trainyard.controller.views import iso, job_demand, pending_of
+from trainyard.controller.views import iso, pending_of, quota_demand
 from trainyard.scheduler.budgets import BudgetStatus
 from trainyard.store.models import JobRow, ProjectRow
 
@@ -42,7 +42,8 @@ def _order(entry: dict[str, Any]) -> tuple:
 
 def quota_use(project: ProjectRow | None, active: Iterable[JobRow]) -> dict[str, Any] | None:
     """{"nominal", "borrowing_limit", "used"} for a project with a quota: `used` is what its
-    dispatched and running jobs hold, per resource its quota names. None without a quota."""
+    dispatched and running jobs count as against it (an elastic job at its grant), per
+    resource its quota names. None without a quota."""
     quota = (project.quota if project is not None else None) or None
     if not quota:
         return None
@@ -50,7 +51,7 @@ def quota_use(project: ProjectRow | None, active: Iterable[JobRow]) -> dict[str,
     keys = set(nominal) | set(quota.get("borrowing_limit") or {})
     used = {k: 0.0 for k in sorted(keys)}
     for job in active:
-        for key, amount in job_demand(job).items():
+        for key, amount in quota_demand(job).items():
             if key in used:
                 used[key] += amount
     return {"nominal": nominal, "borrowing_limit": quota.get("borrowing_limit"), "used": used}

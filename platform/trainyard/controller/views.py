@@ -12,7 +12,7 @@ from trainyard.specs.models import worker_bounds
 from trainyard.store import state as st
 from trainyard.store.models import ClusterRow, JobRow
 
-__all__ = ["queued_job", "worker_range", "live_workers", "row_job", "job_demand", "ledger_demand", "cluster_view",
+__all__ = ["quota_demand", "queued_job", "worker_range", "live_workers", "row_job", "job_demand", "ledger_demand", "cluster_view",
            "job_dict", "cluster_dict", "iso", "reserved_by_cluster", "redacted_spec", "pending_of", "pending_record", "PENDING_KEY"]
 
 # A queued job has no result yet, so the why-pending record lives in the result column under
@@ -67,9 +67,16 @@ def row_job(job: JobRow, **kwargs: Any) -> QueuedJob:
 
 
 def job_demand(job: JobRow) -> dict[str, float]:
-    """What a job's gang holds now, in the scheduler's accounting space (quota use, the
-    budgets' running charge): an elastic job's at its live size (row_job)."""
+    """What a job's gang holds now, in the scheduler's accounting space (the budgets' running
+    charge): an elastic job's at its live size (row_job). Its quota use is `quota_demand`."""
     return dict(row_job(job).demand)
+
+
+def quota_demand(job: JobRow) -> dict[str, float]:
+    """What a job counts as against its project's quota: an active elastic job at its grant
+    (the room it may grow into is its share; scheduler.model.RunningJob.quota_workers)."""
+    held = row_job(job)
+    return dict(demand_of(held.per_worker, held.most_workers))
 
 
 def ledger_demand(job: JobRow) -> dict[str, float]:

@@ -8,12 +8,16 @@ is a ceiling granted at admission:
   hold given what the project holds now (QuotaLedger.check: nominal, borrowing limit and
   the idle pool, the same rule that admits jobs). No quota: max. The runner never grows past
   it (TRAINYARD_WORKERS_MAX, runner/launch.py).
-- `held_workers`: what a running elastic job counts as, for the admission of others (cluster
-  reservations, quota use) and the budgets' running charge: its live world size (the
-  driver's progress lines), min before the first one, clamped into [min, grant].
+- `held_workers`: what a running elastic job holds, for cluster reservations and the
+  budgets' running charge: its live world size (the driver's progress lines), min before
+  the first one, clamped into [min, grant].
 
-The grant is a ceiling for the one job, not a reservation: what two elastic jobs of one
-project may grow to together is checked only as each is admitted (see docs/scheduler.md).
+Against its project's quota a running elastic job counts at its grant (RunningJob.quota_workers),
+as Kueue counts an admitted workload at its admitted size: the room it may grow into without
+asking is its own, so two elastic jobs of one project never grow past the quota together, and
+a job admitted later cannot take the room of one that has not grown yet. The price is quota
+held but unused while a job runs below its grant; capacity (what the cluster has free) counts
+the live size, so other projects' jobs still use those nodes.
 """
 from __future__ import annotations
 

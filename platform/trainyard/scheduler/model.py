@@ -159,9 +159,15 @@ class RunningJob:
     # already asked to checkpoint and stop (being preempted): it leaves whatever happens, so
     # the blocked job it was chosen for counts on it first, and no extra victim is taken
     leaving: bool = False
+    # the workers its project's quota counts it at: an elastic job's grant, which it may grow
+    # to without asking again (None: `workers`). Capacity and preemption count `workers`.
+    quota_workers: int | None = None
 
     def demand(self) -> dict[str, float]:
         return demand_of(self.per_worker, self.workers)
+
+    def quota_demand(self) -> dict[str, float]:
+        return demand_of(self.per_worker, max(self.workers, self.quota_workers or 0))
 
     def freed_nodes(self, *, merged: bool = True) -> list[dict[str, float]]:
         """What it gives back per node. Without `nodes`: one node holding all of it

@@ -40,8 +40,8 @@ class QuotaLedger:
             for key in quota.nominal:
                 used[key] = 0.0
                 self._guarded_total[key] = self._guarded_total.get(key, 0.0) + self._guarded(project, key, 0.0)
-        for job in running:
-            self.add(job.project, job.demand())
+        for job in running:  # an elastic job at its grant: the room it may grow into is its own
+            self.add(job.project, job.quota_demand())
 
     def _guarded(self, project: str, key: str, used: float) -> float:
         quota = self.quotas.get(project)
