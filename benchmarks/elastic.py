@@ -118,13 +118,14 @@ class Head:
         self.root.mkdir(parents=True, exist_ok=True)
         self.temp_dir = tempfile.mkdtemp(prefix="tyel-", dir="/tmp")  # short: unix socket paths
         self.gcs_port = free_port()
-        # cluster/local.yaml, but through ReclaimingFakeProvider: Ray's fake provider never lets go
-        # of a node whose raylet died, so the autoscaler never replaced the killed one (see
-        # trainyard/local/fake_provider.py for the monitor log that shows it)
+        # cluster/local.yaml as `trainyard up --autoscaling` runs it: through ReclaimingFakeProvider
+        # (Ray's fake provider never lets go of a node whose raylet died, so the autoscaler never
+        # replaced the killed one; trainyard/local/fake_provider.py has the monitor log), plus
+        # the no-capacity hold this scenario needs
         config = local_config(f"127.0.0.1:{self.gcs_port}", head_cpus=1)
+        assert config["provider"]["module"] == PROVIDER, config["provider"]
         self.hold_file = Path(self.temp_dir) / "no-capacity"
-        config["provider"].update(type="external", module=PROVIDER,
-                                  hold_launches_file=str(self.hold_file), hold_launches_max_s=240)
+        config["provider"].update(hold_launches_file=str(self.hold_file), hold_launches_max_s=240)
         config_path = Path(self.temp_dir) / "local-cluster.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         bindir = str(Path(sys.executable).parent)

@@ -108,6 +108,10 @@ def test_render_local_config_sets_the_gcs_address(tmp_path, ray_schema):
     assert path.parent == tmp_path and path.suffix == ".yaml"
     rendered = yaml.safe_load(path.read_text())
     assert rendered["provider"]["gcs_address"] == "127.0.0.1:61234"
+    # run through the provider that drops a node whose raylet died (a cloud's view of a reclaim)
+    assert (rendered["provider"]["type"], rendered["provider"]["module"]) == \
+        ("external", "trainyard.local.fake_provider.ReclaimingFakeProvider")
+    assert rendered["provider"]["use_node_id_as_ip"] and rendered["provider"]["disable_node_updaters"]
     assert rendered["available_node_types"]["ray.head.default"]["resources"]["CPU"] == 3
     jsonschema.validate(rendered, ray_schema)
     # the checked-in template is untouched, and two renders never share a file

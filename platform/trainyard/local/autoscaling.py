@@ -17,7 +17,11 @@ from typing import Any, Mapping
 
 from trainyard.errors import StackError
 
-__all__ = ["default_template", "local_config", "render_local_config"]
+__all__ = ["default_template", "local_config", "render_local_config", "RECLAIMING_PROVIDER"]
+
+# the provider `trainyard up --autoscaling` runs the template's fake cluster with
+# (trainyard.local.fake_provider, imported only by the autoscaler's monitor process)
+RECLAIMING_PROVIDER = "trainyard.local.fake_provider.ReclaimingFakeProvider"
 
 _REPO_TEMPLATE = Path(__file__).resolve().parents[3] / "cluster" / "local.yaml"
 
@@ -53,6 +57,9 @@ def local_config(gcs_address: str, *, template: str | Path | Mapping[str, Any] |
         raise StackError(f"provider.type must be 'fake_multinode', got {provider.get('type')!r}",
                          fix="use cluster/local.yaml; cloud configs go through `ray up`")
     provider["gcs_address"] = gcs_address
+    # Ray's fake provider never drops a node whose raylet died, so a lost node would never be
+    # replaced; this subclass drops it, as a cloud drops a reclaimed instance (see its module)
+    provider.update(type="external", module=RECLAIMING_PROVIDER)
     if head_cpus is not None:
         head = config["available_node_types"][config["head_node_type"]]
         head["resources"] = {**(head.get("resources") or {}), "CPU": int(head_cpus)}

@@ -28,9 +28,10 @@ spot pool has no capacity for a while after a reclaim; a launch waits for the fi
 at most `provider.hold_launches_max_s` (default 300) seconds. A test uses it to see the group
 shrink before the replacement arrives, whatever the machine's speed.
 
-Use it with `provider: {type: external, module: trainyard.local.fake_provider.ReclaimingFakeProvider,
-...}` and the other keys of cluster/local.yaml's fake_multinode provider; the head still needs
-RAY_FAKE_CLUSTER=1. Only the autoscaler's monitor process imports this module.
+`trainyard up --autoscaling` runs cluster/local.yaml through it: local_config (trainyard.local.
+autoscaling) turns the template's fake_multinode provider into `{type: external, module:
+trainyard.local.fake_provider.ReclaimingFakeProvider, ...}` with the same other keys; the head
+still needs RAY_FAKE_CLUSTER=1. Only the autoscaler's monitor process imports this module.
 """
 from __future__ import annotations
 
@@ -39,11 +40,13 @@ import os
 import time
 
 from ray._private import ray_constants
+
+from trainyard.local.autoscaling import RECLAIMING_PROVIDER
 from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
 
 __all__ = ["ReclaimingFakeProvider", "MODULE"]
 
-MODULE = "trainyard.local.fake_provider.ReclaimingFakeProvider"
+MODULE = RECLAIMING_PROVIDER
 
 logger = logging.getLogger(__name__)
 
