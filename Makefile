@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test test-unit test-integration test-e2e test-slow bench bench-smoke schemas api-client up down clean console chromium
+.PHONY: help venv demo test test-unit test-integration test-e2e test-slow bench bench-smoke bench-gpu schemas api-client up down clean console chromium
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*## /\t/' | expand -t 20
@@ -42,8 +42,11 @@ test-slow: venv  ## the quality bars of every example spec (long)
 # benchmarks/_*.py are their shared helpers, not benchmarks
 BENCHMARKS := $(filter-out benchmarks/_%,$(wildcard benchmarks/*.py))
 
-bench: venv  ## every benchmark at full size, one JSON line each (holds the measurement lock; long)
-	for b in $(BENCHMARKS); do $(PY) $$b || exit 1; done
+bench: venv  ## every benchmark at full size, one JSON line each (holds the measurement lock; long; the GPU one: bench-gpu)
+	for b in $(filter-out benchmarks/gpu_transformer.py,$(BENCHMARKS)); do $(PY) $$b || exit 1; done
+
+bench-gpu: venv  ## the transformer at a GPT-2-small shape through Trainyard vs raw compiled torch, each ZeRO stage (needs a CUDA GPU)
+	$(PY) benchmarks/gpu_transformer.py --stages auto,0,1,2,3
 
 bench-smoke: venv  ## every benchmark at its --smoke size (seconds each): the JSON lines, no measurement
 	for b in $(BENCHMARKS); do out=$$($(PY) $$b --smoke) || exit 1; echo "$$out" | tail -n 1; done

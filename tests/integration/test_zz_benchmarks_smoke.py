@@ -72,6 +72,17 @@ def test_train_overhead_standalone_against_a_fair_ddp():
     assert "Grad strides do not match" not in proc.stderr
 
 
+def test_gpu_transformer_smoke_on_cpu(ray_head):
+    # the GPU benchmark at a tiny shape on CPU (no GPU here): both sides run, the line holds
+    # the ratio, MFU and which ZeRO stage `auto` picked against the fastest one
+    out, _ = _run("gpu_transformer", env=_shared_env(ray_head), args=("--stages", "auto,0"))
+    _numbers(out, "ratio", "trainyard_tokens_per_s", "raw_tokens_per_s", "auto_stage", "fastest_stage")
+    assert out["on_gpu"] is False and set(out["stages"]) == {"auto", "0"}, out
+    assert isinstance(out["auto_is_fastest"], bool), out
+    for stage in out["stages"].values():
+        assert stage["mfu"] is None or 0 < stage["mfu"] <= 1, out
+
+
 def test_sweep_overhead(ray_head):
     out, _ = _run("sweep_overhead", env=_shared_env(ray_head))
     _numbers(out, "ratio", "ratio_vs_tune_floor")
