@@ -2,6 +2,13 @@
 a real MLflow server. Each cell is a very short run with tiny hyperparameters that must
 lower the training loss and register a model that loads (GAN: both engines stepped).
 No timed assertions.
+
+CI runs every family at stage 0 (what `auto` picks for a model that fits) and stage 3 (the
+one stage whose partitioned parameters a family's code can trip on: shapes seen through
+DeepSpeed, weights gathered for the registered model), and stage 2 for the CNN and the GAN
+(two engines). Stage 2 of the other four families differs from their stage 0 only inside
+DeepSpeed (gradients and optimizer state partitioned; the family's code sees the same engine
+API), so those four cells run in the slow tier (`make test-slow`), each ~20 s of CI saved.
 """
 from __future__ import annotations
 
@@ -46,7 +53,10 @@ def storage(test_root):
     return f"file://{path}"
 
 
-MATRIX = [pytest.param(family, zero, id=f"{family}-z{zero}") for family in CELLS for zero in (0, 2, 3)]
+STAGE_2_IN_CI = {"cnn", "gan"}
+MATRIX = [pytest.param(family, zero, id=f"{family}-z{zero}",
+                       marks=[pytest.mark.slow] if zero == 2 and family not in STAGE_2_IN_CI else [])
+          for family in CELLS for zero in (0, 2, 3)]
 
 @pytest.mark.parametrize("family,zero", MATRIX)
 def test_family_trains_under_zero_stage(family, zero, ray_head, mlflow_env, storage):
