@@ -218,15 +218,15 @@ def measure(n: int, *, url: str | None, folder: Path, baseline_burst: bool, reps
     ctrl.tick()
     _burst(db, rows)
     burst = _timed(ctrl.tick)
-    assert len(ctrl.queue.pending) == n and ctrl.notes_written >= n, (len(ctrl.queue.pending), ctrl.notes_written)
+    assert len(ctrl.queue.pending) == n and ctrl.dispatcher.notes_written >= n, (len(ctrl.queue.pending), ctrl.dispatcher.notes_written)
     ctrl.tick()
     changes = []
     for row in extra:
         _burst(db, [row])
         changes.append(_timed(ctrl.tick))
-    plans = ctrl.plans
+    plans = ctrl.dispatcher.plans
     idle = _median(ctrl.tick, reps)
-    assert ctrl.plans == plans, "an idle tick planned"
+    assert ctrl.dispatcher.plans == plans, "an idle tick planned"
 
     def resync():
         ctrl.queue.mark_dirty()
@@ -234,7 +234,7 @@ def measure(n: int, *, url: str | None, folder: Path, baseline_burst: bool, reps
     resync_s = _median(resync, reps)
     out["platform"] = {"burst_tick_s": round(burst, 4), "change_tick_s": round(statistics.median(changes), 4),
                        "idle_tick_s": round(idle, 5), "resync_tick_s": round(resync_s, 4),
-                       "last_plan_s": round(ctrl.last_plan_s or 0.0, 4)}
+                       "last_plan_s": round(ctrl.dispatcher.last_plan_s or 0.0, 4)}
 
     # --- the pure policy on the same jobs, in memory
     queue = [q.job for q in ctrl.queue.pending.values()]

@@ -57,7 +57,7 @@ def test_waiting_reasons_are_structured_written_once_and_an_idle_tick_reads_noth
     queued = [submit(client, name=f"q{i}", project="a" if i < 2 else "b") for i in range(3)]
     ctrl.tick()
     assert [s["metadata"]["trainyard_job_id"] for s in fakes["local"].submissions] == [big["id"]]
-    assert ctrl.notes_written == 3
+    assert ctrl.dispatcher.notes_written == 3
     # fair share across projects: project a holds the cluster, so b's job goes first
     got = client.get(f"/v1/jobs/{queued[2]['id']}").json()
     assert got["message"].startswith("waiting: first in line on cluster 'local'")
@@ -71,11 +71,11 @@ def test_waiting_reasons_are_structured_written_once_and_an_idle_tick_reads_noth
     assert listed[big["id"]]["pending"] is None
 
     ctrl.tick()  # the dispatch above committed: the mirror looks once more, finds its own write
-    plans, scans, notes = ctrl.plans, ctrl.queue.scans, ctrl.notes_written
+    plans, scans, notes = ctrl.dispatcher.plans, ctrl.queue.scans, ctrl.dispatcher.notes_written
     statements = count_statements(ctx.db)
     for _ in range(3):
         ctrl.tick()
-    assert (ctrl.plans, ctrl.queue.scans, ctrl.notes_written) == (plans, scans, notes)
+    assert (ctrl.dispatcher.plans, ctrl.queue.scans, ctrl.dispatcher.notes_written) == (plans, scans, notes)
     # what is left per idle tick: reconciling the running job and reading the clusters table;
     # the queue is not read (the only jobs query is reconcile's, over the active phases)
     assert statements and all(q.startswith("SELECT") for q in statements)
@@ -93,10 +93,10 @@ def test_a_new_submission_is_the_only_row_read_and_the_only_note_written(server)
     ctrl = ctx.controller
     ctrl.tick()
     ctrl.tick()
-    read, notes = ctrl.queue.rows_read, ctrl.notes_written
+    read, notes = ctrl.queue.rows_read, ctrl.dispatcher.notes_written
     late = submit(client, name="late")
     ctrl.tick()
-    assert ctrl.queue.rows_read == read + 1 and ctrl.notes_written == notes + 1
+    assert ctrl.queue.rows_read == read + 1 and ctrl.dispatcher.notes_written == notes + 1
     assert client.get(f"/v1/jobs/{late['id']}").json()["pending"]["position_in_queue"] == 5
 
 
@@ -146,7 +146,7 @@ def test_the_controllers_own_notes_do_not_wake_the_mirror(server):
     ctrl.tick()
     submit(client, name="waits")
     ctrl.tick()  # plans, writes one note
-    assert ctrl.notes_written == 1
+    assert ctrl.dispatcher.notes_written == 1
     scans = ctrl.queue.scans
     ctrl.tick()
     assert ctrl.queue.scans == scans  # the note's commit was quiet

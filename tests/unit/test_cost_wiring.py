@@ -185,7 +185,7 @@ def _running_job(client, ctx, fakes, **failure):
     body = spec(**({"failure": failure} if failure else {}))
     job = client.post("/v1/jobs", json={"spec": body}).json()
     clock = FakeClock()
-    ctx.controller.clock = clock
+    ctx.controller.reconciler.clock = clock
     ctx.controller.tick()
     ray = fakes["local"]
     sid = ray.submissions[-1]["submission_id"]

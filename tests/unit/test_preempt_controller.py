@@ -231,7 +231,7 @@ def test_min_runtime_and_the_switch_keep_running_jobs_running(tmp_path, monkeypa
         ctx.controller.tick()
         assert phase(ctx, low["id"]) == st.RUNNING and fakes["local"].stops == []
         assert get(client, high["id"])["pending"]["reason"]["code"] == "capacity"
-        assert ctx.controller.tick_config.min_runtime_s == 300
+        assert ctx.controller.dispatcher.tick_config.min_runtime_s == 300
 
 
 def test_preemption_can_be_turned_off(tmp_path, monkeypatch):

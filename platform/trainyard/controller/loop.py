@@ -82,50 +82,9 @@ class Controller:
         """A project's weight, quota or budget changed (the API calls this): read them again."""
         self.dispatcher.projects_changed()
 
-    @property
-    def tick_config(self):
-        return self.dispatcher.tick_config
-
-    @property
-    def clock(self):
-        return self.reconciler.clock
-
-    @clock.setter
-    def clock(self, value) -> None:  # tests put a fake clock here
-        self.reconciler.clock = value
-
-    # counters and figures live with the step that keeps them
-    @property
-    def plans(self):
-        return self.dispatcher.plans
-
-    @property
-    def skipped(self):
-        return self.dispatcher.skipped
-
-    @property
-    def notes_written(self):
-        return self.dispatcher.notes_written
-
-    @property
-    def preemptions(self):
-        return self.dispatcher.preemptions
-
-    @property
-    def last_plan_s(self):
-        return self.dispatcher.last_plan_s
-
-    @property
-    def stalled_jobs(self):
-        return self.reconciler.stalled_jobs
-
-    @property
-    def stalls(self):
-        return self.reconciler.stalls
-
-    @property
-    def usage_records(self):
-        return self.moves.usage_records
+    # Counters and figures live with the step that keeps them (controller.dispatcher.plans,
+    # .reconciler.clock, .moves.usage_records): no pass-through properties here, so each has
+    # one home and one name.
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
