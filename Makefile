@@ -25,7 +25,7 @@ demo: venv  ## start the local stack; train, sweep, promote and predict over HTT
 	$(PY) examples/demo.py
 
 test: venv chromium  ## run the whole test suite (unit, integration, e2e)
-	$(PY) -m pytest tests -n 2 --dist loadfile --durations=25
+	$(PY) -m pytest tests -n 2 --dist loadfile --durations=50
 
 test-unit: venv  ## unit tests only (no Ray)
 	$(PY) -m pytest tests/unit
