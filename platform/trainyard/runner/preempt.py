@@ -267,7 +267,7 @@ def propose_interval(*, steps: int, seconds: float, every_s: float = AGREE_EVERY
     as fit in `every_s` (1 to max_interval)."""
     if steps <= 0 or seconds <= 0:
         return 1
-    return max(1, min(int(max_interval), int(every_s * steps / seconds)))
+    return max(1, min(int(max_interval), int(every_s * steps / seconds + 1e-9)))
 
 
 class StopWatch:
