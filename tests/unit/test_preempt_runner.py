@@ -79,3 +79,30 @@ def test_a_preempted_run_prints_one_preempted_line_and_exits_75(monkeypatch, cap
     assert entry.main(["job", "--job-id", "p-1"]) == EXIT_PREEMPTED == 75
     lines = [parse_line(line) for line in capsys.readouterr().out.splitlines() if line.startswith("TRAINYARD_")]
     assert lines == [(PREEMPTED, {k: v for k, v in stopped.items() if k != "preempted"})]
+
+
+def test_the_agreement_interval_is_what_fits_in_a_quarter_second_bounded():
+    assert preempt.propose_interval(steps=10, seconds=0.1) == 25  # 10 ms steps
+    assert preempt.propose_interval(steps=1, seconds=2.0) == 1  # slow steps: every step
+    assert preempt.propose_interval(steps=100, seconds=0.01) == preempt.MAX_INTERVAL
+    assert preempt.propose_interval(steps=0, seconds=0.0) == 1
+
+
+def test_ranks_agree_every_step_first_then_at_the_agreed_interval(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(preempt.time, "monotonic", lambda: clock[0])
+    watch = preempt.StopWatch(None)  # no token: no polling thread; no process group: alone
+    asked = []
+    for step in range(1, 70):
+        clock[0] += 0.01  # 10 ms a step
+        if watch.due(step):
+            asked.append(step)
+            assert watch.agreed_reason(step=step) == preempt.NO_STOP
+    first = preempt.AGREE_EVERY_STEP_FIRST
+    assert asked[:first + 1] == list(range(1, first + 2))  # the first ones, each step
+    # then every 25 steps (0.25 s of 10 ms steps): a request waits at most that long
+    assert asked[first + 1:] == [first + 26, first + 51]
+    watch.notice = type("N", (), {"seen": threading.Event()})()
+    watch.notice.seen.set()
+    assert not watch.due(first + 70)  # a rank that saw a request still waits for the agreed step
+    assert watch.due(first + 76) and watch.agreed_reason(step=first + 76) == preempt.NODE_NOTICE

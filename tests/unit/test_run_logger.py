@@ -75,3 +75,28 @@ def test_a_long_run_without_flushes_keeps_only_unsent_batches():
     for step in range(3 * logger_mod.MAX_BATCH):
         run_logger.log_metrics({"loss": 1.0}, step=step)
     assert len(run_logger._pending) <= logger_mod.MAX_BATCH + 1
+
+
+def test_the_tracker_sends_held_steps_as_one_batch_each_second_and_everything_at_a_flush(monkeypatch):
+    from trainyard.runner import tracker as tracker_mod
+
+    client = _Client()
+    tracker = tracker_mod.Tracker(rank=0, tracking=None, queue=None, total_steps=10)
+    tracker.logger = _logger(client)
+    clock = [50.0]
+    monkeypatch.setattr(tracker_mod.time, "monotonic", lambda: clock[0])
+    for step in range(1, 4):
+        tracker.log_metrics({"loss": float(step)}, step=step)
+        clock[0] += 0.2
+    assert client.calls == []  # held: no MLflow work inside these steps
+    clock[0] += 0.5
+    tracker.log_metrics({"loss": 4.0}, step=4)  # a second after the first held value
+    assert [[(m.key, m.value, m.step) for m in c["metrics"]] for c in client.calls] == [
+        [("loss", 1.0, 1), ("loss", 2.0, 2), ("loss", 3.0, 3), ("loss", 4.0, 4)]]
+    tracker.log_metrics({"loss": 5.0, "lr": "n/a"}, step=5)
+    tracker.flush()  # before a checkpoint: what it covers is on record
+    assert [(m.key, m.step) for m in client.calls[-1]["metrics"]] == [("loss", 5)]
+    tracker.log_metrics({"loss": 6.0}, step=6)
+    tracker.close()
+    assert [(m.key, m.step) for m in client.calls[-1]["metrics"]] == [("loss", 6)]
+    assert tracker.logger is None and len(client.calls) == 3

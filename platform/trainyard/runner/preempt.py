@@ -8,10 +8,17 @@ preemption grace period; Ray's default is 3 s), then kills. A node going away se
              `preempt:<token>` into Ray's internal KV (a GCS call: not made inside the
              signal handler, which may interrupt the main thread in the middle of one)
     workers  `StopWatch`: a daemon thread polls the key (one small GCS read every
-             `poll_s`) and sets a local flag. At each optimizer-step boundary the ranks
-             agree with one all_reduce(MAX) of a 1-element flag, so every rank stops after
-             the same step, saves its DeepSpeed state (and generators) in one checkpoint, and
-             returns. The driver then prints TRAINYARD_PREEMPTED and exits 75.
+             `poll_s`) and sets a local flag. At agreed optimizer-step boundaries the ranks
+             agree with one all_reduce(MAX) of the flag, so every rank stops after the same
+             step, saves its DeepSpeed state (and generators) in one checkpoint, and returns.
+             The driver then prints TRAINYARD_PREEMPTED and exits 75.
+
+Agreeing costs a collective, a rendezvous of every rank: on small fast steps that was a third
+of a step. So the ranks agree every step at first and then every `interval` steps, about
+AGREE_EVERY_S of steps (at most MAX_INTERVAL), an interval they agree on in the same
+all_reduce (the smallest any rank proposes, from its own step times): every rank asks at the
+same steps, so all stop after the same one. A request waits at most that long more; no step is
+lost, since the checkpoint is taken after the step the ranks stop at.
 
 The token is drawn per driver run, so a resumed attempt never sees the last attempt's key.
 
@@ -39,13 +46,19 @@ from typing import Any
 
 __all__ = ["NAMESPACE", "new_token", "DriverStop", "StopWatch", "request_stop", "stop_requested",
            "WorkerNotice", "NodeNotice", "install_worker_notice", "NO_STOP", "NODE_NOTICE", "DRIVER_STOP",
-           "GRACE_ENV"]
+           "GRACE_ENV", "propose_interval"]
 
 NAMESPACE = "trainyard"
 # what the ranks agree on at a step boundary (all_reduce MAX: the larger request wins)
 NO_STOP, NODE_NOTICE, DRIVER_STOP = 0, 1, 2
 GRACE_ENV = "TRAINYARD_WORKER_STOP_GRACE_S"
 DEFAULT_GRACE_S = 20.0
+# how far apart agreements may be, in time and in steps, and how many steps agree every time
+# first (lazy init makes the first step times meaningless; and a request that comes early, or a
+# short job's, is honoured at the very next step)
+AGREE_EVERY_S = 0.25
+MAX_INTERVAL = 64
+AGREE_EVERY_STEP_FIRST = 10
 
 
 class NodeNotice(RuntimeError):
@@ -248,10 +261,19 @@ def worker_notice(*, timeout_s: float = 10.0) -> WorkerNotice | None:
     return _NOTICE
 
 
+def propose_interval(*, steps: int, seconds: float, every_s: float = AGREE_EVERY_S,
+                     max_interval: int = MAX_INTERVAL) -> int:
+    """Steps until the next agreement, from `steps` taking `seconds` since the last one: as many
+    as fit in `every_s` (1 to max_interval)."""
+    if steps <= 0 or seconds <= 0:
+        return 1
+    return max(1, min(int(max_interval), int(every_s * steps / seconds + 1e-9)))
+
+
 class StopWatch:
     """A worker's view of the stop requests (the driver's, through Ray's KV; its own process's
-    SIGTERM, through `notice`); `agreed_reason()` is called by every rank at every step boundary
-    (a collective when the group has more than one rank)."""
+    SIGTERM, through `notice`). At a step boundary every rank asks `due(step)` and, when due,
+    calls `agreed_reason(step=step)` (a collective when the group has more than one rank)."""
 
     def __init__(self, token: str | None, *, poll_s: float = 0.5, device: Any = None,
                  notice: WorkerNotice | None = None):
@@ -259,6 +281,9 @@ class StopWatch:
         self.seen = threading.Event()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="trainyard-stopwatch", daemon=True)
+        self._next: int | None = None  # the step of the next agreement (None: the next boundary)
+        self._last: tuple[int, float] | None = None  # (step, monotonic time) of the last one
+        self._agreements = 0
         if token:
             self._thread.start()
 
@@ -279,19 +304,36 @@ class StopWatch:
             return NODE_NOTICE
         return NO_STOP
 
-    def agreed_reason(self) -> int:
+    def due(self, step: int) -> bool:
+        """Whether the ranks agree at this step boundary (the same answer on every rank)."""
+        return self._next is None or step >= self._next
+
+    def _proposal(self, step: int, now: float) -> int:
+        if self._agreements < AGREE_EVERY_STEP_FIRST or self._last is None:
+            return 1
+        return propose_interval(steps=step - self._last[0], seconds=now - self._last[1])
+
+    def agreed_reason(self, *, step: int | None = None) -> int:
         """The strongest request any rank has seen, the same on every rank (ranks see requests at
         different moments; they must stop after the same step to save one consistent
-        checkpoint): NO_STOP, NODE_NOTICE or DRIVER_STOP."""
+        checkpoint): NO_STOP, NODE_NOTICE or DRIVER_STOP. With `step`, the ranks also agree
+        when to ask next (`due`)."""
         flag = self.local_reason()
+        now = time.monotonic()
+        interval = self._proposal(step, now) if step is not None else 1
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             import torch
 
-            t = torch.tensor([flag], dtype=torch.int32, device=self.device)
+            # one collective for both: MAX of the flags, and (negated) MIN of the proposals
+            t = torch.tensor([flag, -interval], dtype=torch.int64, device=self.device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = int(t.item())
+            flag, interval = int(t[0].item()), -int(t[1].item())
+        if step is not None:
+            self._agreements += 1
+            self._last = (step, now)
+            self._next = step + max(1, interval)
         return flag
 
     def agreed(self) -> bool:

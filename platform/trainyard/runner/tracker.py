@@ -1,7 +1,14 @@
 """Rank 0's outlets from the loop: the MLflow run (RunLogger) and the driver's progress queue."""
 from __future__ import annotations
 
-__all__ = ["Tracker"]
+import time
+
+__all__ = ["Tracker", "SEND_EVERY_S"]
+
+# per-step metrics wait this long in the Tracker and go to MLflow as one batch: one log_batch
+# per step woke MLflow's logging threads every step, and their SQL work took the GIL from the
+# training thread (rank 0 then held every other rank up at the gradient all-reduce)
+SEND_EVERY_S = 1.0
 
 
 class Tracker:
@@ -11,6 +18,9 @@ class Tracker:
     def __init__(self, *, rank: int, tracking: dict | None, queue, total_steps: int):
         self.rank, self.tracking, self.queue, self.total_steps = rank, tracking or None, queue, total_steps
         self.logger = None
+        self._held: list[tuple[dict, int, int]] = []  # (metrics, step, unix ms) not yet sent
+        self._held_n = 0
+        self._held_since = 0.0
         if rank == 0 and self.tracking and self.tracking.get("run_id"):
             from trainyard.tracking.logger import RunLogger
 
@@ -58,10 +68,26 @@ class Tracker:
                                      "gradient_accumulation_steps": float(resize["gas"])}, step=resumed_step)
 
     def log_metrics(self, metrics: dict, *, step: int) -> None:
-        if self.logger is not None:
-            self.logger.log_metrics(metrics, step=step)
+        """Hold the values; they go to MLflow (asynchronously) once SEND_EVERY_S has passed since
+        the first held one, when a batch is full, and at every flush and close."""
+        if self.logger is None or not metrics:
+            return
+        now = time.monotonic()
+        if not self._held:
+            self._held_since = now
+        self._held.append((dict(metrics), step, int(time.time() * 1000)))
+        self._held_n += len(metrics)
+        if now - self._held_since >= SEND_EVERY_S or self._held_n >= self.logger.max_batch:
+            self._send()
+
+    def _send(self) -> None:
+        held, self._held, self._held_n = self._held, [], 0
+        if held and self.logger is not None:
+            self.logger.log_metric_rows(held)
 
     def flush(self) -> None:
+        """Everything logged so far is sent (what a checkpoint covers is on record)."""
+        self._send()
         if self.logger is not None:
             self.logger.flush()
 
@@ -81,6 +107,7 @@ class Tracker:
 
     def close(self) -> None:
         """Send what is queued for MLflow; idempotent (a stopped trial leaves through here too)."""
+        self._send()
         logger, self.logger = self.logger, None
         if logger is not None:
             logger.close()

@@ -74,8 +74,9 @@ class Trainer:
                     step, end_of_epoch = self.micro // steps.gas, self.micro % steps.per_epoch == 0
                     ckpt_due = (step % every_ckpt == 0) if every_ckpt else end_of_epoch
                     eval_due = (step % every_eval == 0) if every_eval else end_of_epoch
-                    # a collective: every rank asks at every step boundary, and all stop together
-                    reason = self.stop.agreed_reason() if self.stop is not None else 0
+                    # a collective at the steps the ranks agreed on (runner.preempt): all stop together
+                    due = self.stop is not None and self.stop.due(step)
+                    reason = self.stop.agreed_reason(step=step) if due else 0
                     if reason:
                         self._checkpoint_and_stop(step, epoch, end_of_epoch=end_of_epoch, evaluate=eval_due,
                                                   node_notice=reason == NODE_NOTICE)

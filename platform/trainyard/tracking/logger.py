@@ -75,16 +75,26 @@ class RunLogger:
         self._safe(self.client.log_artifact, self.run_id, path, artifact_path)
 
     # -- metrics: frequent, asynchronous
+    max_batch = MAX_BATCH
+
     def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+        self.log_metric_rows([(metrics, step)])
+
+    def log_metric_rows(self, rows) -> None:
+        """Several steps' metrics in as few log_batch calls as fit: rows of (metrics, step) or
+        (metrics, step, timestamp_ms), the time each was taken (default now). Values that are
+        not numbers are skipped."""
         from mlflow.entities import Metric
 
-        ts = int(time.time() * 1000)
+        now = int(time.time() * 1000)
         items = []
-        for key, value in metrics.items():
-            try:
-                items.append(Metric(str(key), float(value), ts, int(step)))
-            except (TypeError, ValueError):
-                continue
+        for metrics, step, *when in rows:
+            ts = int(when[0]) if when else now
+            for key, value in metrics.items():
+                try:
+                    items.append(Metric(str(key), float(value), ts, int(step)))
+                except (TypeError, ValueError):
+                    continue
         for i in range(0, len(items), MAX_BATCH):
             ops = self._safe(self.client.log_batch, self.run_id, metrics=items[i:i + MAX_BATCH], synchronous=False)
             if ops is not None:
