@@ -36,7 +36,12 @@ Prints ONE JSON line (the last line of stdout):
 
     {"benchmark": "train_overhead", "ratio", "ratio_median", "trainyard_steps_per_s",
      "ddp_steps_per_s", "trainyard_submit_to_first_step_s", "ddp_submit_to_first_step_s",
-     "submit_to_first_step_ratio", "trainyard_startup": {...}, "zero_stage", "load_avg", ...}
+     "submit_to_first_step_ratio", "trainyard_startup": {...}, "ray_train_floor_s",
+     "ray_train_floor_vs_ddp_start", "trainyard_start_beyond_floor_s", "zero_stage", "load_avg", ...}
+
+`ray_train_floor_s` is Ray Train alone: a TorchTrainer of 2 workers with an empty loop, fit()
+called -> rank 0 in the loop, on the same head after (a) (warm: a lower bound). It is the part
+of (a)'s start-up that no change in Trainyard can remove.
 
 Usage: python benchmarks/train_overhead.py [--steps 400] [--warmup 50] [--batch 32] [--smoke]
 Connects to $RAY_ADDRESS when set (export its RAY_AUTH_MODE/RAY_AUTH_TOKEN too); otherwise
@@ -289,6 +294,30 @@ def run_trainyard(args: dict, storage: str, tracking_uri: str | None, work: Path
             "wall_s": fit_done - submitted}
 
 
+def _bare_loop(config: dict) -> None:
+    import ray.train
+
+    if ray.train.get_context().get_world_rank() == 0:
+        Path(config["stamp"]).write_text(repr(time.time()))
+
+
+def run_ray_train_floor(work: Path) -> float:
+    """Ray Train's own start, with nothing of Trainyard's: a TorchTrainer of 2 workers whose
+    loop only notes the time on rank 0; fit() called -> that loop entered (the controller,
+    the worker actors, the placement group, torch.distributed's gloo group). Run after (a) on
+    the same head, so it starts warm: a lower bound of what any job on Ray Train pays."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    stamp = work / "floor-stamp"
+    trainer = TorchTrainer(_bare_loop, train_loop_config={"stamp": str(stamp)},
+                           scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                           run_config=RunConfig(storage_path=str(work / "floor-storage"), name="floor"))
+    called = time.time()
+    trainer.fit()
+    return float(stamp.read_text()) - called
+
+
 def _zero_stage_auto() -> int:
     from trainyard.runner.strategy import Hardware, count_parameters, plan_deepspeed
     from workloads.cnn.workload import build_models
@@ -322,6 +351,7 @@ def main(argv=None) -> int:
         tracking = None if opts.no_mlflow else f"sqlite:///{work / 'mlflow.db'}"
         before = run_ddp(args)
         ours = run_trainyard(args, f"file://{work / 'storage'}", tracking, work)
+        floor = run_ray_train_floor(work)
         ddp_runs = [before] if opts.smoke else [before, run_ddp(args)]
         ray.shutdown()
     ddp_rate = sum(r["steps_per_s"] for r in ddp_runs) / len(ddp_runs)
@@ -340,6 +370,10 @@ def main(argv=None) -> int:
         "ddp_submit_to_first_step_s": round(ddp_first, 2),
         "submit_to_first_step_ratio": round(ours["submit_to_first_step_s"] / ddp_first, 3),
         "trainyard_startup": ours["startup"],
+        # Ray Train's own start with an empty loop (warm head): what no change of ours can remove
+        "ray_train_floor_s": round(floor, 2),
+        "ray_train_floor_vs_ddp_start": round(floor / ddp_first, 3),
+        "trainyard_start_beyond_floor_s": round(ours["submit_to_first_step_s"] - floor, 2),
         "zero_stage": _zero_stage_auto(),
         "steps": steps, "warmup": warmup, "batch_per_worker": opts.batch,
         "mlflow": tracking is not None,

@@ -63,7 +63,9 @@ def _shared_env(head) -> dict:
 def test_train_overhead_standalone_against_a_fair_ddp():
     out, proc = _run("train_overhead", env=_standalone_env())
     _numbers(out, "ratio", "ratio_median", "trainyard_steps_per_s", "ddp_steps_per_s",
-             "trainyard_submit_to_first_step_s", "ddp_submit_to_first_step_s", "submit_to_first_step_ratio")
+             "trainyard_submit_to_first_step_s", "ddp_submit_to_first_step_s", "submit_to_first_step_ratio",
+             "ray_train_floor_s", "ray_train_floor_vs_ddp_start")
+    assert out["ray_train_floor_s"] > 0, out
     startup = out["trainyard_startup"]
     _numbers(startup, "mlflow_run_start_s", "build_trainer_s", "worker_group_start_s", "imports_s",
              "models_and_plan_s", "deepspeed_init_s", "loop_setup_s", "first_checkpoint_s", "finish_s")
