@@ -4,6 +4,11 @@ refused, written before the answer leaves (a client that saw the answer finds th
 Routes and the auth dependency fill in what only they know through `audit_note(request)`:
 the actor, the object's type, id and project. Never the token, never a body. A failed audit
 write is logged and the answer goes out as it was: the trail must not turn a success into a 500.
+
+The row goes through the server's group committer (controller/group_commit.py), the one that
+submissions use: under load, audit rows and job rows share commits instead of each request
+taking SQLite's one write lock for a transaction of its own (which made concurrent requests
+queue in SQLite's busy-wait, up to 100 ms a retry). The answer still waits for that commit.
 Predictions are data, not state, and a spec check (`.../validate`) creates nothing: neither is
 audited (the console checks a spec each time its author stops typing).
 """
@@ -59,9 +64,10 @@ def _from_path(path: str) -> tuple[str, Optional[str]]:
 
 
 class AuditMiddleware:
-    def __init__(self, app, *, db_of):
+    def __init__(self, app, *, committer_of):
         self.app = app
-        self.db_of = db_of  # app -> Database (the app's context is built before its middleware runs)
+        # app -> GroupCommitter (the app's context is built before its middleware runs)
+        self.committer_of = committer_of
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") not in AUDITED_METHODS \
@@ -100,11 +106,13 @@ class AuditMiddleware:
         template = getattr(route, "path", None) or path
         kind, ident = _from_path(path)
         client = scope.get("client")
-        db = self.db_of(scope["app"])
-        with db.session() as s:
-            teams.record_audit(s, actor=(note.actor or "anonymous")[:64],
-                               action=f"{scope.get('method', '')} {template}"[:200],
-                               object_type=(note.object_type or kind)[:32],
-                               object_id=(note.object_id or ident),
-                               project=note.project, status_code=status, outcome=outcome_for(status),
-                               source_ip=(client[0][:64] if client else None))
+        fields = dict(actor=(note.actor or "anonymous")[:64], action=f"{scope.get('method', '')} {template}"[:200],
+                      object_type=(note.object_type or kind)[:32], object_id=(note.object_id or ident),
+                      project=note.project, status_code=status, outcome=outcome_for(status),
+                      source_ip=(client[0][:64] if client else None))
+
+        def write(session) -> None:
+            teams.record_audit(session, **fields)
+
+        # returns once the commit that holds the row returned (a failed one raises here)
+        self.committer_of(scope["app"]).run(write)

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from trainyard.clusters.registry import ClusterRegistry
 from trainyard.config import Settings
+from trainyard.controller.group_commit import GroupCommitter
 from trainyard.controller.loop import Controller
 from trainyard.controller.service import JobService
 from trainyard.store import Database
@@ -23,6 +24,8 @@ class ServerContext:
     registry: ClusterRegistry
     jobs: JobService
     controller: Controller
+    # durable writes of requests (submissions, audit rows) share commits through it
+    commits: GroupCommitter
     admin_token: str = field(repr=False, default="")
     # api.auth.Authenticator: token lookups and their cache (made on first use)
     auth: Any = field(repr=False, default=None)
