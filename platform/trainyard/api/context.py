@@ -32,5 +32,6 @@ class ServerContext:
     started_at: float = field(default_factory=time.time)
 
 
-def get_ctx(request: Request) -> ServerContext:
+async def get_ctx(request: Request) -> ServerContext:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request
     return request.app.state.ctx

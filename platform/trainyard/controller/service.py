@@ -111,11 +111,9 @@ class JobService:
         data = job.model_dump(mode="json")
 
         def write(s) -> dict[str, Any]:
-            row = jobs_repo.create_job(s, spec=data, name=job.name, project=job.project,
+            row = jobs_repo.insert_job(s, spec=data, name=job.name, project=job.project,
                                        priority=job.priority, kind=kind, package=digest, owner=owner,
-                                       reason="submitted; waiting for the scheduler")
-            row.message = "queued"
-            s.flush()
+                                       reason="submitted; waiting for the scheduler", message="queued")
             view = views.job_dict(row, mlflow_uri=self.settings.mlflow_uri, detail=True)
             if on_created is not None:
                 answer = on_created(s, view)

@@ -10,11 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import Table, create_engine, event, insert, inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "HEAD_REVISION", "MIGRATIONS_DIR"]
+__all__ = ["Database", "HEAD_REVISION", "MIGRATIONS_DIR", "insert_new"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # keep in step with the newest file in migrations/versions (a unit test checks it)
@@ -41,6 +42,33 @@ def _sqlite_savepoint(conn, _name) -> None:
     dbapi_conn = conn.connection.dbapi_connection
     if not dbapi_conn.in_transaction:
         dbapi_conn.execute("BEGIN")
+
+
+_INSERT_NEW: dict[tuple[str, str], object] = {}  # (table, dialect) -> INSERT .. ON CONFLICT DO NOTHING
+
+
+def insert_new(conn: Connection, table: Table, values: dict) -> bool:
+    """INSERT one row unless a unique key of it is taken; whether it was inserted.
+
+    One statement, built once per table (the values go in as parameters, so SQLAlchemy's
+    compiled cache answers): a hot path's insert pays neither the ORM's unit of work nor a
+    savepoint for the rare conflict."""
+    dialect = conn.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        try:  # a savepoint keeps the conflict from ending the caller's transaction
+            with conn.begin_nested():
+                conn.execute(insert(table), values)
+            return True
+        except IntegrityError:
+            return False
+    stmt = _INSERT_NEW.get((table.name, dialect))
+    if stmt is None:
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        stmt = _INSERT_NEW[(table.name, dialect)] = dialect_insert(table).on_conflict_do_nothing()
+    return conn.execute(stmt, values).rowcount == 1
 
 
 class Database:
