@@ -21,7 +21,8 @@ __all__ = ["ADMIN_USER", "DEFAULT_PROJECT", "ADMIN_TOKEN_NAME", "find_user", "ge
            "list_users", "disable_user", "ensure_user", "add_token", "find_token_by_hash", "find_token",
            "list_tokens", "revoke_token", "revoke_user_tokens", "touch_token", "find_project", "get_project",
            "create_project", "ensure_project", "list_projects", "memberships", "members", "set_member",
-           "remove_member", "record_audit", "correct_audit", "ensure_project_exists", "list_audit", "prune_audit", "bootstrap_admin"]
+           "remove_member", "record_audit", "correct_audit", "ensure_project_exists", "list_audit", "prune_audit",
+           "bootstrap_admin"]
 
 ADMIN_USER = "admin"
 DEFAULT_PROJECT = "default"
