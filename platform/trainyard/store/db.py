@@ -67,7 +67,10 @@ def insert_new(conn: Connection, table: Table, values: dict) -> bool:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         else:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        stmt = _INSERT_NEW[(table.name, dialect)] = dialect_insert(table).on_conflict_do_nothing()
+        # preserve_rowcount: SQLAlchemy keeps an INSERT's rowcount only when asked (psycopg's is
+        # gone once the cursor closes, and a lost one read as "taken")
+        stmt = _INSERT_NEW[(table.name, dialect)] = (dialect_insert(table).on_conflict_do_nothing()
+                                                     .execution_options(preserve_rowcount=True))
     return conn.execute(stmt, values).rowcount == 1
 
 
