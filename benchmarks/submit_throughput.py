@@ -132,8 +132,8 @@ def store_floor(db_url: str, seconds: float) -> dict:
         i += 1
         t = time.perf_counter()
         with db.session() as s:
-            row = jobs_repo.create_job(s, spec=_spec(f"floor-{i}"), name=f"floor-{i}", project="floor", priority=0)
-            row.message = "queued"
+            jobs_repo.insert_job(s, spec=_spec(f"floor-{i}"), name=f"floor-{i}", project="floor", priority=0,
+                                 message="queued")
         lat.append(time.perf_counter() - t)
     db.dispose()
     lat.sort()

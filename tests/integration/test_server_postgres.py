@@ -85,3 +85,35 @@ def test_store_on_postgres(pg_url):
             s2.close()
     finally:
         db.dispose()
+
+
+def test_the_submission_inserts_on_postgres(pg_url, monkeypatch):
+    """insert_job's INSERT .. ON CONFLICT DO NOTHING and its rowcount, audit rows' ids, and
+    ensure_project_exists, on the production backend."""
+    from trainyard.errors import ConflictError
+    from trainyard.store import teams
+
+    db = Database(pg_url)
+    try:
+        db.upgrade()
+        with db.session() as s:
+            first = jobs.insert_job(s, spec={"name": "ins"}, name="ins", project="p", priority=0, message="queued")
+            teams.ensure_project_exists(s, "ins-proj")
+            teams.ensure_project_exists(s, "ins-proj")
+            event = teams.record_audit(s, actor="admin", action="POST /v1/jobs", object_type="job",
+                                       object_id=first.id, project="p", status_code=201, outcome="ok")
+            teams.correct_audit(s, event, status_code=500, outcome="error")
+        draws = iter([first.id, "ins-fresh"])
+        monkeypatch.setattr(jobs, "new_job_id", lambda name: next(draws))
+        with db.session() as s:
+            assert jobs.insert_job(s, spec={}, name="ins", project="p", priority=0).id == "ins-fresh"
+        monkeypatch.setattr(jobs, "new_job_id", lambda name: first.id)
+        with pytest.raises(ConflictError), db.session() as s:
+            jobs.insert_job(s, spec={}, name="ins", project="p", priority=0)
+        with db.session() as s:
+            assert jobs.get_job(s, first.id).message == "queued"
+            assert [e.to_phase for e in jobs.list_events(s, "ins-fresh")] == ["PENDING"]
+            assert teams.find_project(s, "ins-proj") is not None
+            assert teams.list_audit(s, object_id=first.id)[0][0].status_code == 500
+    finally:
+        db.dispose()

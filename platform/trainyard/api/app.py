@@ -21,6 +21,7 @@ from trainyard.api.routes import clusters, endpoints, job_metrics, jobs, queue, 
 from trainyard.clusters.registry import ClientFactory, ClusterRegistry
 from trainyard.config import Settings, ensure_secret
 from trainyard.controller import housekeeping
+from trainyard.controller.group_commit import GroupCommitter
 from trainyard.controller.loop import Controller
 from trainyard.controller.service import JobService
 from trainyard.store import Database
@@ -51,9 +52,10 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
     redact.register(*settings.secret_values())
     db = Database(settings.db_url)
     registry = ClusterRegistry(db, settings, client_factory=client_factory)
+    commits = GroupCommitter(db)
     ctx = ServerContext(settings=settings, db=db, registry=registry,
-                        jobs=JobService(db, registry, settings),
-                        controller=Controller(db, registry, settings))
+                        jobs=JobService(db, registry, settings, commits=commits),
+                        controller=Controller(db, registry, settings), commits=commits)
     ctx.auth = Authenticator(db, settings)
 
     @asynccontextmanager
@@ -103,5 +105,5 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
         app.include_router(router, max_body_size=BODY_LIMIT)
     install_console(app)  # last: its catch-all answers only what no API route took
     # outermost: sees every answer's final status, the error handlers' and CatchAll's included
-    app.add_middleware(AuditMiddleware, db_of=lambda a: a.state.ctx.db)
+    app.add_middleware(AuditMiddleware, committer_of=lambda a: a.state.ctx.commits)
     return app

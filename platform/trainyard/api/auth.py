@@ -26,6 +26,7 @@ from typing import Optional
 from cachetools import TTLCache
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from trainyard.api.audit import audit_note
 from trainyard.api.context import ServerContext, get_ctx
@@ -111,13 +112,33 @@ class Authenticator:
                 raise
             with self._lock:
                 self._cache[digest] = entry
+        principal = self._admitted(entry)
+        self._touch(entry.token_id)
+        return principal
+
+    def cached_principal(self, token: str) -> Optional[Principal]:
+        """principal_for without touching the store: the principal (or the same AuthError) when
+        the cache answers and no use is due to be recorded; None when principal_for must run
+        (in a worker thread: it may read and write the store)."""
+        if not token.startswith(PREFIX) and token.count(".") == 2:
+            return None  # a single sign-on token: verified each time
+        with self._lock:
+            entry = self._cache.get(hash_token(token))
+            if entry is None:
+                return None
+            last = self._touched.get(entry.token_id)
+        if last is None or time.monotonic() - last >= TOUCH_EVERY_S:
+            return None
+        return self._admitted(entry)
+
+    @staticmethod
+    def _admitted(entry: _Entry) -> Principal:
         if entry.refusal:
             raise AuthError(entry.refusal, status=401, fix=NEW_TOKEN)
         now = datetime.now(timezone.utc)
         if entry.expires_at is not None and entry.expires_at <= now:
             raise AuthError(f"this token expired at {entry.expires_at.isoformat(timespec='seconds')}",
                             status=401, fix=NEW_TOKEN)
-        self._touch(entry.token_id)
         assert entry.principal is not None
         return entry.principal
 
@@ -183,18 +204,24 @@ def authenticator(ctx: ServerContext) -> Authenticator:
     return ctx.auth
 
 
-def current_principal(request: Request,
-                      credentials: Optional[HTTPAuthorizationCredentials] = Security(bearer),
-                      ctx: ServerContext = Depends(get_ctx)) -> Principal:
+async def current_principal(request: Request,
+                            credentials: Optional[HTTPAuthorizationCredentials] = Security(bearer),
+                            ctx: ServerContext = Depends(get_ctx)) -> Principal:
+    # async: a cached token is answered on the event loop; a plain `def` dependency costs
+    # every request a hop to a worker thread and back. A lookup that needs the store runs
+    # in a worker thread, as before.
     token = (credentials.credentials if credentials is not None else "").strip()
     if not token:
         raise AuthError("this request needs a token", status=401, fix=HOW_TO_AUTHENTICATE)
-    principal = authenticator(ctx).principal_for(token)
+    auth = authenticator(ctx)
+    principal = auth.cached_principal(token)
+    if principal is None:
+        principal = await run_in_threadpool(auth.principal_for, token)
     audit_note(request).actor = principal.user
     return principal
 
 
-def require_admin(principal: Principal = Depends(current_principal)) -> Principal:
+async def require_admin(principal: Principal = Depends(current_principal)) -> Principal:
     if not principal.admin:
         raise AuthError(f"this needs an admin of the server, and {principal.user!r} is not one", status=403,
                         fix="ask an admin of this server")

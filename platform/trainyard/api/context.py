@@ -9,6 +9,7 @@ from fastapi import Request
 
 from trainyard.clusters.registry import ClusterRegistry
 from trainyard.config import Settings
+from trainyard.controller.group_commit import GroupCommitter
 from trainyard.controller.loop import Controller
 from trainyard.controller.service import JobService
 from trainyard.store import Database
@@ -23,11 +24,14 @@ class ServerContext:
     registry: ClusterRegistry
     jobs: JobService
     controller: Controller
+    # durable writes of requests (submissions, audit rows) share commits through it
+    commits: GroupCommitter
     admin_token: str = field(repr=False, default="")
     # api.auth.Authenticator: token lookups and their cache (made on first use)
     auth: Any = field(repr=False, default=None)
     started_at: float = field(default_factory=time.time)
 
 
-def get_ctx(request: Request) -> ServerContext:
+async def get_ctx(request: Request) -> ServerContext:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request
     return request.app.state.ctx

@@ -147,6 +147,7 @@ class Controller:
             self.health[name] = {"ok": True, "error": None, "at": time.time()}
             with self.db.session() as s:
                 clusters_repo.record_resources(s, name, resources)
+            self.registry.invalidate()  # submissions' capacity checks see what the cluster has now
 
     # ------------------------------------------------------------------ status
     def snapshot(self) -> dict[str, Any]:

@@ -52,12 +52,14 @@ def _event(data: str, *, ident: int | None = None, kind: str | None = None) -> s
 
 
 class JobService:
-    def __init__(self, db: Database, registry: ClusterRegistry, settings: Settings):
+    def __init__(self, db: Database, registry: ClusterRegistry, settings: Settings, *,
+                 commits: GroupCommitter | None = None):
         self.db = db
         self.registry = registry
         self.settings = settings
-        # concurrent submissions share one commit (and its fsync): group_commit.py
-        self.commits = GroupCommitter(db)
+        # concurrent submissions share one commit (and its fsync): group_commit.py; the server
+        # passes the committer its audit rows go through too
+        self.commits = commits or GroupCommitter(db)
         # submission_id -> (monotonic time, progress): for clients that cannot tail a log
         self._progress_cache: dict[str, tuple[float, dict | None]] = {}
         # one follower per running job's Ray log, shared by progress reads and log streams
@@ -109,11 +111,9 @@ class JobService:
         data = job.model_dump(mode="json")
 
         def write(s) -> dict[str, Any]:
-            row = jobs_repo.create_job(s, spec=data, name=job.name, project=job.project,
+            row = jobs_repo.insert_job(s, spec=data, name=job.name, project=job.project,
                                        priority=job.priority, kind=kind, package=digest, owner=owner,
-                                       reason="submitted; waiting for the scheduler")
-            row.message = "queued"
-            s.flush()
+                                       reason="submitted; waiting for the scheduler", message="queued")
             view = views.job_dict(row, mlflow_uri=self.settings.mlflow_uri, detail=True)
             if on_created is not None:
                 answer = on_created(s, view)
@@ -172,8 +172,7 @@ class JobService:
 
     def _check_capacity(self, job: JobSpec) -> None:
         queued = views.queued_job("new", job.model_dump(mode="json"), priority=job.priority)
-        with self.db.session() as s:
-            rows = clusters_repo.list_clusters(s)
+        rows = self.registry.cached_rows()  # a second or two old at most: ClusterRegistry.cached_rows
         if not rows:
             raise CapacityError("no cluster is registered", field="resources.cluster",
                                 fix="register one with `trainyard clusters add NAME --address URL`, "

@@ -10,15 +10,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import Table, create_engine, event, insert, inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "HEAD_REVISION", "MIGRATIONS_DIR"]
+__all__ = ["Database", "HEAD_REVISION", "MIGRATIONS_DIR", "insert_new"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # keep in step with the newest file in migrations/versions (a unit test checks it)
 HEAD_REVISION = "0008"
+SQLITE_POOL_SIZE = 48
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -42,6 +44,36 @@ def _sqlite_savepoint(conn, _name) -> None:
         dbapi_conn.execute("BEGIN")
 
 
+_INSERT_NEW: dict[tuple[str, str], object] = {}  # (table, dialect) -> INSERT .. ON CONFLICT DO NOTHING
+
+
+def insert_new(conn: Connection, table: Table, values: dict) -> bool:
+    """INSERT one row unless a unique key of it is taken; whether it was inserted.
+
+    One statement, built once per table (the values go in as parameters, so SQLAlchemy's
+    compiled cache answers): a hot path's insert pays neither the ORM's unit of work nor a
+    savepoint for the rare conflict."""
+    dialect = conn.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        try:  # a savepoint keeps the conflict from ending the caller's transaction
+            with conn.begin_nested():
+                conn.execute(insert(table), values)
+            return True
+        except IntegrityError:
+            return False
+    stmt = _INSERT_NEW.get((table.name, dialect))
+    if stmt is None:
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        # preserve_rowcount: SQLAlchemy keeps an INSERT's rowcount only when asked (psycopg's is
+        # gone once the cursor closes, and a lost one read as "taken")
+        stmt = _INSERT_NEW[(table.name, dialect)] = (dialect_insert(table).on_conflict_do_nothing()
+                                                     .execution_options(preserve_rowcount=True))
+    return conn.execute(stmt, values).rowcount == 1
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False):
         self.url = url
@@ -53,6 +85,13 @@ class Database:
             path = url.split("///", 1)[-1] if "///" in url else ""
             if path and path != ":memory:":
                 Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                # as many kept connections as the API's worker threads (anyio's 40) and the
+                # controller may hold at once: past the pool size each checkout opened a new
+                # connection (and ran the pragmas) and closed it on return, a fifth of the
+                # server's time under 32 concurrent clients. An idle SQLite connection is
+                # a few hundred KiB and no server process.
+                kwargs["pool_size"] = SQLITE_POOL_SIZE
+                kwargs["max_overflow"] = 16
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)

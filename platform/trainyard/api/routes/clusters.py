@@ -150,6 +150,7 @@ def _add_cluster(body: AddClusterRequest, ctx: ServerContext) -> dict:
     with ctx.db.session() as s:
         repo.add_cluster(s, name=body.name, dashboard_url=body.address,
                          token=body.token, max_resources=max_resources)
+    ctx.registry.invalidate()
     ctx.controller.refresh_clusters()
     with ctx.db.session() as s:
         row = repo.get_cluster(s, body.name)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainyard.api.audit import audit_note
+from trainyard.api.audit import audit_note, mark_recorded, record_in
 from trainyard.api.auth import authorize, current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
@@ -95,6 +95,7 @@ def submit_kind(ctx: ServerContext, body: Any, key: Optional[str], *, kind: str,
     idem = idempotency_for(key and f"{principal.user}:{key}"[:255], method="POST", route=route,
                            body=body.model_dump(mode="json"))
     note = audit_note(request)
+    audited: list[int] = []  # the audit row's id, written with the job's row
 
     def admit(session, job: dict) -> None:
         project = job["project"]
@@ -102,17 +103,22 @@ def submit_kind(ctx: ServerContext, body: Any, key: Optional[str], *, kind: str,
         authorize(principal, project=project, need=Role.MEMBER, what="project", ident=project,
                   doing=f"submit a {kind} into it")
         if principal.admin:  # an admin's submission into a new project creates it
-            teams_repo.ensure_project(session, project)
+            teams_repo.ensure_project_exists(session, project)
         note.object_id = job["id"]
 
     def create(record=None) -> Any:
         def on_created(session, job: dict):
             admit(session, job)
-            return record(session, job) if record is not None else None
+            answer = record(session, job) if record is not None else None
+            # in the job's transaction: the submission waits for one commit, not a second for
+            # its audit row (a batch retried alone runs this again: the last id is the one kept)
+            audited[:] = [record_in(request, session, status=201)]
+            return answer
 
-        return view(ctx.jobs.submit(body.spec, working_dir_zip_b64=body.working_dir_zip_b64, kind=kind,
-                                    workload_meta=body.workload_meta, on_created=on_created,
-                                    owner=principal.user))
+        created = ctx.jobs.submit(body.spec, working_dir_zip_b64=body.working_dir_zip_b64, kind=kind,
+                                  workload_meta=body.workload_meta, on_created=on_created, owner=principal.user)
+        mark_recorded(request, audited[0], status=201)  # committed: submit returned
+        return view(created)
 
     if idem is None:
         return create()
