@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     mlflow_password: SecretStr | None = Field(
         None, validation_alias=AliasChoices("MLFLOW_TRACKING_PASSWORD", "mlflow_password"))
     poll_interval_s: float = Field(1.0, gt=0, le=3600)
+    # followed logs (GET /v1/jobs/{id}/logs?follow=true) each hold a worker thread while open,
+    # from a pool (40) that every synchronous route shares: at most this many at once per
+    # user and on the whole server; past either, 429 (api/follows.py)
+    log_follows_per_user: int = Field(4, ge=1, le=1000)
+    log_follows_total: int = Field(24, ge=1, le=1000)
     # a RUNNING job whose workers print no new step for this long is STALLED (controller/stall.py);
     # a spec's failure.stall_timeout_s / failure.on_stall override these per job
     stall_timeout_s: float = Field(600.0, ge=1, le=7 * 24 * 3600)

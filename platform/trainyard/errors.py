@@ -19,6 +19,7 @@ __all__ = [
     "CapacityError",
     "AuthError",
     "ClusterError",
+    "TooManyError",
     "StackError",
     "did_you_mean",
     "EXIT_OK",
@@ -195,6 +196,14 @@ class AuthError(TrainyardError):
         self.status = status
         if status == 403:
             self.code = "forbidden"
+
+
+class TooManyError(TrainyardError):
+    """The caller holds too many of a bounded server resource at once (followed logs): 429."""
+
+    status = 429
+    exit_code = EXIT_CONFLICT
+    code = "too_many_requests"
 
 
 class ClusterError(TrainyardError):

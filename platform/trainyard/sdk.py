@@ -88,6 +88,7 @@ _BY_CODE: dict[str, type[E.TrainyardError]] = {
     "forbidden": E.AuthError,
     "cluster_error": E.ClusterError,
     "stack_error": E.StackError,
+    "too_many_requests": E.TooManyError,
 }
 
 

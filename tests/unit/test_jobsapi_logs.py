@@ -2,6 +2,7 @@
 streaming route over a fake Ray that tails like Ray's websocket (no Ray)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -14,7 +15,8 @@ from trainyard.api.app import create_app
 from trainyard.api.routes.jobs import parse_since
 from trainyard.config import Settings
 from trainyard.controller.logtail import MAX_LINE_CHARS, LogTail, LogTails
-from trainyard.errors import SpecError
+from trainyard.api.follows import FollowGate
+from trainyard.errors import SpecError, TooManyError
 
 PROGRESS = 'TRAINYARD_PROGRESS {"step": %d, "total_steps": 9, "epoch": 0, "metrics": {}}\n'
 
@@ -150,13 +152,13 @@ class TailingRay(FakeRay):
                 time.sleep(0.01)
 
 
-@pytest.fixture()
-def tailing(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def _tailing_app(tmp_path, monkeypatch, **settings_kw):
     monkeypatch.setenv("TRAINYARD_HOME", str(tmp_path / "home"))
     (tmp_path / "admin.token").write_text(TOKEN + "\n")
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'ty.db'}", admin_token_file=str(tmp_path / "admin.token"),
                         ray_dashboard_url="http://ray.example:8265", storage=f"file://{tmp_path / 'storage'}",
-                        extra={"packages_dir": str(tmp_path / "packages")})
+                        extra={"packages_dir": str(tmp_path / "packages")}, **settings_kw)
     fakes: dict[str, TailingRay] = {}
 
     def factory(name, url, token):
@@ -167,6 +169,12 @@ def tailing(tmp_path, monkeypatch):
         client.headers["Authorization"] = f"Bearer {TOKEN}"
         app.state.ctx.controller.refresh_clusters()
         yield client, app.state.ctx, fakes
+
+
+@pytest.fixture()
+def tailing(tmp_path, monkeypatch):
+    with _tailing_app(tmp_path, monkeypatch) as parts:
+        yield parts
 
 
 def _events(resp) -> list[tuple[str, str]]:
@@ -254,6 +262,78 @@ def test_tail_and_since_without_follow_and_bad_combinations(tailing):
         assert resp.status_code == 422 and field in resp.text, (params, resp.text)
     missing = client.get("/v1/jobs/nope-0000/logs", params={"follow": "true"})
     assert missing.status_code == 404
+
+
+# ----------------------------------------------------------------------------- the bound on follows
+
+
+def test_follow_gate_counts_per_user_and_in_all_and_releases_once():
+    gate = FollowGate(per_user=2, total=3)
+    a1, a2 = gate.enter("ann", job_id="j-1"), gate.enter("ann", job_id="j-1")
+    with pytest.raises(TooManyError) as err:
+        gate.enter("ann", job_id="j-1")
+    assert err.value.status == 429 and "ann already follows 2" in str(err.value) and "at most 2" in str(err.value)
+    assert "trainyard jobs logs j-1 --tail 200" in err.value.fix
+    b1 = gate.enter("bob", job_id="j-2")
+    with pytest.raises(TooManyError, match="already streams 3 followed logs"):
+        gate.enter("cy", job_id="j-3")
+    a1()
+    a1()  # a second release gives nothing back twice
+    assert gate.open_for("ann") == 1 and gate.open_total() == 2
+    gate.enter("cy", job_id="j-3")()
+    a2(), b1()
+    assert gate.open_total() == 0 and gate.open_for("ann") == 0
+
+
+def test_a_follow_past_the_limit_gets_429_and_the_place_comes_back(tmp_path, monkeypatch):
+    with _tailing_app(tmp_path, monkeypatch, log_follows_per_user=1, log_follows_total=5) as (client, ctx, fakes):
+        assert (ctx.follows.per_user, ctx.follows.total) == (1, 5)  # from the settings
+        job = client.post("/v1/jobs", json={"spec": spec()}).json()
+        ctx.controller.tick()
+        ray = fakes["local"]
+        sid = ray.submissions[0]["submission_id"]
+        ray.set(sid, "RUNNING", logs="one\n")
+        url, result = f"/v1/jobs/{job['id']}/logs", {}
+
+        def follow():
+            with client.stream("GET", url, params={"follow": "true"}) as resp:
+                result["status"] = resp.status_code
+                resp.read()
+
+        reader = threading.Thread(target=follow)
+        reader.start()
+        deadline = time.monotonic() + 10
+        while ctx.follows.open_for("admin") == 0:
+            assert time.monotonic() < deadline, "the first follow never opened"
+            time.sleep(0.02)
+        extra = client.get(url, params={"follow": "true"})
+        body = extra.json()
+        assert extra.status_code == 429 and body["error"] == "too_many_requests", body
+        assert "at most 1 at once per user" in body["message"] and "--tail" in body["fix"]
+        assert client.get(url, params={"tail": 1}).text == "one\n"  # reading without following still works
+        ray.set(sid, "SUCCEEDED", logs="one\ntwo\n")
+        while reader.is_alive() and time.monotonic() < deadline:
+            ctx.controller.tick()  # the stream ends once the store says the job ended
+            reader.join(0.1)
+        assert result["status"] == 200 and ctx.follows.open_total() == 0  # the place came back
+        again = client.get(url, params={"follow": "true"})
+        assert again.status_code == 200 and again.text.rstrip().endswith('"phase": "SUCCEEDED"}')
+        assert ctx.follows.open_total() == 0
+
+
+def test_a_client_that_goes_away_gives_its_place_back(tmp_path, monkeypatch):
+    with _tailing_app(tmp_path, monkeypatch, log_follows_per_user=1) as (client, ctx, fakes):
+        job = client.post("/v1/jobs", json={"spec": spec()}).json()
+        ctx.controller.tick()
+        sid = fakes["local"].submissions[0]["submission_id"]
+        fakes["local"].set(sid, "RUNNING", logs="one\n")
+        with client.stream("GET", f"/v1/jobs/{job['id']}/logs", params={"follow": "true"}) as resp:
+            assert resp.status_code == 200 and ctx.follows.open_for("admin") == 1
+            next(resp.iter_lines())  # the stream is open; then the client leaves mid-stream
+        deadline = time.monotonic() + 10
+        while ctx.follows.open_total():
+            assert time.monotonic() < deadline, "a disconnected follow kept its place"
+            time.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------- SDK and CLI

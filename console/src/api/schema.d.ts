@@ -3906,6 +3906,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many at once: the caller already holds as many of this resource as allowed (the message says which) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A Ray cluster or MLflow did not answer as expected */
             502: {
                 headers: {

@@ -16,6 +16,7 @@ from trainyard.api.auth import Authenticator
 from trainyard.api.console import install_console
 from trainyard.api.context import ServerContext
 from trainyard.api.errors import install_error_handlers
+from trainyard.api.follows import FollowGate
 from trainyard.api.params import BODY_LIMIT
 from trainyard.api.routes import clusters, endpoints, job_metrics, jobs, queue, sweeps, system, teams
 from trainyard.clusters.registry import ClientFactory, ClusterRegistry
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
                         jobs=JobService(db, registry, settings, commits=commits),
                         controller=Controller(db, registry, settings), commits=commits)
     ctx.auth = Authenticator(db, settings)
+    ctx.follows = FollowGate(per_user=settings.log_follows_per_user, total=settings.log_follows_total)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -30,6 +30,8 @@ class ServerContext:
     # api.auth.Authenticator: token lookups and their cache (made on first use)
     auth: Any = field(repr=False, default=None)
     started_at: float = field(default_factory=time.time)
+    # api.follows.FollowGate: open followed logs, per user and in all
+    follows: Any = field(repr=False, default=None)
 
 
 async def get_ctx(request: Request) -> ServerContext:

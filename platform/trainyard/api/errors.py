@@ -67,6 +67,7 @@ _DESCRIPTIONS = {
     409: "Conflict: the state does not allow it, or the Idempotency-Key was used with another body",
     413: "Request body too large (the message names the limit)",
     422: "Invalid request: `issues` names each bad field, what was wrong and the fix",
+    429: "Too many at once: the caller already holds as many of this resource as allowed (the message says which)",
     502: "A Ray cluster or MLflow did not answer as expected",
     503: "A backend (MLflow, Serve) is not configured or not ready",
 }

@@ -8,13 +8,14 @@ from datetime import datetime
 from typing import Annotated, Any, Callable, Optional, Union
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainyard.api.audit import audit_note, mark_recorded, record_in
 from trainyard.api.auth import authorize, current_principal
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
+from trainyard.api.follows import GatedStream
 from trainyard.api.models import JobDetail, JobList, SpecCheck, answer
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
 from trainyard.api.params import MAX_OFFSET, NAME_RE, SUBMIT_BODY_LIMIT, JobId, LogOffset, OptName
@@ -248,7 +249,7 @@ def parse_since(value: str | None, *, now: float | None = None) -> float | None:
                                             "job ended, or `event: error` (data {message}).",
                              "content": {"text/plain": {"schema": {"type": "string"}},
                                          "text/event-stream": {"schema": {"type": "string"}}}},
-                       **error_responses(404, 502)})
+                       **error_responses(404, 429, 502)})
 def job_logs(job_id: JobId, offset: LogOffset = 0,
              follow: Annotated[bool, Query(description="Stream the log until the job ends (server-sent events).")]
              = False,
@@ -274,8 +275,9 @@ def job_logs(job_id: JobId, offset: LogOffset = 0,
         return PlainTextResponse(text, headers={"X-Trainyard-Job-State": state})
     events = ctx.jobs.stream_log(job_id, tail=tail, since=since_ts)
     first = next(events)  # errors (no such job, a cluster that cannot stream) answer before the stream starts
-    return StreamingResponse(itertools.chain([first], events), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    release = ctx.follows.enter(principal.user, job_id=job_id)  # 429 past the limits, before the stream
+    return GatedStream(itertools.chain([first], events), release=release, media_type="text/event-stream",
+                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a job (PENDING at once; RUNNING once Ray stopped it)",
