@@ -51,7 +51,7 @@ def test_a_submission_has_one_audit_row_written_with_it_and_corrected_if_the_ans
     def failing(_model, _data):
         raise RuntimeError("the answer could not be built")
 
-    monkeypatch.setattr(jobs_routes, "answer", failing)  # after the commit: the job exists, the answer fails
+    monkeypatch.setattr(jobs_routes, "validated", failing)  # after the commit: the job exists, the answer fails
     client_500 = type(client)(client.app, raise_server_exceptions=False, headers=dict(client.headers))
     assert client_500.post("/v1/jobs", json={"spec": spec(name="late")}).status_code == 500
     with ctx.db.session() as s:

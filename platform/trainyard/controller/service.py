@@ -5,6 +5,7 @@ no row, no event and no package file behind.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -96,6 +97,33 @@ class JobService:
         """Validate, store and queue. `on_created(session, view)` runs in the transaction that
         creates the row (the API records an Idempotency-Key there): if it raises, nothing is
         created; what it returns (when not None) is returned instead of the view."""
+        write = self.prepare(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind,
+                             workload_meta=workload_meta, on_created=on_created, owner=owner)
+        # acknowledged after the commit that holds it; concurrent submissions share that commit
+        return self.commits.run(write)
+
+    async def submit_async(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
+                           kind: str = "job", workload_meta: Any = None,
+                           on_created: Callable[[Session, dict[str, Any]], Any] | None = None,
+                           owner: str = "admin") -> dict[str, Any]:
+        """submit() for the event loop: the same checks and the same transaction, awaited.
+
+        A spec alone is checked on the loop (a worker thread costs more than the check); one
+        with a working_dir zip (up to 100 MiB to decode, check and write) in a worker thread.
+        The write joins the committer's next batch; this returns once that batch committed."""
+        kwargs = dict(working_dir_zip_b64=working_dir_zip_b64, kind=kind, workload_meta=workload_meta,
+                      on_created=on_created, owner=owner)
+        if working_dir_zip_b64 is None:
+            write = self.prepare(spec, **kwargs)
+        else:
+            write = await asyncio.to_thread(lambda: self.prepare(spec, **kwargs))
+        return await self.commits.run_async(write)
+
+    def prepare(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
+                kind: str = "job", workload_meta: Any = None,
+                on_created: Callable[[Session, dict[str, Any]], Any] | None = None,
+                owner: str = "admin") -> Callable[[Session], dict[str, Any]]:
+        """Validate (and keep the working_dir package): the submission's write, for a commit."""
         job, package = self.validate(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind,
                                      workload_meta=workload_meta)
         digest = None
@@ -121,8 +149,7 @@ class JobService:
                     return answer
             return view
 
-        # acknowledged after the commit that holds it; concurrent submissions share that commit
-        return self.commits.run(write)
+        return write
 
     def _check_package(self, job: JobSpec, b64: str | None) -> bytes | None:
         if b64 is None:
