@@ -30,6 +30,9 @@ class ServerContext:
     # api.auth.Authenticator: token lookups and their cache (made on first use)
     auth: Any = field(repr=False, default=None)
     started_at: float = field(default_factory=time.time)
+    # projects seen committed: an admin's submission into one skips ensure_project_exists
+    # (projects are never deleted, so an entry never goes stale)
+    known_projects: set = field(repr=False, default_factory=set)
 
 
 async def get_ctx(request: Request) -> ServerContext:

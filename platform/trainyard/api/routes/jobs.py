@@ -115,7 +115,7 @@ async def submit_kind(ctx: ServerContext, body: Any, key: Optional[str], *, kind
         note.project = project
         authorize(principal, project=project, need=Role.MEMBER, what="project", ident=project,
                   doing=f"submit a {kind} into it")
-        if principal.admin:  # an admin's submission into a new project creates it
+        if principal.admin and project not in ctx.known_projects:  # an admin's submission creates it
             teams_repo.ensure_project_exists(session, project)
         note.object_id = job["id"]
         answer = None
@@ -141,6 +141,8 @@ async def submit_kind(ctx: ServerContext, body: Any, key: Optional[str], *, kind
             raise ConflictError("the request conflicted with another one", fix="retry it") from None
         return replayed
     mark_recorded(request, audited[0], status=201)  # committed: the batch returned
+    if principal.admin and len(ctx.known_projects) < 10_000:
+        ctx.known_projects.add(note.project)
     answer = created if isinstance(created, BaseModel) else validated(model, shape(created))
     return Response(answer.model_dump_json(), status_code=201, media_type="application/json")
 
