@@ -90,3 +90,15 @@ def test_a_cached_token_is_answered_without_the_store_until_its_use_is_due(serve
     assert client.get("/v1/me", headers={"Authorization": f"Bearer {revoked['token']}"}).status_code == 200
     assert client.delete(f"/v1/tokens/{revoked['id']}").status_code in (200, 204)
     assert client.get("/v1/me", headers={"Authorization": f"Bearer {revoked['token']}"}).status_code == 401
+
+
+def test_principal_of_answers_401_where_no_router_dependency_found_a_caller():
+    from starlette.requests import Request
+
+    from trainyard.api.auth import principal_of
+    from trainyard.errors import AuthError
+
+    request = Request({"type": "http", "method": "POST", "path": "/v1/jobs", "headers": [], "state": {}})
+    with pytest.raises(AuthError) as info:
+        principal_of(request)
+    assert info.value.status == 401
