@@ -29,7 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from trainyard.api.audit import audit_note
-from trainyard.api.context import ServerContext, get_ctx
+from trainyard.api.context import ServerContext
 from trainyard.auth.principal import Principal
 from trainyard.auth.roles import Role, higher, parse_role, role_name
 from trainyard.auth.tokens import PREFIX, hash_token, same_hash
@@ -206,15 +206,15 @@ def authenticator(ctx: ServerContext) -> Authenticator:
 
 
 async def current_principal(request: Request,
-                            credentials: Optional[HTTPAuthorizationCredentials] = Security(bearer),
-                            ctx: ServerContext = Depends(get_ctx)) -> Principal:
+                            credentials: Optional[HTTPAuthorizationCredentials] = Security(bearer)) -> Principal:
     # async: a cached token is answered on the event loop; a plain `def` dependency costs
     # every request a hop to a worker thread and back. A lookup that needs the store runs
-    # in a worker thread, as before.
+    # in a worker thread, as before. The context comes from the app, not as a dependency:
+    # every request of every route solves this one, and each dependency costs it.
     token = (credentials.credentials if credentials is not None else "").strip()
     if not token:
         raise AuthError("this request needs a token", status=401, fix=HOW_TO_AUTHENTICATE)
-    auth = authenticator(ctx)
+    auth = authenticator(request.app.state.ctx)
     principal = auth.cached_principal(token)
     if principal is None:
         principal = await run_in_threadpool(auth.principal_for, token)
