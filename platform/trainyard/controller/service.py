@@ -78,6 +78,13 @@ class JobService:
     # ------------------------------------------------------------------ submit
     def validate(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
                  kind: str = "job", workload_meta: Any = None) -> tuple[JobSpec, bytes | None]:
+        job, package, _data = self._validated(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind,
+                                              workload_meta=workload_meta)
+        return job, package
+
+    def _validated(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None,
+                   kind: str, workload_meta: Any) -> tuple[JobSpec, bytes | None, dict[str, Any]]:
+        """validate(), and the spec as stored (its JSON form, made once for every check)."""
         # workload_meta: what the client read of a user's own family; the server imports none
         if kind == "sweep":  # a SweepSpec is a JobSpec plus `sweep:`/`promote:` (trainyard.sweeps)
             from trainyard.specs import parse_sweep_spec
@@ -86,9 +93,10 @@ class JobService:
         else:
             job = parse_job_spec(spec, source="spec", workload_meta=workload_meta)
         package = self._check_package(job, working_dir_zip_b64)
-        self._check_storage(job)
-        self._check_capacity(job)
-        return job, package
+        data = job.model_dump(mode="json")
+        self._check_storage(job, data)
+        self._check_capacity(job, data)
+        return job, package, data
 
     def submit(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
                kind: str = "job", workload_meta: Any = None,
@@ -124,8 +132,8 @@ class JobService:
                 on_created: Callable[[Session, dict[str, Any]], Any] | None = None,
                 owner: str = "admin") -> Callable[[Session], dict[str, Any]]:
         """Validate (and keep the working_dir package): the submission's write, for a commit."""
-        job, package = self.validate(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind,
-                                     workload_meta=workload_meta)
+        job, package, data = self._validated(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind,
+                                             workload_meta=workload_meta)
         digest = None
         if package is not None:
             digest = hashlib.sha1(package).hexdigest()
@@ -136,7 +144,6 @@ class JobService:
                 tmp = target.with_suffix(".tmp")
                 tmp.write_bytes(package)
                 tmp.replace(target)
-        data = job.model_dump(mode="json")
 
         def write(s) -> dict[str, Any]:
             row = jobs_repo.insert_job(s, spec=data, name=job.name, project=job.project,
@@ -175,12 +182,12 @@ class JobService:
                             fix="zip the folder's contents (the SDK does this for you)")
         return data
 
-    def _check_storage(self, job: JobSpec) -> None:
+    def _check_storage(self, job: JobSpec, spec: dict[str, Any] | None = None) -> None:
         if job.checkpoint.storage is not None:
             from trainyard.specs.storage import confine_storage
 
             confine_storage(job.checkpoint.storage, roots=self.settings.allowed_storage_roots())
-        spec = job.model_dump(mode="json")
+        spec = spec if spec is not None else job.model_dump(mode="json")
         storage = runtime.storage_for(spec, self.settings)
         if not storage.startswith("s3://"):
             return
@@ -197,8 +204,9 @@ class JobService:
                 fix="set checkpoint.endpoint_url and env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the spec, "
                     "start the server with them, or use file:// storage")
 
-    def _check_capacity(self, job: JobSpec) -> None:
-        queued = views.queued_job("new", job.model_dump(mode="json"), priority=job.priority)
+    def _check_capacity(self, job: JobSpec, spec: dict[str, Any] | None = None) -> None:
+        queued = views.queued_job("new", spec if spec is not None else job.model_dump(mode="json"),
+                                  priority=job.priority)
         rows = self.registry.cached_rows()  # a second or two old at most: ClusterRegistry.cached_rows
         if not rows:
             raise CapacityError("no cluster is registered", field="resources.cluster",

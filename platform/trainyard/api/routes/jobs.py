@@ -102,8 +102,8 @@ async def submit_kind(ctx: ServerContext, body: Any, key: Optional[str], *, kind
     `shape(job)` as `model`, validated once here and sent as built (the route's response_model
     documents it; FastAPI does not validate a Response again)."""
     # the key is the caller's: another user's retry with the same key must not replay this answer
-    idem = idempotency_for(key and f"{principal.user}:{key}"[:255], method="POST", route=route,
-                           body=body.model_dump(mode="json"))
+    idem = idempotency_for(f"{principal.user}:{key}"[:255], method="POST", route=route,
+                           body=body.model_dump(mode="json")) if key else None  # the body's dump: for a key only
     if idem is not None:
         replayed = await run_in_threadpool(idem.replay, ctx)
         if replayed is not None:
