@@ -102,3 +102,25 @@ def test_principal_of_answers_401_where_no_router_dependency_found_a_caller():
     with pytest.raises(AuthError) as info:
         principal_of(request)
     assert info.value.status == 401
+
+
+def test_a_twin_that_recorded_the_key_first_is_answered_with_its_answer_and_nothing_is_created(server, monkeypatch):  # noqa: F811
+    client, ctx, _ = server
+    body = {"spec": spec(name="twin")}
+    first = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "twin-1"})
+    assert first.status_code == 201
+    from trainyard.api.idempotency import Idempotency
+
+    real = Idempotency.replay
+    calls = []
+
+    def late(self, c):  # the first look misses, as if the twin had not committed yet
+        calls.append(1)
+        return None if len(calls) == 1 else real(self, c)
+
+    monkeypatch.setattr(Idempotency, "replay", late)
+    again = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "twin-1"})
+    assert again.status_code == 201 and again.json() == first.json()
+    assert again.headers.get("Idempotent-Replayed") == "true" and len(calls) == 2
+    with ctx.db.session() as s:
+        assert len(s.scalars(select(JobRow.id).where(JobRow.name == "twin")).all()) == 1
