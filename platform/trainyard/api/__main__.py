@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     server_config = uvicorn.Config(create_app(), host=args.host, port=args.port, log_level=args.log_level,
                                    lifespan="on", timeout_graceful_shutdown=5)
+    # What was imported and built so far (modules, classes, schemas, routes: ~150,000 objects)
+    # lives as long as the process. Frozen, the collector's full passes stop walking it each
+    # time: they took up to ~100 ms each under a burst of submissions, a pause of every
+    # request in flight (measured in-process: 6 full passes per 3,000 submissions).
+    gc.collect()
+    gc.freeze()
     # uvicorn has configured its own handlers by now: filter those and ours
     redact.install_log_filter("uvicorn", "uvicorn.error", "uvicorn.access")
     uvicorn.Server(server_config).run()
