@@ -78,3 +78,29 @@ def test_a_failing_write_fails_alone_and_commits_nothing_of_its_own(db):
     assert out["x"] == "a" and out["z"] == "b" and isinstance(out["y"], ConflictError), out["y"]
     with db.session() as s:
         assert sorted(s.scalars(select(JobRow.id))) == ["a", "b", "taken"]
+
+
+def test_awaited_writes_share_commits_with_waiting_threads_and_a_bad_one_fails_alone(db):
+    import asyncio
+
+    committer = GroupCommitter(db)
+
+    def bad(s):
+        raise ConflictError("refused", field="x")
+
+    async def main():
+        threads = [asyncio.to_thread(committer.run, _create(f"t-{i}")) for i in range(8)]
+        awaited = [committer.run_async(_create(f"a-{i}")) for i in range(40)]
+        return await asyncio.gather(*threads, *awaited, committer.run_async(bad), return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        committer.close()
+    assert results[:48] == [f"t-{i}" for i in range(8)] + [f"a-{i}" for i in range(40)]
+    assert isinstance(results[48], ConflictError)
+    with db.session() as s:
+        ids = set(s.scalars(select(JobRow.id)).all())
+    # every answered write is committed: each result came back after its batch's commit
+    assert ids == {f"t-{i}" for i in range(8)} | {f"a-{i}" for i in range(40)}
+    assert committer.writes == 48  # (how many commits depends on how the batches fell)

@@ -51,7 +51,7 @@ def test_a_submission_has_one_audit_row_written_with_it_and_corrected_if_the_ans
     def failing(_model, _data):
         raise RuntimeError("the answer could not be built")
 
-    monkeypatch.setattr(jobs_routes, "answer", failing)  # after the commit: the job exists, the answer fails
+    monkeypatch.setattr(jobs_routes, "validated", failing)  # after the commit: the job exists, the answer fails
     client_500 = type(client)(client.app, raise_server_exceptions=False, headers=dict(client.headers))
     assert client_500.post("/v1/jobs", json={"spec": spec(name="late")}).status_code == 500
     with ctx.db.session() as s:
@@ -90,3 +90,37 @@ def test_a_cached_token_is_answered_without_the_store_until_its_use_is_due(serve
     assert client.get("/v1/me", headers={"Authorization": f"Bearer {revoked['token']}"}).status_code == 200
     assert client.delete(f"/v1/tokens/{revoked['id']}").status_code in (200, 204)
     assert client.get("/v1/me", headers={"Authorization": f"Bearer {revoked['token']}"}).status_code == 401
+
+
+def test_principal_of_answers_401_where_no_router_dependency_found_a_caller():
+    from starlette.requests import Request
+
+    from trainyard.api.auth import principal_of
+    from trainyard.errors import AuthError
+
+    request = Request({"type": "http", "method": "POST", "path": "/v1/jobs", "headers": [], "state": {}})
+    with pytest.raises(AuthError) as info:
+        principal_of(request)
+    assert info.value.status == 401
+
+
+def test_a_twin_that_recorded_the_key_first_is_answered_with_its_answer_and_nothing_is_created(server, monkeypatch):  # noqa: F811
+    client, ctx, _ = server
+    body = {"spec": spec(name="twin")}
+    first = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "twin-1"})
+    assert first.status_code == 201
+    from trainyard.api.idempotency import Idempotency
+
+    real = Idempotency.replay
+    calls = []
+
+    def late(self, c):  # the first look misses, as if the twin had not committed yet
+        calls.append(1)
+        return None if len(calls) == 1 else real(self, c)
+
+    monkeypatch.setattr(Idempotency, "replay", late)
+    again = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "twin-1"})
+    assert again.status_code == 201 and again.json() == first.json()
+    assert again.headers.get("Idempotent-Replayed") == "true" and len(calls) == 2
+    with ctx.db.session() as s:
+        assert len(s.scalars(select(JobRow.id).where(JobRow.name == "twin")).all()) == 1

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
 from pathlib import Path
+
+
+SWITCH_INTERVAL_S = 0.0005
 
 
 def drop_launch_dir(path: list[str] | None = None) -> list[str]:
@@ -40,8 +44,19 @@ def main(argv: list[str] | None = None) -> None:
 
     from trainyard.api.app import create_app
 
+    # The event loop and the group commit's writer thread share the GIL. At Python's default
+    # switch interval (5 ms) the writer, back from each SQLite call that released the GIL,
+    # waited up to 5 ms for a busy loop to hand it back, a wait per statement of a batch: a
+    # burst of submissions queued behind it. 0.5 ms bounds that wait.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     server_config = uvicorn.Config(create_app(), host=args.host, port=args.port, log_level=args.log_level,
                                    lifespan="on", timeout_graceful_shutdown=5)
+    # What was imported and built so far (modules, classes, schemas, routes: ~150,000 objects)
+    # lives as long as the process. Frozen, the collector's full passes stop walking it each
+    # time: they took up to ~100 ms each under a burst of submissions, a pause of every
+    # request in flight (measured in-process: 6 full passes per 3,000 submissions).
+    gc.collect()
+    gc.freeze()
     # uvicorn has configured its own handlers by now: filter those and ours
     redact.install_log_filter("uvicorn", "uvicorn.error", "uvicorn.access")
     uvicorn.Server(server_config).run()

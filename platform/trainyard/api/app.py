@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
                 retention.cancel()
                 await ctx.controller.stop()
             ctx.jobs.close()
+            commits.close()
             registry.close()
             db.dispose()
 

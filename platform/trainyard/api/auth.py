@@ -29,7 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from trainyard.api.audit import audit_note
-from trainyard.api.context import ServerContext, get_ctx
+from trainyard.api.context import ServerContext
 from trainyard.auth.principal import Principal
 from trainyard.auth.roles import Role, higher, parse_role, role_name
 from trainyard.auth.tokens import PREFIX, hash_token, same_hash
@@ -37,7 +37,7 @@ from trainyard.errors import AuthError, NotFoundError
 from trainyard.store import Database
 from trainyard.store import teams as repo
 
-__all__ = ["current_principal", "require_admin", "authorize", "bearer", "HOW_TO_AUTHENTICATE", "Authenticator",
+__all__ = ["current_principal", "principal_of", "require_admin", "authorize", "bearer", "HOW_TO_AUTHENTICATE", "Authenticator",
            "principal_for_user"]
 
 log = logging.getLogger("trainyard.api")
@@ -54,6 +54,7 @@ bearer = HTTPBearer(auto_error=False, scheme_name="ApiToken",
                                 "issuer configured). " + HOW_TO_AUTHENTICATE[0].upper() + HOW_TO_AUTHENTICATE[1:])
 
 CACHE_TTL_S = 5.0
+_PRINCIPAL_KEY = "trainyard_principal"
 TOUCH_EVERY_S = 60.0
 
 
@@ -205,19 +206,30 @@ def authenticator(ctx: ServerContext) -> Authenticator:
 
 
 async def current_principal(request: Request,
-                            credentials: Optional[HTTPAuthorizationCredentials] = Security(bearer),
-                            ctx: ServerContext = Depends(get_ctx)) -> Principal:
+                            credentials: Optional[HTTPAuthorizationCredentials] = Security(bearer)) -> Principal:
     # async: a cached token is answered on the event loop; a plain `def` dependency costs
     # every request a hop to a worker thread and back. A lookup that needs the store runs
-    # in a worker thread, as before.
+    # in a worker thread, as before. The context comes from the app, not as a dependency:
+    # every request of every route solves this one, and each dependency costs it.
     token = (credentials.credentials if credentials is not None else "").strip()
     if not token:
         raise AuthError("this request needs a token", status=401, fix=HOW_TO_AUTHENTICATE)
-    auth = authenticator(ctx)
+    auth = authenticator(request.app.state.ctx)
     principal = auth.cached_principal(token)
     if principal is None:
         principal = await run_in_threadpool(auth.principal_for, token)
     audit_note(request).actor = principal.user
+    request.scope.setdefault("state", {})[_PRINCIPAL_KEY] = principal
+    return principal
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller, as the router's `current_principal` dependency found it: for a hot route
+    that takes it from there instead of declaring the dependency again (FastAPI solves each
+    declared dependency per request, cached or not). 401 when none ran: never anonymous."""
+    principal = (request.scope.get("state") or {}).get(_PRINCIPAL_KEY)
+    if not isinstance(principal, Principal):
+        raise AuthError("this request needs a token", status=401, fix=HOW_TO_AUTHENTICATE)
     return principal
 
 

@@ -32,6 +32,9 @@ class ServerContext:
     started_at: float = field(default_factory=time.time)
     # api.follows.FollowGate: open followed logs, per user and in all
     follows: Any = field(repr=False, default=None)
+    # projects seen committed: an admin's submission into one skips ensure_project_exists
+    # (projects are never deleted, so an entry never goes stale)
+    known_projects: set = field(repr=False, default_factory=set)
 
 
 async def get_ctx(request: Request) -> ServerContext:

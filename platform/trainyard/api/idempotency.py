@@ -5,9 +5,9 @@
     no key                       -> every request creates
 
 Keys live in the store (idempotency_keys). Jobs and sweeps record theirs in the transaction
-that creates the row, so even a retry that races the first request creates nothing; other
-routes record theirs when they are done (their resources have unique names, or their effect
-is declarative, so a race cannot create twice).
+that creates the row (api.routes.jobs.submit_kind), so even a retry that races the first
+request creates nothing; other routes record theirs when they are done (their resources have
+unique names, or their effect is declarative, so a race cannot create twice).
 """
 from __future__ import annotations
 
@@ -77,20 +77,6 @@ class Idempotency:
         except IntegrityError:  # a twin request finished first: answer as it did
             return self.replay(ctx) or result
         return result
-
-    def guarded(self, ctx: ServerContext, create: Callable[[], Any]) -> Any:
-        """Run a transactional `create` that records the key itself (record_in); a twin that
-        recorded it first makes the transaction fail: answer with the twin's answer."""
-        replayed = self.replay(ctx)
-        if replayed is not None:
-            return replayed
-        try:
-            return create()
-        except IntegrityError:
-            replayed = self.replay(ctx)
-            if replayed is None:
-                raise ConflictError("the request conflicted with another one", fix="retry it") from None
-            return replayed
 
 
 def fingerprint(method: str, route: str, body: Any) -> str:

@@ -9,10 +9,17 @@ that arrive meanwhile queue up for the next leader. A lone writer never waits fo
 If any write of a batch fails, the batch is rolled back and each write is retried alone, so
 one bad write never fails (or commits) another's. Nothing is acknowledged before the commit
 that holds it returned.
+
+Asynchronous callers (the API's submissions, awaited on the event loop) use `run_async`: their
+writes queue in the same batches, led by one writer thread of the committer's own, and each
+caller's future is settled on its event loop once the commit returned. A request then costs no
+worker thread of its own while it waits for the commit, and a commit wakes only its callers.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from sqlalchemy.orm import Session
@@ -25,14 +32,32 @@ T = TypeVar("T")
 
 
 class _Slot:
-    __slots__ = ("work", "finished", "lead", "result", "error")
+    __slots__ = ("work", "finished", "lead", "result", "error", "loop", "future")
 
-    def __init__(self, work: Callable[[Session], Any]):
+    def __init__(self, work: Callable[[Session], Any], loop: asyncio.AbstractEventLoop | None = None,
+                 future: asyncio.Future | None = None):
         self.work = work
         self.finished = False
         self.lead = False
         self.result: Any = None
         self.error: BaseException | None = None
+        # run_async's caller: settled on its loop (a slot without one is a waiting thread's)
+        self.loop = loop
+        self.future = future
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled: the write stands, nobody waits for it
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _settle_all(slots: list[_Slot]) -> None:
+    for slot in slots:
+        _settle(slot.future, slot.result, slot.error)
 
 
 class GroupCommitter:
@@ -42,8 +67,13 @@ class GroupCommitter:
         self._cond = threading.Condition()
         self._queue: list[_Slot] = []
         self._leading = False
+        # leads batches whose first write is an asynchronous caller's (it has no thread to lead)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
         self.commits = 0
         self.writes = 0
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
 
     def run(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` and return its result once it is committed."""
@@ -65,19 +95,58 @@ class GroupCommitter:
             raise slot.error
         return slot.result
 
-    def _lead_once(self) -> None:
-        """Commit one batch (it holds the leader's own write), then pass the lead on."""
+    async def run_async(self, work: Callable[[Session], T]) -> T:
+        """run() for a coroutine: `work(session)` runs in the committer's writer thread (with
+        the batch it joins) and this returns its result once that batch is committed."""
+        loop = asyncio.get_running_loop()
+        slot = _Slot(work, loop, loop.create_future())
+        with self._cond:
+            self._queue.append(slot)
+            start = not self._leading
+            if start:
+                self._leading = True
+        if start:
+            self._writer.submit(self._drain)
+        return await slot.future
+
+    def _drain(self) -> None:
+        """The writer thread: lead batches while their first write is an asynchronous one."""
+        while self._lead_once(writer=True):
+            pass
+
+    def _lead_once(self, *, writer: bool = False) -> bool:
+        """Commit one batch (it holds the leader's own write), then pass the lead on; True when
+        the next batch is the caller's to lead too (its first write has no thread of its own)."""
         with self._cond:
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
         self._commit(batch)
+        waiting = False
+        again = False
         with self._cond:
             for slot in batch:
                 slot.finished = True
-            if self._queue:
-                self._queue[0].lead = True
-            else:
+                waiting = waiting or slot.future is None
+            if not self._queue:
                 self._leading = False
-            self._cond.notify_all()
+            elif self._queue[0].future is None:
+                self._queue[0].lead = True
+                waiting = True
+            elif writer:
+                again = True
+            else:
+                self._writer.submit(self._drain)
+            if waiting:
+                self._cond.notify_all()
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Slot]] = {}
+        for slot in batch:
+            if slot.future is not None:
+                by_loop.setdefault(slot.loop, []).append(slot)
+        for loop, slots in by_loop.items():  # one wake-up of each loop per batch
+            try:
+                loop.call_soon_threadsafe(_settle_all, slots)
+            except RuntimeError:  # that loop is closed: nobody waits for the answers
+                pass
+        return again
 
     def _commit(self, batch: list[_Slot]) -> None:
         try:

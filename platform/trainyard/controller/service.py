@@ -5,6 +5,7 @@ no row, no event and no package file behind.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -77,6 +78,13 @@ class JobService:
     # ------------------------------------------------------------------ submit
     def validate(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
                  kind: str = "job", workload_meta: Any = None) -> tuple[JobSpec, bytes | None]:
+        job, package, _data = self._validated(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind,
+                                              workload_meta=workload_meta)
+        return job, package
+
+    def _validated(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None,
+                   kind: str, workload_meta: Any) -> tuple[JobSpec, bytes | None, dict[str, Any]]:
+        """validate(), and the spec as stored (its JSON form, made once for every check)."""
         # workload_meta: what the client read of a user's own family; the server imports none
         if kind == "sweep":  # a SweepSpec is a JobSpec plus `sweep:`/`promote:` (trainyard.sweeps)
             from trainyard.specs import parse_sweep_spec
@@ -85,9 +93,10 @@ class JobService:
         else:
             job = parse_job_spec(spec, source="spec", workload_meta=workload_meta)
         package = self._check_package(job, working_dir_zip_b64)
-        self._check_storage(job)
-        self._check_capacity(job)
-        return job, package
+        data = job.model_dump(mode="json")
+        self._check_storage(job, data)
+        self._check_capacity(job, data)
+        return job, package, data
 
     def submit(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
                kind: str = "job", workload_meta: Any = None,
@@ -96,8 +105,35 @@ class JobService:
         """Validate, store and queue. `on_created(session, view)` runs in the transaction that
         creates the row (the API records an Idempotency-Key there): if it raises, nothing is
         created; what it returns (when not None) is returned instead of the view."""
-        job, package = self.validate(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind,
-                                     workload_meta=workload_meta)
+        write = self.prepare(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind,
+                             workload_meta=workload_meta, on_created=on_created, owner=owner)
+        # acknowledged after the commit that holds it; concurrent submissions share that commit
+        return self.commits.run(write)
+
+    async def submit_async(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
+                           kind: str = "job", workload_meta: Any = None,
+                           on_created: Callable[[Session, dict[str, Any]], Any] | None = None,
+                           owner: str = "admin") -> dict[str, Any]:
+        """submit() for the event loop: the same checks and the same transaction, awaited.
+
+        A spec alone is checked on the loop (a worker thread costs more than the check); one
+        with a working_dir zip (up to 100 MiB to decode, check and write) in a worker thread.
+        The write joins the committer's next batch; this returns once that batch committed."""
+        kwargs = dict(working_dir_zip_b64=working_dir_zip_b64, kind=kind, workload_meta=workload_meta,
+                      on_created=on_created, owner=owner)
+        if working_dir_zip_b64 is None:
+            write = self.prepare(spec, **kwargs)
+        else:
+            write = await asyncio.to_thread(lambda: self.prepare(spec, **kwargs))
+        return await self.commits.run_async(write)
+
+    def prepare(self, spec: Mapping[str, Any] | str, *, working_dir_zip_b64: str | None = None,
+                kind: str = "job", workload_meta: Any = None,
+                on_created: Callable[[Session, dict[str, Any]], Any] | None = None,
+                owner: str = "admin") -> Callable[[Session], dict[str, Any]]:
+        """Validate (and keep the working_dir package): the submission's write, for a commit."""
+        job, package, data = self._validated(spec, working_dir_zip_b64=working_dir_zip_b64, kind=kind,
+                                             workload_meta=workload_meta)
         digest = None
         if package is not None:
             digest = hashlib.sha1(package).hexdigest()
@@ -108,7 +144,6 @@ class JobService:
                 tmp = target.with_suffix(".tmp")
                 tmp.write_bytes(package)
                 tmp.replace(target)
-        data = job.model_dump(mode="json")
 
         def write(s) -> dict[str, Any]:
             row = jobs_repo.insert_job(s, spec=data, name=job.name, project=job.project,
@@ -121,8 +156,7 @@ class JobService:
                     return answer
             return view
 
-        # acknowledged after the commit that holds it; concurrent submissions share that commit
-        return self.commits.run(write)
+        return write
 
     def _check_package(self, job: JobSpec, b64: str | None) -> bytes | None:
         if b64 is None:
@@ -148,12 +182,12 @@ class JobService:
                             fix="zip the folder's contents (the SDK does this for you)")
         return data
 
-    def _check_storage(self, job: JobSpec) -> None:
+    def _check_storage(self, job: JobSpec, spec: dict[str, Any] | None = None) -> None:
         if job.checkpoint.storage is not None:
             from trainyard.specs.storage import confine_storage
 
             confine_storage(job.checkpoint.storage, roots=self.settings.allowed_storage_roots())
-        spec = job.model_dump(mode="json")
+        spec = spec if spec is not None else job.model_dump(mode="json")
         storage = runtime.storage_for(spec, self.settings)
         if not storage.startswith("s3://"):
             return
@@ -170,8 +204,9 @@ class JobService:
                 fix="set checkpoint.endpoint_url and env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the spec, "
                     "start the server with them, or use file:// storage")
 
-    def _check_capacity(self, job: JobSpec) -> None:
-        queued = views.queued_job("new", job.model_dump(mode="json"), priority=job.priority)
+    def _check_capacity(self, job: JobSpec, spec: dict[str, Any] | None = None) -> None:
+        queued = views.queued_job("new", spec if spec is not None else job.model_dump(mode="json"),
+                                  priority=job.priority)
         rows = self.registry.cached_rows()  # a second or two old at most: ClusterRegistry.cached_rows
         if not rows:
             raise CapacityError("no cluster is registered", field="resources.cluster",

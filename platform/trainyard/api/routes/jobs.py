@@ -10,19 +10,21 @@ from typing import Annotated, Any, Callable, Optional, Union
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from trainyard.api.audit import audit_note, mark_recorded, record_in
-from trainyard.api.auth import authorize, current_principal
+from trainyard.api.auth import authorize, current_principal, principal_of
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
 from trainyard.api.follows import GatedStream
-from trainyard.api.models import JobDetail, JobList, SpecCheck, answer
+from trainyard.api.models import JobDetail, JobList, SpecCheck, validated
 from trainyard.api.idempotency import IdempotencyKey, idempotency_for
 from trainyard.api.params import MAX_OFFSET, NAME_RE, SUBMIT_BODY_LIMIT, JobId, LogOffset, OptName
 from trainyard.controller import views
 from trainyard.auth.principal import Principal
 from trainyard.auth.roles import Role
-from trainyard.errors import NotFoundError, SpecError, did_you_mean
+from trainyard.errors import ConflictError, NotFoundError, SpecError, did_you_mean
 from trainyard.store import jobs as jobs_repo
 from trainyard.store.paging import MAX_CURSOR_LEN, decode_cursor
 from trainyard.store import state as st
@@ -81,55 +83,70 @@ def _phases(state: str | list[str] | None) -> list[str] | None:
 
 @router.post("", status_code=201, summary="Submit a job", max_body_size=SUBMIT_BODY_LIMIT,
              response_model=JobDetail, responses=error_responses(409, 413))
-def submit_job(body: SubmitJobRequest, request: Request, idempotency_key: IdempotencyKey = None,
-               principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> Any:
-    return submit_kind(ctx, body, idempotency_key, kind="job", route="/v1/jobs", principal=principal,
-                       request=request, view=lambda job: answer(JobDetail, job))
+async def submit_job(body: SubmitJobRequest, request: Request, idempotency_key: IdempotencyKey = None) -> Any:
+    # the caller and the context without declaring them again: the router's dependency found
+    # the caller (principal_of), and FastAPI's solving of each declared dependency was the
+    # largest cost of a submission on the event loop
+    return await submit_kind(request.app.state.ctx, body, idempotency_key, kind="job", route="/v1/jobs",
+                             principal=principal_of(request), request=request, model=JobDetail)
 
 
-def submit_kind(ctx: ServerContext, body: Any, key: Optional[str], *, kind: str, route: str,
-                principal: Principal, request: Request, view: Callable[[dict], dict]) -> Any:
+async def submit_kind(ctx: ServerContext, body: Any, key: Optional[str], *, kind: str, route: str,
+                      principal: Principal, request: Request, model: type[BaseModel],
+                      shape: Callable[[dict], dict] = lambda job: job) -> Response:
     """Submit a job or a sweep as `principal` (its owner); with a key, at most once (its record
     is written with the row). The project comes from the validated spec; the role check runs in
-    the transaction that creates the row, so a refused submission leaves nothing behind."""
+    the transaction that creates the row, so a refused submission leaves nothing behind.
+
+    Awaited on the event loop: the spec is checked there and the write joins the committer's
+    next batch (group_commit.run_async), so a submission holds no worker thread. The answer is
+    `shape(job)` as `model`, validated once here and sent as built (the route's response_model
+    documents it; FastAPI does not validate a Response again)."""
     # the key is the caller's: another user's retry with the same key must not replay this answer
-    idem = idempotency_for(key and f"{principal.user}:{key}"[:255], method="POST", route=route,
-                           body=body.model_dump(mode="json"))
+    idem = idempotency_for(f"{principal.user}:{key}"[:255], method="POST", route=route,
+                           body=body.model_dump(mode="json")) if key else None  # the body's dump: for a key only
+    if idem is not None:
+        replayed = await run_in_threadpool(idem.replay, ctx)
+        if replayed is not None:
+            return replayed
     note = audit_note(request)
     audited: list[int] = []  # the audit row's id, written with the job's row
 
-    def admit(session, job: dict) -> None:
+    def on_created(session, job: dict) -> Any:
         project = job["project"]
         note.project = project
         authorize(principal, project=project, need=Role.MEMBER, what="project", ident=project,
                   doing=f"submit a {kind} into it")
-        if principal.admin:  # an admin's submission into a new project creates it
+        if principal.admin and project not in ctx.known_projects:  # an admin's submission creates it
             teams_repo.ensure_project_exists(session, project)
         note.object_id = job["id"]
+        answer = None
+        if idem is not None:  # the key's record holds the answer: built in the job's transaction
+            answer = validated(model, shape(job))
+            idem.record_in(session, status_code=201, response=answer.model_dump(mode="json"),
+                           resource_id=job["id"])
+        # in the job's transaction: the submission waits for one commit, not a second for
+        # its audit row (a batch retried alone runs this again: the last id is the one kept)
+        audited[:] = [record_in(request, session, status=201)]
+        return answer
 
-    def create(record=None) -> Any:
-        def on_created(session, job: dict):
-            admit(session, job)
-            answer = record(session, job) if record is not None else None
-            # in the job's transaction: the submission waits for one commit, not a second for
-            # its audit row (a batch retried alone runs this again: the last id is the one kept)
-            audited[:] = [record_in(request, session, status=201)]
-            return answer
-
-        created = ctx.jobs.submit(body.spec, working_dir_zip_b64=body.working_dir_zip_b64, kind=kind,
-                                  workload_meta=body.workload_meta, on_created=on_created, owner=principal.user)
-        mark_recorded(request, audited[0], status=201)  # committed: submit returned
-        return view(created)
-
-    if idem is None:
-        return create()
-
-    def record(session, job: dict) -> dict:
-        answer = view(job)
-        idem.record_in(session, status_code=201, response=answer, resource_id=job["id"])
-        return job
-
-    return idem.guarded(ctx, lambda: create(record))
+    try:
+        created = await ctx.jobs.submit_async(body.spec, working_dir_zip_b64=body.working_dir_zip_b64, kind=kind,
+                                              workload_meta=body.workload_meta, on_created=on_created,
+                                              owner=principal.user)
+    except IntegrityError:
+        if idem is None:
+            raise
+        # a twin request with the same key recorded it first: answer as it did
+        replayed = await run_in_threadpool(idem.replay, ctx)
+        if replayed is None:
+            raise ConflictError("the request conflicted with another one", fix="retry it") from None
+        return replayed
+    mark_recorded(request, audited[0], status=201)  # committed: the batch returned
+    if principal.admin and len(ctx.known_projects) < 10_000:
+        ctx.known_projects.add(note.project)
+    answer = created if isinstance(created, BaseModel) else validated(model, shape(created))
+    return Response(answer.model_dump_json(), status_code=201, media_type="application/json")
 
 
 @router.post("/validate", summary="Check a job spec as a submission would, creating nothing",

@@ -12,10 +12,10 @@ from typing import Annotated, Any, Optional, Union
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainyard.api.auth import current_principal
+from trainyard.api.auth import current_principal, principal_of
 from trainyard.api.context import ServerContext, get_ctx
 from trainyard.api.errors import error_responses
-from trainyard.api.models import SpecCheck, Sweep, SweepList, answer
+from trainyard.api.models import SpecCheck, Sweep, SweepList
 from trainyard.api.idempotency import IdempotencyKey
 from trainyard.api.params import SUBMIT_BODY_LIMIT, JobId, Limit, Offset, OptName
 from trainyard.api.routes.jobs import MAX_ZIP_B64, submit_kind, validate_kind, visible_job
@@ -77,11 +77,10 @@ def _describe(ctx: ServerContext, principal: Principal, sweep_id: str, *, need: 
 
 @router.post("", status_code=201, summary="Submit a sweep", max_body_size=SUBMIT_BODY_LIMIT,
              response_model=Sweep, responses=error_responses(409, 413))
-def submit_sweep(body: SubmitSweepRequest, request: Request, idempotency_key: IdempotencyKey = None,
-                 principal: Principal = Depends(current_principal), ctx: ServerContext = Depends(get_ctx)) -> Any:
-    return submit_kind(ctx, body, idempotency_key, kind="sweep", route="/v1/sweeps",
-                       view=lambda job: answer(Sweep, sweep_view(job)),
-                       principal=principal, request=request)
+async def submit_sweep(body: SubmitSweepRequest, request: Request, idempotency_key: IdempotencyKey = None) -> Any:
+    # as submit_job: the caller from the router's dependency, no dependency declared again
+    return await submit_kind(request.app.state.ctx, body, idempotency_key, kind="sweep", route="/v1/sweeps",
+                             model=Sweep, shape=sweep_view, principal=principal_of(request), request=request)
 
 
 @router.post("/validate", summary="Check a sweep spec as a submission would, creating nothing",
