@@ -31,10 +31,6 @@ wrapper around the runner's own worker loop (the runner itself is not changed):
     first_checkpoint_s   rank 0: the first checkpoint (DeepSpeed save + ray.train.report with
                          it; with the default sizes that is the final one)
     finish_s             last step -> fit() returned (final eval, checkpoint, teardown)
-    prewarm_imported_at_loop   the modules the workers' setup hook (trainyard.runner.prewarm)
-                         had imported when rank 0 entered the loop
-    prewarm_done_after_loop_s  when that hook finished, from rank 0's loop entry (negative:
-                         before it; the imports it had not finished are in imports_s and later)
 
 Prints ONE JSON line (the last line of stdout):
 
@@ -178,11 +174,6 @@ def _timed_loop(config: dict, *, inner, stamps_file: str) -> None:
     import time as _time
 
     stamps: dict = {"loop_enter_unix": _time.time()}
-    try:  # what the workers' setup hook had imported when the loop was entered (runner.prewarm)
-        from trainyard.runner import prewarm as _prewarm
-    except ImportError:
-        _prewarm = None
-    stamps["prewarm_at_loop"] = _prewarm.warmed(0) if _prewarm is not None else None
     import deepspeed
     import ray.train
     import torch  # noqa: F401
@@ -220,7 +211,6 @@ def _timed_loop(config: dict, *, inner, stamps_file: str) -> None:
             setattr(owner, name, fn)
         if rank == 0:
             ckpt_reports = [r for r in reports if saves and r[0] >= saves[0][0]]
-            stamps["prewarm_end"] = _prewarm.warmed(0) if _prewarm is not None else None
             stamps.update({"deepspeed_init": ds_init, "saves": saves, "reports": reports,
                            "first_checkpoint": ([saves[0][0], ckpt_reports[0][1]] if ckpt_reports else None)})
             Path(stamps_file).write_text(json.dumps(stamps))
@@ -246,10 +236,6 @@ def _startup(*, submitted, mlflow_done, built, fit_called, first_step, last_step
         "loop_setup_s": span(ds_end, first_step),
         "first_checkpoint_s": span(*ckpt) if ckpt else None,
         "finish_s": span(last_step_end, fit_done),
-        # the workers' setup hook (runner.prewarm): modules it had imported when rank 0 entered
-        # the loop, and when it finished relative to that (negative: before the loop)
-        "prewarm_imported_at_loop": (stamps.get("prewarm_at_loop") or {}).get("imported"),
-        "prewarm_done_after_loop_s": span(stamps.get("loop_enter_unix"), (stamps.get("prewarm_end") or {}).get("done_unix")),
     }
 
 

@@ -100,7 +100,6 @@ def make_trainer(spec, *, name: str, target, loop_config: dict, loop: Callable |
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from trainyard.runner.engines import worker_env
-    from trainyard.runner.prewarm import modules_for, prewarm_env
 
     if loop is None:
         from trainyard.runner.trainer import train_loop_per_worker as loop
@@ -110,10 +109,6 @@ def make_trainer(spec, *, name: str, target, loop_config: dict, loop: Callable |
     elastic = {"elastic_resize_monitor_interval_s": resize_interval_s()} if spec.resources.elastic else {}
     if cpu_held_elsewhere:
         per_worker["CPU"] = max(0.01, per_worker.get("CPU", 1.0) - cpu_held_elsewhere)
-    # the workers import the loop's libraries while Ray Train still forms the group (runner.prewarm)
-    mlflow_run = loop_config.get("mlflow") or None
-    env = {**prewarm_env(modules_for(tracking_uri=(mlflow_run or {}).get("tracking_uri"), mlflow=mlflow_run is not None)),
-           **worker_env(spec)}
     return TorchTrainer(
         loop, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=scaling_for(spec.resources), use_gpu=on_gpu,
@@ -126,6 +121,6 @@ def make_trainer(spec, *, name: str, target, loop_config: dict, loop: Callable |
             failure_config=FailureConfig(max_failures=max_failures_for(spec)),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
             callbacks=callbacks or None,
-            worker_runtime_env={"env_vars": env},
+            worker_runtime_env={"env_vars": worker_env(spec)},
         ),
     )

@@ -1,5 +1,5 @@
-"""A worker's start: imports begun while Ray Train forms the group (runner.prewarm), and rank 0's
-MLflow client opened in the background (runner.tracker) without reordering or losing anything."""
+"""A worker's start: rank 0's MLflow client opens in the background (runner.tracker) while the
+engines are built and the first steps run, without reordering or losing anything."""
 from __future__ import annotations
 
 import threading
@@ -7,57 +7,7 @@ import types
 
 import pytest
 
-from trainyard.runner import prewarm
 from trainyard.runner import tracker as tracker_mod
-
-
-def test_the_store_module_follows_the_tracking_uri_scheme():
-    base = list(prewarm.BASE_MODULES)
-    assert prewarm.modules_for(tracking_uri="sqlite:////tmp/m.db") == base + ["mlflow.store.tracking.sqlalchemy_store"]
-    assert prewarm.modules_for(tracking_uri="postgresql+psycopg://h/db")[-1] == "mlflow.store.tracking.sqlalchemy_store"
-    assert prewarm.modules_for(tracking_uri="http://mlflow:5000")[-1] == "mlflow.store.tracking.rest_store"
-    assert prewarm.modules_for(tracking_uri="/abs/mlruns")[-1] == "mlflow.store.tracking.file_store"
-    assert prewarm.modules_for(tracking_uri="weird://x") == base
-    no_run = prewarm.modules_for(tracking_uri=None, mlflow=False)
-    assert "deepspeed" in no_run and not any(m.startswith(("mlflow", "trainyard.tracking")) for m in no_run)
-
-
-def test_a_setup_hook_the_job_has_already_is_never_replaced():
-    assert prewarm.prewarm_env(["json"], environ={}) == {prewarm.SETUP_HOOK_ENV: prewarm.HOOK,
-                                                         prewarm.PREWARM_ENV: "json"}
-    assert prewarm.prewarm_env(["json"], environ={prewarm.SETUP_HOOK_ENV: "their.hook"}) == {}
-    assert prewarm.prewarm_env([], environ={}) == {}
-
-
-def test_the_hook_imports_in_the_background_and_a_module_that_fails_is_only_noted(monkeypatch):
-    monkeypatch.setattr(prewarm, "_state", {"thread": None, "imported": [], "failed": [], "started_unix": None,
-                                            "done_unix": None})
-    monkeypatch.setattr(prewarm, "_done", threading.Event())
-    monkeypatch.setenv(prewarm.PREWARM_ENV, "json, trainyard_no_such_module_here ,colorsys")
-    assert prewarm.start() is None  # returns at once; the imports run in a daemon thread
-    seen = prewarm.warmed(timeout=60)
-    assert seen["done"] and seen["imported"] == ["json", "colorsys"]
-    assert [name for name, _ in seen["failed"]] == ["trainyard_no_such_module_here"]
-    prewarm.start()  # a second call starts nothing
-    assert prewarm.warmed()["imported"] == ["json", "colorsys"]
-
-
-def test_make_trainer_gives_the_workers_the_hook_and_the_spec_env_wins(tmp_path, monkeypatch):
-    pytest.importorskip("ray.train")
-    from trainyard.runner.launch import make_trainer
-    from trainyard.runner.storage import resolve_storage
-    from trainyard.specs import parse_job_spec
-
-    monkeypatch.delenv(prewarm.SETUP_HOOK_ENV, raising=False)
-    spec = parse_job_spec({"name": "p", "workload": "cnn", "resources": {"workers": 2, "cpus_per_worker": 1},
-                           "env": {prewarm.PREWARM_ENV: ""}})
-    target = resolve_storage(f"file://{tmp_path}", project="p", endpoint_url=None)
-    trainer = make_trainer(spec, name="p", target=target,
-                           loop_config={"mlflow": {"tracking_uri": "sqlite:///x.db", "run_id": "r"}})
-    env = trainer.run_config.worker_runtime_env["env_vars"]
-    assert env[prewarm.SETUP_HOOK_ENV] == prewarm.HOOK
-    assert env[prewarm.PREWARM_ENV] == ""  # the spec's env turns it off
-    assert env["DS_ACCELERATOR"] == "cpu"
 
 
 class _Logger:
