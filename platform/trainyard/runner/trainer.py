@@ -265,11 +265,14 @@ class Trainer:
         from trainyard.runner.checkpoint import read_state
         from trainyard.runner.elastic import Layout, elastic_batch, gas_at_world, resume_micro, saved_layout
         from trainyard.runner.strategy import build_deepspeed_config
+        from trainyard.runner.tracker import open_logger
         from trainyard.runner.universal import needs_universal
         from trainyard.workload import StepContext, resolve_workload
 
         session = loop_session(config)
         rank, world = session.rank, session.world_size
+        # rank 0's MLflow client opens in the background while the engines are built (runner.tracker)
+        opening = open_logger(rank=rank, tracking=config.get("mlflow"))
         on_gpu = bool(spec.resources.gpus_per_worker)
         if not on_gpu:
             # 2 workers on 2 cores with torch's default threads oversubscribe the cores
@@ -327,7 +330,7 @@ class Trainer:
         ctx = StepContext(hparams=hparams, device=engines.device, dtype=engines.dtype, rank=rank, world_size=world,
                           loss_fn=workload.loss_fn, extra={"plan": plan, "engines": engines.by_name})
         tracker = Tracker(rank=rank, tracking=config.get("mlflow"), queue=config.get("progress_queue"),
-                          total_steps=total_steps)
+                          total_steps=total_steps, opening=opening)
         start_step = micro // gas
         stop = None
         if config.get("preempt_token"):
