@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
 import json
 import logging
+import os
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -50,6 +53,24 @@ def _event(data: str, *, ident: int | None = None, kind: str | None = None) -> s
     """One server-sent event; `data` holds no newline (one log line, or JSON)."""
     head = (f"event: {kind}\n" if kind else "") + (f"id: {ident}\n" if ident is not None else "")
     return f"{head}data: {data}\n\n"
+
+
+def store_package(target: Path, package: bytes) -> None:
+    """Write a working_dir zip under its digest's name, whole or not at all. Two submissions
+    of the same folder may race here: each writes its own temporary file (a shared name let
+    one truncate what the other was about to rename, and the second rename failed), and the
+    rename is atomic, so a reader sees no file or the whole zip."""
+    if target.exists():
+        return
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(package)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class JobService:
@@ -139,11 +160,7 @@ class JobService:
             digest = hashlib.sha1(package).hexdigest()
             folder = packages_dir(self.settings)
             folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{digest}.zip"
-            if not target.exists():
-                tmp = target.with_suffix(".tmp")
-                tmp.write_bytes(package)
-                tmp.replace(target)
+            store_package(folder / f"{digest}.zip", package)
 
         def write(s) -> dict[str, Any]:
             row = jobs_repo.insert_job(s, spec=data, name=job.name, project=job.project,
