@@ -11,13 +11,15 @@ import _bench  # first: import paths
 
 import sys
 
+from fastapi import Request  # module level: FastAPI resolves the override's annotation here
+
 
 def main() -> None:
     """`python -m trainyard.api`'s own main (logging, log filter, umask, uvicorn settings), with
     create_app wrapped so that the app it builds has the fixed caller."""
     import trainyard.api.app as app_module
     from trainyard.api.__main__ import main as serve
-    from trainyard.api.auth import current_principal
+    from trainyard.api.auth import current_principal, remember_caller
     from trainyard.auth.principal import Principal
     from trainyard.auth.roles import Role
 
@@ -26,7 +28,12 @@ def main() -> None:
 
     def create_app(*args, **kwargs):
         app = build(*args, **kwargs)
-        app.dependency_overrides[current_principal] = lambda: caller
+        async def fixed_caller(request: Request) -> Principal:
+            # recorded as current_principal records it: the audit trail and the submit routes
+            # (which read the router's caller through principal_of) need it
+            return remember_caller(request, caller)
+
+        app.dependency_overrides[current_principal] = fixed_caller
         return app
 
     app_module.create_app = create_app

@@ -37,7 +37,7 @@ from trainyard.errors import AuthError, NotFoundError
 from trainyard.store import Database
 from trainyard.store import teams as repo
 
-__all__ = ["current_principal", "principal_of", "require_admin", "authorize", "bearer", "HOW_TO_AUTHENTICATE", "Authenticator",
+__all__ = ["current_principal", "principal_of", "remember_caller", "require_admin", "authorize", "bearer", "HOW_TO_AUTHENTICATE", "Authenticator",
            "principal_for_user"]
 
 log = logging.getLogger("trainyard.api")
@@ -218,6 +218,12 @@ async def current_principal(request: Request,
     principal = auth.cached_principal(token)
     if principal is None:
         principal = await run_in_threadpool(auth.principal_for, token)
+    return remember_caller(request, principal)
+
+
+def remember_caller(request: Request, principal: Principal) -> Principal:
+    """Record the request's caller: the audit trail's actor, and what `principal_of` reads.
+    Whatever stands in for `current_principal` must call it too, or the hot routes answer 401."""
     audit_note(request).actor = principal.user
     request.scope.setdefault("state", {})[_PRINCIPAL_KEY] = principal
     return principal
