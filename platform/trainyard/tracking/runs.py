@@ -5,11 +5,13 @@ and a resubmission of the same job id log into the same run instead of a new one
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from trainyard.tracking import JOB_ID_TAG, tracking_uri
 
-__all__ = ["RunRef", "start_job_run", "end_job_run", "latest_metrics", "run_tags"]
+__all__ = ["RunRef", "start_job_run", "end_job_run", "latest_metrics", "run_tags", "artifact_location_for"]
 
 
 @dataclass
@@ -29,6 +31,21 @@ def _client(uri: str | None):
     return MlflowClient(tracking_uri=uri)
 
 
+def artifact_location_for(uri: str | None, experiment: str) -> str | None:
+    """Where a new experiment keeps its artifacts when the tracking URI is a SQLite file: a
+    folder beside the database. MLflow's own default there is ./mlruns relative to whichever
+    process creates the experiment, here the job driver, whose working directory is Ray's
+    (the directory `ray start` ran in), so models landed in whatever folder that was and were
+    lost with it. None for a tracking server (it decides) and for other databases."""
+    if not uri or not uri.startswith("sqlite:///"):
+        return None
+    database = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not database or database == ":memory:":
+        return None
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+    return (Path(database).resolve().parent / "mlartifacts" / folder).as_uri()
+
+
 def start_job_run(*, job_id: str, run_name: str, experiment: str, tags: dict | None = None,
                   uri: str | None = None, parent_run_id: str | None = None) -> RunRef:
     """Find the run tagged with this job id in `experiment`, or create it."""
@@ -37,7 +54,8 @@ def start_job_run(*, job_id: str, run_name: str, experiment: str, tags: dict | N
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         try:
-            experiment_id = client.create_experiment(experiment)
+            experiment_id = client.create_experiment(
+                experiment, artifact_location=artifact_location_for(uri, experiment))
         except Exception:  # created concurrently by another job
             experiment_id = client.get_experiment_by_name(experiment).experiment_id
     elif exp.lifecycle_stage == "deleted":
