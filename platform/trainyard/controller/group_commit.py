@@ -6,9 +6,14 @@ clients as with one. Here the first writer to arrive leads: it takes every write
 far, runs them in one session, commits once, and hands each caller its own result. Writers
 that arrive meanwhile queue up for the next leader. A lone writer never waits for company.
 
-If any write of a batch fails, the batch is rolled back and each write is retried alone, so
-one bad write never fails (or commits) another's. Nothing is acknowledged before the commit
-that holds it returned.
+The batch's session carries an InsertBatch (store.db): the writes' plain INSERTs (a job, its
+first event, an audit row) are held there and written at the end as one multi-row INSERT per
+table, instead of one statement per row.
+
+If any write of a batch fails (or the batch's INSERTs do), the batch is rolled back and each
+write is retried alone, in a transaction of its own without an InsertBatch (each statement
+runs as it comes), so one bad write never fails (or commits) another's. Nothing is
+acknowledged before the commit that holds it returned.
 
 Asynchronous callers (the API's submissions, awaited on the event loop) use `run_async`: their
 writes queue in the same batches, led by one writer thread of the committer's own, and each
@@ -25,6 +30,7 @@ from typing import Any, Callable, TypeVar
 from sqlalchemy.orm import Session
 
 from trainyard.store import Database
+from trainyard.store.db import InsertBatch
 
 __all__ = ["GroupCommitter"]
 
@@ -151,7 +157,10 @@ class GroupCommitter:
     def _commit(self, batch: list[_Slot]) -> None:
         try:
             with self.db.session() as s:
+                inserts = InsertBatch.open(s)
                 results = [slot.work(s) for slot in batch]
+                if len(inserts):
+                    inserts.flush(s.connection())
         except BaseException:
             for slot in batch:  # find the bad one: each on its own
                 self._alone(slot)

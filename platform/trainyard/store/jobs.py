@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from trainyard.errors import ConflictError, NotFoundError
 from trainyard.store import state as st
-from trainyard.store.db import insert_new
+from trainyard.store.db import insert_batch_of, insert_new
 from trainyard.store.models import JobEventRow, JobRow, utcnow
 from trainyard.store.paging import Cursor, encode_cursor
 
@@ -90,11 +90,23 @@ def insert_job(session: Session, *, spec: dict[str, Any], name: str, project: st
     its Python runs under the GIL that every request shares. A taken id (one in 2**60 per
     millisecond) is skipped with INSERT ... ON CONFLICT DO NOTHING and a new draw, not a
     savepoint. Returns a JobRow that is NOT attached to the session: read it (views.job_dict),
-    never change it; a later change loads the row (get_job)."""
+    never change it; a later change loads the row (get_job).
+
+    In a transaction with an InsertBatch (the group committer's), both rows join the batch's
+    multi-row INSERTs, written at its end: the row is not in the table before then, and a
+    taken id (no ON CONFLICT there) fails the batch, whose writes the committer then runs
+    one by one, each in its own transaction without a batch (this path, with its new draw)."""
     now = utcnow()
     values = dict(kind=kind, name=name, project=project, owner=owner, priority=priority, spec=spec,
                   phase=st.PENDING, attempt=0, package=package, created_at=now, cancel_requested=0,
                   message=message, preemptions=0, preempted_s=0.0, version=1)
+    batch = insert_batch_of(session)
+    if batch is not None:
+        values["id"] = new_job_id(name)
+        batch.add(JobRow.__table__, values)
+        batch.add(JobEventRow.__table__, dict(job_id=values["id"], at=now, from_phase=None, to_phase=st.PENDING,
+                                              reason=reason))
+        return JobRow(**values)
     conn = session.connection()
     for _ in range(_ID_INSERT_TRIES):
         values["id"] = new_job_id(name)
