@@ -116,11 +116,14 @@ class InsertBatch:
     (sort_by_parameter_order) makes it send SQLite one INSERT per row. Rows whose id_by
     values are equal get their ids in an arbitrary order among themselves."""
 
-    __slots__ = ("_groups",)
+    __slots__ = ("_groups", "written")
 
     def __init__(self) -> None:
         # (table name, columns, id_by) -> (table, rows, their PendingIds or None)
         self._groups: dict[tuple, tuple[Table, list[dict], list[PendingId | None]]] = {}
+        # table name -> the rows flush() wrote (their values as given): for whoever wants to
+        # know, once the transaction committed, what it holds without reading it back
+        self.written: dict[str, list[dict]] = {}
 
     @classmethod
     def open(cls, session: Session) -> "InsertBatch":
@@ -151,6 +154,7 @@ class InsertBatch:
                     stmt = stmt.returning(table.c.id, table.c[id_by])
                 _BATCH_INSERTS[(name, id_by)] = stmt
             result = conn.execute(stmt, rows[0] if len(rows) == 1 else rows)
+            self.written.setdefault(name, []).extend(rows)
             if id_by is None:
                 continue
             ids: dict[Any, list[int]] = {}
