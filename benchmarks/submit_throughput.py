@@ -14,6 +14,7 @@ over a growing queue, as it would in a burst.
 2. Baseline, side by side: the store's own floor, the same create_job + commit in one
    thread with no HTTP (durable single-row transactions per second), so the ratio says how
    much of the cost is the store's commit and how much is everything around it.
+   Each level also reports the server process's CPU per acknowledged submission (Linux).
 3. Crash: 8 clients submit; the server gets SIGKILL mid-run; a new server starts on the same
    store. Every acknowledged job must be there exactly once (GET /v1/jobs/{id} over HTTP on
    the new server, and no job name stored twice); jobs stored but never acknowledged can
@@ -90,9 +91,19 @@ class Client(threading.Thread):
         conn.close()
 
 
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def run_clients(server: _bench.ApiServer, n: int, seconds: float, *, kill_after: float | None = None) -> dict:
     stop = threading.Event()
     clients = [Client(server, i, stop) for i in range(n)]
+    cpu_start = _cpu_s(server.proc.pid)
     start = time.perf_counter()
     for c in clients:
         c.start()
@@ -107,12 +118,16 @@ def run_clients(server: _bench.ApiServer, n: int, seconds: float, *, kill_after:
         stop.set()
     for c in clients:
         c.join(timeout=60)
+    cpu_end = _cpu_s(server.proc.pid) if kill_after is None else None
     elapsed = time.perf_counter() - start
     lat = sorted(x for c in clients for x in c.latencies)
     out = {"clients": n, "submitted": len(lat), "errors": sum(c.errors for c in clients),
            "per_s": round(len(lat) / elapsed, 1),
            "p50_ms": round(1000 * lat[len(lat) // 2], 1) if lat else None,
            "p99_ms": round(1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1) if lat else None}
+    if cpu_start is not None and cpu_end is not None and lat:
+        # the server process's CPU (all its threads) per acknowledged submission
+        out["server_cpu_ms_per_submission"] = round(1000 * (cpu_end - cpu_start) / len(lat), 2)
     out["_acked"] = [a for c in clients for a in c.acked]
     out["_in_flight_at_kill"] = n if in_flight_at_kill is None else max(in_flight_at_kill, 0)
     return out

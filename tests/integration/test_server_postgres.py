@@ -117,3 +117,50 @@ def test_the_submission_inserts_on_postgres(pg_url, monkeypatch):
             assert teams.list_audit(s, object_id=first.id)[0][0].status_code == 500
     finally:
         db.dispose()
+
+
+def test_a_group_commit_batch_on_postgres(pg_url):
+    """The committer's multi-row INSERTs (store.db.InsertBatch) on the production backend:
+    jobs, their first events and audit rows of a batch in one statement per table, each audit
+    row's id back to its own write, and a batch whose INSERT fails written again one by one."""
+    import asyncio
+
+    from trainyard.controller.group_commit import GroupCommitter
+    from trainyard.store import teams
+
+    db = Database(pg_url)
+    committer = GroupCommitter(db)
+    try:
+        db.upgrade()
+        with db.session() as s:
+            jobs.create_job(s, spec={}, name="gc", project="p", priority=0, job_id="gc-taken")
+        draws = iter(["gc-taken"])
+        real = jobs.new_job_id
+
+        def submission(i):
+            def work(s):
+                name = f"gc{i}"
+                row = jobs.insert_job(s, spec={"i": i}, name=name, project="p", priority=0, message="queued")
+                audit = teams.record_audit(s, actor="u", action="POST /v1/jobs", object_type="job",
+                                           object_id=row.id, project="p", status_code=201, outcome="ok")
+                return row.id, audit
+            return work
+
+        async def batch():
+            return await asyncio.gather(*(committer.run_async(submission(i)) for i in range(20)))
+
+        first = asyncio.run(batch())
+        jobs.new_job_id = lambda name, **kw: (next(draws, None) if name == "gc3" else None) or real(name, **kw)
+        try:
+            second = asyncio.run(batch())  # gc3's first draw is taken: its batch is written again alone
+        finally:
+            jobs.new_job_id = real
+        with db.session() as s:
+            for job_id, audit_id in first + second:
+                assert teams.list_audit(s, object_id=job_id)[0][0].id == int(audit_id)
+                assert [e.to_phase for e in jobs.list_events(s, job_id)] == ["PENDING"]
+            assert len({job_id for job_id, _ in first + second}) == 40
+            assert jobs.get_job(s, "gc-taken").name == "gc"
+    finally:
+        committer.close()
+        db.dispose()

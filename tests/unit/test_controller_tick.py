@@ -93,10 +93,12 @@ def test_a_new_submission_is_the_only_row_read_and_the_only_note_written(server)
     ctrl = ctx.controller
     ctrl.tick()
     ctrl.tick()
-    read, notes = ctrl.queue.rows_read, ctrl.dispatcher.notes_written
+    read, offered, notes = ctrl.queue.rows_read, ctrl.queue.rows_offered, ctrl.dispatcher.notes_written
     late = submit(client, name="late")
     ctrl.tick()
-    assert ctrl.queue.rows_read == read + 1 and ctrl.dispatcher.notes_written == notes + 1
+    # the new row comes from the group committer's offer (as committed): nothing is read back
+    assert ctrl.queue.rows_read == read and ctrl.queue.rows_offered == offered + 1
+    assert ctrl.dispatcher.notes_written == notes + 1
     assert client.get(f"/v1/jobs/{late['id']}").json()["pending"]["position_in_queue"] == 5
 
 
@@ -209,3 +211,28 @@ def test_the_mirror_scans_only_the_rows_a_write_named_and_everything_otherwise(t
     scans.clear()
     assert mirror.sync() is False and scans == []  # nothing written: nothing read
     db.dispose()
+
+
+def test_an_offered_row_that_changed_since_is_read_from_the_store(server):
+    """The mirror takes a new job's row from the committer's offer only while the store still
+    has it at the version and phase it was inserted with; a job changed meanwhile is read."""
+    client, ctx, fakes = server
+    submit(client, resources={"workers": 2})
+    ctrl = ctx.controller
+    ctrl.tick()
+    ctrl.tick()
+    read, offered = ctrl.queue.rows_read, ctrl.queue.rows_offered
+    kept = submit(client, name="kept", priority=3)
+    changed = submit(client, name="changed", priority=1)
+    with ctx.db.session() as s:  # a write the offer does not know (its version moves)
+        jobs_repo.update_job(s, jobs_repo.get_job(s, changed["id"]), priority=7)
+    ctrl.tick()
+    assert ctrl.queue.rows_offered == offered + 1 and ctrl.queue.rows_read == read + 1
+    assert ctrl.queue.pending[kept["id"]].job.priority == 3
+    assert ctrl.queue.pending[changed["id"]].job.priority == 7
+    # what an offer holds is what a read would have given
+    fresh = type(ctrl.queue)(ctx.db)
+    fresh.sync()
+    for job_id in (kept["id"], changed["id"]):
+        assert fresh.pending[job_id].job == ctrl.queue.pending[job_id].job
+        assert fresh.pending[job_id].version == ctrl.queue.pending[job_id].version

@@ -104,3 +104,84 @@ def test_awaited_writes_share_commits_with_waiting_threads_and_a_bad_one_fails_a
     # every answered write is committed: each result came back after its batch's commit
     assert ids == {f"t-{i}" for i in range(8)} | {f"a-{i}" for i in range(40)}
     assert committer.writes == 48  # (how many commits depends on how the batches fell)
+
+
+def test_a_batch_writes_its_rows_as_one_insert_per_table_and_each_caller_gets_its_audit_id(db):
+    """The committer's InsertBatch: jobs, their first events and audit rows of many writes go
+    as one multi-row INSERT per table, and each audit row's id comes back to its own write."""
+    import asyncio
+
+    from sqlalchemy import event
+
+    from trainyard.store import teams
+    from trainyard.store.models import AuditEventRow, JobEventRow
+
+    committer = GroupCommitter(db)
+    inserts: list[tuple[str, bool]] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT"):
+            inserts.append((statement.split()[2], executemany or statement.count("(?") > 2))
+
+    def submission(i):
+        def work(s):
+            row = jobs_repo.insert_job(s, spec={"i": i}, name=f"b-{i}", project="p", priority=0, message="queued")
+            audit = teams.record_audit(s, actor="u", action="POST /v1/jobs", object_type="job", object_id=row.id,
+                                       project="p", status_code=201, outcome="ok", source_ip=None)
+            return row.id, audit
+        return work
+
+    async def main():
+        return await asyncio.gather(*(committer.run_async(submission(i)) for i in range(30)))
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        results = asyncio.run(main())
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+        committer.close()
+    with db.session() as s:
+        audit = {row.id: row.object_id for row in s.scalars(select(AuditEventRow))}
+        events = {row.job_id: row.to_phase for row in s.scalars(select(JobEventRow))}
+        assert s.execute(select(func.count()).select_from(JobRow)).scalar() == 30
+    for job_id, audit_id in results:
+        assert audit[int(audit_id)] == job_id  # the id of this write's own audit row
+        assert events[job_id] == "PENDING"
+    assert len(audit) == 30
+    # one statement per table and batch: far fewer INSERTs than rows (3 per write)
+    assert committer.commits < 30 and len(inserts) == 3 * committer.commits, inserts
+
+
+def test_a_batch_whose_insert_fails_is_written_again_one_write_at_a_time(db, monkeypatch):
+    """A row of the batch's multi-row INSERT is refused (a job id taken, against all odds): the
+    whole batch rolls back, and each write runs again alone, where a taken id is drawn again."""
+    committer = GroupCommitter(db)
+    committer.run(_create("x-taken"))
+    draws = iter(["x-taken"])  # the second write's first draw; every other draw is fresh
+    real = jobs_repo.new_job_id
+
+    def draw(name, **kw):
+        if name == "x1":
+            return next(draws, None) or real(name, **kw)
+        return real(name, **kw)
+
+    monkeypatch.setattr(jobs_repo, "new_job_id", draw)
+
+    def submission(i):
+        def work(s):
+            return jobs_repo.insert_job(s, spec={}, name=f"x{i}", project="p", priority=0).id
+        return work
+
+    import asyncio
+
+    async def main():
+        return await asyncio.gather(*(committer.run_async(submission(i)) for i in range(3)))
+
+    try:
+        ids = asyncio.run(main())
+    finally:
+        committer.close()
+    assert ids[1] != "x-taken" and ids[1].startswith("x1-")
+    with db.session() as s:
+        assert sorted(s.scalars(select(JobRow.id))) == sorted(["x-taken", *ids])
+        assert s.execute(select(func.count()).select_from(JobRow).where(JobRow.name == "x1")).scalar() == 1

@@ -57,6 +57,9 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
     ctx = ServerContext(settings=settings, db=db, registry=registry,
                         jobs=JobService(db, registry, settings, commits=commits),
                         controller=Controller(db, registry, settings), commits=commits)
+    # the jobs a batch of submissions inserted go to the queue mirror as committed: its next
+    # scan finds them unchanged and does not read them (and their spec JSON) back
+    commits.on_inserted(lambda rows: ctx.controller.queue.offer(rows.get("jobs", ())))
     ctx.auth = Authenticator(db, settings)
     ctx.follows = FollowGate(per_user=settings.log_follows_per_user, total=settings.log_follows_total)
 

@@ -52,7 +52,7 @@ def audit_note(request: Request) -> AuditNote:
     return note
 
 
-def record_in(request: Request, session, *, status: int) -> int:
+def record_in(request: Request, session, *, status: int):
     """Write the request's audit row in the caller's transaction, as answered `status`; its id.
 
     For a route whose own write is what it audits (a submission): the row is committed with
@@ -64,8 +64,10 @@ def record_in(request: Request, session, *, status: int) -> int:
     return teams.record_audit(session, **_fields(request.scope, status))
 
 
-def mark_recorded(request: Request, event_id: int, *, status: int) -> None:
-    audit_note(request).written = (event_id, status)
+def mark_recorded(request: Request, event_id, *, status: int) -> None:
+    """`event_id`: what record_in returned (an int, or the PendingId of a batched row, read
+    here: after the commit)."""
+    audit_note(request).written = (int(event_id), status)
 
 
 def _fields(scope, status: int) -> dict:
@@ -147,7 +149,7 @@ class AuditMiddleware:
         fields = _fields(scope, status)
 
         def write(session) -> None:
-            teams.record_audit(session, **fields)
+            teams.record_audit(session, want_id=False, **fields)
 
         # returns once the commit that holds the row returned (a failed one raises here)
         self.committer_of(scope["app"]).run(write)

@@ -6,9 +6,18 @@ clients as with one. Here the first writer to arrive leads: it takes every write
 far, runs them in one session, commits once, and hands each caller its own result. Writers
 that arrive meanwhile queue up for the next leader. A lone writer never waits for company.
 
-If any write of a batch fails, the batch is rolled back and each write is retried alone, so
-one bad write never fails (or commits) another's. Nothing is acknowledged before the commit
-that holds it returned.
+The batch's session carries an InsertBatch (store.db): the writes' plain INSERTs (a job, its
+first event, an audit row) are held there and written at the end as one multi-row INSERT per
+table, instead of one statement per row.
+
+Whoever registered with `on_inserted(callback)` is handed, after each batch's commit, the rows
+its InsertBatch wrote ({table name: [values]}): the controller's queue mirror takes new jobs
+from there instead of reading them (and their spec JSON) back.
+
+If any write of a batch fails (or the batch's INSERTs do), the batch is rolled back and each
+write is retried alone, in a transaction of its own without an InsertBatch (each statement
+runs as it comes), so one bad write never fails (or commits) another's. Nothing is
+acknowledged before the commit that holds it returned.
 
 Asynchronous callers (the API's submissions, awaited on the event loop) use `run_async`: their
 writes queue in the same batches, led by one writer thread of the committer's own, and each
@@ -18,6 +27,7 @@ worker thread of its own while it waits for the commit, and a commit wakes only 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
@@ -25,10 +35,12 @@ from typing import Any, Callable, TypeVar
 from sqlalchemy.orm import Session
 
 from trainyard.store import Database
+from trainyard.store.db import InsertBatch
 
 __all__ = ["GroupCommitter"]
 
 T = TypeVar("T")
+log = logging.getLogger("trainyard.controller")
 
 
 class _Slot:
@@ -71,6 +83,12 @@ class GroupCommitter:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
         self.commits = 0
         self.writes = 0
+        self._on_inserted: list[Callable[[dict[str, list[dict]]], None]] = []
+
+    def on_inserted(self, callback: Callable[[dict[str, list[dict]]], None]) -> None:
+        """Call `callback(rows by table)` after each batch whose InsertBatch wrote rows, once it
+        committed, in the writer's thread (keep it short; an error in it is logged and ignored)."""
+        self._on_inserted.append(callback)
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -151,7 +169,10 @@ class GroupCommitter:
     def _commit(self, batch: list[_Slot]) -> None:
         try:
             with self.db.session() as s:
+                inserts = InsertBatch.open(s)
                 results = [slot.work(s) for slot in batch]
+                if len(inserts):
+                    inserts.flush(s.connection())
         except BaseException:
             for slot in batch:  # find the bad one: each on its own
                 self._alone(slot)
@@ -160,6 +181,12 @@ class GroupCommitter:
         self.writes += len(batch)
         for slot, result in zip(batch, results):
             slot.result = result
+        if inserts.written:
+            for callback in self._on_inserted:
+                try:
+                    callback(inserts.written)
+                except Exception:  # a listener must not turn a committed write into a failed one
+                    log.exception("a group-commit listener failed")
 
     def _alone(self, slot: _Slot) -> None:
         try:

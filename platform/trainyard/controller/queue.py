@@ -15,6 +15,11 @@ those rows are scanned: a submission costs a read of one (id, version, phase), n
 whole queue. Any other write to the table, a burst of more than `_TARGETED_MAX` rows, the
 periodic resync and `mark_dirty()` scan everything.
 
+Jobs this server's group committer inserted are offered to the mirror once committed
+(`offer`, wired by the app): a scan that finds such a job at the version and phase it was
+written with takes its row from the offer instead of reading it (and decoding its spec JSON)
+back. Offers are good for the next scan only; what it does not use is dropped.
+
 The controller's own "waiting" notes do not bump `version` (see loop.py), and are written
 with `QUIET` so that they do not wake the mirror either.
 """
@@ -45,6 +50,9 @@ _CHUNK = 500  # ids per IN (...) query
 _WRITES = ("INSERT INTO jobs ", "UPDATE jobs ", "DELETE FROM jobs ")
 _TARGETED_MAX = 2000  # more rows written than this: one scan of everything is cheaper
 _ID = JobRow.__table__.c.id
+# the columns the mirror holds of a job, in the order _add_rows takes them
+_LOADED = ("id", "version", "phase", "spec", "priority", "project", "created_at", "started_at", "cluster",
+           "message", "result", "kind", "workers_live", "workers_granted")
 
 
 def _written_ids(statement: str, context) -> set[str] | None:
@@ -158,6 +166,9 @@ class QueueMirror:
         self._last_scan = float("-inf")
         # what changed since the last scan: these ids only, unless `_dirty` (everything)
         self._written: set[str] = set()
+        # job id -> its row as inserted (committed), offered by the group committer: `offer`
+        self._offered: dict[str, dict[str, Any]] = {}
+        self.rows_offered = 0
         self._marks = threading.Lock()
         self._lock = threading.Lock()
         self._watch = _WriteWatch(db, self._on_write)
@@ -173,6 +184,16 @@ class QueueMirror:
         with self._marks:
             self._written |= ids
 
+    def offer(self, rows: list[dict[str, Any]]) -> None:
+        """Jobs' rows as just inserted and committed (a column left out is NULL): the next scan
+        that finds one of them unchanged (same version and phase) takes it from here."""
+        with self._marks:
+            for row in rows:
+                if row.get("phase") in st.QUEUED and isinstance(row.get("id"), str):
+                    self._offered[row["id"]] = row
+            if len(self._offered) > 4 * _TARGETED_MAX:  # nobody scans: do not hoard
+                self._offered.clear()
+
     def sync(self, *, force: bool = False) -> bool:
         """Bring the mirror up to date; True when anything in it changed."""
         now = self.clock()
@@ -183,6 +204,7 @@ class QueueMirror:
             # taken before reading: a commit that lands during the scan marks it again
             with self._marks:
                 written, self._written = self._written, set()
+                offered, self._offered = self._offered, {}
             if everything:
                 self._dirty = False
                 self._last_scan = now
@@ -199,27 +221,33 @@ class QueueMirror:
                             for row in conn.execute(query.where(JobRow.id.in_(ordered[i:i + _CHUNK])))]
                 stale: list[str] = []
                 ids: set[str] = set()
+                from_offers: list[dict[str, Any]] = []
                 for job_id, version, phase in seen:
                     ids.add(job_id)
                     queued = phase in st.QUEUED
                     have = self.pending.get(job_id) if queued else self.active.get(job_id)
                     if have is None or have.version != version or (not queued and have.phase != phase):
-                        stale.append(job_id)
+                        row = offered.get(job_id)
+                        if row is not None and row.get("version") == version and row.get("phase") == phase:
+                            from_offers.append(row)  # as committed, and unchanged since
+                        else:
+                            stale.append(job_id)
                 if everything:
                     gone = [i for i in self.pending if i not in ids] + [i for i in self.active if i not in ids]
                 else:  # written, and no longer PENDING or active
                     gone = [i for i in written if i not in ids and (i in self.pending or i in self.active)]
                 if stale:
                     self._load(conn, stale, whole=everything and len(stale) > len(seen) // 2)
+            if from_offers:
+                self.rows_offered += len(from_offers)
+                self._add_rows([tuple(row.get(c) for c in _LOADED) for row in from_offers])
             for job_id in gone:
                 self.pending.pop(job_id, None)
                 self.active.pop(job_id, None)
-            return bool(stale or gone)
+            return bool(stale or gone or from_offers)
 
     def _load(self, conn, job_ids: list[str], *, whole: bool) -> None:
-        cols = (JobRow.id, JobRow.version, JobRow.phase, JobRow.spec, JobRow.priority, JobRow.project,
-                JobRow.created_at, JobRow.started_at, JobRow.cluster, JobRow.message, JobRow.result, JobRow.kind,
-                JobRow.workers_live, JobRow.workers_granted)
+        cols = tuple(getattr(JobRow, name) for name in _LOADED)
         if whole:  # after a burst (or at start) one read of everything beats many IN lists
             batches = [conn.execute(select(*cols).where(JobRow.phase.in_(_TRACKED)))]
             wanted: set[str] | None = set(job_ids)
@@ -228,27 +256,33 @@ class QueueMirror:
                        for i in range(0, len(job_ids), _CHUNK)]
             wanted = None
         for rows in batches:
-            for (job_id, version, phase, spec, priority, project, created_at, started_at, cluster, message,
-                 result, kind, live, granted) in rows:
-                if wanted is not None and job_id not in wanted:
-                    continue
+            self._add_rows(rows, wanted=wanted, read=True)
+
+    def _add_rows(self, rows, *, wanted: set[str] | None = None, read: bool = False) -> None:
+        """Hold these rows (the _LOADED columns, in order): queued ones in `pending`, active
+        ones in `active`. `read`: they came from the store (counted in rows_read)."""
+        for (job_id, version, phase, spec, priority, project, created_at, started_at, cluster, message,
+             result, kind, live, granted) in rows:
+            if wanted is not None and job_id not in wanted:
+                continue
+            if read:
                 self.rows_read += 1
-                self.pending.pop(job_id, None)
-                self.active.pop(job_id, None)
-                # a preempted job's checkpoint lies where it ran: placement prefers that cluster;
-                # an active elastic job holds its live size, within its grant (views.row_job)
-                active = phase in st.ACTIVE
-                job = views.queued_job(job_id, spec or {}, priority=priority or 0,
-                                       seq=created_at.timestamp() if created_at else 0.0,
-                                       project=project or "default",
-                                       checkpoint_cluster=cluster if phase == st.PREEMPTED else None,
-                                       live=live if active else None, granted=granted if active else None)
-                if phase in st.QUEUED:
-                    record = views.pending_of(result)
-                    self.pending[job_id] = Queued(version, job, message, record,
-                                                  result is None or record is not None)
-                elif phase in st.ACTIVE:
-                    self.active[job_id] = Active(version, phase, cluster, started_at, job, kind or "job")
+            self.pending.pop(job_id, None)
+            self.active.pop(job_id, None)
+            # a preempted job's checkpoint lies where it ran: placement prefers that cluster;
+            # an active elastic job holds its live size, within its grant (views.row_job)
+            active = phase in st.ACTIVE
+            job = views.queued_job(job_id, spec or {}, priority=priority or 0,
+                                   seq=created_at.timestamp() if created_at else 0.0,
+                                   project=project or "default",
+                                   checkpoint_cluster=cluster if phase == st.PREEMPTED else None,
+                                   live=live if active else None, granted=granted if active else None)
+            if phase in st.QUEUED:
+                record = views.pending_of(result)
+                self.pending[job_id] = Queued(version, job, message, record,
+                                              result is None or record is not None)
+            elif phase in st.ACTIVE:
+                self.active[job_id] = Active(version, phase, cluster, started_at, job, kind or "job")
 
     def noted(self, job_id: str, *, message: str, pending: dict[str, Any] | None, written: tuple | None) -> None:
         """Record what the controller just wrote for a queued job (its version is unchanged)."""

@@ -13,7 +13,8 @@ Layers: parsing -> sweeps.validate -> (nothing of specs); parsing -> models -> i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 

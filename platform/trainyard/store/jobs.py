@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session
 
 from trainyard.errors import ConflictError, NotFoundError
 from trainyard.store import state as st
-from trainyard.store.db import insert_new
+from trainyard.store.db import insert_batch_of, insert_new
 from trainyard.store.models import JobEventRow, JobRow, utcnow
 from trainyard.store.paging import Cursor, encode_cursor
 
-__all__ = ["new_job_id", "create_job", "insert_job", "get_job", "find_job", "list_jobs", "page_jobs", "JobPage", "transition",
+__all__ = ["new_job_id", "create_job", "insert_job", "NewJob", "get_job", "find_job", "list_jobs", "page_jobs", "JobPage", "transition",
            "list_events", "active_jobs", "pending_jobs", "submission_id_for", "update_job", "record_event"]
 
 
@@ -80,21 +80,49 @@ def create_job(session: Session, *, spec: dict[str, Any], name: str, project: st
     return job
 
 
+class NewJob:
+    """A job row as insert_job wrote it: the columns as attributes (those it did not set are
+    None), read-only by convention like the JobRow it stands for. A plain object: building an
+    ORM JobRow that no session tracks, and reading it through the ORM's instrumented
+    attributes, cost a submission more than the values themselves."""
+
+    __slots__ = tuple(c.key for c in JobRow.__table__.columns)
+
+    def __init__(self, **values: Any):
+        for key in self.__slots__:
+            object.__setattr__(self, key, values.get(key))
+
+    def __repr__(self) -> str:
+        return f"NewJob(id={self.id!r}, phase={self.phase!r})"
+
+
 def insert_job(session: Session, *, spec: dict[str, Any], name: str, project: str, priority: int,
                kind: str = "job", package: str | None = None, reason: str = "submitted", owner: str = "admin",
-               message: str | None = None) -> JobRow:
+               message: str | None = None) -> NewJob:
     """create_job for the submission path: the job and its first event as two plain INSERTs.
 
     Under a burst of submissions the ORM's unit of work (flush planning, the savepoint that
     guards the random id, the identity map) cost the server more than SQLite's own work, and
     its Python runs under the GIL that every request shares. A taken id (one in 2**60 per
     millisecond) is skipped with INSERT ... ON CONFLICT DO NOTHING and a new draw, not a
-    savepoint. Returns a JobRow that is NOT attached to the session: read it (views.job_dict),
-    never change it; a later change loads the row (get_job)."""
+    savepoint. Returns a NewJob (the row's values, not a JobRow attached to the session): read
+    it (views.job_dict), never change it; a later change loads the row (get_job).
+
+    In a transaction with an InsertBatch (the group committer's), both rows join the batch's
+    multi-row INSERTs, written at its end: the row is not in the table before then, and a
+    taken id (no ON CONFLICT there) fails the batch, whose writes the committer then runs
+    one by one, each in its own transaction without a batch (this path, with its new draw)."""
     now = utcnow()
     values = dict(kind=kind, name=name, project=project, owner=owner, priority=priority, spec=spec,
                   phase=st.PENDING, attempt=0, package=package, created_at=now, cancel_requested=0,
                   message=message, preemptions=0, preempted_s=0.0, version=1)
+    batch = insert_batch_of(session)
+    if batch is not None:
+        values["id"] = new_job_id(name)
+        batch.add(JobRow.__table__, values)
+        batch.add(JobEventRow.__table__, dict(job_id=values["id"], at=now, from_phase=None, to_phase=st.PENDING,
+                                              reason=reason))
+        return NewJob(**values)
     conn = session.connection()
     for _ in range(_ID_INSERT_TRIES):
         values["id"] = new_job_id(name)
@@ -105,7 +133,7 @@ def insert_job(session: Session, *, spec: dict[str, Any], name: str, project: st
                             fix="submit again (a new id is drawn)")
     conn.execute(_EVENT_INSERT, dict(job_id=values["id"], at=now, from_phase=None, to_phase=st.PENDING,
                                      reason=reason))
-    return JobRow(**values)
+    return NewJob(**values)
 
 
 def get_job(session: Session, job_id: str, *, for_update: bool = False) -> JobRow:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from trainyard.errors import ConflictError, NotFoundError
-from trainyard.store.db import insert_new
+from trainyard.store.db import PendingId, insert_batch_of, insert_new
 from trainyard.store.models import (ApiTokenRow, AuditEventRow, ProjectMemberRow, ProjectRow, UserRow,
                                     utcnow)
 
@@ -215,10 +215,17 @@ def remove_member(session: Session, *, project: str, user: str) -> bool:
 _AUDIT_INSERT = insert(AuditEventRow.__table__)  # built once: its values come as parameters
 
 
-def record_audit(session: Session, **fields: Any) -> int:
-    """Append one audit event; returns its id. A plain INSERT: the trail is written on every
-    state-changing request, and the ORM's unit of work cost more than the row."""
+def record_audit(session: Session, *, want_id: bool = True, **fields: Any) -> int | PendingId | None:
+    """Append one audit event; returns its id (None when not `want_id` and the row waits in a
+    batch). A plain INSERT: the trail is written on every state-changing request, and the ORM's
+    unit of work cost more than the row. In a transaction with an InsertBatch (the group
+    committer's) the row joins the batch's multi-row INSERT and the id is a PendingId, `int()`
+    of it once the batch was written; the rows are told apart by object_id (a submission's
+    audit row: the job's id)."""
     fields["at"] = fields.get("at") or utcnow()
+    batch = insert_batch_of(session)
+    if batch is not None:
+        return batch.add(AuditEventRow.__table__, fields, id_by="object_id" if want_id else None)
     return session.connection().execute(_AUDIT_INSERT, fields).inserted_primary_key[0]
 
 
