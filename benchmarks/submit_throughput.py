@@ -14,7 +14,10 @@ over a growing queue, as it would in a burst.
 2. Baseline, side by side: the store's own floor, the same create_job + commit in one
    thread with no HTTP (durable single-row transactions per second), so the ratio says how
    much of the cost is the store's commit and how much is everything around it.
-   Each level also reports the server process's CPU per acknowledged submission (Linux).
+   Each level also reports the server process's CPU per acknowledged submission, and the
+   clients' (this process: their threads, the one keep-alive connection each) (Linux): on
+   this machine both share the same cores, so their sum says how many submissions per
+   second the cores could carry at all.
 3. Crash: 8 clients submit; the server gets SIGKILL mid-run; a new server starts on the same
    store. Every acknowledged job must be there exactly once (GET /v1/jobs/{id} over HTTP on
    the new server, and no job name stored twice); jobs stored but never acknowledged can
@@ -103,7 +106,7 @@ def _cpu_s(pid: int) -> float | None:
 def run_clients(server: _bench.ApiServer, n: int, seconds: float, *, kill_after: float | None = None) -> dict:
     stop = threading.Event()
     clients = [Client(server, i, stop) for i in range(n)]
-    cpu_start = _cpu_s(server.proc.pid)
+    cpu_start, own_start = _cpu_s(server.proc.pid), _cpu_s(os.getpid())
     start = time.perf_counter()
     for c in clients:
         c.start()
@@ -119,6 +122,7 @@ def run_clients(server: _bench.ApiServer, n: int, seconds: float, *, kill_after:
     for c in clients:
         c.join(timeout=60)
     cpu_end = _cpu_s(server.proc.pid) if kill_after is None else None
+    own_end = _cpu_s(os.getpid())
     elapsed = time.perf_counter() - start
     lat = sorted(x for c in clients for x in c.latencies)
     out = {"clients": n, "submitted": len(lat), "errors": sum(c.errors for c in clients),
@@ -128,6 +132,8 @@ def run_clients(server: _bench.ApiServer, n: int, seconds: float, *, kill_after:
     if cpu_start is not None and cpu_end is not None and lat:
         # the server process's CPU (all its threads) per acknowledged submission
         out["server_cpu_ms_per_submission"] = round(1000 * (cpu_end - cpu_start) / len(lat), 2)
+    if own_start is not None and own_end is not None and lat:
+        out["client_cpu_ms_per_submission"] = round(1000 * (own_end - own_start) / len(lat), 2)
     out["_acked"] = [a for c in clients for a in c.acked]
     out["_in_flight_at_kill"] = n if in_flight_at_kill is None else max(in_flight_at_kill, 0)
     return out

@@ -8,15 +8,19 @@ def register_cnn(tracking_uri: str, name: str, *, accuracy: float, seed: int = 0
     import torch
 
     from trainyard.tracking.model import log_trainyard_model
+    from trainyard.tracking.runs import artifact_location_for
     from trainyard.workload import resolve_workload
 
     mlflow.set_tracking_uri(tracking_uri)
-    exp = mlflow.set_experiment(experiment)
+    client = mlflow.MlflowClient(tracking_uri)
+    # on a SQLite store, beside the database: MLflow's default is ./mlruns of the test's cwd
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        experiment, artifact_location=artifact_location_for(tracking_uri, experiment))
     hp = {"channels": 8, "hidden": 16, "dropout": 0.0, **(hparams or {})}
     torch.manual_seed(seed)
     models = resolve_workload(workload).build_models(hp)
-    client = mlflow.MlflowClient(tracking_uri)
-    run = client.create_run(exp.experiment_id, run_name=f"{name}-{seed}")
+    run = client.create_run(exp_id, run_name=f"{name}-{seed}")
     client.log_metric(run.info.run_id, "accuracy", accuracy)
     info = log_trainyard_model({k: m.state_dict() for k, m in models.items()}, workload=workload, hparams=hp,
                                run_id=run.info.run_id, tracking_uri=tracking_uri, registered_model_name=name)
