@@ -56,6 +56,25 @@ def test_nan_and_inf_in_a_body_get_an_encodable_422(server):
     assert row_count(ctx) == 0
 
 
+@pytest.mark.parametrize("raw,field", [
+    ('{"spec": {"name": "x", "workload": "cnn", "hyperparameters": {"a": "\\ud800"}}}', "hyperparameters.a"),
+    ('{"spec": {"name": "x", "workload": "cnn", "hyperparameters": {"\\udfff": 1}}}', "hyperparameters"),
+    ('{"spec": {"name": "x", "workload": "cnn", "hyperparameters": {"a\\u0000b": 1}}}', "hyperparameters"),
+    ('{"spec": {"name": "x", "workload": "cnn", "env": {"K": "ok\\ud83d"}}}', "env.K"),
+])
+def test_text_no_encoding_can_hold_is_a_422_and_stores_nothing(server, raw, field):
+    """A lone surrogate is valid JSON but no character: stored, it could never be answered
+    (the job was committed and its answer failed to encode: a 500)."""
+    client, ctx, _ = server
+    resp = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
+    body = assert_error_body(resp, 422)
+    assert field in [i["field"] for i in body["issues"]], body
+    assert row_count(ctx) == 0
+    paired = raw.replace("\\ud83d", "\\ud83d\\ude00")
+    if paired != raw:  # the same character written as its full pair is fine
+        assert client.post("/v1/jobs", content=paired, headers={"content-type": "application/json"}).status_code == 201
+
+
 def test_an_error_body_never_echoes_unbounded_input(server):
     client, _, _ = server
     huge = "v" * 100_000

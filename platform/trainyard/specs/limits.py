@@ -74,10 +74,26 @@ def _path(parent: str, key: Any) -> str:
     return f"{parent}.{key}" if parent else str(key)
 
 
+def _text_problem(text: str) -> tuple[str, str] | None:
+    """What makes a string unstorable anywhere, with the fix; None when nothing does.
+    PostgreSQL text cannot hold NUL, and no environment or path can. A lone UTF-16 surrogate
+    (JSON's "\\ud800" with no pair) is no character at all: it cannot be written as UTF-8, so
+    the job could be stored yet never answered, logged or run."""
+    if "\x00" in text:
+        return "must not contain NUL characters", "remove the \\0"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"must not hold an unpaired UTF-16 surrogate ({text[exc.start]!r}): no text "
+                    f"encoding can"), "write the character itself, or both halves of its \\uXXXX pair"
+    return None
+
+
 def check_document(data: Any, *, source: str | None = None) -> list[FieldIssue]:
     """Walk a parsed document once: raise SpecTooLargeError when it is too big or too deep;
     return issues for values no spec may hold (NaN, +-inf, out-of-range integers, non-string
-    keys, types YAML has but JSON lacks)."""
+    keys, strings no text encoding can hold, types YAML has but JSON lacks)."""
     issues: list[FieldIssue] = []
     nodes = 0
     size = 0  # a lower bound of its JSON size: enough to bound memory
@@ -103,6 +119,10 @@ def check_document(data: Any, *, source: str | None = None) -> list[FieldIssue]:
                     issues.append(FieldIssue(path or "spec", f"has a key of {len(key)} characters, "
                                              f"at most {MAX_KEY}", None, "use a shorter key"))
                     continue
+                problem = _text_problem(key)
+                if problem is not None:
+                    issues.append(FieldIssue(path or "spec", f"keys {problem[0]}", None, problem[1]))
+                    continue
                 size += len(key) + 4
                 stack.append((_path(path, key), item, depth + 1))
         elif isinstance(value, (list, tuple)):
@@ -116,9 +136,9 @@ def check_document(data: Any, *, source: str | None = None) -> list[FieldIssue]:
         elif isinstance(value, str):
             # each field caps its own strings; what all of them add up to is capped here
             size += len(value) + 2
-            if "\x00" in value:
-                # PostgreSQL text cannot hold NUL, and no environment or path can
-                issues.append(FieldIssue(path, "must not contain NUL characters", None, "remove the \\0"))
+            problem = _text_problem(value)
+            if problem is not None:
+                issues.append(FieldIssue(path, problem[0], None, problem[1]))
         elif isinstance(value, bool) or value is None:
             size += 4
         elif isinstance(value, int):
