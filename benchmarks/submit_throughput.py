@@ -15,7 +15,7 @@ over a growing queue, as it would in a burst.
    thread with no HTTP (durable single-row transactions per second), so the ratio says how
    much of the cost is the store's commit and how much is everything around it.
    Each level also reports the server process's CPU per acknowledged submission, and the
-   clients' (this process: their threads, the one keep-alive connection each) (Linux): on
+   clients' (this process: their threads, the one keep-alive connection each): on
    this machine both share the same cores, so their sum says how many submissions per
    second the cores could carry at all.
 3. Crash: 8 clients submit; the server gets SIGKILL mid-run; a new server starts on the same
@@ -95,12 +95,15 @@ class Client(threading.Thread):
 
 
 def _cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux /proc); None elsewhere."""
+    """User + system CPU seconds of a process so far, all its threads (psutil, as
+    scheduler_scale.py reads the idle server); None when it is gone."""
+    import psutil
+
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return None
+    return times.user + times.system
 
 
 def run_clients(server: _bench.ApiServer, n: int, seconds: float, *, kill_after: float | None = None) -> dict:
