@@ -54,3 +54,35 @@ def test_a_worker_of_a_second_cluster_on_the_machine_reaches_its_own(ray_head, t
     finally:
         stop_ray_head(second)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_stopping_a_head_leaves_none_of_its_processes(test_root):
+    """The dashboard and runtime-env agents retitle themselves (ray::DashboardAgent) and outlive
+    a killed raylet as init's children: stop_ray_head must take them as well."""
+    import psutil
+
+    from trainyard.local.processes import ray_head_processes, start_ray_head, stop_ray_head
+
+    temp_dir = tempfile.mkdtemp(prefix="tyr3-", dir="/tmp")
+    head = start_ray_head(temp_dir=temp_dir, token=secrets.token_hex(16), num_cpus=1,
+                          log_file=test_root / "ray-stop-start.log", timeout=180)
+    try:
+        # a driver that used the head (a task with its own runtime env: the agents did work)
+        env = {**os.environ, **head.env()}
+        out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        procs = ray_head_processes(head)
+        titles = {p.pid: p.name() for p in procs}
+        assert len(procs) >= 3, titles  # GCS, raylet and the agents at least
+    finally:
+        left = stop_ray_head(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+    def alive(p):
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    survivors = {p.pid: titles[p.pid] for p in procs if alive(p)}
+    assert left == 0 and survivors == {}, survivors

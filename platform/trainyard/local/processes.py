@@ -277,7 +277,10 @@ def _terminate(procs: list[psutil.Process], *, timeout: float) -> list[psutil.Pr
 def stop_ray_head(head: RayHead | dict, *, timeout: float = 20.0) -> int:
     """Stop only the processes of this head: found by its temp dir and its ports."""
     needles = _head_needles(head)
-    left = _terminate(_processes_matching(needles), timeout=timeout)
+    # with their children, taken before any dies: the dashboard and runtime-env agents retitle
+    # themselves (ray::DashboardAgent) and name neither the temp dir nor a port, and once the
+    # raylet is gone they are init's and nobody's child any more: they outlived the head
+    left = _terminate(ray_head_processes(head), timeout=timeout)
     # workers a dying raylet spawned meanwhile: once more, at once
     late = [p for p in _processes_matching(needles) if _alive(p) and p not in left]
     left += _terminate(late, timeout=1) if late else []
