@@ -110,6 +110,9 @@ class ControllerStatus(ApiModel):
     last_tick_at: Optional[str]
     last_error: Optional[str]
     poll_interval_s: float
+    last_wait_s: Optional[float] = Field(
+        None, description="The pause after the last tick: poll_interval_s, or longer when ticks over a long queue "
+                          "would otherwise take more than controller_max_share of the time.")
     autoscaler_demand: dict[str, Any]
     queue: QueueStats
 

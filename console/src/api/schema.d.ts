@@ -867,6 +867,11 @@ export interface components {
             last_error: string | null;
             /** Last Tick At */
             last_tick_at: string | null;
+            /**
+             * Last Wait S
+             * @description The pause after the last tick: poll_interval_s, or longer when ticks over a long queue would otherwise take more than controller_max_share of the time.
+             */
+            last_wait_s?: number | null;
             /** Poll Interval S */
             poll_interval_s: number;
             queue: components["schemas"]["QueueStats"];

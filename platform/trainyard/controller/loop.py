@@ -32,9 +32,17 @@ from trainyard.errors import ClusterError, NotFoundError
 from trainyard.store import Database
 from trainyard.store import clusters as clusters_repo
 
-__all__ = ["Controller"]
+__all__ = ["Controller", "pause_after"]
 
 log = logging.getLogger("trainyard.controller")
+
+
+def pause_after(took_s: float, *, poll_interval_s: float, max_share: float) -> float:
+    """How long the loop waits after a tick that took `took_s`: the poll interval, or longer when
+    ticks would otherwise take more than `max_share` of the time (tick / (tick + wait) <= share).
+    A tick's cost grows with the queue, and it runs in the API's process: back-to-back ticks
+    over a long queue took the CPU that a burst of submissions was waiting for."""
+    return max(poll_interval_s, took_s * (1.0 / max_share - 1.0))
 
 
 class Controller:
@@ -53,6 +61,7 @@ class Controller:
         self.ticks = 0
         self.last_tick_at: float | None = None
         self.last_error: str | None = None
+        self.last_wait_s: float | None = None  # the loop's pause after its last tick (pause_after)
         self._last_refresh = 0.0
         self._tick_lock = threading.Lock()
         self._task: asyncio.Task | None = None
@@ -103,13 +112,16 @@ class Controller:
     async def _run(self) -> None:
         assert self._stopping is not None
         while not self._stopping.is_set():
+            started = time.monotonic()
             try:
                 await asyncio.to_thread(self.tick)
             except Exception as exc:  # the loop must survive anything one tick does
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("controller tick failed")
+            self.last_wait_s = pause_after(time.monotonic() - started, poll_interval_s=self.settings.poll_interval_s,
+                                           max_share=self.settings.controller_max_share)
             try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.poll_interval_s)
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.last_wait_s)
             except asyncio.TimeoutError:
                 pass
 
@@ -157,6 +169,7 @@ class Controller:
                              .replace("+00:00", "Z") if self.last_tick_at else None),
             "last_error": self.last_error,
             "poll_interval_s": self.settings.poll_interval_s,
+            "last_wait_s": round(self.last_wait_s, 3) if self.last_wait_s is not None else None,
             "autoscaler_demand": self.demand.snapshot(),
             "queue": {"pending": len(self.queue.pending), "active": len(self.queue.active),
                       "plans": self.dispatcher.plans, "skipped": self.dispatcher.skipped, "scans": self.queue.scans,

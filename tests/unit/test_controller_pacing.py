@@ -1,0 +1,59 @@
+"""The controller loop's pacing: after a tick that took long (a long queue), the loop waits so
+that ticks take at most `controller_max_share` of the time, and never less than the poll interval."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from trainyard.config import Settings
+from trainyard.controller.loop import Controller, pause_after
+
+
+@pytest.mark.parametrize("took", [0.0, 0.001, 0.1, 0.25, 0.3, 2.0, 30.0])
+@pytest.mark.parametrize("share", [0.05, 0.25, 0.5, 1.0])
+def test_ticks_take_at_most_their_share_and_the_poll_interval_is_a_floor(took, share):
+    wait = pause_after(took, poll_interval_s=1.0, max_share=share)
+    assert wait >= 1.0
+    if took:
+        assert took / (took + wait) <= share + 1e-9
+
+
+def test_a_cheap_tick_waits_the_poll_interval_and_a_long_one_three_times_itself():
+    assert pause_after(0.01, poll_interval_s=1.0, max_share=0.25) == 1.0
+    assert pause_after(0.6, poll_interval_s=1.0, max_share=0.25) == pytest.approx(1.8)
+    assert pause_after(5.0, poll_interval_s=1.0, max_share=1.0) == 1.0  # 1: no pacing
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5, "half"])
+def test_a_share_outside_0_to_1_is_refused_by_name(bad):
+    with pytest.raises(ValidationError, match="controller_max_share"):
+        Settings(controller_max_share=bad)
+
+
+def test_the_running_loop_waits_after_a_slow_tick(tmp_path):
+    """The real loop (start/stop) around a tick that takes 0.3 s: the pause it chose, shown in
+    the status snapshot, is at least 3x that (the default share, 0.25)."""
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'ty.db'}", poll_interval_s=0.05)
+    controller = Controller.__new__(Controller)  # the loop only: no store, no clusters
+    controller.settings, controller.last_error, controller.last_wait_s = settings, None, None
+    ticks: list[float] = []
+
+    def slow_tick():
+        ticks.append(time.monotonic())
+        time.sleep(0.3)
+
+    controller.tick = slow_tick
+
+    async def run():
+        await controller.start()
+        deadline = time.monotonic() + 30
+        while (not ticks or controller.last_wait_s is None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await controller.stop()
+
+    asyncio.run(run())
+    assert controller.last_wait_s is not None and controller.last_wait_s >= 0.9
+    assert len(ticks) == 1  # the next tick was still waiting when the loop stopped
