@@ -84,10 +84,14 @@ emit_line(format_line(RESULT, run_job(spec, sys.argv[1], log_model=False)))
 '''
 
 
-def job_spec(*, storage: str, steps: int, zero: int, delay_s: float) -> dict:
+def job_spec(*, storage: str, steps: int, zero: int, delay_s: float, delay_until: Path | None = None) -> dict:
     """The job both runs train: ZeRO `zero`, 1 to 2 workers of one gpu_node each, the global batch
     kept at 2 x 16 (elastic_batch keep: 1 worker accumulates 2 micro-batches), a checkpoint
-    every 2 steps, no dropout (so a resumed run draws nothing the straight one did not)."""
+    every 2 steps, no dropout (so a resumed run draws nothing the straight one did not).
+    delay_until: a file whose existence ends the step delay (TRAINYARD_TEST_STEP_DELAY_UNTIL)."""
+    env = {"TRAINYARD_TEST_STEP_DELAY_S": str(delay_s)}
+    if delay_until is not None:
+        env["TRAINYARD_TEST_STEP_DELAY_UNTIL"] = str(delay_until)
     return {
         "name": "elastic", "workload": "cnn",
         "data": {"train_limit": 1024},
@@ -99,7 +103,7 @@ def job_spec(*, storage: str, steps: int, zero: int, delay_s: float) -> dict:
         "checkpoint": {"every_steps": 2, "keep": 4, "storage": storage},
         "failure": {"max_failures": 5},
         "tracking": {"experiment": "elastic-bench", "register_model": False},
-        "env": {"TRAINYARD_TEST_STEP_DELAY_S": str(delay_s)},
+        "env": env,
     }
 
 
@@ -139,9 +143,12 @@ class Head:
 
     def stop(self) -> None:
         from trainyard.local.processes import stop_ray_head
+        from trainyard.local.stack import RAY_STOP_GRACE_S
 
         if self.head is not None:
-            stop_ray_head(self.head)
+            # `trainyard down`'s grace: the GCS and the monitor ignore SIGTERM for 20+ s, and
+            # what they would flush lives in the temp dir removed below
+            stop_ray_head(self.head, timeout=RAY_STOP_GRACE_S)
             for proc in self.node_raylets():  # fake nodes the head's autoscaler left running
                 _kill_tree(proc)
         if self.temp_dir:
@@ -211,9 +218,12 @@ def _wait(predicate, timeout: float, what: str, poll: float = 0.5):
     raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
 
 
-def run(head: Head, spec: dict, *, root: Path, kill_at: int | None = None, timeout_s: float = RUN_TIMEOUT_S) -> dict:
+def run(head: Head, spec: dict, *, root: Path, kill_at: int | None = None, timeout_s: float = RUN_TIMEOUT_S,
+        regrown_file: Path | None = None) -> dict:
     """Run the job driver against `head`; with kill_at, kill one worker node once the job runs on
-    2 workers and reported step kill_at. Returns wall time, result, world sizes, events."""
+    2 workers and reported step kill_at. Returns wall time, result, world sizes, events.
+    regrown_file: created once the job runs on 2 again after the kill (the spec's step delay
+    ends there, when its delay_until names that file)."""
     from trainyard.protocol import ERROR, PROGRESS, RESULT, parse_line
 
     job_id = f"elastic-{uuid.uuid4().hex[:6]}"
@@ -232,6 +242,7 @@ def run(head: Head, spec: dict, *, root: Path, kill_at: int | None = None, timeo
     worlds: list[int] = []
     result = error = None
     killed_at = None
+    worlds_at_kill = 0  # len(worlds) when the node was killed: the shrink and regrow come after
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -258,11 +269,15 @@ def run(head: Head, spec: dict, *, root: Path, kill_at: int | None = None, timeo
                         head.hold_file.touch()
                         _kill_tree(raylets[0])
                         killed_at = payload.get("step")
+                        worlds_at_kill = len(worlds)
                         events.append({"t": round(time.monotonic() - t0, 1), "step": killed_at, "killed": True})
                 elif killed_at is not None and w == 1 and head.hold_file.exists():
                     head.hold_file.unlink()
                     events.append({"t": round(time.monotonic() - t0, 1), "step": payload.get("step"),
                                    "capacity_back": True})
+                elif (regrown_file is not None and killed_at is not None and w == 2
+                      and 1 in worlds[worlds_at_kill:] and not regrown_file.exists()):
+                    regrown_file.touch()  # on 2 again after the shrink: the rest need not be slow
         rc = proc.wait()
     finally:
         timer.cancel()
@@ -276,18 +291,22 @@ def run(head: Head, spec: dict, *, root: Path, kill_at: int | None = None, timeo
 
 
 def scenario(head: Head, *, root: Path, steps: int, zero: int, delay_s: float, kill_at: int,
-             straight_delay_s: float | None = None) -> dict:
+             straight_delay_s: float | None = None, fast_after_regrow: bool = False) -> dict:
     """Both runs, each on its own storage, each started with both nodes up. straight_delay_s:
     the uninterrupted run's step delay (default delay_s; a test that compares metrics only
-    needs no delay there)."""
+    needs no delay there). fast_after_regrow: the interrupted run's steps are slowed only
+    until it runs on 2 workers again (a test that checks the worlds and the final metrics
+    needs no slow steps after that; a measured run keeps both runs' steps alike)."""
     out = {}
     for name, kill in (("uninterrupted", None), ("interrupted", kill_at)):
         storage = root / f"storage-{name}"
         storage.mkdir(parents=True, exist_ok=True)
         delay = delay_s if kill is not None or straight_delay_s is None else straight_delay_s
+        regrown = root / f"regrown-{name}" if fast_after_regrow and kill is not None else None
         head.warm(2)
-        out[name] = run(head, job_spec(storage=f"file://{storage}", steps=steps, zero=zero, delay_s=delay),
-                        root=root, kill_at=kill)
+        out[name] = run(head, job_spec(storage=f"file://{storage}", steps=steps, zero=zero, delay_s=delay,
+                                       delay_until=regrown),
+                        root=root, kill_at=kill, regrown_file=regrown)
     return out
 
 
@@ -336,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     straight_delay = None
     if args.smoke:
         # the loss, the shrink to 1 and the regrow to 2 all have to land within the run: about
-        # 40 slowed steps after the kill; the uninterrupted run is only compared on its metrics
+        # 40 slowed steps after the kill; the uninterrupted run is only compared on its metrics,
+        # and the interrupted one goes at full speed once it runs on 2 again
         args.steps, args.delay, args.kill_at = min(args.steps, SMOKE_STEPS), min(args.delay, 1.0), min(args.kill_at, 6)
         straight_delay = 0.0
     with _bench.measurement(args.smoke) as run_info, _bench.work_dir("ty-elastic-", keep=args.keep) as root:
@@ -344,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             head.start()
             runs = scenario(head, root=root, steps=args.steps, zero=args.zero, delay_s=args.delay,
-                            kill_at=args.kill_at, straight_delay_s=straight_delay)
+                            kill_at=args.kill_at, straight_delay_s=straight_delay, fast_after_regrow=args.smoke)
         finally:
             head.stop()
         out = {"steps": args.steps, "zero_stage": args.zero, "step_delay_s": args.delay,

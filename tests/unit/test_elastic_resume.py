@@ -160,3 +160,14 @@ def test_the_node_cache_drops_conversions_unused_for_long_but_not_a_locked_or_fr
     os.utime(os.path.join(fresh, universal._DONE), (day_ago, day_ago))
     ensure_universal("/c/other/model/ckpt", key="other", root=root)  # prunes on the way out
     assert not os.path.exists(fresh) and os.path.isdir(old)
+
+
+def test_the_test_step_delay_ends_once_its_until_file_exists(tmp_path):
+    from trainyard.runner.trainer import step_delay_for_test
+
+    until = tmp_path / "regrown"
+    assert step_delay_for_test(None, None) == 0.0 and step_delay_for_test("", str(until)) == 0.0
+    assert step_delay_for_test("1.5", None) == 1.5
+    assert step_delay_for_test("1.5", str(until)) == 1.5  # not there yet: still slowed
+    until.touch()
+    assert step_delay_for_test("1.5", str(until)) == 0.0

@@ -20,13 +20,18 @@ from trainyard.runner.session import Session
 from trainyard.runner.tracker import Tracker
 from trainyard.runner.usage import count_flops_enabled, device_info, mlflow_figures, usage_record
 
-__all__ = ["Trainer", "train_loop_per_worker", "CRASH_ENV", "NOTICE_ENV", "STEP_DELAY_ENV"]
+__all__ = ["Trainer", "train_loop_per_worker", "CRASH_ENV", "NOTICE_ENV", "STEP_DELAY_ENV", "STEP_DELAY_UNTIL_ENV",
+           "step_delay_for_test"]
 
 CRASH_ENV = "TRAINYARD_TEST_CRASH"  # tests only: "rank:step:marker_path"
 # tests only, "rank:step:marker_path": that rank's process gets SIGTERM once, as a node's stop notice
 NOTICE_ENV = "TRAINYARD_TEST_NOTICE"
 # tests only: seconds to sleep after each optimizer step, so a test can stop a short job mid-run
 STEP_DELAY_ENV = "TRAINYARD_TEST_STEP_DELAY_S"
+# tests only: a file path; once that file exists the step delay above ends, so a test that
+# needs slow steps only until something happened (a node lost and replaced) runs the rest of
+# the job at full speed
+STEP_DELAY_UNTIL_ENV = "TRAINYARD_TEST_STEP_DELAY_UNTIL"
 
 
 @dataclass
@@ -123,8 +128,9 @@ class Trainer:
                               notice=True)
         if self.micro % gas:
             return False
-        if os.environ.get(STEP_DELAY_ENV):
-            time.sleep(float(os.environ[STEP_DELAY_ENV]))
+        delay = step_delay_for_test(os.environ.get(STEP_DELAY_ENV), os.environ.get(STEP_DELAY_UNTIL_ENV))
+        if delay:
+            time.sleep(delay)
         step = self.micro // gas
         values = {k: float(v) for k, v in out.items()}
         self.meters.busy(self._busy)
@@ -433,6 +439,16 @@ def train_loop_per_worker(config: dict) -> None:
     the final one also "trainyard_done": 1 and, when logged, model info as strings.
     """
     Trainer.from_config(config).train()
+
+
+def step_delay_for_test(delay: str | None, until: str | None) -> float:
+    """Tests only: the seconds to sleep after a step ($TRAINYARD_TEST_STEP_DELAY_S), none once
+    the file named by $TRAINYARD_TEST_STEP_DELAY_UNTIL exists."""
+    if not delay:
+        return 0.0
+    if until and os.path.exists(until):
+        return 0.0
+    return float(delay)
 
 
 def _maybe_crash_for_test(env_value: str | None, *, rank: int, step: int, notice: bool = False) -> None:
