@@ -34,7 +34,8 @@ the shrink to 1 happen before the replacement arrives on any machine: without it
 comes back in ~5 s, before Ray Train gives up on the old size, and the group restarts at 2.
 
 Steps are slowed down (TRAINYARD_TEST_STEP_DELAY_S, tests only) so that a node loss and the
-regrow land mid-run on any machine. Resizes are checked every 3 s
+regrow land mid-run on any machine; with --smoke, only until the interrupted run is back on 2
+workers (TRAINYARD_TEST_STEP_DELAY_UNTIL). Resizes are checked every 3 s
 (TRAINYARD_ELASTIC_RESIZE_INTERVAL_S; production: 60 s). A group restart waits 15 s for a size
 that is gone (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, the runner's default for elastic jobs).
 
