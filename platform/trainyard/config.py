@@ -124,8 +124,8 @@ class Settings(BaseSettings):
     mlflow_password: SecretStr | None = Field(
         None, validation_alias=AliasChoices("MLFLOW_TRACKING_PASSWORD", "mlflow_password"))
     poll_interval_s: float = Field(1.0, gt=0, le=3600)
-    # the most of the time the controller's ticks may take: after a tick of T seconds the next
-    # waits at least T * (1 / share - 1), so that ticks over a very long queue (0.46 s each at
+    # the most of the time the controller's ticks may take: after a tick that used T seconds of
+    # CPU the next waits at least T * (1 / share - 1), so that ticks over a very long queue (0.46 s each at
     # 50,000 queued, benchmarks/scheduler_scale.py) do not run back to back and hold the CPU
     # that the API shares with them (one process, one GIL) in a burst of submissions; Slurm's
     # sched_min_interval answers the same problem. 1: tick every poll_interval_s, whatever it costs

@@ -33,19 +33,19 @@ def test_a_share_outside_0_to_1_is_refused_by_name(bad):
         Settings(controller_max_share=bad)
 
 
-def test_the_running_loop_waits_after_a_slow_tick(tmp_path):
-    """The real loop (start/stop) around a tick that takes 0.3 s: the pause it chose, shown in
-    the status snapshot, is at least 3x that (the default share, 0.25)."""
+def _loop_after_one_tick(tmp_path, tick) -> tuple[Controller, int]:
+    """The real loop (start/stop) around `tick`, stopped once it chose its first pause."""
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'ty.db'}", poll_interval_s=0.05)
     controller = Controller.__new__(Controller)  # the loop only: no store, no clusters
     controller.settings, controller.last_error, controller.last_wait_s = settings, None, None
+    controller.last_tick_cpu_s = 0.0
     ticks: list[float] = []
 
-    def slow_tick():
+    def counted():
         ticks.append(time.monotonic())
-        time.sleep(0.3)
+        tick()
 
-    controller.tick = slow_tick
+    controller.tick = counted
 
     async def run():
         await controller.start()
@@ -55,5 +55,24 @@ def test_the_running_loop_waits_after_a_slow_tick(tmp_path):
         await controller.stop()
 
     asyncio.run(run())
+    return controller, len(ticks)
+
+
+def test_the_running_loop_waits_after_a_tick_that_used_the_cpu(tmp_path):
+    """A tick that computes for 0.3 s of its thread's CPU: the pause the loop chose, shown in
+    the status snapshot, is at least 3x that (the default share, 0.25)."""
+    def busy():
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+
+    controller, ticks = _loop_after_one_tick(tmp_path, busy)
     assert controller.last_wait_s is not None and controller.last_wait_s >= 0.9
-    assert len(ticks) == 1  # the next tick was still waiting when the loop stopped
+    assert ticks == 1  # the next tick was still waiting when the loop stopped
+
+
+def test_a_tick_that_waits_on_io_is_not_paced(tmp_path):
+    """Waiting (on Ray's dashboard, the store's lock) leaves the CPU to the API: after a tick
+    that slept 0.3 s the loop waits its poll interval only, so dispatch is not delayed."""
+    controller, _ = _loop_after_one_tick(tmp_path, lambda: time.sleep(0.3))
+    assert controller.last_wait_s == pytest.approx(0.05, abs=0.04)

@@ -38,8 +38,8 @@ log = logging.getLogger("trainyard.controller")
 
 
 def pause_after(took_s: float, *, poll_interval_s: float, max_share: float) -> float:
-    """How long the loop waits after a tick that took `took_s`: the poll interval, or longer when
-    ticks would otherwise take more than `max_share` of the time (tick / (tick + wait) <= share).
+    """How long the loop waits after a tick that used `took_s` of CPU: the poll interval, or
+    longer when ticks would otherwise take more than `max_share` of the time (tick / (tick + wait) <= share).
     A tick's cost grows with the queue, and it runs in the API's process: back-to-back ticks
     over a long queue took the CPU that a burst of submissions was waiting for."""
     return max(poll_interval_s, took_s * (1.0 / max_share - 1.0))
@@ -62,6 +62,7 @@ class Controller:
         self.last_tick_at: float | None = None
         self.last_error: str | None = None
         self.last_wait_s: float | None = None  # the loop's pause after its last tick (pause_after)
+        self.last_tick_cpu_s = 0.0  # the CPU its thread spent in the loop's last tick
         self._last_refresh = 0.0
         self._tick_lock = threading.Lock()
         self._task: asyncio.Task | None = None
@@ -112,18 +113,27 @@ class Controller:
     async def _run(self) -> None:
         assert self._stopping is not None
         while not self._stopping.is_set():
-            started = time.monotonic()
             try:
-                await asyncio.to_thread(self.tick)
+                await asyncio.to_thread(self._cpu_timed_tick)
             except Exception as exc:  # the loop must survive anything one tick does
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("controller tick failed")
-            self.last_wait_s = pause_after(time.monotonic() - started, poll_interval_s=self.settings.poll_interval_s,
+            self.last_wait_s = pause_after(self.last_tick_cpu_s, poll_interval_s=self.settings.poll_interval_s,
                                            max_share=self.settings.controller_max_share)
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.last_wait_s)
             except asyncio.TimeoutError:
                 pass
+
+    def _cpu_timed_tick(self) -> None:
+        # CPU time, not wall time: a tick that waits on Ray's dashboard or the store's lock
+        # leaves the CPU to the API, and pacing it would only delay dispatch (a job asked to
+        # leave for a preemption would be stopped seconds later)
+        started = time.thread_time()
+        try:
+            self.tick()
+        finally:
+            self.last_tick_cpu_s = time.thread_time() - started
 
     def tick(self, *, refresh: bool | None = None) -> None:
         with self._tick_lock:
