@@ -76,3 +76,22 @@ def test_a_tick_that_waits_on_io_is_not_paced(tmp_path):
     that slept 0.3 s the loop waits its poll interval only, so dispatch is not delayed."""
     controller, _ = _loop_after_one_tick(tmp_path, lambda: time.sleep(0.3))
     assert controller.last_wait_s == pytest.approx(0.05, abs=0.04)
+
+
+def test_the_server_refuses_a_bad_share_with_its_name_and_no_traceback(tmp_path):
+    """`python -m trainyard.api` with an out-of-range setting: one line naming the variable, the
+    value and the fix, exit code 2, nothing started."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    platform_dir = Path(__file__).resolve().parents[2] / "platform"
+    env = dict(os.environ, TRAINYARD_HOME=str(tmp_path / "home"), TRAINYARD_CONTROLLER_MAX_SHARE="2",
+               PYTHONPATH=str(platform_dir))
+    proc = subprocess.run([sys.executable, "-m", "trainyard.api", "--port", "1"], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "TRAINYARD_CONTROLLER_MAX_SHARE" in proc.stderr and "'2'" in proc.stderr and "unset it" in proc.stderr
+    assert not (tmp_path / "home" / "trainyard.db").exists()

@@ -49,7 +49,14 @@ def main(argv: list[str] | None = None) -> None:
     # waited up to 5 ms for a busy loop to hand it back, a wait per statement of a batch: a
     # burst of submissions queued behind it. 0.5 ms bounds that wait.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    server_config = uvicorn.Config(create_app(), host=args.host, port=args.port, log_level=args.log_level,
+    from trainyard.errors import TrainyardError
+
+    try:
+        app = create_app()
+    except TrainyardError as exc:  # a bad TRAINYARD_* setting: its name, value and fix, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    server_config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                    lifespan="on", timeout_graceful_shutdown=5)
     # What was imported and built so far (modules, classes, schemas, routes: ~150,000 objects)
     # lives as long as the process. Frozen, the collector's full passes stop walking it each
