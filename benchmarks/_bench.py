@@ -53,7 +53,6 @@ def ray_head(num_cpus: int = 2, *, shareable: bool = True, logs: Path | None = N
         return
     from trainyard.local.processes import start_ray_head, stop_ray_head
     from trainyard.local.ray_auth import ray_client_env
-    from trainyard.local.stack import RAY_STOP_GRACE_S
 
     temp_dir = tempfile.mkdtemp(prefix="tyb-", dir="/tmp")  # short: Ray's unix socket paths
     log_dir = Path(logs) if logs else Path(tempfile.mkdtemp(prefix="ty-bench-logs-"))
@@ -76,9 +75,7 @@ def ray_head(num_cpus: int = 2, *, shareable: bool = True, logs: Path | None = N
                     if ray.is_initialized():
                         ray.shutdown()
     finally:
-        # `trainyard down`'s grace: the GCS and the monitor ignore SIGTERM for 20+ s, and
-        # what they would flush lives in the temp dir removed next
-        stop_ray_head(head, timeout=RAY_STOP_GRACE_S)
+        stop_ray_head(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
         if not logs:
             shutil.rmtree(log_dir, ignore_errors=True)

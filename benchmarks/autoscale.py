@@ -217,15 +217,12 @@ class Stack:
 
     def stop(self) -> None:
         from trainyard.local.processes import stop_process, stop_ray_head
-        from trainyard.local.stack import RAY_STOP_GRACE_S
 
         if self.server:
             stop_process(self.server)
             self.server = None
         if self.head is not None:
-            # `trainyard down`'s grace: the GCS and the monitor ignore SIGTERM for 20+ s (the
-            # monitor's log is written as it goes; its copy below loses nothing)
-            stop_ray_head(self.head, timeout=RAY_STOP_GRACE_S)
+            stop_ray_head(self.head)
             self.head = None
         if self.temp_dir:  # the autoscaler's own account of what it added and removed, and why
             for log in Path(self.temp_dir).glob("session_*/logs/monitor.*"):

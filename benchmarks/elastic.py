@@ -144,12 +144,9 @@ class Head:
 
     def stop(self) -> None:
         from trainyard.local.processes import stop_ray_head
-        from trainyard.local.stack import RAY_STOP_GRACE_S
 
         if self.head is not None:
-            # `trainyard down`'s grace: the GCS and the monitor ignore SIGTERM for 20+ s, and
-            # what they would flush lives in the temp dir removed below
-            stop_ray_head(self.head, timeout=RAY_STOP_GRACE_S)
+            stop_ray_head(self.head)
             for proc in self.node_raylets():  # fake nodes the head's autoscaler left running
                 _kill_tree(proc)
         if self.temp_dir:

@@ -99,7 +99,6 @@ def ray_head(test_root):
     """
     from trainyard.local.processes import start_ray_head, stop_ray_head
     from trainyard.local.ray_auth import ray_client_env
-    from trainyard.local.stack import RAY_STOP_GRACE_S
 
     # a short path: Ray's unix sockets live under the temp dir (108-byte limit)
     temp_dir = tempfile.mkdtemp(prefix="tyr-", dir="/tmp")
@@ -115,10 +114,7 @@ def ray_head(test_root):
             if ray.is_initialized():
                 ray.shutdown()
     finally:
-        # `trainyard down`'s grace: the GCS and the autoscaler monitor ignore SIGTERM for 20+ s
-        # (stop_ray_head's default wait, at every session's end), and what they would flush
-        # lives in the temp dir removed here
-        stop_ray_head(head, timeout=RAY_STOP_GRACE_S)
+        stop_ray_head(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -38,7 +38,6 @@ print("PROBE " + json.dumps({**ray.get(probe.remote()), "driver_node": ray.get_r
 
 def test_a_worker_of_a_second_cluster_on_the_machine_reaches_its_own(ray_head, test_root):
     from trainyard.local.processes import start_ray_head, stop_ray_head
-    from trainyard.local.stack import RAY_STOP_GRACE_S
 
     temp_dir = tempfile.mkdtemp(prefix="tyr2-", dir="/tmp")  # short: unix socket paths
     second = start_ray_head(temp_dir=temp_dir, token=secrets.token_hex(16), num_cpus=1,
@@ -53,7 +52,7 @@ def test_a_worker_of_a_second_cluster_on_the_machine_reaches_its_own(ray_head, t
         assert probe["address"] == second.gcs_address, probe
         assert probe["error"] is None and probe["nodes"] == [probe["driver_node"]], probe
     finally:
-        stop_ray_head(second, timeout=RAY_STOP_GRACE_S)  # `trainyard down`'s grace: the GCS ignores SIGTERM 20+ s
+        stop_ray_head(second)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

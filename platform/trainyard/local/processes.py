@@ -274,7 +274,12 @@ def _terminate(procs: list[psutil.Process], *, timeout: float) -> list[psutil.Pr
     return procs
 
 
-def stop_ray_head(head: RayHead | dict, *, timeout: float = 20.0) -> int:
+# The GCS and the autoscaler monitor ignore SIGTERM (20+ s "flushing remaining events"); what
+# they would flush lives in the head's temp dir, so waiting for them only delays the stop
+RAY_STOP_GRACE_S = 3.0
+
+
+def stop_ray_head(head: RayHead | dict, *, timeout: float = RAY_STOP_GRACE_S) -> int:
     """Stop only the processes of this head: found by its temp dir and its ports."""
     needles = _head_needles(head)
     # with their children, taken before any dies: the dashboard and runtime-env agents retitle

@@ -53,7 +53,6 @@ __all__ = [
 DEFAULT_PORTS = {"server": 8080, "mlflow": 5000, "ray": 8265}
 COMPONENTS = ("ray", "mlflow", "server")
 STACK_VERSION = 1
-RAY_STOP_GRACE_S = 3.0
 RAY_START_ATTEMPTS = 3
 
 Event = Callable[[str, str], None]  # (component, message) for progress displays
@@ -273,7 +272,7 @@ def _stop_component(name: str, rec: dict | None) -> None:
     if not rec:
         return
     if name == "ray":
-        stop_ray_head(rec, timeout=RAY_STOP_GRACE_S)
+        stop_ray_head(rec)
     elif _is_ours(name, rec.get("pid")):
         stop_process(int(rec["pid"]))
 
@@ -412,7 +411,7 @@ def _up(home: Path, emit: Event, *, port, mlflow_port, dashboard_port, num_cpus,
                     # `ray start` gives the raylet a fixed 30 s to register; on a loaded
                     # machine that is sometimes too short, and a second try succeeds
                     emit("ray", "the Ray head did not come up in time; trying once more")
-                    stop_ray_head(state["ray"], timeout=RAY_STOP_GRACE_S)
+                    stop_ray_head(state["ray"])
                     shutil.rmtree(temp_dir, ignore_errors=True)
 
                 head = tenacity.Retrying(
@@ -545,9 +544,9 @@ def _stop_recorded(name: str, rec: dict) -> None:
         # gcs_server, raylet and the monitor ignore SIGTERM for 10+ s here; what they
         # would flush on the way out lives in the temp dir we delete anyway
         if rec.get("gcs_port"):
-            stop_ray_head(rec, timeout=RAY_STOP_GRACE_S)
+            stop_ray_head(rec)
         else:  # `up` died while starting it: its temp dir still identifies it
-            stop_ray_head({**rec, "gcs_port": -1, "client_port": None}, timeout=RAY_STOP_GRACE_S)
+            stop_ray_head({**rec, "gcs_port": -1, "client_port": None})
         if rec.get("temp_dir"):
             shutil.rmtree(rec["temp_dir"], ignore_errors=True)
     elif _is_ours(name, rec.get("pid")):
