@@ -236,3 +236,23 @@ def test_an_offered_row_that_changed_since_is_read_from_the_store(server):
     for job_id in (kept["id"], changed["id"]):
         assert fresh.pending[job_id].job == ctrl.queue.pending[job_id].job
         assert fresh.pending[job_id].version == ctrl.queue.pending[job_id].version
+
+
+def test_notes_are_written_in_short_chunks_through_the_group_committer(server, monkeypatch):
+    """A tick after a burst notes every new job: in chunks that join the submissions' commits,
+    not one long transaction holding the store's write lock (dispatch.NOTES_PER_COMMIT)."""
+    from trainyard.controller import dispatch
+
+    client, ctx, _ = server
+    submit(client, resources={"workers": 2})  # holds the cluster: the rest wait
+    queued = [submit(client, name=f"q{i}") for i in range(5)]
+    monkeypatch.setattr(dispatch, "NOTES_PER_COMMIT", 2)
+    chunks: list[int] = []
+    real = ctx.controller.dispatcher.commit
+    ctx.controller.dispatcher.commit = lambda work: chunks.append(1) or real(work)
+    writes = ctx.commits.writes
+    ctx.controller.tick()
+    assert len(chunks) == 3 and ctx.commits.writes - writes == 3  # 2 + 2 + 1, each a committer write
+    assert ctx.controller.dispatcher.notes_written == 5
+    for job in queued:
+        assert client.get(f"/v1/jobs/{job['id']}").json()["pending"]["reason"]["code"] in ("capacity", "behind_job")

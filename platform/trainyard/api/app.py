@@ -16,8 +16,9 @@ from trainyard.api.auth import Authenticator
 from trainyard.api.console import install_console
 from trainyard.api.context import ServerContext
 from trainyard.api.errors import install_error_handlers
+from trainyard.api.fastpath import FastSubmit, submit_route
 from trainyard.api.follows import FollowGate
-from trainyard.api.params import BODY_LIMIT
+from trainyard.api.params import BODY_LIMIT, SUBMIT_BODY_LIMIT
 from trainyard.api.routes import clusters, endpoints, job_metrics, jobs, queue, sweeps, system, teams
 from trainyard.clusters.registry import ClientFactory, ClusterRegistry
 from trainyard.config import Settings, ensure_secret
@@ -46,9 +47,11 @@ def _bootstrap_teams(db: Database, admin_token: str) -> None:
 
 
 def create_app(settings: Settings | None = None, *, client_factory: ClientFactory | None = None,
-               run_controller: bool = True) -> FastAPI:
+               run_controller: bool = True, fast_submit: bool = True) -> FastAPI:
     """Build the app. `client_factory` swaps the Ray REST client (unit tests); with
-    run_controller=False no background loop runs (tests drive `ctx.controller.tick()`)."""
+    run_controller=False no background loop runs (tests drive `ctx.controller.tick()`);
+    with fast_submit=False every submission goes through FastAPI's routing (api.fastpath's
+    tests compare the two)."""
     settings = settings or Settings.from_env()
     redact.register(*settings.secret_values())
     db = Database(settings.db_url)
@@ -56,7 +59,7 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
     commits = GroupCommitter(db)
     ctx = ServerContext(settings=settings, db=db, registry=registry,
                         jobs=JobService(db, registry, settings, commits=commits),
-                        controller=Controller(db, registry, settings), commits=commits)
+                        controller=Controller(db, registry, settings, commit=commits.run), commits=commits)
     # the jobs a batch of submissions inserted go to the queue mirror as committed: its next
     # scan finds them unchanged and does not read them (and their spec JSON) back
     commits.on_inserted(lambda rows: ctx.controller.queue.offer(rows.get("jobs", ())))
@@ -104,6 +107,11 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
                               "Every error answer has one shape (ErrorBody: `error`, `message`, `issues`). "
                               "Creating routes take an `Idempotency-Key` header, so that a retry creates nothing twice.")
     app.state.ctx = ctx
+    if fast_submit:
+        # added first, so innermost of ours: inside the catch-all 500 and the audit trail
+        app.add_middleware(FastSubmit, counts=ctx.fast_submits, routes={
+            "/v1/jobs": submit_route(jobs.submit_job, max_body=SUBMIT_BODY_LIMIT),
+            "/v1/sweeps": submit_route(sweeps.submit_sweep, max_body=SUBMIT_BODY_LIMIT)})
     install_error_handlers(app)
     for router in ROUTERS:
         # request bodies: 1 MiB unless a route says more (submissions carry a zip, predictions

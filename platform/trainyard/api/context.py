@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,8 @@ class ServerContext:
     # projects seen committed: an admin's submission into one skips ensure_project_exists
     # (projects are never deleted, so an entry never goes stale)
     known_projects: set = field(repr=False, default_factory=set)
+    # api.fastpath: submissions it answered ("served") and handed to the full stack ("handed_over")
+    fast_submits: Counter = field(repr=False, default_factory=Counter)
 
 
 async def get_ctx(request: Request) -> ServerContext:

@@ -22,7 +22,8 @@ from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from trainyard.errors import FieldIssue, SpecError, TrainyardError
 
-__all__ = ["install_error_handlers", "BodyLimitAsJSON", "ErrorBody", "IssueBody", "error_responses", "bounded", "error_body"]
+__all__ = ["install_error_handlers", "BodyLimitAsJSON", "ErrorBody", "IssueBody", "error_responses", "bounded", "error_body",
+           "trainyard_error_response"]
 
 log = logging.getLogger("trainyard.api")
 
@@ -234,13 +235,19 @@ class CatchAll:
             await response(scope, receive, send)
 
 
+def trainyard_error_response(exc: TrainyardError) -> JSONResponse:
+    """The answer to a TrainyardError: its own status and dict (the app's handler, and the
+    submission fast path's: api.fastpath)."""
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return _json(exc.to_dict(), exc.status, headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_middleware(BodyLimitAsJSON)
 
     @app.exception_handler(TrainyardError)
     async def _trainyard(request: Request, exc: TrainyardError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return _json(exc.to_dict(), exc.status, headers)
+        return trainyard_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

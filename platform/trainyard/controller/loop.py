@@ -52,7 +52,9 @@ class Controller:
     def __init__(self, db: Database, registry: ClusterRegistry, settings: Settings, *,
                  resources_interval_s: float = 2.0, resync_interval_s: float = 15.0,
                  replan_interval_s: float = 15.0, positions_interval_s: float = 10.0,
-                 projects_interval_s: float = 60.0):
+                 projects_interval_s: float = 60.0, commit=None):
+        """`commit`: how the tick's "waiting" notes are written (the server passes its group
+        committer's `run`, so that they share the submissions' commits; see Dispatcher)."""
         self.db = db
         self.registry = registry
         self.settings = settings
@@ -78,7 +80,7 @@ class Controller:
         self.dispatcher = Dispatcher(db, registry, settings, self.moves, health=self.health, demand=self.demand,
                                      queue=self.queue, replan_interval_s=replan_interval_s,
                                      positions_interval_s=positions_interval_s,
-                                     projects_interval_s=projects_interval_s)
+                                     projects_interval_s=projects_interval_s, commit=commit)
         self.reconciler = Reconciler(db, registry, settings, self.moves, submit=self.dispatcher.submit)
 
     # ------------------------------------------------------------------ what tests and the API reach
