@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from trainyard.config import Settings
 from trainyard.controller.loop import Controller, pause_after
+from trainyard.controller.pacing import Pacer
 
 
 @pytest.mark.parametrize("took", [0.0, 0.001, 0.1, 0.25, 0.3, 2.0, 30.0])
@@ -33,12 +34,15 @@ def test_a_share_outside_0_to_1_is_refused_by_name(bad):
         Settings(controller_max_share=bad)
 
 
-def _loop_after_one_tick(tmp_path, tick) -> tuple[Controller, int]:
+def _loop_after_one_tick(tmp_path, tick, holder: list | None = None) -> tuple[Controller, int]:
     """The real loop (start/stop) around `tick`, stopped once it chose its first pause."""
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'ty.db'}", poll_interval_s=0.05)
     controller = Controller.__new__(Controller)  # the loop only: no store, no clusters
     controller.settings, controller.last_error, controller.last_wait_s = settings, None, None
     controller.last_tick_cpu_s = 0.0
+    controller.pacer = Pacer(settings.controller_max_share)
+    if holder is not None:
+        holder.append(controller)
     ticks: list[float] = []
 
     def counted():
@@ -95,3 +99,114 @@ def test_the_server_refuses_a_bad_share_with_its_name_and_no_traceback(tmp_path)
     assert "Traceback" not in proc.stderr
     assert "TRAINYARD_CONTROLLER_MAX_SHARE" in proc.stderr and "'2'" in proc.stderr and "unset it" in proc.stderr
     assert not (tmp_path / "home" / "trainyard.db").exists()
+
+
+def test_a_tick_that_rests_within_itself_waits_that_much_less_after(tmp_path):
+    """The tick's loops call pacer.step(): it rests as it computes, keeping to the share there
+    too, and the loop's pause after it counts those rests (ticks still take <= share overall)."""
+    def busy_paced(controller):
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            controller.pacer.step()
+
+    holder: list[Controller] = []
+    controller, ticks = _loop_after_one_tick(tmp_path, lambda: busy_paced(holder[0]), holder=holder)
+    rested = controller.pacer.slept_s
+    assert rested >= 0.6  # about 3x the CPU, in rests of ~3 ms
+    assert controller.last_wait_s == pytest.approx(max(0.05, 0.9 - rested), abs=0.15)
+    assert ticks == 1
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+        self.rests: list[float] = []
+
+    def sleep(self, s):
+        self.rests.append(s)
+
+
+@pytest.mark.parametrize("share", [0.1, 0.25, 0.5])
+def test_the_pacer_keeps_a_computing_thread_to_its_share_at_every_grain(share):
+    clock = _Clock()
+    pacer = Pacer(share, grain_s=0.001, clock=lambda: clock.now, sleep=clock.sleep)
+    with pacer.pacing():
+        for _ in range(1000):
+            clock.now += 0.0003  # 0.3 ms of CPU between two steps
+            pacer.step()
+    cpu = 0.3
+    assert sum(clock.rests) == pytest.approx(cpu * (1 / share - 1), rel=0.05)
+    assert pacer.slept_s == pytest.approx(sum(clock.rests))
+    assert max(clock.rests) <= 0.0012 * (1 / share - 1) + 1e-9  # small rests, not one long one
+
+
+def test_the_pacer_rests_only_inside_pacing_in_its_own_thread_and_never_at_share_1():
+    import threading
+
+    clock = _Clock()
+    pacer = Pacer(0.25, grain_s=0.001, clock=lambda: clock.now, sleep=clock.sleep)
+    clock.now = 5.0
+    pacer.step()  # not pacing: a tick run by a test, a sync outside the loop
+    with pacer.pacing():
+        clock.now += 1.0
+        other = threading.Thread(target=pacer.step)
+        other.start()
+        other.join()
+    assert clock.rests == []  # another thread's step is not the tick's
+    with pacer.pacing():
+        clock.now += 1.0  # a long store read between two steps: the rest is capped
+        pacer.step()
+    assert clock.rests == [pytest.approx(0.02 * 3)]
+    unpaced = Pacer(1.0, clock=lambda: clock.now, sleep=clock.sleep)
+    with unpaced.pacing():
+        clock.now += 1.0
+        unpaced.step()
+    assert len(clock.rests) == 1
+
+
+def test_pause_after_counts_the_rests_taken_within_the_tick():
+    assert pause_after(0.3, poll_interval_s=0.05, max_share=0.25, slept_s=0.5) == pytest.approx(0.4)
+    assert pause_after(0.3, poll_interval_s=0.05, max_share=0.25, slept_s=0.9) == 0.05  # the floor
+    for took, slept in [(0.1, 0.0), (0.3, 0.2), (1.0, 2.9)]:
+        wait = pause_after(took, poll_interval_s=0.0, max_share=0.25, slept_s=slept)
+        assert took / (took + slept + wait) <= 0.25 + 1e-9
+
+
+def test_the_plan_is_the_same_paced_or_not_and_pace_is_called_every_256_jobs():
+    from trainyard.scheduler import ClusterView, QueuedJob, plan_tick
+
+    jobs = [QueuedJob(id=f"j{i}", project=f"p{i % 3}", priority=i % 2, seq=float(i), workers=1,
+                      per_worker={"CPU": 1.0}) for i in range(600)]
+    cluster = ClusterView(name="c", healthy=True, nodes_free=[{"CPU": 4.0}], nodes_total=[{"CPU": 8.0}])
+    calls: list[int] = []
+    paced = plan_tick(jobs, clusters=[cluster], now=0.0, pace=lambda: calls.append(1))
+    plain = plan_tick(jobs, clusters=[cluster], now=0.0)
+    assert len(calls) == 3  # jobs 0, 256, 512
+    assert paced == plain
+
+
+def test_the_server_process_freezes_its_startup_heap_and_runs_full_collections_rarely(tmp_path):
+    """python -m trainyard.api's main, up to uvicorn's run (in a process of its own: main sets
+    the umask, the import path and the collector): the GIL's switch interval, the frozen
+    start-up heap and the collector's thresholds are in place when it serves."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from trainyard.api import __main__ as server_main
+
+    probe = ("import gc, json, sys, uvicorn\n"
+             "uvicorn.Server.run = lambda self: print(json.dumps([gc.get_threshold(), gc.get_freeze_count(), "
+             "sys.getswitchinterval()]))\n"
+             "from trainyard.api.__main__ import main\n"
+             "main(['--port', '1', '--log-level', 'warning'])\n")
+    platform_dir = Path(__file__).resolve().parents[2] / "platform"
+    env = dict(os.environ, TRAINYARD_HOME=str(tmp_path / "home"), PYTHONPATH=str(platform_dir))
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    thresholds, frozen, switch = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert tuple(thresholds) == server_main.GC_THRESHOLDS and thresholds[2] >= 100
+    assert frozen > 10_000 and switch == server_main.SWITCH_INTERVAL_S

@@ -76,8 +76,10 @@ def _update_notes(s: Session, rows: list[dict]) -> None:
 class Dispatcher:
     def __init__(self, db, registry, settings, moves: Transitions, *, health: dict, demand, queue: QueueMirror,
                  replan_interval_s: float, positions_interval_s: float, projects_interval_s: float,
-                 commit: Callable[[Callable[[Session], Any]], Any] | None = None):
+                 commit: Callable[[Callable[[Session], Any]], Any] | None = None,
+                 pace: Callable[[], None] = lambda: None):
         self.db = db
+        self.pace = pace  # called every few jobs: the controller's loop rests its thread (pacing.py)
         # how a chunk of notes is written: the server's group committer (GroupCommitter.run),
         # or a session of its own (tests, tools)
         self.commit = commit or self._commit_alone
@@ -172,7 +174,7 @@ class Dispatcher:
                    for a in self.queue.active.values() if a.cluster]
         usage = self._usage(projects, now)
         plan = plan_tick(queue, running=running, clusters=cluster_views, projects=projects, usage=usage, now=now,
-                         config=self.tick_config)
+                         config=self.tick_config, pace=self.pace)
         self.plans += 1
         self.last_plan_s = time.perf_counter() - started
         dispatched: list[tuple[str, str | None, None, QueuedJob]] = []
@@ -299,7 +301,9 @@ class Dispatcher:
         `notes`: (job id, message or None for "waiting: <reason>", the scheduler's Pending)."""
         positions_due = now - self._positions_at >= self.positions_interval_s
         rows = []
-        for job_id, message, p in notes:
+        for n, (job_id, message, p) in enumerate(notes):
+            if not n & 255:
+                self.pace()
             entry = self.queue.pending.get(job_id)
             if entry is None:
                 continue

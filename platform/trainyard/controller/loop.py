@@ -25,6 +25,7 @@ from typing import Any
 from trainyard.clusters.registry import ClusterRegistry
 from trainyard.config import Settings
 from trainyard.controller.dispatch import Dispatcher
+from trainyard.controller.pacing import Pacer, pause_after
 from trainyard.controller.queue import QueueMirror
 from trainyard.controller.reconcile import Reconciler
 from trainyard.controller.transitions import Transitions
@@ -35,14 +36,6 @@ from trainyard.store import clusters as clusters_repo
 __all__ = ["Controller", "pause_after"]
 
 log = logging.getLogger("trainyard.controller")
-
-
-def pause_after(took_s: float, *, poll_interval_s: float, max_share: float) -> float:
-    """How long the loop waits after a tick that used `took_s` of CPU: the poll interval, or
-    longer when ticks would otherwise take more than `max_share` of the time (tick / (tick + wait) <= share).
-    A tick's cost grows with the queue, and it runs in the API's process: back-to-back ticks
-    over a long queue took the CPU that a burst of submissions was waiting for."""
-    return max(poll_interval_s, took_s * (1.0 / max_share - 1.0))
 
 
 class Controller:
@@ -74,13 +67,16 @@ class Controller:
         from trainyard.controller.demand import DemandStep
 
         self.demand = DemandStep(db, registry.client, health=self.health)
+        # the loop's ticks rest within themselves too (pacing.py)
+        self.pacer = Pacer(settings.controller_max_share)
         # the queue in memory (queue.py)
-        self.queue = QueueMirror(db, resync_interval_s=resync_interval_s)
+        self.queue = QueueMirror(db, resync_interval_s=resync_interval_s, pace=self.pacer.step)
         self.moves = Transitions(db, CostSink(settings.mlflow_uri))
         self.dispatcher = Dispatcher(db, registry, settings, self.moves, health=self.health, demand=self.demand,
                                      queue=self.queue, replan_interval_s=replan_interval_s,
                                      positions_interval_s=positions_interval_s,
-                                     projects_interval_s=projects_interval_s, commit=commit)
+                                     projects_interval_s=projects_interval_s, commit=commit,
+                                     pace=self.pacer.step)
         self.reconciler = Reconciler(db, registry, settings, self.moves, submit=self.dispatcher.submit)
 
     # ------------------------------------------------------------------ what tests and the API reach
@@ -121,7 +117,8 @@ class Controller:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("controller tick failed")
             self.last_wait_s = pause_after(self.last_tick_cpu_s, poll_interval_s=self.settings.poll_interval_s,
-                                           max_share=self.settings.controller_max_share)
+                                           max_share=self.settings.controller_max_share,
+                                           slept_s=self.pacer.slept_s)
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.last_wait_s)
             except asyncio.TimeoutError:
@@ -133,7 +130,8 @@ class Controller:
         # leave for a preemption would be stopped seconds later)
         started = time.thread_time()
         try:
-            self.tick()
+            with self.pacer.pacing():
+                self.tick()
         finally:
             self.last_tick_cpu_s = time.thread_time() - started
 

@@ -154,8 +154,9 @@ class QueueMirror:
     """Queued jobs (`pending`: PENDING and PREEMPTED) and jobs that may hold resources (`active`), by id."""
 
     def __init__(self, db: Database, *, resync_interval_s: float = 15.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, pace: Callable[[], None] = lambda: None):
         self.db = db
+        self.pace = pace  # called every few rows: the controller's loop rests its thread (pacing.py)
         self.resync_interval_s = resync_interval_s
         self.clock = clock
         self.pending: dict[str, Queued] = {}
@@ -222,7 +223,9 @@ class QueueMirror:
                 stale: list[str] = []
                 ids: set[str] = set()
                 from_offers: list[dict[str, Any]] = []
-                for job_id, version, phase in seen:
+                for n, (job_id, version, phase) in enumerate(seen):
+                    if not n & 255:
+                        self.pace()
                     ids.add(job_id)
                     queued = phase in st.QUEUED
                     have = self.pending.get(job_id) if queued else self.active.get(job_id)
@@ -261,8 +264,10 @@ class QueueMirror:
     def _add_rows(self, rows, *, wanted: set[str] | None = None, read: bool = False) -> None:
         """Hold these rows (the _LOADED columns, in order): queued ones in `pending`, active
         ones in `active`. `read`: they came from the store (counted in rows_read)."""
-        for (job_id, version, phase, spec, priority, project, created_at, started_at, cluster, message,
-             result, kind, live, granted) in rows:
+        for n, (job_id, version, phase, spec, priority, project, created_at, started_at, cluster, message,
+                result, kind, live, granted) in enumerate(rows):
+            if not n & 63:
+                self.pace()
             if wanted is not None and job_id not in wanted:
                 continue
             if read:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from trainyard.scheduler.backfill import (Reservation, commit, expected_end, grow, may_backfill, reserve,
                                           runtime_estimate)
@@ -104,8 +104,10 @@ def _shortfall(job: QueuedJob, free: Sequence[Mapping[str, float]]) -> str:
 
 def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (), clusters: Sequence[ClusterView] = (),
               projects: Mapping[str, Project] | Iterable[Project] = (), usage: Iterable[UsageRecord] = (),
-              now: float, config: TickConfig | None = None) -> TickPlan:
-    """Plan one tick. `projects` without an entry get weight 1, no quota and no budget."""
+              now: float, config: TickConfig | None = None, pace: Callable[[], None] | None = None) -> TickPlan:
+    """Plan one tick. `projects` without an entry get weight 1, no quota and no budget.
+    `pace`, when given, is called every 256 jobs: the caller's chance to rest its thread (the
+    controller keeps its ticks to a share of the CPU); it must not touch the inputs."""
     config = (config or TickConfig()).validate()
     if not isinstance(projects, Mapping):
         projects = {p.name: p for p in projects}
@@ -188,7 +190,9 @@ def plan_tick(queue: Iterable[QueuedJob], *, running: Iterable[RunningJob] = (),
                           f"project '{job.project}'", cluster=res.cluster, blocking_job=head.id)
         return Reason(BEHIND_JOB, why or f"behind job '{head.id}'", cluster=res.cluster, blocking_job=head.id)
 
-    for job in ordered:
+    for n, job in enumerate(ordered):
+        if pace is not None and not n & 255:
+            pace()
         plan.order.append(job.id)
         shape = job.shape
         key = (job.cluster, shape)
