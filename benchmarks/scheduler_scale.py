@@ -53,6 +53,7 @@ from trainyard.clusters.demand import plan_demand  # noqa: E402
 from trainyard.clusters.registry import ClusterRegistry  # noqa: E402
 from trainyard.config import Settings  # noqa: E402
 from trainyard.controller import views  # noqa: E402
+from trainyard.controller.group_commit import GroupCommitter  # noqa: E402
 from trainyard.controller.loop import Controller  # noqa: E402
 from trainyard.scheduler import WAIT, RunningJob, TickConfig, plan_tick, schedule  # noqa: E402
 from trainyard.store import Database  # noqa: E402
@@ -139,7 +140,9 @@ def _controller(db: Database, folder: Path) -> Controller:
     settings = Settings(db_url=db.url, storage=f"file://{folder / 'storage'}", ray_dashboard_url="",
                         extra={"packages_dir": str(folder / "packages")})
     registry = ClusterRegistry(db, settings, client_factory=lambda name, url, token: StandInRay(name))
-    ctrl = Controller(db, registry, settings, resources_interval_s=3600.0)
+    # as the server builds it: the tick's notes go through the group committer (a lone writer
+    # here, so each chunk of notes is a commit of its own, as in a quiet server)
+    ctrl = Controller(db, registry, settings, resources_interval_s=3600.0, commit=GroupCommitter(db).run)
     ctrl.refresh_clusters()
     return ctrl
 

@@ -112,7 +112,8 @@ class ControllerStatus(ApiModel):
     poll_interval_s: float
     last_wait_s: Optional[float] = Field(
         None, description="The pause after the last tick: poll_interval_s, or longer when ticks over a long queue "
-                          "would otherwise take more than controller_max_share of the time.")
+                          "would otherwise take more than controller_max_share of the CPU time (the rests a "
+                          "tick took within itself count toward the pause).")
     autoscaler_demand: dict[str, Any]
     queue: QueueStats
 

@@ -869,7 +869,7 @@ export interface components {
             last_tick_at: string | null;
             /**
              * Last Wait S
-             * @description The pause after the last tick: poll_interval_s, or longer when ticks over a long queue would otherwise take more than controller_max_share of the time.
+             * @description The pause after the last tick: poll_interval_s, or longer when ticks over a long queue would otherwise take more than controller_max_share of the CPU time (the rests a tick took within itself count toward the pause).
              */
             last_wait_s?: number | null;
             /** Poll Interval S */
