@@ -150,6 +150,19 @@ def test_pick_port(monkeypatch):
         stack._pick_port("server", 70000, None, flag="--port")
 
 
+def test_a_retry_moves_off_a_port_taken_meanwhile_unless_the_user_chose_it():
+    """Two `trainyard up` on one machine can both find the default dashboard port free and
+    race for it: the loser's retry takes another port, never the one the user asked for."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        moved = stack._port_for_retry(None, busy)
+        assert moved != busy and not stack.port_in_use(moved)
+        assert stack._port_for_retry(busy, busy) == busy  # asked for: the next failure names it
+    assert stack._port_for_retry(None, busy) == busy  # free again: the address stays stable
+
+
 def test_mlflow_run_url():
     assert stack.mlflow_run_url("http://h:5000/", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc"
     assert stack.mlflow_run_url("http://h:5000", None, "abc") == "http://h:5000/#/runs/abc"

@@ -205,6 +205,14 @@ def _pick_port(name: str, requested: int | None, previous: int | None, *, flag: 
     return free_port()
 
 
+def _port_for_retry(requested: int | None, tried: int, *, in_use: Callable[[int], bool] = port_in_use) -> int:
+    """The port for another try after `tried` failed: the user's own stays (they asked for it);
+    one picked for them is replaced when something else holds it now."""
+    if requested is not None or not in_use(tried):
+        return tried
+    return free_port()
+
+
 # ----------------------------------------------------------------------------- up
 
 
@@ -413,14 +421,22 @@ def _up(home: Path, emit: Event, *, port, mlflow_port, dashboard_port, num_cpus,
                     emit("ray", "the Ray head did not come up in time; trying once more")
                     stop_ray_head(state["ray"])
                     shutil.rmtree(temp_dir, ignore_errors=True)
+                    # a port chosen for the user may have been taken between the check and
+                    # Ray's bind (another `up` on the machine): the next try takes another
+                    old = state["ray"]["dashboard_port"]
+                    new = _port_for_retry(dashboard_port, old)
+                    if new != old:
+                        emit("ray", f"port {old} was taken meanwhile; the dashboard moves to {new}")
+                        state["ray"].update(dashboard_port=new, dashboard_url=f"http://127.0.0.1:{new}")
+                        _write_stack(state)
 
                 head = tenacity.Retrying(
                     stop=tenacity.stop_after_attempt(RAY_START_ATTEMPTS), reraise=True,
                     retry=tenacity.retry_if_exception_type(StackError), before_sleep=again,
-                )(start_ray_head, temp_dir=temp_dir, token=ray_token, num_cpus=num_cpus,
-                  dashboard_port=dport, gcs_port=gcs_port, env=_python_env(),
-                  autoscaling_config=autoscaling_config,
-                  log_file=home / "logs" / "ray.log", timeout=timeout)
+                )(lambda: start_ray_head(temp_dir=temp_dir, token=ray_token, num_cpus=num_cpus,
+                                         dashboard_port=state["ray"]["dashboard_port"], gcs_port=gcs_port,
+                                         env=_python_env(), autoscaling_config=autoscaling_config,
+                                         log_file=home / "logs" / "ray.log", timeout=timeout))
                 state["ray"] = _ray_record(head, autoscaling=autoscaling)
                 _write_stack(state)
                 actions["ray"] = "restarted" if ray_rec else "started"
