@@ -99,15 +99,21 @@ class FakeRay:
             job["end_time"] = 1_700_000_100_000
 
 
+def unit_settings(folder) -> Settings:
+    """Settings for an app on its own store in `folder`, the admin token TOKEN, Ray and MLflow
+    at addresses nothing answers (the fake Ray client stands in)."""
+    token_file = folder / "admin.token"
+    token_file.write_text(TOKEN + "\n")
+    return Settings(db_url=f"sqlite:///{folder / 'ty.db'}", admin_token_file=str(token_file),
+                    mlflow_uri="http://mlflow.example:5000", ray_dashboard_url="http://ray.example:8265",
+                    ray_token_file=str(folder / "ray.token"), storage=f"file://{folder / 'storage'}",
+                    extra={"packages_dir": str(folder / "packages")})
+
+
 @pytest.fixture()
 def server(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINYARD_HOME", str(tmp_path / "home"))
-    token_file = tmp_path / "admin.token"
-    token_file.write_text(TOKEN + "\n")
-    settings = Settings(db_url=f"sqlite:///{tmp_path / 'ty.db'}", admin_token_file=str(token_file),
-                        mlflow_uri="http://mlflow.example:5000", ray_dashboard_url="http://ray.example:8265",
-                        ray_token_file=str(tmp_path / "ray.token"), storage=f"file://{tmp_path / 'storage'}",
-                        extra={"packages_dir": str(tmp_path / "packages")})
+    settings = unit_settings(tmp_path)
     fakes: dict[str, FakeRay] = {}
 
     def factory(name, url, token):

@@ -17,10 +17,9 @@ from sqlalchemy import select
 
 from trainyard.api.app import create_app
 from trainyard.api.fastpath import FastSubmit, SubmitRoute
-from trainyard.config import Settings
 from trainyard.store.models import AuditEventRow, JobRow
 
-from test_api import TOKEN, FakeRay, spec
+from test_api import TOKEN, FakeRay, spec, unit_settings
 from test_sweep_api import sweep_spec
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -30,14 +29,8 @@ def _app(tmp_path, monkeypatch, *, fast: bool):
     home = tmp_path / ("fast" if fast else "routed")
     home.mkdir()
     monkeypatch.setenv("TRAINYARD_HOME", str(tmp_path / "home"))
-    token_file = home / "admin.token"
-    token_file.write_text(TOKEN + "\n")
-    settings = Settings(db_url=f"sqlite:///{home / 'ty.db'}", admin_token_file=str(token_file),
-                        mlflow_uri="http://mlflow.example:5000", ray_dashboard_url="http://ray.example:8265",
-                        ray_token_file=str(home / "ray.token"), storage=f"file://{home / 'storage'}",
-                        extra={"packages_dir": str(home / "packages")})
     fakes: dict[str, FakeRay] = {}
-    return create_app(settings, client_factory=lambda n, u, t: fakes.setdefault(n, FakeRay(n, u, t)),
+    return create_app(unit_settings(home), client_factory=lambda n, u, t: fakes.setdefault(n, FakeRay(n, u, t)),
                       run_controller=False, fast_submit=fast)
 
 
