@@ -11,8 +11,10 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import psutil
 import pytest
 
 from trainyard import config, errors
@@ -54,8 +56,16 @@ def fake_stack(trainyard_home):
 
 def _sleeper() -> int:
     # the marks `down` checks before it signals a recorded PID
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mlflow", "trainyard.api"],
-                            start_new_session=True).pid
+    pid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mlflow", "trainyard.api"],
+                           start_new_session=True).pid
+    # Popen returns once the kernel let go of the parent, which is before the new program's
+    # arguments show in /proc: `down` right then read an empty command line, took the PID for
+    # someone else's and left it running (a CI failure under load). A recorded process has
+    # long been running when `down` looks at it.
+    deadline = time.monotonic() + 10
+    while "trainyard.api" not in " ".join(psutil.Process(pid).cmdline()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pid
 
 
 def test_status_of_a_healthy_stack(fake_stack):
