@@ -236,3 +236,11 @@ def test_other_routes_and_methods_pass_through_untouched():
                                              None, None))
     asyncio.run(FastSubmit(other, routes={"/y": None})({"type": "lifespan"}, None, None))
     assert seen == ["/y", "lifespan"]
+
+
+@pytest.mark.parametrize("length", ["9" * 5000, "9" * 30, "-1", " 5"])
+def test_an_odd_content_length_gets_the_routed_answer_never_a_500(pair, length):
+    body = json.dumps({"spec": spec(name="odd")}).encode()
+    resp = _both(pair, "/v1/jobs", content=body,
+                 headers={**AUTH, "Content-Type": "application/json", "Content-Length": length})
+    assert resp.status_code in (201, 413), resp.text

@@ -167,7 +167,9 @@ def _replaying(chunks: list[bytes], receive, *, complete: bool):
 def _length_within(value: Optional[str], limit: int) -> bool:
     if value is None:
         return True  # chunked: counted while read
-    return value.isdigit() and int(value) <= limit
+    # ASCII digits, and few of them: str.isdigit() also takes '²', which int() refuses, and
+    # int() refuses more than 4,300 digits; anything odd is the full stack's to answer
+    return value.isascii() and value.isdigit() and len(value) <= 20 and int(value) <= limit
 
 
 async def _read_body(receive, chunks: list[bytes], limit: int) -> bool:
