@@ -113,7 +113,10 @@ class ControllerStatus(ApiModel):
     last_wait_s: Optional[float] = Field(
         None, description="The pause after the last tick: poll_interval_s, or longer when ticks over a long queue "
                           "would otherwise take more than controller_max_share of the CPU time (the rests a "
-                          "tick took within itself count toward the pause).")
+                          "tick took within itself count toward the pause; controller_busy_share instead while "
+                          "the API was serving requests).")
+    busy_rests: int = Field(0, description="Rests the ticks took at controller_busy_share, because the API was "
+                                           "serving requests: how often requests held the scheduler back.")
     autoscaler_demand: dict[str, Any]
     queue: QueueStats
 

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     # that the API shares with them (one process, one GIL) in a burst of submissions; Slurm's
     # sched_min_interval answers the same problem. 1: tick every poll_interval_s, whatever it costs
     controller_max_share: float = Field(0.25, gt=0, le=1)
+    # the share the tick keeps to while the API is serving requests (controller/pacing.py):
+    # requests first, the scheduler takes what they leave; capped at controller_max_share
+    controller_busy_share: float = Field(0.05, gt=0, le=1)
     # followed logs (GET /v1/jobs/{id}/logs?follow=true) each hold a worker thread while open,
     # from a pool (40) that every synchronous route shares: at most this many at once per
     # user and on the whole server; past either, 429 (api/follows.py)

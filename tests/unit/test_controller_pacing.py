@@ -210,3 +210,83 @@ def test_the_server_process_freezes_its_startup_heap_and_runs_full_collections_r
     thresholds, frozen, switch = json.loads(proc.stdout.strip().splitlines()[-1])
     assert tuple(thresholds) == server_main.GC_THRESHOLDS and thresholds[2] >= 100
     assert frozen > 10_000 and switch == server_main.SWITCH_INTERVAL_S
+
+
+def _busy_pacer(clock, counter, share=0.25, busy_share=0.05):
+    return Pacer(share, busy_share=busy_share, activity=lambda: counter[0], grain_s=0.001,
+                 clock=lambda: clock.now, sleep=clock.sleep)
+
+
+def test_while_requests_come_in_the_pacer_rests_at_the_busy_share():
+    clock, counter = _Clock(), [0]
+    pacer = _busy_pacer(clock, counter)
+    with pacer.pacing():
+        clock.now += 0.002
+        pacer.step()  # no request since the pacer was made: the idle share
+        counter[0] += 3  # requests arrive during that rest
+        clock.now += 0.002
+        pacer.step()
+        clock.now += 0.002
+        pacer.step()  # none since the last rest: idle again
+    assert clock.rests == [pytest.approx(0.002 * 3), pytest.approx(0.002 * 19), pytest.approx(0.002 * 3)]
+    assert pacer.busy_rests == 1
+
+
+def test_the_loop_pauses_at_the_share_that_held_when_its_tick_ended():
+    clock, counter = _Clock(), [0]
+    pacer = _busy_pacer(clock, counter)
+    with pacer.pacing():
+        clock.now += 0.0005  # too short to rest
+    assert pacer.tick_share == 0.25
+    assert not pacer.busy()
+    counter[0] += 1
+    assert pacer.busy() and pacer.busy()  # busy() only looks; the next rest or stretch end takes it
+    with pacer.pacing():
+        clock.now += 0.0005
+    assert pacer.tick_share == 0.05 and not pacer.busy()
+    took = 0.3
+    assert took / (took + pause_after(took, poll_interval_s=0.0, max_share=pacer.tick_share)) <= 0.05 + 1e-9
+
+
+def test_the_busy_share_never_exceeds_the_share_and_is_refused_outside_0_to_1_by_name():
+    assert Pacer(0.02, busy_share=0.05, activity=lambda: 0).busy_share == 0.02
+    assert Pacer(0.25).busy_share == 0.25 and not Pacer(0.25).busy()  # no gauge: never busy
+    for bad in (0, -0.1, 1.5, "half"):
+        with pytest.raises(ValidationError, match="controller_busy_share"):
+            Settings(controller_busy_share=bad)
+
+
+def test_the_server_counts_every_request_for_its_controller(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from test_api import TOKEN, unit_settings
+    from trainyard.api.app import create_app
+
+    monkeypatch.setenv("TRAINYARD_HOME", str(tmp_path / "home"))
+    app = create_app(unit_settings(tmp_path), run_controller=False)
+    with TestClient(app) as client:
+        pacer = app.state.ctx.controller.pacer
+        assert pacer.busy_share == Settings().controller_busy_share
+        before = pacer.activity()
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert client.get("/v1/jobs").status_code == 401  # refused requests count too: they cost CPU
+        assert client.post("/v1/jobs", content=b"{", headers={"Authorization": f"Bearer {TOKEN}",
+                                                               "Content-Type": "application/json"}).status_code == 422
+        assert pacer.activity() - before == 4
+        assert pacer.busy()
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_the_tick_holds_collections_off_only_while_the_api_is_idle(busy):
+    import gc
+
+    from trainyard.controller.dispatch import Dispatcher
+
+    dispatcher = Dispatcher.__new__(Dispatcher)  # dispatch() only: its plan is replaced
+    dispatcher.busy = lambda: busy
+    seen: list[bool] = []
+    dispatcher._dispatch = lambda: seen.append(gc.isenabled())
+    assert gc.isenabled()
+    dispatcher.dispatch()
+    assert seen == [busy] and gc.isenabled()

@@ -863,13 +863,19 @@ export interface components {
             autoscaler_demand: {
                 [key: string]: unknown;
             };
+            /**
+             * Busy Rests
+             * @description Rests the ticks took at controller_busy_share, because the API was serving requests: how often requests held the scheduler back.
+             * @default 0
+             */
+            busy_rests: number;
             /** Last Error */
             last_error: string | null;
             /** Last Tick At */
             last_tick_at: string | null;
             /**
              * Last Wait S
-             * @description The pause after the last tick: poll_interval_s, or longer when ticks over a long queue would otherwise take more than controller_max_share of the CPU time (the rests a tick took within itself count toward the pause).
+             * @description The pause after the last tick: poll_interval_s, or longer when ticks over a long queue would otherwise take more than controller_max_share of the CPU time (the rests a tick took within itself count toward the pause; controller_busy_share instead while the API was serving requests).
              */
             last_wait_s?: number | null;
             /** Poll Interval S */

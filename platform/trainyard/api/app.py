@@ -25,6 +25,7 @@ from trainyard.config import Settings, ensure_secret
 from trainyard.controller import housekeeping
 from trainyard.controller.group_commit import GroupCommitter
 from trainyard.controller.loop import Controller
+from trainyard.controller.pacing import RequestGauge
 from trainyard.controller.service import JobService
 from trainyard.store import Database
 
@@ -57,9 +58,11 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
     db = Database(settings.db_url)
     registry = ClusterRegistry(db, settings, client_factory=client_factory)
     commits = GroupCommitter(db)
+    requests = RequestGauge()
     ctx = ServerContext(settings=settings, db=db, registry=registry,
                         jobs=JobService(db, registry, settings, commits=commits),
-                        controller=Controller(db, registry, settings, commit=commits.run), commits=commits)
+                        controller=Controller(db, registry, settings, commit=commits.run, requests=requests),
+                        commits=commits)
     # the jobs a batch of submissions inserted go to the queue mirror as committed: its next
     # scan finds them unchanged and does not read them (and their spec JSON) back
     commits.on_inserted(lambda rows: ctx.controller.queue.offer(rows.get("jobs", ())))
@@ -120,4 +123,19 @@ def create_app(settings: Settings | None = None, *, client_factory: ClientFactor
     install_console(app)  # last: its catch-all answers only what no API route took
     # outermost: sees every answer's final status, the error handlers' and CatchAll's included
     app.add_middleware(AuditMiddleware, committer_of=lambda a: a.state.ctx.commits)
+    # the controller's ticks yield to requests while the API is busy (controller/pacing.py)
+    app.add_middleware(CountRequests, gauge=requests)
     return app
+
+
+class CountRequests:
+    """Counts every HTTP request into a RequestGauge, as the outermost layer: one increment."""
+
+    def __init__(self, app, gauge: RequestGauge):
+        self.app = app
+        self.gauge = gauge
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            self.gauge.started += 1
+        await self.app(scope, receive, send)

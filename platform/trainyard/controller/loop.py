@@ -25,7 +25,7 @@ from typing import Any
 from trainyard.clusters.registry import ClusterRegistry
 from trainyard.config import Settings
 from trainyard.controller.dispatch import Dispatcher
-from trainyard.controller.pacing import Pacer, pause_after
+from trainyard.controller.pacing import Pacer, RequestGauge, pause_after
 from trainyard.controller.queue import QueueMirror
 from trainyard.controller.reconcile import Reconciler
 from trainyard.controller.transitions import Transitions
@@ -45,9 +45,11 @@ class Controller:
     def __init__(self, db: Database, registry: ClusterRegistry, settings: Settings, *,
                  resources_interval_s: float = 2.0, resync_interval_s: float = 15.0,
                  replan_interval_s: float = 15.0, positions_interval_s: float = 10.0,
-                 projects_interval_s: float = 60.0, commit=None):
+                 projects_interval_s: float = 60.0, commit=None, requests: RequestGauge | None = None):
         """`commit`: how the tick's "waiting" notes are written (the server passes its group
-        committer's `run`, so that they share the submissions' commits; see Dispatcher)."""
+        committer's `run`, so that they share the submissions' commits; see Dispatcher).
+        `requests`: the API's request count; while it moves, ticks keep to
+        `controller_busy_share` of the CPU (pacing.py)."""
         self.db = db
         self.registry = registry
         self.settings = settings
@@ -68,7 +70,8 @@ class Controller:
 
         self.demand = DemandStep(db, registry.client, health=self.health)
         # the loop's ticks rest within themselves too (pacing.py)
-        self.pacer = Pacer(settings.controller_max_share)
+        self.pacer = Pacer(settings.controller_max_share, busy_share=settings.controller_busy_share,
+                           activity=(lambda: requests.started) if requests is not None else None)
         # the queue in memory (queue.py)
         self.queue = QueueMirror(db, resync_interval_s=resync_interval_s, pace=self.pacer.step)
         self.moves = Transitions(db, CostSink(settings.mlflow_uri))
@@ -76,7 +79,7 @@ class Controller:
                                      queue=self.queue, replan_interval_s=replan_interval_s,
                                      positions_interval_s=positions_interval_s,
                                      projects_interval_s=projects_interval_s, commit=commit,
-                                     pace=self.pacer.step)
+                                     pace=self.pacer.step, busy=self.pacer.busy)
         self.reconciler = Reconciler(db, registry, settings, self.moves, submit=self.dispatcher.submit)
 
     # ------------------------------------------------------------------ what tests and the API reach
@@ -117,7 +120,7 @@ class Controller:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("controller tick failed")
             self.last_wait_s = pause_after(self.last_tick_cpu_s, poll_interval_s=self.settings.poll_interval_s,
-                                           max_share=self.settings.controller_max_share,
+                                           max_share=self.pacer.tick_share,
                                            slept_s=self.pacer.slept_s)
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.last_wait_s)
@@ -180,6 +183,7 @@ class Controller:
             "last_error": self.last_error,
             "poll_interval_s": self.settings.poll_interval_s,
             "last_wait_s": round(self.last_wait_s, 3) if self.last_wait_s is not None else None,
+            "busy_rests": self.pacer.busy_rests,
             "autoscaler_demand": self.demand.snapshot(),
             "queue": {"pending": len(self.queue.pending), "active": len(self.queue.active),
                       "plans": self.dispatcher.plans, "skipped": self.dispatcher.skipped, "scans": self.queue.scans,

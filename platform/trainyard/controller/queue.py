@@ -215,11 +215,17 @@ class QueueMirror:
                 conn = s.connection()
                 query = select(JobRow.id, JobRow.version, JobRow.phase).where(JobRow.phase.in_(_TRACKED))
                 if everything:
-                    seen = conn.execute(query).all()
+                    seen = []
+                    rows = conn.execute(query)
+                    while batch := rows.fetchmany(_CHUNK * 4):
+                        self.pace()
+                        seen.extend(batch)
                 else:
                     ordered = sorted(written)
-                    seen = [row for i in range(0, len(ordered), _CHUNK)
-                            for row in conn.execute(query.where(JobRow.id.in_(ordered[i:i + _CHUNK])))]
+                    seen = []
+                    for i in range(0, len(ordered), _CHUNK):  # after a burst: thousands of ids
+                        self.pace()
+                        seen.extend(conn.execute(query.where(JobRow.id.in_(ordered[i:i + _CHUNK]))))
                 stale: list[str] = []
                 ids: set[str] = set()
                 from_offers: list[dict[str, Any]] = []
@@ -243,7 +249,9 @@ class QueueMirror:
                     self._load(conn, stale, whole=everything and len(stale) > len(seen) // 2)
             if from_offers:
                 self.rows_offered += len(from_offers)
-                self._add_rows([tuple(row.get(c) for c in _LOADED) for row in from_offers])
+                # lazily: each row becomes a tuple inside _add_rows' paced loop (12,000 offered
+                # rows after a burst took ~40 ms as one list, a stop of every request)
+                self._add_rows(tuple(row.get(c) for c in _LOADED) for row in from_offers)
             for job_id in gone:
                 self.pending.pop(job_id, None)
                 self.active.pop(job_id, None)
