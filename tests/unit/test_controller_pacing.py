@@ -251,6 +251,10 @@ def test_the_loop_pauses_at_the_share_that_held_when_its_tick_ended():
 def test_the_busy_share_never_exceeds_the_share_and_is_refused_outside_0_to_1_by_name():
     assert Pacer(0.02, busy_share=0.05, activity=lambda: 0).busy_share == 0.02
     assert Pacer(0.25).busy_share == 0.25 and not Pacer(0.25).busy()  # no gauge: never busy
+    off = Pacer(1.0, busy_share=0.05, activity=lambda: 7)  # share 1: no pacing at all, busy or not
+    with off.pacing():
+        pass
+    assert off.busy_share == 1.0 and off.tick_share == 1.0
     for bad in (0, -0.1, 1.5, "half"):
         with pytest.raises(ValidationError, match="controller_busy_share"):
             Settings(controller_busy_share=bad)

@@ -55,7 +55,8 @@ class Pacer:
                  activity: Callable[[], int] | None = None, grain_s: float = GRAIN_S,
                  clock: Callable[[], float] = time.thread_time, sleep: Callable[[float], None] = time.sleep):
         self.share = share
-        self.busy_share = share if busy_share is None else min(busy_share, share)
+        # share 1 turns pacing off, the busy share's included (rests and the pause after a tick)
+        self.busy_share = share if busy_share is None or share >= 1 else min(busy_share, share)
         self.activity = activity
         self._seen = activity() if activity is not None else 0
         self.busy_rests = 0  # rests taken at busy_share: how often the API held the tick back
